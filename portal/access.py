@@ -1,0 +1,330 @@
+"""Who may view a bill group: one canonicaliser for addresses and domains, the rule
+matcher, and the overlap checks that keep each bill group's rules exact.
+
+Every address a customer types and every rule staff add goes through `canonical_email`
+or `canonical_domain`, and all comparisons are exact string comparisons of those forms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import ipaddress
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+from importlib import resources
+
+import idna
+from email_validator import EmailNotValidError, validate_email
+from publicsuffixlist import PublicSuffixList
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.models import AccessRule, BillGroup, RuleKind
+
+MAX_INPUT_LENGTH = 320
+MAX_ADDRESS_LENGTH = 254
+MAX_DOMAIN_LENGTH = 253
+
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DOMAIN_RE = re.compile(rf"^(?:{_LABEL}\.)+{_LABEL}$")
+_ADDRESS_RE = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+{_LABEL}$")
+_LIST_SEPARATORS = re.compile(r"[,;]")
+_NAME_OR_QUOTES = re.compile(r"[<>\"()\[\]]")
+_AT_LOOKALIKES = "\uff20\ufe6b"  # full-width and small commercial at
+
+ONE_AT_A_TIME = "Add addresses one at a time: enter a single email address or domain."
+
+
+class AccessError(ValueError):
+    """Input that cannot become, or be checked against, an access rule. The message is
+    written for the person who typed it."""
+
+    def __init__(self, message: str, field: str = "value") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class DuplicateRule(AccessError):
+    """The rule, or one that covers it, already exists."""
+
+
+class OverlappingRules(AccessError):
+    """A new domain rule would make existing address rules redundant."""
+
+    def __init__(self, message: str, redundant: Sequence[AccessRule]) -> None:
+        super().__init__(message)
+        self.redundant = list(redundant)
+
+
+# --- canonical forms ------------------------------------------------------------------
+
+
+def _precheck(raw: str, what: str) -> str:
+    if not isinstance(raw, str):
+        raise AccessError(f"Enter {what}.")
+    if len(raw) > MAX_INPUT_LENGTH:
+        raise AccessError(f"That is too long to be {what}.")
+    text = raw.strip()
+    if not text:
+        raise AccessError(f"Enter {what}.")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+        raise AccessError("That contains invisible or control characters. Type it again.")
+    if _LIST_SEPARATORS.search(text) or (text.count("@") > 1 and re.search(r"\s", text)):
+        raise AccessError(ONE_AT_A_TIME)
+    return text
+
+
+def canonical_email(raw: str) -> str:
+    """The canonical form of one email address, or AccessError saying what is wrong."""
+    text = _precheck(raw, "an email address like name@company.com")
+    if _NAME_OR_QUOTES.search(text):
+        raise AccessError("Enter just the email address, without a name, quotes or brackets.")
+    if re.search(r"\s", text):
+        raise AccessError("An email address cannot contain spaces.")
+    if text.count("@") != 1:
+        if any(ch in text for ch in _AT_LOOKALIKES):
+            raise AccessError("Type the @ sign from your keyboard; that one only looks like it.")
+        raise AccessError("Enter an email address like name@company.com, with one @ sign.")
+    local = text.partition("@")[0]
+    if not local.isascii():
+        raise AccessError("Use only Latin letters, digits and . _ - + before the @ sign.")
+    try:
+        checked = validate_email(
+            text,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            allow_empty_local=False,
+            globally_deliverable=True,
+        )
+    except EmailNotValidError as exc:
+        # email-validator's messages are specific and written for people.
+        raise AccessError(str(exc)) from None
+    domain = canonical_domain(checked.ascii_domain)
+    address = f"{checked.local_part.lower()}@{domain}"
+    if (
+        len(address) > MAX_ADDRESS_LENGTH
+        or address.count("@") != 1
+        or not _ADDRESS_RE.match(address)
+        or parseaddr(address) != ("", address)
+    ):
+        raise AccessError("Enter an email address like name@company.com.")
+    return address
+
+
+def canonical_domain(raw: str) -> str:
+    """The canonical form of a domain name: IDNA (UTS #46) ASCII, lower case, no final dot."""
+    text = _precheck(raw, "a domain like company.com")
+    if "@" in text:
+        raise AccessError("Enter a domain like company.com, without an @ sign.")
+    if re.search(r"\s", text):
+        raise AccessError(ONE_AT_A_TIME)
+    if "://" in text or "/" in text:
+        raise AccessError("Enter just the domain, like company.com, not a web address.")
+    if text.startswith("*"):
+        raise AccessError("Enter the domain without *; choose 'and its subdomains' instead.")
+    if text.endswith("."):
+        text = text[:-1]
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise AccessError("Enter a domain name, not an IP address.")
+    try:
+        ascii_form = idna.encode(text, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        raise AccessError(f"{text!r} is not a valid domain name.") from None
+    if len(ascii_form) > MAX_DOMAIN_LENGTH or not _DOMAIN_RE.match(ascii_form):
+        raise AccessError(f"{text!r} is not a valid domain name.")
+    if ascii_form.rsplit(".", 1)[1].isdigit():
+        raise AccessError(f"{text!r} is not a valid domain name.")
+    return ascii_form
+
+
+def display_domain(domain: str) -> str:
+    """The Unicode form of a canonical domain, for people to read."""
+    try:
+        return idna.decode(domain)
+    except idna.IDNAError:
+        return domain
+
+
+def rule_label(kind: RuleKind, value: str, include_subdomains: bool = False) -> str:
+    """How people read a rule: domains in their Unicode form."""
+    if kind == RuleKind.EMAIL:
+        local, _, domain = value.partition("@")
+        return f"{local}@{display_domain(domain)}"
+    label = display_domain(value)
+    return f"{label} and its subdomains" if include_subdomains else label
+
+
+# --- rules ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    # accept_unknown=False: a made-up TLD is not a registrable domain.
+    return PublicSuffixList(accept_unknown=False)
+
+
+@functools.cache
+def shipped_public_providers() -> frozenset[str]:
+    text = resources.files("portal").joinpath("data/public_mail_providers.txt").read_text()
+    return frozenset(
+        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+def public_providers(extra: Iterable[str] = ()) -> frozenset[str]:
+    return shipped_public_providers() | {canonical_domain(d) for d in extra}
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as typed by staff, canonicalised, not yet stored."""
+
+    kind: RuleKind
+    value: str
+    include_subdomains: bool = False
+
+    @property
+    def label(self) -> str:
+        return rule_label(self.kind, self.value, self.include_subdomains)
+
+
+def parse_rule(
+    raw: str, include_subdomains: bool = False, extra_providers: Iterable[str] = ()
+) -> RuleSpec:
+    """An address (contains @) or a domain, canonicalised and checked for use as a rule."""
+    text = _precheck(raw, "an email address or a domain")
+    if "@" in text:
+        if include_subdomains:
+            raise AccessError("'And its subdomains' applies to a domain, not to one address.")
+        return RuleSpec(RuleKind.EMAIL, canonical_email(text))
+    domain = canonical_domain(text)
+    psl = _public_suffixes()
+    registrable = psl.privatesuffix(domain)
+    if registrable is None:
+        raise AccessError(
+            f"{display_domain(domain)} is not a company's own domain. "
+            "Enter a registered domain like company.com."
+        )
+    providers = public_providers(extra_providers)
+    if domain in providers or registrable in providers:
+        raise AccessError(
+            f"{display_domain(domain)} is a public email provider: a rule for it would let "
+            "anyone with an address there sign in. Add individual addresses instead."
+        )
+    return RuleSpec(RuleKind.DOMAIN, domain, include_subdomains)
+
+
+def _domain_admits(rule_domain: str, include_subdomains: bool, domain: str) -> bool:
+    return domain == rule_domain or (include_subdomains and domain.endswith("." + rule_domain))
+
+
+def rule_admits(rule: AccessRule | RuleSpec, email: str) -> bool:
+    """Whether the rule admits a canonical address. Exact comparison, nothing else."""
+    if rule.kind == RuleKind.EMAIL:
+        return email == rule.value
+    return _domain_admits(rule.value, rule.include_subdomains, email.rpartition("@")[2])
+
+
+def admitting_rule(rules: Iterable[AccessRule], email: str) -> AccessRule | None:
+    """The rule that admits the canonical address, if any."""
+    return next((rule for rule in rules if rule_admits(rule, email)), None)
+
+
+def may_access(bill_group: BillGroup, email: str, today: dt.date) -> AccessRule | None:
+    """The rule that lets this canonical address into this bill group's portal today."""
+    if not bill_group.portal_available(today):
+        return None
+    return admitting_rule(bill_group.access_rules, email)
+
+
+def check_new_rule(spec: RuleSpec, existing: Sequence[AccessRule]) -> list[AccessRule]:
+    """Raise if the new rule duplicates or is covered by an existing one; return the
+    address rules that the new domain rule would make redundant."""
+    for rule in existing:
+        if rule.kind == spec.kind and rule.value == spec.value:
+            raise DuplicateRule(f"{rule.label} already has access.")
+    if spec.kind == RuleKind.EMAIL:
+        covering = admitting_rule(existing, spec.value)
+        if covering is not None:
+            raise DuplicateRule(
+                f"{covering.label} already has access, so {spec.label} needs no rule of its own."
+            )
+        return []
+    for rule in existing:
+        if rule.kind != RuleKind.DOMAIN:
+            continue
+        if _domain_admits(rule.value, rule.include_subdomains, spec.value):
+            raise DuplicateRule(f"{rule.label} already covers {display_domain(spec.value)}.")
+        if _domain_admits(spec.value, spec.include_subdomains, rule.value):
+            raise DuplicateRule(
+                f"{spec.label} would also cover the existing rule for {rule.label}. "
+                "Remove that rule first."
+            )
+    return [r for r in existing if r.kind == RuleKind.EMAIL and rule_admits(spec, r.value)]
+
+
+def add_rule(
+    db: Session,
+    bill_group: BillGroup,
+    raw: str,
+    *,
+    created_by: str,
+    include_subdomains: bool = False,
+    fold_in: bool = False,
+    extra_providers: Iterable[str] = (),
+) -> AccessRule:
+    """Add one rule to a bill group; the caller commits.
+
+    With fold_in, address rules that the new domain makes redundant are removed in the
+    same transaction; without it they are named in an OverlappingRules error. On any
+    AccessError the session has been rolled back.
+    """
+    try:
+        spec = parse_rule(raw, include_subdomains, extra_providers)
+        # Serialise rule changes per bill group (a row lock on PostgreSQL), so two
+        # concurrent requests cannot add overlapping rules.
+        db.execute(select(BillGroup.id).where(BillGroup.id == bill_group.id).with_for_update())
+        existing = db.scalars(
+            select(AccessRule).where(AccessRule.bill_group_id == bill_group.id)
+        ).all()
+        redundant = check_new_rule(spec, existing)
+        if redundant and not fold_in:
+            names = ", ".join(rule.label for rule in redundant)
+            raise OverlappingRules(
+                f"{spec.label} would make these address rules redundant: {names}. "
+                "Remove them first, or add the domain and fold them in.",
+                redundant,
+            )
+        for rule in redundant:
+            db.delete(rule)
+        rule = AccessRule(
+            bill_group_id=bill_group.id,
+            kind=spec.kind,
+            value=spec.value,
+            include_subdomains=spec.include_subdomains,
+            created_by=created_by,
+        )
+        db.add(rule)
+        db.flush()
+    except AccessError:
+        db.rollback()
+        raise
+    except IntegrityError:
+        # The same rule committed by a concurrent request after our check.
+        db.rollback()
+        raise DuplicateRule(f"{spec.label} already has access.") from None
+    return rule

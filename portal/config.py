@@ -1,0 +1,105 @@
+"""Configuration: local-development defaults, then PORTAL_CONFIG (TOML), then PORTAL_* env."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+
+# The one value that must never reach production; checked by `validate`.
+DEV_SECRET_KEY = "dev-only-not-a-secret"
+
+DEFAULTS: dict[str, Any] = {
+    # Signs CSRF tokens and the (id-only) session cookie.
+    "SECRET_KEY": DEV_SECRET_KEY,
+    # Empty means "SQLite file under instance/", filled in by `load`.
+    "DATABASE_URL": "",
+    # The only source of scheme and host in links we email; never the request's Host.
+    "PORTAL_BASE_URL": "",
+    # Hosts Flask accepts in the Host header; empty means "the host of PORTAL_BASE_URL".
+    "TRUSTED_HOSTS": [],
+    # Domain rules refuse these providers on top of the shipped list.
+    "PUBLIC_MAIL_PROVIDERS_EXTRA": [],
+    # Flask-Mail.
+    "MAIL_SERVER": "127.0.0.1",
+    "MAIL_PORT": 25,
+    "MAIL_USE_TLS": False,
+    "MAIL_USE_SSL": False,
+    "MAIL_USERNAME": None,
+    "MAIL_PASSWORD": None,
+    "MAIL_DEFAULT_SENDER": "Billing portal <billing@localhost>",
+    # Seconds before an SMTP connection attempt or command gives up.
+    "MAIL_TIMEOUT": 10,
+    # Flask-Limiter storage; use redis://... in production so limits hold across workers.
+    "RATELIMIT_STORAGE_URI": "memory://",
+    # Sign-in defaults from SECURITY.md.
+    "SIGNIN_TTL_MINUTES": 15,
+    "CUSTOMER_SESSION_IDLE_MINUTES": 30,
+    "CUSTOMER_SESSION_MAX_HOURS": 12,
+    "STAFF_SESSION_IDLE_MINUTES": 30,
+    "STAFF_SESSION_MAX_HOURS": 8,
+    # Babel locale for money and dates.
+    "LOCALE": "en_GB",
+    # Largest request body we accept, in bytes.
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+}
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run safely; the message says what to change."""
+
+
+def load(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
+    """Fill app.config in precedence order: defaults < file < environment < overrides."""
+    app.config.from_mapping(DEFAULTS)
+    path = os.environ.get("PORTAL_CONFIG")
+    if path:
+        app.config.from_file(os.path.abspath(path), load=tomllib.load, text=False)
+    app.config.from_prefixed_env("PORTAL")
+    # PORTAL_BASE_URL in the environment lands as BASE_URL; it is the name people type.
+    if "BASE_URL" in app.config:
+        app.config["PORTAL_BASE_URL"] = app.config.pop("BASE_URL")
+    if overrides:
+        app.config.from_mapping(overrides)
+    if not app.config["DATABASE_URL"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "portal.db")
+    if not app.config["PORTAL_BASE_URL"] and is_local(app):
+        app.config["PORTAL_BASE_URL"] = "http://127.0.0.1:5000"
+    app.config["PORTAL_BASE_URL"] = app.config["PORTAL_BASE_URL"].rstrip("/")
+    validate(app)
+    if not app.config["TRUSTED_HOSTS"] and not is_local(app):
+        app.config["TRUSTED_HOSTS"] = [urlsplit(app.config["PORTAL_BASE_URL"]).hostname]
+
+
+def is_local(app: Flask) -> bool:
+    """Local development or tests: the only places the relaxed defaults may apply."""
+    return bool(app.debug or app.testing or app.config.get("TESTING"))
+
+
+def validate(app: Flask) -> None:
+    """Refuse to start with settings that are unsafe outside local development."""
+    config = app.config
+    base_url = config["PORTAL_BASE_URL"]
+    if base_url and not base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"PORTAL_BASE_URL must start with https:// (got {base_url!r}).")
+    if is_local(app):
+        return
+    secret = config.get("SECRET_KEY") or ""
+    if not secret or secret == DEV_SECRET_KEY or len(secret) < 32:
+        raise ConfigError(
+            "SECRET_KEY is unset, too short or the development default. Set a random value "
+            "of at least 32 characters, e.g. PORTAL_SECRET_KEY="
+            '"$(python -c "import secrets; print(secrets.token_urlsafe(48))")".'
+        )
+    if not base_url:
+        raise ConfigError(
+            "PORTAL_BASE_URL is not set. It is the only source of the host in emailed "
+            "links, e.g. PORTAL_BASE_URL=https://billing.example.com."
+        )
+    if not base_url.startswith("https://"):
+        raise ConfigError("PORTAL_BASE_URL must use https:// outside local development.")

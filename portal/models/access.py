@@ -1,0 +1,53 @@
+"""Access rules: who may sign in to a bill group's portal. Logic lives in portal.access."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.db import Base, UTCDateTime, utcnow
+from portal.models._base import BigId, IdMixin, str_enum
+
+if TYPE_CHECKING:
+    from portal.models.account import BillGroup
+
+
+class RuleKind(enum.StrEnum):
+    DOMAIN = "domain"
+    EMAIL = "email"
+
+
+class AccessRule(IdMixin, Base):
+    __tablename__ = "access_rules"
+    __table_args__ = (
+        # Two concurrent requests cannot add the same rule twice.
+        UniqueConstraint("bill_group_id", "kind", "value"),
+        CheckConstraint("kind = 'domain' OR NOT include_subdomains", name="subdomains_on_domain"),
+        CheckConstraint("value = lower(value)", name="value_lower"),
+    )
+
+    bill_group_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("bill_groups.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[RuleKind] = mapped_column(str_enum(RuleKind, "rule_kind"), nullable=False)
+    # Canonical form from portal.access: lower-case ASCII, IDNA-encoded domain.
+    value: Mapped[str] = mapped_column(String(254), nullable=False)
+    include_subdomains: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(254), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    bill_group: Mapped[BillGroup] = relationship(back_populates="access_rules")
+
+    @property
+    def label(self) -> str:
+        """How staff see the rule: the domain in its Unicode form, if it has one."""
+        from portal.access import rule_label  # portal.access imports the models
+
+        return rule_label(self.kind, self.value, self.include_subdomains)
+
+    def __repr__(self) -> str:
+        return f"<AccessRule {self.kind} {self.value!r}>"

@@ -1,0 +1,43 @@
+"""The seller: the business whose customers use the portal, and its branding."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.db import Base
+from portal.models._base import ExternalIdMixin, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from portal.models.account import BillGroup
+
+LOGO_MAX_BYTES = 256 * 1024
+LOGO_TYPES = ("image/png", "image/jpeg")
+
+
+class Entity(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+    __tablename__ = "entities"
+    __table_args__ = (
+        # #rrggbb only: it goes into a style attribute and a PDF.
+        CheckConstraint(
+            "length(brand_colour) = 7 AND substr(brand_colour, 1, 1) = '#'", name="brand_colour"
+        ),
+        CheckConstraint("logo_type IN ('image/png', 'image/jpeg')", name="logo_type"),
+    )
+
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    legal_name: Mapped[str | None] = mapped_column(String(200))
+    support_email: Mapped[str] = mapped_column(String(254), nullable=False)
+    brand_colour: Mapped[str] = mapped_column(String(7), default="#2f5bea", nullable=False)
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary)
+    logo_type: Mapped[str | None] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(String(2))
+    vat_number: Mapped[str | None] = mapped_column(String(20))
+
+    bill_groups: Mapped[list[BillGroup]] = relationship(back_populates="entity")
+
+    def __repr__(self) -> str:
+        return f"<Entity {self.id} {self.name!r}>"

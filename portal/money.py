@@ -1,0 +1,55 @@
+"""Money is integer minor units plus an ISO 4217 code; this is the only place that
+turns it into text or back, through Babel."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from babel.numbers import format_currency, get_currency_precision, is_currency
+from flask import Flask
+
+DEFAULT_LOCALE = "en_GB"
+
+
+class MoneyError(ValueError):
+    pass
+
+
+def check_currency(code: str) -> str:
+    """An upper-case ISO 4217 code, or MoneyError."""
+    if not isinstance(code, str) or len(code) != 3 or not is_currency(code.upper()):
+        raise MoneyError(f"{code!r} is not an ISO 4217 currency code.")
+    return code.upper()
+
+
+def to_decimal(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-get_currency_precision(check_currency(currency)))
+
+
+def to_minor(amount: str | Decimal, currency: str) -> int:
+    """Parse a major-unit amount ("12.50") exactly; more decimals than the currency has
+    is an error rather than a silent rounding."""
+    digits = get_currency_precision(check_currency(currency))
+    try:
+        value = Decimal(amount)
+    except (InvalidOperation, TypeError):
+        raise MoneyError(f"{amount!r} is not an amount.") from None
+    if not value.is_finite():
+        raise MoneyError(f"{amount!r} is not an amount.")
+    scaled = value.scaleb(digits)
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{currency} amounts have at most {digits} decimal places.")
+    return int(scaled)
+
+
+def format_money(minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str:
+    return format_currency(to_decimal(minor, currency), currency, locale=locale)
+
+
+def init_app(app: Flask) -> None:
+    locale = app.config["LOCALE"]
+
+    def money_filter(minor: int, currency: str) -> str:
+        return format_money(minor, currency, locale)
+
+    app.jinja_env.filters["money"] = money_filter

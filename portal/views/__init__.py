@@ -1,0 +1,1 @@
+"""The customer face: pages that customers (and staff previews) see."""

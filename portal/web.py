@@ -1,0 +1,89 @@
+"""What every response gets: security headers, cookie flags, and error pages that
+never show a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, render_template, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from portal.config import is_local
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "object-src 'none'; base-uri 'none'"
+)
+
+ERROR_TEXT = {
+    400: (
+        "Something in that request was not right",
+        "Go back, check what you entered and try again.",
+    ),
+    403: ("You cannot do that", "Your account does not allow this action."),
+    404: ("Page not found", "The address may be mistyped, or the page is no longer available."),
+    405: ("Something in that request was not right", "Go back and try again."),
+    413: ("That was too large", "Send something smaller and try again."),
+    429: ("Too many attempts", "Wait a few minutes and try again."),
+    500: ("Something went wrong", "We have been told. Try again in a few minutes."),
+    503: ("The service is unavailable", "We are working on it. Try again in a few minutes."),
+}
+
+
+def init_app(app: Flask) -> None:
+    local = is_local(app)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=not local,
+        # The __Host- prefix pins the cookie to our host, path / and HTTPS.
+        SESSION_COOKIE_NAME="session" if local else "__Host-session",
+        PREFERRED_URL_SCHEME="http" if local else "https",
+    )
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "strict-origin")
+        headers.setdefault("X-Frame-Options", "DENY")
+        if not local:
+            headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        return response
+
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_down)
+    app.register_error_handler(DBAPIError, _database_down)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def error_page(code: int) -> tuple[str, int]:
+    title, advice = ERROR_TEXT.get(code, ERROR_TEXT[500])
+    return render_template("error.html", code=code, title=title, advice=advice), code
+
+
+def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
+    if exc.code is None or exc.code < 400:
+        return exc.get_response()
+    page, code = error_page(exc.code)
+    response = Response(page, code, mimetype="text/html")
+    if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _database_down(exc: Exception) -> tuple[str, int]:
+    log.error("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+    page, code = error_page(503)
+    return page, code
+
+
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    if isinstance(exc, HTTPException):  # pragma: no cover - routed to _http_error first
+        return _http_error(exc)  # type: ignore[return-value]
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_page(InternalServerError.code)

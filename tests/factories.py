@@ -1,0 +1,116 @@
+"""Plain factories: make_*(db, **overrides) builds a valid object, adds and flushes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from portal.models import (
+    Account,
+    BillGroup,
+    BillingFrequency,
+    Entity,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    PaymentMethod,
+    PaymentMethodType,
+)
+
+_seq = itertools.count(1)
+TODAY = dt.date(2026, 11, 21)
+
+
+def make_entity(db: Session, **overrides: Any) -> Entity:
+    values: dict[str, Any] = {
+        "name": f"Seller {next(_seq)}",
+        "support_email": "billing@seller.example.com",
+        "brand_colour": "#0f766e",
+    }
+    entity = Entity(**(values | overrides))
+    db.add(entity)
+    db.flush()
+    return entity
+
+
+def make_account(db: Session, **overrides: Any) -> Account:
+    account = Account(**({"name": f"Customer {next(_seq)}"} | overrides))
+    db.add(account)
+    db.flush()
+    return account
+
+
+def make_bill_group(db: Session, **overrides: Any) -> BillGroup:
+    values: dict[str, Any] = {
+        "name": f"Bill group {next(_seq)}",
+        "currency": "EUR",
+        "billing_frequency": BillingFrequency.MONTHLY,
+        "contract_start": TODAY - dt.timedelta(days=365),
+    }
+    values |= overrides
+    if "entity" not in values and "entity_id" not in values:
+        values["entity"] = make_entity(db)
+    if "account" not in values and "account_id" not in values:
+        values["account"] = make_account(db)
+    group = BillGroup(**values)
+    db.add(group)
+    db.flush()
+    return group
+
+
+def make_invoice(db: Session, bill_group: BillGroup | None = None, **overrides: Any) -> Invoice:
+    group = bill_group or make_bill_group(db)
+    issue = overrides.pop("issue_date", TODAY - dt.timedelta(days=10))
+    lines = overrides.pop("lines", None)
+    values: dict[str, Any] = {
+        "bill_group": group,
+        "entity_id": group.entity_id,
+        "currency": group.currency,
+        "number": f"INV-{next(_seq):06d}",
+        "status": InvoiceStatus.OPEN,
+        "issue_date": issue,
+        "due_date": issue + dt.timedelta(days=30),
+    }
+    invoice = Invoice(**(values | overrides))
+    for position, (description, quantity, unit, tax_bp) in enumerate(
+        lines or [("Service", "1", 10000, 2000)], start=1
+    ):
+        amount = int(Decimal(quantity) * unit)
+        invoice.lines.append(
+            InvoiceLine(
+                position=position,
+                description=description,
+                quantity=Decimal(quantity),
+                unit_price_minor=unit,
+                amount_minor=amount,
+                tax_rate_bp=tax_bp,
+                tax_minor=amount * tax_bp // 10000,
+            )
+        )
+    invoice.recalculate()
+    if invoice.status == InvoiceStatus.PAID and "amount_paid_minor" not in overrides:
+        invoice.amount_paid_minor = invoice.total_minor
+    db.add(invoice)
+    db.flush()
+    return invoice
+
+
+def make_payment_method(db: Session, bill_group: BillGroup, **overrides: Any) -> PaymentMethod:
+    values: dict[str, Any] = {
+        "bill_group": bill_group,
+        "type": PaymentMethodType.CARD,
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": 12,
+        "exp_year": 2030,
+        "gateway": "sandbox",
+        "gateway_token": f"tok_{next(_seq)}",
+    }
+    method = PaymentMethod(**(values | overrides))
+    db.add(method)
+    db.flush()
+    return method
