@@ -206,7 +206,8 @@ def demo_logo() -> bytes:
 def delete_everything(session: Session) -> None:
     for table in reversed(Base.metadata.sorted_tables):
         session.execute(delete(table))
-    session.flush()
+    # Bulk deletes leave loaded objects behind; forget them so new rows can reuse ids.
+    session.expunge_all()
 
 
 def load(session: Session, today: dt.date | None = None) -> bool:

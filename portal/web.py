@@ -63,7 +63,16 @@ def init_app(app: Flask) -> None:
 
 def error_page(code: int) -> tuple[str, int]:
     title, advice = ERROR_TEXT.get(code, ERROR_TEXT[500])
-    return render_template("error.html", code=code, title=title, advice=advice), code
+    try:
+        page = render_template("error.html", code=code, title=title, advice=advice)
+    except Exception:
+        # No URL adapter (an untrusted Host) or a broken template: still no traceback.
+        log.warning("error page %s rendered without its template", code, exc_info=True)
+        page = (
+            f"<!doctype html><html lang=en><title>{title}</title>"
+            f"<h1>{title}</h1><p>{advice}</p><p>Error {code}</p></html>"
+        )
+    return page, code
 
 
 def _http_error(exc: HTTPException) -> Response | tuple[str, int]:

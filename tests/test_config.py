@@ -1,0 +1,121 @@
+"""Configuration precedence and the refusal to start with unsafe settings."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from portal import ROOT, create_app
+from portal.config import DEFAULTS, DEV_SECRET_KEY, ConfigError
+
+GOOD_SECRET = "s" * 40
+PRODUCTION = {"DATABASE_URL": "sqlite://", "SECRET_KEY": GOOD_SECRET}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Tests here control the environment the app reads."""
+    for name in list(__import__("os").environ):
+        if name.startswith("PORTAL_") or name == "FLASK_DEBUG":
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [(DEV_SECRET_KEY, "default"), ("", "empty"), (None, "unset"), ("short", "short")],
+)
+def test_refuses_to_start_without_a_real_secret_key(secret, reason):
+    config = {**PRODUCTION, "SECRET_KEY": secret, "PORTAL_BASE_URL": "https://b.example.com"}
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app(config)
+
+
+def test_refuses_to_start_without_portal_base_url():
+    with pytest.raises(ConfigError, match="PORTAL_BASE_URL is not set"):
+        create_app(PRODUCTION)
+
+
+def test_refuses_plain_http_base_url_in_production():
+    with pytest.raises(ConfigError, match="https"):
+        create_app({**PRODUCTION, "PORTAL_BASE_URL": "http://billing.example.com"})
+
+
+def test_refuses_a_base_url_that_is_not_a_url():
+    with pytest.raises(ConfigError, match="must start with"):
+        create_app({**PRODUCTION, "PORTAL_BASE_URL": "billing.example.com"})
+
+
+def test_debug_mode_runs_on_the_defaults(monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app({"DATABASE_URL": "sqlite://"})
+    assert app.config["SECRET_KEY"] == DEV_SECRET_KEY
+    assert app.config["PORTAL_BASE_URL"] == "http://127.0.0.1:5000"
+
+
+def test_sqlite_under_instance_is_the_embedded_default(monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app()
+    assert app.config["DATABASE_URL"] == f"sqlite:///{ROOT / 'instance' / 'portal.db'}"
+
+
+def test_precedence_defaults_file_environment_overrides(tmp_path, monkeypatch):
+    config_file = tmp_path / "portal.toml"
+    config_file.write_text(
+        f'SECRET_KEY = "{GOOD_SECRET}"\n'
+        'PORTAL_BASE_URL = "https://from-file.example.com/"\n'
+        "MAIL_PORT = 2525\n"
+        'MAIL_SERVER = "smtp.from-file.example.com"\n'
+        'DATABASE_URL = "sqlite://"\n'
+    )
+    monkeypatch.setenv("PORTAL_CONFIG", str(config_file))
+    monkeypatch.setenv("PORTAL_MAIL_PORT", "2526")
+    app = create_app({"MAIL_SERVER": "smtp.override.example.com"})
+    assert app.config["SECRET_KEY"] == GOOD_SECRET  # file over default
+    assert app.config["MAIL_PORT"] == 2526  # environment over file, parsed as JSON
+    assert app.config["MAIL_SERVER"] == "smtp.override.example.com"  # override over all
+    assert app.config["PORTAL_BASE_URL"] == "https://from-file.example.com"  # no slash
+    assert app.config["MAIL_DEFAULT_SENDER"] == DEFAULTS["MAIL_DEFAULT_SENDER"]
+
+
+@pytest.mark.parametrize("variable", ["PORTAL_BASE_URL", "PORTAL_PORTAL_BASE_URL"])
+def test_base_url_from_the_environment(monkeypatch, variable):
+    monkeypatch.setenv(variable, "https://env.example.com")
+    app = create_app(PRODUCTION)
+    assert app.config["PORTAL_BASE_URL"] == "https://env.example.com"
+
+
+def test_only_the_base_url_host_is_trusted_in_production():
+    app = create_app({**PRODUCTION, "PORTAL_BASE_URL": "https://billing.example.com"})
+    client = app.test_client()
+    assert client.get("/", headers={"Host": "billing.example.com"}).status_code == 200
+    assert client.get("/", headers={"Host": "evil.example.net"}).status_code == 400
+
+
+def test_production_cookies_are_secure_and_host_prefixed():
+    app = create_app({**PRODUCTION, "PORTAL_BASE_URL": "https://billing.example.com"})
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert app.config["SESSION_COOKIE_NAME"] == "__Host-session"
+
+
+def test_example_config_documents_every_key():
+    path = ROOT / "config.example.toml"
+    with path.open("rb") as handle:
+        example = tomllib.load(handle)
+    assert set(DEFAULTS) <= set(example), set(DEFAULTS) - set(example)
+    lines = path.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^[A-Z_]+\s*=", line):
+            assert lines[index - 1].startswith("#"), f"{line!r} has no comment above it"
+
+
+def test_example_config_loads_and_still_demands_a_secret(monkeypatch):
+    monkeypatch.setenv("PORTAL_CONFIG", str(ROOT / "config.example.toml"))
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app({"DATABASE_URL": "sqlite://"})
+    monkeypatch.setenv("PORTAL_SECRET_KEY", GOOD_SECRET)
+    app = create_app({"DATABASE_URL": "sqlite://"})
+    assert app.config["PORTAL_BASE_URL"].startswith("https://")

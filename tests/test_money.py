@@ -1,0 +1,51 @@
+"""Money: integer minor units in, Babel-formatted text out, exact parsing back."""
+
+from decimal import Decimal
+
+import pytest
+
+from portal.money import MoneyError, check_currency, format_money, to_minor
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "locale", "text"),
+    [
+        (123456, "GBP", "en_GB", "£1,234.56"),
+        (123456, "EUR", "de_DE", "1.234,56\xa0€"),
+        (123456, "JPY", "en_GB", "JP¥123,456"),
+        (5, "USD", "en_US", "$0.05"),
+        (-1999, "EUR", "en_GB", "-€19.99"),
+        (10**15, "USD", "en_US", "$10,000,000,000,000.00"),
+    ],
+)
+def test_format_money(minor, currency, locale, text):
+    assert format_money(minor, currency, locale) == text
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [("12.50", "EUR", 1250), ("100", "JPY", 100), ("0.001", "BHD", 1), (Decimal("7"), "USD", 700)],
+)
+def test_to_minor_is_exact(amount, currency, minor):
+    assert to_minor(amount, currency) == minor
+
+
+@pytest.mark.parametrize("amount", ["1.234", "1.5", 1.1, "NaN", "Infinity", "abc", None])
+def test_to_minor_refuses_what_it_cannot_represent_exactly(amount):
+    currency = "JPY" if amount == "1.5" else "USD"
+    with pytest.raises(MoneyError):
+        to_minor(amount, currency)
+
+
+def test_currency_codes_are_checked():
+    assert check_currency("eur") == "EUR"
+    for code in ["EURO", "XXY", "", None]:
+        with pytest.raises(MoneyError):
+            check_currency(code)
+
+
+def test_the_money_filter_uses_the_configured_locale(app):
+    app.config["LOCALE"] = "en_GB"
+    with app.app_context():
+        template = app.jinja_env.from_string("{{ 250000 | money('GBP') }}")
+        assert template.render() == "£2,500.00"

@@ -1,0 +1,101 @@
+"""What every response gets: the security headers, and error pages without tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal import create_app
+from portal.web import CSP
+from tests.conftest import TEST_CONFIG
+from tests.factories import make_entity
+
+EXPECTED_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+        "object-src 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/no-such-page", "/static/portal.css"])
+def test_security_headers_on_every_response(client, path):
+    response = client.get(path)
+    response.close()  # static files are streamed from an open file
+    for name, value in EXPECTED_HEADERS.items():
+        assert response.headers[name] == value, name
+    assert CSP == EXPECTED_HEADERS["Content-Security-Policy"]
+
+
+def test_hsts_outside_local_development(tmp_path):
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+            "SECRET_KEY": "p" * 40,
+            "PORTAL_BASE_URL": "https://billing.example.com",
+        }
+    )
+    response = app.test_client().get("/", headers={"Host": "billing.example.com"})
+    assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+
+
+def test_no_hsts_in_local_development(client):
+    assert "Strict-Transport-Security" not in client.get("/").headers
+
+
+def test_not_found_is_a_page_not_a_traceback(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert b"Page not found" in response.data
+
+
+def test_method_not_allowed_says_which_methods(client):
+    response = client.post("/healthz")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
+def test_unexpected_errors_show_no_traceback(app, caplog):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internal detail")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert b"Something went wrong" in response.data
+    assert b"secret internal detail" not in response.data
+    assert b"Traceback" not in response.data
+    assert "secret internal detail" in caplog.text  # logged for us, not shown to them
+
+
+def test_database_down_is_a_503_page(tmp_path):
+    # Nothing listens on port 1: every connection attempt is refused at once.
+    app = create_app(
+        {**TEST_CONFIG, "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}
+    )
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert b"The service is unavailable" in response.data
+    assert b"Traceback" not in response.data
+    assert b"psycopg" not in response.data
+
+
+def test_health_check_answers_when_the_database_does(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_entity_logo_is_served_by_the_app(client, db):
+    entity = make_entity(db, logo=b"\x89PNG\r\n\x1a\nfake", logo_type="image/png")
+    no_logo = make_entity(db)
+    db.commit()
+    response = client.get(f"/brand/{entity.id}/logo")
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    assert response.data.startswith(b"\x89PNG")
+    assert client.get(f"/brand/{no_logo.id}/logo").status_code == 404
+    assert client.get("/brand/999999/logo").status_code == 404
