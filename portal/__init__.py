@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 ROOT = Path(__file__).resolve().parent.parent
+
+csrf = CSRFProtect()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -19,16 +23,31 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT / "templates"),
     )
 
-    from portal import cli, db, money, web
+    import emails
+    from portal import cli, db, logredact, money, sessions, throttle, web, worker
     from portal import config as settings
 
     settings.load(app, config)
+    if app.config["PROXY_FIX_X_FOR"]:
+        # Trust X-Forwarded-For only for the proxies we actually have.
+        hops = int(app.config["PROXY_FIX_X_FOR"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    logredact.install()
     db.init_app(app)
     web.init_app(app)
+    csrf.init_app(app)
+    throttle.init_app(app)
+    sessions.init_app(app)
+    emails.init_app(app)
     money.init_app(app)
+    worker.init_app(app)
     cli.init_app(app)
 
-    from portal.views import public
+    from portal.views import customer, devmail, public, signin
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(signin.bp)
+    app.register_blueprint(customer.bp)
+    if app.debug:
+        app.register_blueprint(devmail.bp)
     return app

@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(create_staff)
     app.cli.add_command(demo)
+    app.cli.add_command(worker_command)
 
 
 def alembic_config() -> AlembicConfig:
@@ -118,3 +119,18 @@ def demo(reset: bool) -> None:
     loaded = demo_data.load(session)
     session.commit()
     click.echo(demo_data.describe(session, current_app.config["PORTAL_BASE_URL"], loaded))
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between idle polls.")
+def worker_command(once: bool, interval: float) -> None:
+    """Decide sign-in requests and send queued email. Run one or more beside the web app."""
+    from portal import worker
+
+    if once:
+        decided, sent = worker.run_once()
+        click.echo(f"Decided {decided} sign-in requests, sent {sent} messages.")
+        return
+    click.echo("Worker running; Ctrl+C to stop.")
+    worker.run_forever(current_app._get_current_object(), interval)  # type: ignore[attr-defined]

@@ -36,6 +36,22 @@ DEFAULTS: dict[str, Any] = {
     "MAIL_TIMEOUT": 10,
     # Flask-Limiter storage; use redis://... in production so limits hold across workers.
     "RATELIMIT_STORAGE_URI": "memory://",
+    # Silent sign-in budgets (over budget: same page, no email). "N per period; ...".
+    "SIGNIN_LIMIT_PER_ADDRESS": "3 per 15 minutes; 10 per day",
+    "SIGNIN_LIMIT_PER_DOMAIN": "30 per 15 minutes; 200 per day",
+    "SIGNIN_LIMIT_PER_IP": "10 per 15 minutes; 50 per day",
+    "SIGNIN_LIMIT_GLOBAL": "300 per 15 minutes",
+    # Wrong codes allowed per address per day, and per challenge.
+    "CODE_FAILURE_LIMIT_PER_ADDRESS": "20 per day",
+    "CODE_ATTEMPTS_PER_CHALLENGE": 5,
+    # Per-IP limit (429) on every endpoint that sends email or checks a secret.
+    "SECRET_ENDPOINT_LIMIT": "30 per minute; 300 per hour",
+    # How many proxies in front of the app set X-Forwarded-For (0: none, trust nothing).
+    "PROXY_FIX_X_FOR": 0,
+    # Email transport: "smtp", or "console" (print to the log; the debug default).
+    "MAIL_TRANSPORT": "",
+    # Run the outbox and sign-in worker in the web process (the demo's default).
+    "WORKER_IN_PROCESS": None,
     # Sign-in defaults from SECURITY.md.
     "SIGNIN_TTL_MINUTES": 15,
     "CUSTOMER_SESSION_IDLE_MINUTES": 30,
@@ -71,6 +87,10 @@ def load(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
     if not app.config["PORTAL_BASE_URL"] and is_local(app):
         app.config["PORTAL_BASE_URL"] = "http://127.0.0.1:5000"
     app.config["PORTAL_BASE_URL"] = app.config["PORTAL_BASE_URL"].rstrip("/")
+    if not app.config["MAIL_TRANSPORT"]:
+        app.config["MAIL_TRANSPORT"] = "console" if app.debug else "smtp"
+    if app.config["WORKER_IN_PROCESS"] is None:
+        app.config["WORKER_IN_PROCESS"] = app.debug
     validate(app)
     if not app.config["TRUSTED_HOSTS"] and not is_local(app):
         app.config["TRUSTED_HOSTS"] = [urlsplit(app.config["PORTAL_BASE_URL"]).hostname]
@@ -87,8 +107,14 @@ def validate(app: Flask) -> None:
     base_url = config["PORTAL_BASE_URL"]
     if base_url and not base_url.startswith(("https://", "http://")):
         raise ConfigError(f"PORTAL_BASE_URL must start with https:// (got {base_url!r}).")
+    if config["MAIL_TRANSPORT"] not in ("smtp", "console"):
+        raise ConfigError("MAIL_TRANSPORT must be smtp or console.")
+    if not 1 <= int(config["SIGNIN_TTL_MINUTES"]) <= 30:
+        raise ConfigError("SIGNIN_TTL_MINUTES must be between 1 and 30.")
     if is_local(app):
         return
+    if config["MAIL_TRANSPORT"] != "smtp":
+        raise ConfigError("MAIL_TRANSPORT must be smtp outside local development.")
     secret = config.get("SECRET_KEY") or ""
     if not secret or secret == DEV_SECRET_KEY or len(secret) < 32:
         raise ConfigError(

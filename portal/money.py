@@ -1,10 +1,12 @@
 """Money is integer minor units plus an ISO 4217 code; this is the only place that
-turns it into text or back, through Babel."""
+turns it (and dates) into text or back, through Babel."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal, InvalidOperation
 
+from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision, is_currency
 from flask import Flask
 
@@ -52,4 +54,10 @@ def init_app(app: Flask) -> None:
     def money_filter(minor: int, currency: str) -> str:
         return format_money(minor, currency, locale)
 
-    app.jinja_env.filters["money"] = money_filter
+    def date_long(day: dt.date) -> str:
+        return format_date(day, "long", locale=locale)
+
+    def date_short(day: dt.date) -> str:
+        return format_date(day, "medium", locale=locale)
+
+    app.jinja_env.filters.update(money=money_filter, date_long=date_long, date_short=date_short)

@@ -51,6 +51,9 @@ def init_app(app: Flask) -> None:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "strict-origin")
         headers.setdefault("X-Frame-Options", "DENY")
+        if request.path.startswith("/p/") or request.path.startswith("/admin"):
+            # Billing data and sign-in pages never sit in a shared or back-button cache.
+            headers["Cache-Control"] = "no-store"
         if not local:
             headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
         return response

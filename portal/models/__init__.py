@@ -16,21 +16,26 @@ from portal.models.billing import (
     SubscriptionStatus,
 )
 from portal.models.entity import Entity
+from portal.models.outbox import OutboxMessage
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
+from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.staff import StaffRole, StaffUser
 
 __all__ = [
     "AccessRule",
     "Account",
+    "AuditEvent",
     "BillGroup",
     "BillingFrequency",
     "Contact",
     "ContactKind",
+    "CustomerSession",
     "DisplayStatus",
     "Entity",
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "OutboxMessage",
     "Payment",
     "PaymentApplication",
     "PaymentMethod",
@@ -38,6 +43,7 @@ __all__ = [
     "PaymentStatus",
     "Product",
     "RuleKind",
+    "SignInChallenge",
     "StaffRole",
     "StaffUser",
     "Subscription",

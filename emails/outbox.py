@@ -1,0 +1,120 @@
+"""The durable outbox: messages are rows written in the same transaction as the change
+that caused them, and a worker sends them after commit.
+
+Each message is claimed with a lease by one conditional UPDATE, so two workers never
+send the same message; a failed send is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from emails.render import Email
+from emails.transport import deliver
+from portal import clock
+from portal.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(seconds=120)
+MAX_BACKOFF = dt.timedelta(minutes=15)
+
+
+def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -> None:
+    """Add the message to the caller's transaction."""
+    db.add(
+        OutboxMessage(
+            kind=email.kind,
+            to_address=email.to,
+            subject=email.subject,
+            text_body=email.text,
+            html_body=email.html,
+            next_attempt_at=clock.now(),
+            discard_after=discard_after,
+        )
+    )
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """5 s, 10 s, 20 s ... capped at 15 minutes."""
+    return min(dt.timedelta(seconds=5 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+    return and_(
+        OutboxMessage.sent_at.is_(None),
+        OutboxMessage.discarded_at.is_(None),
+        OutboxMessage.next_attempt_at <= now,
+        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+    )
+
+
+def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
+    """Lease up to `limit` due messages to this worker and return them."""
+    now = clock.now()
+    candidates = db.scalars(
+        select(OutboxMessage.id).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    ).all()
+    claimed = []
+    for message_id in candidates:
+        # The condition is re-checked by the UPDATE itself: of two workers racing for
+        # one message, exactly one sees a row count of 1.
+        result = db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, _due(now))
+            .values(claimed_by=worker, claimed_until=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(message_id)
+    db.commit()
+    if not claimed:
+        return []
+    return list(
+        db.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.id.in_(claimed), OutboxMessage.claimed_by == worker)
+            .order_by(OutboxMessage.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
+    """Send what is due; returns how many were sent."""
+    worker = worker or secrets.token_hex(8)
+    sent = 0
+    for message in claim(db, worker, limit):
+        now = clock.now()
+        if message.discard_after is not None and message.discard_after < now:
+            message.discarded_at = now
+            message.claimed_until = None
+            db.commit()
+            log.info("outbox message %s discarded: expired before it could be sent", message.id)
+            continue
+        try:
+            deliver(message.to_address, message.subject, message.text_body, message.html_body)
+        except Exception as exc:  # SMTP errors, timeouts, refused connections
+            message.attempts += 1
+            message.next_attempt_at = now + backoff(message.attempts)
+            message.claimed_until = None
+            message.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            db.commit()
+            log.warning(
+                "outbox message %s not sent (attempt %s): %s",
+                message.id,
+                message.attempts,
+                type(exc).__name__,
+            )
+            continue
+        message.attempts += 1
+        message.sent_at = clock.now()
+        message.claimed_until = None
+        db.commit()
+        sent += 1
+    return sent

@@ -1,0 +1,135 @@
+"""Customer sessions: server-side rows with idle and absolute expiry and revocation.
+
+The Flask cookie carries only Flask-Login's user id, which is the session's random id
+("c:" + 256 bits); the row stores its SHA-256. On every request the row is loaded and
+the address is checked against the bill group's current rules and availability, so
+revoking a rule, disabling the portal or ending the contract ends the session at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from flask import Flask, current_app, request, session
+from flask_login import LoginManager, UserMixin
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from portal import audit, clock, db
+from portal.access import may_access
+from portal.models import BillGroup, CustomerSession
+from portal.signin import sha256
+
+PREFIX = "c:"
+# last_seen_at is written at most this often, not on every request.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+login_manager = LoginManager()
+
+
+class Customer(UserMixin):
+    """A signed-in customer: one address, one bill group."""
+
+    is_preview = False
+
+    def __init__(self, sid: str, row: CustomerSession) -> None:
+        self._sid = sid
+        self.row = row
+        self.email = row.email
+        self.bill_group: BillGroup = row.bill_group
+
+    def get_id(self) -> str:
+        return PREFIX + self._sid
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    # Our rows do the protecting; Flask-Login's IP/agent hashing would only sign people
+    # out when their mobile network changes.
+    login_manager.session_protection = None
+    app.config["REMEMBER_COOKIE_DURATION"] = dt.timedelta(0)
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> Customer | None:
+    if not user_id.startswith(PREFIX):
+        return None
+    sid = user_id.removeprefix(PREFIX)
+    return load(db.session(), sid)
+
+
+def create(db_session: Session, bill_group: BillGroup, email: str) -> tuple[str, CustomerSession]:
+    """A new session row, and the random id for the cookie (only its hash is stored)."""
+    now = clock.now()
+    sid = secrets.token_urlsafe(32)
+    hours = current_app.config["CUSTOMER_SESSION_MAX_HOURS"]
+    row = CustomerSession(
+        sid_hash=sha256(sid),
+        bill_group_id=bill_group.id,
+        email=email,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + dt.timedelta(hours=hours),
+        ip=audit.client_ip(),
+        user_agent=(request.user_agent.string or "")[:200] or None,
+        bill_group=bill_group,
+    )
+    db_session.add(row)
+    return sid, row
+
+
+def load(db_session: Session, sid: str) -> Customer | None:
+    row = db_session.scalar(
+        select(CustomerSession).where(
+            CustomerSession.sid_hash == sha256(sid), CustomerSession.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        return None
+    now = clock.now()
+    idle = dt.timedelta(minutes=current_app.config["CUSTOMER_SESSION_IDLE_MINUTES"])
+    reason = None
+    if now >= row.expires_at:
+        reason = "expired"
+    elif now - row.last_seen_at >= idle:
+        reason = "idle"
+    elif may_access(row.bill_group, row.email, now.date()) is None:
+        reason = "access_revoked"
+    if reason:
+        revoke(db_session, row, reason)
+        db_session.commit()
+        return None
+    if now - row.last_seen_at >= TOUCH_EVERY:
+        row.last_seen_at = now
+        db_session.commit()
+    return Customer(sid, row)
+
+
+def revoke(db_session: Session, row: CustomerSession, reason: str) -> None:
+    if row.revoked_at is None:
+        row.revoked_at = clock.now()
+        row.revoked_reason = reason
+        audit.record(
+            db_session,
+            "session.end",
+            reason,
+            actor_type="customer",
+            actor=row.email,
+            bill_group_id=row.bill_group_id,
+        )
+
+
+def revoke_all(db_session: Session, bill_group_id: int, reason: str) -> int:
+    """End every session of a bill group (staff "sign out everyone")."""
+    result = db_session.execute(
+        update(CustomerSession)
+        .where(CustomerSession.bill_group_id == bill_group_id, CustomerSession.revoked_at.is_(None))
+        .values(revoked_at=clock.now(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+def browser_nonce() -> str | None:
+    return session.get("nonce")

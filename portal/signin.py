@@ -1,0 +1,339 @@
+"""Sign-in by emailed link or code: request, evaluate (off the request path), open,
+spend once, and start a session. The design is ../shared/SECURITY.md.
+
+Secrets: the link token is 256 bits from `secrets`, stored as SHA-256; the 8-digit code
+is stored as HMAC-SHA-256 under a key derived from SECRET_KEY; the browser nonce is
+stored as SHA-256. Each is spent by one conditional UPDATE, so of any number of
+concurrent attempts exactly one wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from emails import outbox
+from emails.render import render
+from portal import audit, clock, throttle
+from portal.access import may_access
+from portal.models import BillGroup, SignInChallenge
+
+log = logging.getLogger(__name__)
+
+CODE_DIGITS = 8
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _code_key() -> bytes:
+    # A key of its own, so a code hash is useless without SECRET_KEY.
+    secret = current_app.config["SECRET_KEY"]
+    return hashlib.sha256(b"portal sign-in code\x00" + secret.encode()).digest()
+
+
+def code_hash(challenge_id: int, code: str) -> str:
+    message = f"{challenge_id}:{code}".encode()
+    return hmac.new(_code_key(), message, hashlib.sha256).hexdigest()
+
+
+def normalise_code(raw: str) -> str | None:
+    """'1234-5678', '1234 5678' and '12345678' are the same code; anything else is None."""
+    digits = "".join(ch for ch in raw if ch not in " -")
+    if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
+        return None
+    return digits
+
+
+def format_code(code: str) -> str:
+    return f"{code[:4]}-{code[4:]}"
+
+
+def safe_next(raw: str | None, public_id: str) -> str | None:
+    """A same-site path inside this bill group's portal, or None.
+
+    Only paths under /p/<public id>/ are accepted: no scheme, no host, no backslashes,
+    no control characters, nothing that a browser could read as another origin.
+    """
+    if not raw or len(raw) > 500:
+        return None
+    if any(ord(ch) < 0x21 or ch in "\\\x7f" for ch in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or raw.startswith("//"):
+        return None
+    prefix = f"/p/{public_id}/"
+    if not parts.path.startswith(prefix) or "/../" in parts.path or parts.path.endswith("/.."):
+        return None
+    return raw
+
+
+# --- requesting a link --------------------------------------------------------------
+
+
+def request_link(
+    db: Session, bill_group: BillGroup, email: str, nonce: str, next_path: str | None
+) -> bool:
+    """Record a request for a link, the same way for every address; returns whether it
+    was within budget. Whether the address is admitted is decided later, by
+    `evaluate_pending`, so that this request costs the same either way."""
+    ip = audit.client_ip() or "unknown"
+    domain = email.rpartition("@")[2]
+    if not throttle.within(
+        ("signin-address", email),
+        ("signin-domain", domain),
+        ("signin-ip", ip),
+        ("signin-global", "all"),
+    ):
+        audit.record(
+            db,
+            "signin.request",
+            "throttled",
+            actor_type="anonymous",
+            actor=email,
+            bill_group_id=bill_group.id,
+        )
+        db.commit()
+        return False
+    now = clock.now()
+    db.add(
+        SignInChallenge(
+            bill_group_id=bill_group.id,
+            email=email,
+            nonce_hash=sha256(nonce),
+            next_path=next_path,
+            ip=audit.client_ip(),
+            created_at=now,
+            expires_at=now + dt.timedelta(minutes=current_app.config["SIGNIN_TTL_MINUTES"]),
+        )
+    )
+    audit.record(
+        db,
+        "signin.request",
+        "queued",
+        actor_type="anonymous",
+        actor=email,
+        bill_group_id=bill_group.id,
+    )
+    db.commit()
+    return True
+
+
+def evaluate_pending(db: Session, limit: int = 50) -> int:
+    """Decide pending requests: for an admitted address issue a token and code and queue
+    the email; otherwise record the refusal. Returns how many were decided."""
+    pending = db.scalars(
+        select(SignInChallenge.id)
+        .where(SignInChallenge.evaluated_at.is_(None))
+        .order_by(SignInChallenge.id)
+        .limit(limit)
+    ).all()
+    decided = 0
+    for challenge_id in pending:
+        now = clock.now()
+        claimed = db.execute(
+            update(SignInChallenge)
+            .where(SignInChallenge.id == challenge_id, SignInChallenge.evaluated_at.is_(None))
+            .values(evaluated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            db.rollback()
+            continue  # another worker has it
+        challenge = db.get(SignInChallenge, challenge_id, populate_existing=True)
+        assert challenge is not None
+        _decide(db, challenge, now)
+        db.commit()
+        decided += 1
+    return decided
+
+
+def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
+    group = challenge.bill_group
+    rule = may_access(group, challenge.email, now.date())
+    if rule is None or challenge.expires_at <= now:
+        audit.record(
+            db,
+            "signin.link",
+            "not_admitted",
+            actor_type="anonymous",
+            actor=challenge.email,
+            bill_group_id=group.id,
+        )
+        return
+    token = secrets.token_urlsafe(32)  # 256 bits
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    challenge.token_hash = sha256(token)
+    challenge.code_hash = code_hash(challenge.id, code)
+    base = current_app.config["PORTAL_BASE_URL"]
+    minutes = current_app.config["SIGNIN_TTL_MINUTES"]
+    email = render(
+        "signin_link",
+        challenge.email,
+        entity=group.entity,
+        bill_group=group,
+        link=f"{base}/p/{group.public_id}/verify/{token}",
+        code=format_code(code),
+        minutes=minutes,
+        portal_url=f"{base}/p/{group.public_id}",
+    )
+    outbox.queue(db, email, discard_after=challenge.expires_at)
+    audit.record(
+        db,
+        "signin.link",
+        "sent",
+        actor_type="anonymous",
+        actor=challenge.email,
+        bill_group_id=group.id,
+        detail=f"rule {rule.id}",
+    )
+
+
+# --- using a link or a code ---------------------------------------------------------
+
+
+class LinkState(Enum):
+    SAME_BROWSER = "same_browser"
+    OTHER_BROWSER = "other_browser"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class OpenedLink:
+    state: LinkState
+    challenge: SignInChallenge | None = None
+
+
+def _usable(now: dt.datetime):  # type: ignore[no-untyped-def]
+    return (
+        SignInChallenge.token_hash.is_not(None),
+        SignInChallenge.spent_at.is_(None),
+        SignInChallenge.retired_at.is_(None),
+        SignInChallenge.expires_at > now,
+    )
+
+
+def open_link(db: Session, bill_group: BillGroup, token: str, nonce: str | None) -> OpenedLink:
+    """Look at a link without spending it (GETs never change state)."""
+    if not token or len(token) > 100:
+        return OpenedLink(LinkState.INVALID)
+    challenge = db.scalar(
+        select(SignInChallenge).where(
+            SignInChallenge.token_hash == sha256(token),
+            SignInChallenge.bill_group_id == bill_group.id,
+            *_usable(clock.now()),
+        )
+    )
+    if challenge is None:
+        return OpenedLink(LinkState.INVALID)
+    if nonce and hmac.compare_digest(challenge.nonce_hash, sha256(nonce)):
+        return OpenedLink(LinkState.SAME_BROWSER, challenge)
+    return OpenedLink(LinkState.OTHER_BROWSER, challenge)
+
+
+def spend(db: Session, challenge_id: int, bill_group: BillGroup, nonce: str | None) -> bool:
+    """Spend the challenge, bound to this browser; True for exactly one caller."""
+    if not nonce:
+        return False
+    result = db.execute(
+        update(SignInChallenge)
+        .where(
+            SignInChallenge.id == challenge_id,
+            SignInChallenge.bill_group_id == bill_group.id,
+            SignInChallenge.nonce_hash == sha256(nonce),
+            *_usable(clock.now()),
+        )
+        .values(spent_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) -> int | None:
+    """The id of the challenge that this code spends, or None.
+
+    Only challenges requested from this browser are candidates; each wrong code counts
+    against every candidate (5 attempts each) and against the address (20 a day).
+    """
+    code = normalise_code(raw)
+    if not nonce:
+        return None
+    max_attempts = current_app.config["CODE_ATTEMPTS_PER_CHALLENGE"]
+    candidates = db.scalars(
+        select(SignInChallenge).where(
+            SignInChallenge.bill_group_id == bill_group.id,
+            SignInChallenge.nonce_hash == sha256(nonce),
+            SignInChallenge.code_attempts < max_attempts,
+            *_usable(clock.now()),
+        )
+    ).all()
+    candidates = [c for c in candidates if throttle.has_room("code-failures", c.email)]
+    if not candidates:
+        return None
+    for challenge in candidates:
+        if (
+            code is not None
+            and challenge.code_hash
+            and hmac.compare_digest(challenge.code_hash, code_hash(challenge.id, code))
+        ):
+            # Spend only while attempts remain: the count is part of the condition.
+            won = db.execute(
+                update(SignInChallenge)
+                .where(
+                    SignInChallenge.id == challenge.id,
+                    SignInChallenge.code_attempts < max_attempts,
+                    *_usable(clock.now()),
+                )
+                .values(spent_at=clock.now())
+                .execution_options(synchronize_session=False)
+            )
+            return challenge.id if won.rowcount == 1 else None  # type: ignore[attr-defined]
+    db.execute(
+        update(SignInChallenge)
+        .where(SignInChallenge.id.in_([c.id for c in candidates]))
+        .values(code_attempts=SignInChallenge.code_attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    for address in {c.email for c in candidates}:
+        throttle.spend("code-failures", address)
+        audit.record(
+            db,
+            "signin.code",
+            "wrong_code",
+            actor_type="anonymous",
+            actor=address,
+            bill_group_id=bill_group.id,
+        )
+    db.commit()
+    return None
+
+
+def retire_others(db: Session, challenge: SignInChallenge) -> None:
+    """After a sign-in, the other open links and codes for that address stop working."""
+    db.execute(
+        update(SignInChallenge)
+        .where(
+            SignInChallenge.bill_group_id == challenge.bill_group_id,
+            SignInChallenge.email == challenge.email,
+            SignInChallenge.id != challenge.id,
+            SignInChallenge.spent_at.is_(None),
+            SignInChallenge.retired_at.is_(None),
+        )
+        .values(retired_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,252 @@
+"""The portal link and sign-in pages: /p/<public id>/...
+
+GETs never change sign-in state; every POST carries a CSRF token. Pages answer the same
+whether or not an address has access.
+"""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response as BaseResponse
+
+from portal import audit, db, sessions, signin, throttle
+from portal.access import AccessError, canonical_email, may_access
+from portal.clock import today
+from portal.forms import ButtonForm, CodeForm, EmailForm
+from portal.models import BillGroup, SignInChallenge
+
+bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
+
+# Per IP, across every endpoint that sends email or checks a secret: a 429 page.
+secret_limit = throttle.limiter.shared_limit(
+    lambda: current_app.config["SECRET_ENDPOINT_LIMIT"], scope="secrets"
+)
+
+
+def available_bill_group(public_id: str) -> BillGroup:
+    """The bill group behind a portal link, or the one "not available" 404 for an unknown
+    id, a disabled portal and an inactive contract alike."""
+    group = None
+    if 10 <= len(public_id) <= 32:
+        group = db.session().scalar(select(BillGroup).where(BillGroup.public_id == public_id))
+    if group is None or not group.portal_available(today()):
+        abort(Response(render_template("portal/unavailable.html"), 404))
+    return group
+
+
+def signed_in_to(group: BillGroup) -> bool:
+    return bool(
+        current_user.is_authenticated
+        and not getattr(current_user, "is_preview", False)
+        and current_user.bill_group.id == group.id
+    )
+
+
+def ensure_nonce() -> str:
+    nonce = session.get("nonce")
+    if not nonce:
+        nonce = session["nonce"] = signin.new_nonce()
+    return nonce
+
+
+def see_other(endpoint: str, **values: str) -> BaseResponse:
+    return redirect(url_for(endpoint, **values), code=303)
+
+
+@bp.get("")
+@bp.get("/", endpoint="start_slash")
+def start(public_id: str) -> str | BaseResponse:
+    group = available_bill_group(public_id)
+    if signed_in_to(group):
+        return see_other("customer.overview", public_id=public_id)
+    ensure_nonce()
+    form = EmailForm(data={"next": signin.safe_next(request.args.get("next"), public_id) or ""})
+    return render_template("portal/signin/start.html", group=group, form=form)
+
+
+@bp.post("/sign-in")
+@secret_limit
+def request_link(public_id: str) -> tuple[str, int] | str:
+    group = available_bill_group(public_id)
+    form = EmailForm()
+    if not form.validate_on_submit():
+        return render_template("portal/signin/start.html", group=group, form=form), 400
+    try:
+        email = canonical_email(form.email.data or "")
+    except AccessError as exc:
+        form.email.errors = [exc.message]
+        return render_template("portal/signin/start.html", group=group, form=form), 400
+    next_path = signin.safe_next(form.next.data, public_id)
+    signin.request_link(db.session(), group, email, ensure_nonce(), next_path)
+    return render_template(
+        "portal/signin/check_email.html", group=group, email=email, form=CodeForm()
+    )
+
+
+@bp.post("/code")
+@secret_limit
+def enter_code(public_id: str) -> tuple[str, int] | BaseResponse:
+    group = available_bill_group(public_id)
+    form = CodeForm()
+    if form.validate_on_submit():
+        challenge_id = signin.check_code(
+            db.session(), group, session.get("nonce"), form.code.data or ""
+        )
+        if challenge_id is not None:
+            return _complete(group, challenge_id)
+        form.code.errors = ["That code is not right, has expired or has been used."]
+    return render_template("portal/signin/check_email.html", group=group, form=form), 400
+
+
+@bp.route("/verify/<token>", methods=["GET", "HEAD"])
+@secret_limit
+def verify(public_id: str, token: str) -> BaseResponse | tuple[str, int]:
+    # Link checkers and scanners send HEAD: answer without touching anything.
+    if request.method == "HEAD":
+        return "", 200
+    group = available_bill_group(public_id)
+    opened = signin.open_link(db.session(), group, token, session.get("nonce"))
+    # Whatever happens, the token leaves the address bar at once.
+    if opened.state is signin.LinkState.SAME_BROWSER and opened.challenge:
+        session["confirm"] = opened.challenge.id
+        return see_other("signin.confirm", public_id=public_id)
+    if opened.state is signin.LinkState.OTHER_BROWSER and opened.challenge:
+        ensure_nonce()
+        session["resend"] = opened.challenge.id
+        return see_other("signin.other_browser", public_id=public_id)
+    return see_other("signin.link_invalid", public_id=public_id)
+
+
+@bp.get("/confirm")
+def confirm(public_id: str) -> str | BaseResponse:
+    group = available_bill_group(public_id)
+    challenge = _session_challenge(group, "confirm")
+    if challenge is None:
+        return see_other("signin.link_invalid", public_id=public_id)
+    return render_template(
+        "portal/signin/confirm.html", group=group, email=challenge.email, form=ButtonForm()
+    )
+
+
+@bp.post("/confirm")
+@secret_limit
+def confirm_post(public_id: str) -> BaseResponse:
+    group = available_bill_group(public_id)
+    form = ButtonForm()
+    challenge_id = session.get("confirm")
+    if not form.validate_on_submit() or not isinstance(challenge_id, int):
+        return see_other("signin.link_invalid", public_id=public_id)
+    if not signin.spend(db.session(), challenge_id, group, session.get("nonce")):
+        db.session().rollback()
+        _audit_failure(group, "link_not_usable")
+        return see_other("signin.link_invalid", public_id=public_id)
+    return _complete(group, challenge_id)
+
+
+@bp.get("/other-browser")
+def other_browser(public_id: str) -> str:
+    group = available_bill_group(public_id)
+    can_resend = _session_challenge(group, "resend") is not None
+    return render_template(
+        "portal/signin/other_browser.html", group=group, form=ButtonForm(), can_resend=can_resend
+    )
+
+
+@bp.post("/resend")
+@secret_limit
+def resend(public_id: str) -> str | BaseResponse:
+    group = available_bill_group(public_id)
+    form = ButtonForm()
+    challenge = _session_challenge(group, "resend")
+    if not form.validate_on_submit() or challenge is None:
+        return see_other("signin.link_invalid", public_id=public_id)
+    session.pop("resend", None)
+    signin.request_link(db.session(), group, challenge.email, ensure_nonce(), challenge.next_path)
+    return render_template(
+        "portal/signin/check_email.html", group=group, email=challenge.email, form=CodeForm()
+    )
+
+
+@bp.get("/link-invalid")
+def link_invalid(public_id: str) -> str:
+    group = available_bill_group(public_id)
+    return render_template("portal/signin/link_invalid.html", group=group)
+
+
+@bp.post("/sign-out")
+def sign_out(public_id: str) -> BaseResponse:
+    group = available_bill_group(public_id)
+    form = ButtonForm()
+    if form.validate_on_submit() and current_user.is_authenticated:
+        sessions.revoke(db.session(), current_user.row, "signed_out")
+        db.session().commit()
+    logout_user()
+    session.clear()
+    return redirect(url_for("signin.start", public_id=group.public_id, signed_out=1), code=303)
+
+
+def _session_challenge(group: BillGroup, key: str) -> SignInChallenge | None:
+    """The challenge this browser was sent to confirm or resend, if still usable."""
+    challenge_id = session.get(key)
+    if not isinstance(challenge_id, int):
+        return None
+    challenge = db.session().get(SignInChallenge, challenge_id)
+    if (
+        challenge is None
+        or challenge.bill_group_id != group.id
+        or challenge.spent_at is not None
+        or challenge.retired_at is not None
+    ):
+        return None
+    return challenge
+
+
+def _audit_failure(group: BillGroup, outcome: str) -> None:
+    audit.record(
+        db.session(), "signin.complete", outcome, actor_type="anonymous", bill_group_id=group.id
+    )
+    db.session().commit()
+
+
+def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
+    """The challenge is spent (uncommitted): check the rules again, start a fresh
+    session, retire the address's other links, and commit all of it at once."""
+    database = db.session()
+    challenge = database.get(SignInChallenge, challenge_id, populate_existing=True)
+    assert challenge is not None
+    if may_access(group, challenge.email, today()) is None:
+        database.commit()  # the challenge stays spent
+        _audit_failure(group, "access_revoked")
+        return see_other("signin.link_invalid", public_id=group.public_id)
+    if current_user.is_authenticated and not getattr(current_user, "is_preview", False):
+        sessions.revoke(database, current_user.row, "replaced")
+    signin.retire_others(database, challenge)
+    sid, row = sessions.create(database, group, challenge.email)
+    audit.record(
+        database,
+        "signin.complete",
+        "signed_in",
+        actor_type="customer",
+        actor=challenge.email,
+        bill_group_id=group.id,
+    )
+    database.commit()
+    # A new session: nothing from before sign-in survives, apart from a new nonce.
+    logout_user()
+    session.clear()
+    session["nonce"] = signin.new_nonce()
+    login_user(sessions.Customer(sid, row), remember=False)
+    target = challenge.next_path or url_for("customer.overview", public_id=group.public_id)
+    return redirect(target, code=303)
