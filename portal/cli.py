@@ -8,6 +8,7 @@ import click
 from alembic import command as alembic
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy import select
 
 from portal import ROOT, db
@@ -23,14 +24,15 @@ def init_app(app: Flask) -> None:
 
 
 def alembic_config() -> AlembicConfig:
-    config = AlembicConfig()
+    # stdout looked up now, not at import, so `db current` prints where click expects.
+    config = AlembicConfig(stdout=sys.stdout)
     config.set_main_option("script_location", str(ROOT / "migrations"))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", current_app.config["DATABASE_URL"].replace("%", "%%"))
     return config
 
 
-@click.group("db")
+@click.group("db", cls=AppGroup)
 def db_group() -> None:
     """Database migrations (Alembic)."""
 

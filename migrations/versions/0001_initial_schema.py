@@ -49,7 +49,8 @@ def upgrade() -> None:
         sa.Column("updated_at", portal.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("external_id", sa.String(length=100), nullable=True),
         sa.CheckConstraint(
-            "length(brand_colour) = 7 AND substr(brand_colour, 1, 1) = '#'",
+            "length(brand_colour) = 7 AND substr(brand_colour, 1, 1) = '#' "
+            "AND ltrim(substr(brand_colour, 2), '0123456789abcdefABCDEF') = ''",
             name=op.f("ck_entities_brand_colour"),
         ),
         sa.CheckConstraint(
@@ -365,7 +366,8 @@ def upgrade() -> None:
         sa.Column("external_id", sa.String(length=100), nullable=True),
         sa.CheckConstraint(
             "(exp_month IS NULL AND exp_year IS NULL) OR "
-            "(exp_month BETWEEN 1 AND 12 AND exp_year BETWEEN 2000 AND 2200)",
+            "(exp_month IS NOT NULL AND exp_year IS NOT NULL "
+            "AND exp_month BETWEEN 1 AND 12 AND exp_year BETWEEN 2000 AND 2200)",
             name=op.f("ck_payment_methods_expiry"),
         ),
         sa.CheckConstraint("length(last4) = 4", name=op.f("ck_payment_methods_last4")),

@@ -22,7 +22,9 @@ class Entity(IdMixin, TimestampMixin, ExternalIdMixin, Base):
     __table_args__ = (
         # #rrggbb only: it goes into a style attribute and a PDF.
         CheckConstraint(
-            "length(brand_colour) = 7 AND substr(brand_colour, 1, 1) = '#'", name="brand_colour"
+            "length(brand_colour) = 7 AND substr(brand_colour, 1, 1) = '#' "
+            "AND ltrim(substr(brand_colour, 2), '0123456789abcdefABCDEF') = ''",
+            name="brand_colour",
         ),
         CheckConstraint("logo_type IN ('image/png', 'image/jpeg')", name="logo_type"),
     )

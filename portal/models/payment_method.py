@@ -51,8 +51,10 @@ class PaymentMethod(IdMixin, TimestampMixin, ExternalIdMixin, Base):
         # Four characters and nothing longer: a full number cannot fit.
         CheckConstraint("length(last4) = 4", name="last4"),
         CheckConstraint(
+            # Both or neither: a NULL inside BETWEEN would make the check pass, not fail.
             "(exp_month IS NULL AND exp_year IS NULL) OR "
-            "(exp_month BETWEEN 1 AND 12 AND exp_year BETWEEN 2000 AND 2200)",
+            "(exp_month IS NOT NULL AND exp_year IS NOT NULL "
+            "AND exp_month BETWEEN 1 AND 12 AND exp_year BETWEEN 2000 AND 2200)",
             name="expiry",
         ),
     )

@@ -1,0 +1,273 @@
+"""The migrations build exactly the schema the models describe, and can be undone.
+
+The test app here never calls create_all: the schema comes from `flask db upgrade` only.
+Each check runs on SQLite; with PORTAL_TEST_DATABASE_URL set it also runs on PostgreSQL,
+in a throwaway database (`-m db`).
+"""
+
+from __future__ import annotations
+
+import os
+import pprint
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import Flask
+from sqlalchemy import Engine, inspect, make_url, text
+
+import portal.cli
+import portal.models  # noqa: F401  (registers every table on Base.metadata)
+from portal import ROOT, create_app
+from portal import db as portal_db
+from portal.cli import alembic_config, db_group
+from portal.db import Base, make_engine
+from tests.conftest import POSTGRES_URL, TEST_CONFIG
+
+MODEL_TABLES = set(Base.metadata.tables)
+
+
+@contextmanager
+def migration_app(url: str) -> Iterator[Flask]:
+    """An app on `url` whose database starts empty: no create_all."""
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": url})
+    try:
+        # The db commands are plain click commands: the runner needs an app context.
+        with app.app_context():
+            yield app
+    finally:
+        with app.app_context():
+            portal_db.engine().dispose()
+
+
+def flask_db(app: Flask, *args: str) -> str:
+    result = app.test_cli_runner().invoke(args=["db", *args])
+    command = " ".join(["flask db", *args])
+    assert result.exit_code == 0, f"{command}: {result.exception!r}\n{result.output}"
+    return result.output
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def versions(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def model_diff(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, Base.metadata)
+
+
+def schema(engine: Engine) -> dict[str, dict[str, Any]]:
+    """Everything reflection sees, including what autogenerate does not compare: CHECK
+    constraints, partial-index predicates and foreign-key actions."""
+    inspector = inspect(engine)
+    snapshot: dict[str, dict[str, Any]] = {}
+    for table in sorted(inspector.get_table_names()):
+        if table == "alembic_version":
+            continue
+        snapshot[table] = {
+            "columns": sorted(
+                (c["name"], repr(c["type"]), c["nullable"], str(c.get("default")))
+                for c in inspector.get_columns(table)
+            ),
+            "primary_key": inspector.get_pk_constraint(table),
+            "foreign_keys": sorted(
+                (
+                    fk["name"],
+                    tuple(fk["constrained_columns"]),
+                    fk["referred_table"],
+                    tuple(fk["referred_columns"]),
+                    sorted((fk.get("options") or {}).items()),
+                )
+                for fk in inspector.get_foreign_keys(table)
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "indexes": sorted(
+                (
+                    i["name"],
+                    tuple(i["column_names"]),
+                    bool(i["unique"]),
+                    sorted((k, str(v)) for k, v in (i.get("dialect_options") or {}).items()),
+                )
+                for i in inspector.get_indexes(table)
+            ),
+            "checks": sorted(
+                (c["name"], c["sqltext"]) for c in inspector.get_check_constraints(table)
+            ),
+        }
+    return snapshot
+
+
+def model_schema(url: str) -> dict[str, dict[str, Any]]:
+    """The schema create_all builds from the models, in the empty database at `url`."""
+    engine = make_engine(url)
+    try:
+        Base.metadata.create_all(engine)
+        return schema(engine)
+    finally:
+        engine.dispose()
+
+
+def check_migrations(url: str, reference_url: str) -> None:
+    """Upgrade, compare with the models, downgrade to nothing, upgrade again."""
+    expected = model_schema(reference_url)
+    with migration_app(url) as app:
+        engine = portal_db.engine()
+        assert table_names(engine) == set(), "the database must start empty"
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None
+
+        assert "Database is at head." in flask_db(app, "upgrade")
+        assert table_names(engine) == MODEL_TABLES | {"alembic_version"}
+        assert versions(engine) == [head]
+        diff = model_diff(engine)
+        assert diff == [], "models and migrations differ:\n" + pprint.pformat(diff)
+        migrated = schema(engine)
+        assert migrated == expected, "reflected schemas differ:\n" + pprint.pformat(
+            {
+                table: {
+                    part: (migrated[table][part], expected.get(table, {}).get(part))
+                    for part in migrated[table]
+                    if migrated[table][part] != expected.get(table, {}).get(part)
+                }
+                for table in migrated
+                if migrated[table] != expected.get(table)
+            }
+        )
+
+        flask_db(app, "downgrade", "base")
+        assert table_names(engine) == {"alembic_version"}
+        assert versions(engine) == []
+
+        flask_db(app, "upgrade")
+        assert table_names(engine) == MODEL_TABLES | {"alembic_version"}
+        assert versions(engine) == [head]
+        assert model_diff(engine) == []
+        assert schema(engine) == expected
+
+
+def test_migrations_match_the_models_on_sqlite(tmp_path):
+    check_migrations(f"sqlite:///{tmp_path / 'migrated.db'}", f"sqlite:///{tmp_path / 'models.db'}")
+
+
+@contextmanager
+def throwaway_database(url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database next to the one at `url`, dropped afterwards."""
+    name = f"portal_mig_{secrets.token_hex(6)}"
+    engine = make_engine(url)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.db
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason="PORTAL_TEST_DATABASE_URL is not set; the migrations were checked on SQLite only",
+)
+def test_migrations_match_the_models_on_postgresql():
+    assert POSTGRES_URL is not None
+    with throwaway_database(POSTGRES_URL) as url, throwaway_database(POSTGRES_URL) as reference:
+        check_migrations(url, reference)
+
+
+def test_every_model_table_is_created_by_the_migrations(tmp_path):
+    # Not vacuous: the models are all registered.
+    assert {"entities", "bill_groups", "invoices", "invoice_lines", "payment_methods"} <= (
+        MODEL_TABLES
+    )
+    with migration_app(f"sqlite:///{tmp_path / 'portal.db'}") as app:
+        flask_db(app, "upgrade")
+        created = table_names(portal_db.engine())
+
+    assert created - {"alembic_version"} == MODEL_TABLES
+    assert "alembic_version" in created
+
+
+def test_db_current_and_history_show_the_head(tmp_path, monkeypatch):
+    # Alembic's Config prints to the sys.stdout of import time, past the CLI runner;
+    # point it at the runner's stream.
+    monkeypatch.setattr(portal.cli, "AlembicConfig", lambda: AlembicConfig(stdout=sys.stdout))
+    with migration_app(f"sqlite:///{tmp_path / 'portal.db'}") as app:
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        flask_db(app, "upgrade")
+        current = flask_db(app, "current")
+        history = flask_db(app, "history")
+
+    assert head is not None
+    assert head in current and "(head)" in current
+    assert f"-> {head} (head)" in history
+    assert "<base> -> " in history
+
+
+def test_the_flask_command_runs_the_migrations(tmp_path: Path):
+    """The real entry point, which pushes the app context itself."""
+    url = f"sqlite:///{tmp_path / 'portal.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "FLASK_"))}
+    env["PORTAL_DATABASE_URL"] = url
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "--debug", "db"]
+
+    upgrade = subprocess.run(
+        [*command, "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "Database is at head." in upgrade.stdout
+
+    engine = make_engine(url)
+    try:
+        assert table_names(engine) == MODEL_TABLES | {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+SUBCOMMANDS = sorted(db_group.commands)
+
+
+def test_the_db_group_has_the_documented_subcommands():
+    assert {"current", "downgrade", "history", "revision", "upgrade"} <= set(SUBCOMMANDS)
+
+
+def test_flask_db_help():
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": "sqlite://"})
+    result = app.test_cli_runner().invoke(args=["db", "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "Database migrations (Alembic)." in result.output
+    for name in SUBCOMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_flask_db_subcommand_help(name):
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": "sqlite://"})
+    result = app.test_cli_runner().invoke(args=["db", name, "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert f"db {name} [OPTIONS]" in result.output
+    summary = (db_group.commands[name].help or "").splitlines()[0]
+    assert summary and summary in " ".join(result.output.split())
