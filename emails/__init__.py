@@ -9,4 +9,7 @@ from emails.transport import mail
 
 
 def init_app(app: Flask) -> None:
+    # Flask-Mail silently drops mail when TESTING; MAIL_TRANSPORT is our one switch, and
+    # the tests deliver to a real SMTP server.
+    app.config["MAIL_SUPPRESS_SEND"] = False
     mail.init_app(app)

@@ -8,7 +8,7 @@ import click
 from alembic import command as alembic
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from portal import ROOT, db
@@ -73,6 +73,7 @@ def db_revision(message: str, empty: bool) -> None:
 
 
 @click.command("create-staff")
+@with_appcontext
 @click.argument("email")
 @click.option(
     "--role",
@@ -110,6 +111,7 @@ def create_staff(email: str, role: str, name: str | None, password_stdin: bool) 
 
 
 @click.command("demo")
+@with_appcontext
 @click.option("--reset", is_flag=True, help="Delete all data first, then load the demo.")
 def demo(reset: bool) -> None:
     """Load a realistic demo dataset and print how to sign in to it."""
@@ -124,6 +126,7 @@ def demo(reset: bool) -> None:
 
 
 @click.command("worker")
+@with_appcontext
 @click.option("--once", is_flag=True, help="One pass, then exit.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between idle polls.")
 def worker_command(once: bool, interval: float) -> None:

@@ -7,10 +7,17 @@ schema is created once and every table is emptied before each test.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
+import re
+import socket
+import threading
 from collections.abc import Iterator
+from email.message import EmailMessage
 
 import pytest
+from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import text
@@ -66,9 +73,64 @@ def database_url(tmp_path, postgres_schema) -> str:
     return f"sqlite:///{tmp_path / 'portal.db'}"
 
 
+class Inbox:
+    """What a real SMTP server on 127.0.0.1 received, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 OK"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+
+    def to(self, address: str) -> list[EmailMessage]:
+        with self.lock:
+            return [m for m in self.messages if m["To"] == address]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
+
+
 @pytest.fixture
-def app(database_url: str) -> Iterator[Flask]:
-    app = create_app({**TEST_CONFIG, "DATABASE_URL": database_url})
+def smtp(smtp_server) -> Inbox:
+    """The inbox of the test SMTP server, emptied for this test."""
+    inbox, _port = smtp_server
+    inbox.clear()
+    return inbox
+
+
+@pytest.fixture
+def app(database_url: str, smtp_server) -> Iterator[Flask]:
+    _inbox, port = smtp_server
+    app = create_app(
+        {
+            **TEST_CONFIG,
+            "DATABASE_URL": database_url,
+            "MAIL_SERVER": "127.0.0.1",
+            "MAIL_PORT": port,
+            "MAIL_TIMEOUT": 5,
+        }
+    )
     with app.app_context():
         if database_url.startswith("sqlite"):
             Base.metadata.create_all(portal_db.engine())
@@ -79,9 +141,11 @@ def app(database_url: str) -> Iterator[Flask]:
 
 @pytest.fixture
 def db(app: Flask) -> Iterator[Session]:
-    """The app's session inside an app context."""
-    with app.app_context():
-        yield portal_db.session()
+    """A session on the app's database. No app context stays pushed: requests made by
+    the test must get their own, as in production (g, CSRF tokens, the db session)."""
+    session = app.extensions["portal.db"]()
+    yield session
+    session.close()
 
 
 @pytest.fixture
@@ -92,3 +156,51 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
+
+
+# --- actions, through the real forms (CSRF stays on) ---------------------------------
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def request_link(client: FlaskClient, public_id: str, address: str, next_path: str = ""):
+    """Open the portal link and ask for a sign-in link; returns the response."""
+    page = client.get(f"/p/{public_id}" + (f"?next={next_path}" if next_path else ""))
+    return client.post(
+        f"/p/{public_id}/sign-in",
+        data={"csrf_token": csrf_token(page.text), "email": address, "next": next_path},
+    )
+
+
+def run_worker(app: Flask) -> tuple[int, int]:
+    from portal import worker
+
+    with app.app_context():
+        return worker.run_once()
+
+
+LINK_RE = re.compile(r"https://portal\.example\.test(/p/[\w-]+/verify/[\w-]+)")
+CODE_RE = re.compile(r"\b(\d{4}-\d{4})\b")
+
+
+def link_and_code(message: EmailMessage) -> tuple[str, str]:
+    """The verify path and the code from a sign-in email's plain-text part."""
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    return LINK_RE.search(text).group(1), CODE_RE.search(text).group(1)
+
+
+def sign_in(client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, address: str):
+    """The whole journey: ask, receive, open the link, Continue. Returns the last response."""
+    request_link(client, public_id, address)
+    run_worker(app)
+    from portal.access import canonical_email
+
+    path, _code = link_and_code(inbox.to(canonical_email(address))[-1])
+    confirm = client.get(client.get(path).headers["Location"])
+    return client.post(f"/p/{public_id}/confirm", data={"csrf_token": csrf_token(confirm.text)})
