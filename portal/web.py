@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -58,6 +59,7 @@ def init_app(app: Flask) -> None:
             headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
         return response
 
+    app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_down)
     app.register_error_handler(DBAPIError, _database_down)
@@ -86,6 +88,17 @@ def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
+
+
+def _csrf_error(exc: CSRFError) -> tuple[str, int]:
+    # Usually a form left open too long, or cookies blocked: say so, change nothing.
+    page = render_template(
+        "error.html",
+        code=400,
+        title="This form has expired",
+        advice="Go back, reload the page and try again. Cookies must be allowed for this site.",
+    )
+    return page, 400
 
 
 def _database_down(exc: Exception) -> tuple[str, int]:
