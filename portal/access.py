@@ -220,7 +220,11 @@ def parse_rule(
             "Enter a registered domain like company.com."
         )
     providers = public_providers(extra_providers)
-    if domain in providers or registrable in providers:
+    # At or under a provider, or (with subdomains) over one: either would admit strangers.
+    if any(
+        domain == p or domain.endswith("." + p) or (include_subdomains and p.endswith("." + domain))
+        for p in providers
+    ):
         raise AccessError(
             f"{display_domain(domain)} is a public email provider: a rule for it would let "
             "anyone with an address there sign in. Add individual addresses instead."

@@ -111,6 +111,13 @@ def validate(app: Flask) -> None:
         raise ConfigError("MAIL_TRANSPORT must be smtp or console.")
     if not 1 <= int(config["SIGNIN_TTL_MINUTES"]) <= 30:
         raise ConfigError("SIGNIN_TTL_MINUTES must be between 1 and 30.")
+    from portal.access import AccessError, canonical_domain
+
+    for provider in config["PUBLIC_MAIL_PROVIDERS_EXTRA"]:
+        try:
+            canonical_domain(provider)
+        except AccessError as exc:
+            raise ConfigError(f"PUBLIC_MAIL_PROVIDERS_EXTRA: {exc.message}") from None
     if is_local(app):
         return
     if config["MAIL_TRANSPORT"] != "smtp":

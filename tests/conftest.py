@@ -39,10 +39,27 @@ TEST_CONFIG = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark database tests `db`; without PostgreSQL, deselect the PostgreSQL-only tests
+    (they run in CI's second pass) rather than skip them."""
+    postgres_only = []
     for item in items:
         if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.db)
+        if not POSTGRES_URL and item.get_closest_marker("postgres"):
+            postgres_only.append(item)
+    if postgres_only:
+        config.hook.pytest_deselected(items=postgres_only)
+        items[:] = [item for item in items if item not in postgres_only]
+        config._portal_postgres_deselected = len(postgres_only)  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    count = getattr(config, "_portal_postgres_deselected", 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} PostgreSQL-only tests deselected: set PORTAL_TEST_DATABASE_URL to run them."
+        )
 
 
 @pytest.fixture(scope="session")

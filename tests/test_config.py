@@ -119,3 +119,14 @@ def test_example_config_loads_and_still_demands_a_secret(monkeypatch):
     monkeypatch.setenv("PORTAL_SECRET_KEY", GOOD_SECRET)
     app = create_app({"DATABASE_URL": "sqlite://"})
     assert app.config["PORTAL_BASE_URL"].startswith("https://")
+
+
+def test_extra_public_providers_must_be_domains():
+    with pytest.raises(ConfigError, match="PUBLIC_MAIL_PROVIDERS_EXTRA"):
+        create_app(
+            {
+                **PRODUCTION,
+                "PORTAL_BASE_URL": "https://b.example.com",
+                "PUBLIC_MAIL_PROVIDERS_EXTRA": ["mail,example.com"],
+            }
+        )

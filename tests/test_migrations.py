@@ -185,10 +185,6 @@ def throwaway_database(url: str) -> Iterator[str]:
 
 @pytest.mark.db
 @pytest.mark.postgres
-@pytest.mark.skipif(
-    not POSTGRES_URL,
-    reason="PORTAL_TEST_DATABASE_URL is not set; the migrations were checked on SQLite only",
-)
 def test_migrations_match_the_models_on_postgresql():
     assert POSTGRES_URL is not None
     with throwaway_database(POSTGRES_URL) as url, throwaway_database(POSTGRES_URL) as reference:
