@@ -11,6 +11,7 @@ import email
 import email.policy
 import os
 import re
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 import portal.models  # noqa: F401
@@ -64,15 +65,25 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_schema() -> Iterator[str | None]:
-    """On PostgreSQL, create the schema once for the whole run."""
+    """On PostgreSQL, a database of this run's own on that server (so concurrent runs
+    cannot collide), with the schema created once, dropped at the end."""
     if not POSTGRES_URL:
         yield None
         return
-    engine = make_engine(POSTGRES_URL)
-    Base.metadata.drop_all(engine)
+    name = f"portal_test_{os.getpid()}_{secrets.token_hex(4)}"
+    server = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
     Base.metadata.create_all(engine)
     engine.dispose()
-    yield POSTGRES_URL
+    try:
+        yield url
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        server.dispose()
 
 
 @pytest.fixture
