@@ -3,14 +3,22 @@ that caused them, and a worker sends them after commit.
 
 Each message is claimed with a lease by one conditional UPDATE, so two workers never
 send the same message; a failed send is retried with exponential backoff.
+
+Bodies can hold live sign-in links, so they are encrypted at rest (Fernet, a key
+derived from SECRET_KEY: a database dump alone does not give working links) and
+emptied once the message is sent or dropped.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import logging
 import secrets
 
+from cryptography.fernet import Fernet, InvalidToken
+from flask import current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -25,6 +33,21 @@ LEASE = dt.timedelta(seconds=120)
 MAX_BACKOFF = dt.timedelta(minutes=15)
 
 
+def _fernet() -> Fernet:
+    secret = current_app.config["SECRET_KEY"].encode()
+    key = hashlib.sha256(b"portal outbox body\x00" + secret).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(text: str) -> str:
+    return _fernet().encrypt(text.encode()).decode("ascii")
+
+
+def unseal(sealed: str) -> str:
+    """The body as it was queued; raises InvalidToken if SECRET_KEY has changed."""
+    return _fernet().decrypt(sealed.encode("ascii")).decode()
+
+
 def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -> None:
     """Add the message to the caller's transaction."""
     db.add(
@@ -32,8 +55,8 @@ def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -
             kind=email.kind,
             to_address=email.to,
             subject=email.subject,
-            text_body=email.text,
-            html_body=email.html,
+            text_body=seal(email.text),
+            html_body=seal(email.html),
             next_attempt_at=clock.now(),
             discard_after=discard_after,
         )
@@ -92,13 +115,15 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
     for message in claim(db, worker, limit):
         now = clock.now()
         if message.discard_after is not None and message.discard_after < now:
-            message.discarded_at = now
-            message.claimed_until = None
-            db.commit()
-            log.info("outbox message %s discarded: expired before it could be sent", message.id)
+            _drop(db, message, now, "expired before it could be sent")
             continue
         try:
-            deliver(message.to_address, message.subject, message.text_body, message.html_body)
+            text, html = unseal(message.text_body), unseal(message.html_body)
+        except InvalidToken:
+            _drop(db, message, now, "cannot be decrypted: SECRET_KEY has changed")
+            continue
+        try:
+            deliver(message.to_address, message.subject, text, html)
         except Exception as exc:  # SMTP errors, timeouts, refused connections
             message.attempts += 1
             message.next_attempt_at = now + backoff(message.attempts)
@@ -115,6 +140,17 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
         message.attempts += 1
         message.sent_at = clock.now()
         message.claimed_until = None
+        if current_app.config["MAIL_TRANSPORT"] != "console":  # the dev mailbox reads them
+            message.text_body = message.html_body = ""
         db.commit()
         sent += 1
     return sent
+
+
+def _drop(db: Session, message: OutboxMessage, now: dt.datetime, why: str) -> None:
+    message.discarded_at = now
+    message.claimed_until = None
+    message.text_body = message.html_body = ""
+    message.last_error = why
+    db.commit()
+    log.info("outbox message %s dropped: %s", message.id, why)

@@ -23,6 +23,7 @@ def record(
     actor: str | None = None,
     bill_group_id: int | None = None,
     detail: str | None = None,
+    ip: str | None = None,
 ) -> AuditEvent:
     """Add an event to the caller's transaction, so it commits (or not) with the change."""
     event = AuditEvent(
@@ -32,7 +33,8 @@ def record(
         actor_type=actor_type,
         actor=actor,
         bill_group_id=bill_group_id,
-        ip=client_ip(),
+        # Outside a request (the worker), the caller passes the IP it recorded.
+        ip=ip or client_ip(),
         detail=detail,
     )
     db.add(event)

@@ -38,11 +38,10 @@ except ImportError:  # pragma: no cover
 
 
 class GunicornLogger(_GunicornLogger):  # type: ignore[misc,valid-type]
-    """gunicorn's logger with the request line, path and query redacted."""
+    """gunicorn's logger with every access-log atom redacted."""
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for key in ("r", "U", "q"):
-            if isinstance(atoms.get(key), str):
-                atoms[key] = redact(atoms[key])
-        return atoms
+        # Every atom: the request line, path and query, and the environ and header atoms
+        # ({raw_uri}e, {path_info}e, {referer}i) that a custom format might use.
+        return {k: redact(v) if isinstance(v, str) else v for k, v in atoms.items()}

@@ -121,14 +121,31 @@ def revoke(db_session: Session, row: CustomerSession, reason: str) -> None:
 
 
 def revoke_all(db_session: Session, bill_group_id: int, reason: str) -> int:
-    """End every session of a bill group (staff "sign out everyone")."""
-    result = db_session.execute(
-        update(CustomerSession)
-        .where(CustomerSession.bill_group_id == bill_group_id, CustomerSession.revoked_at.is_(None))
-        .values(revoked_at=clock.now(), revoked_reason=reason)
-        .execution_options(synchronize_session=False)
+    """End every session of a bill group (staff "sign out everyone"); each end is audited,
+    as `revoke` does for one."""
+    ended = (
+        db_session.execute(
+            update(CustomerSession)
+            .where(
+                CustomerSession.bill_group_id == bill_group_id, CustomerSession.revoked_at.is_(None)
+            )
+            .values(revoked_at=clock.now(), revoked_reason=reason)
+            .returning(CustomerSession.email)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
     )
-    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+    for email in ended:
+        audit.record(
+            db_session,
+            "session.end",
+            reason,
+            actor_type="customer",
+            actor=email,
+            bill_group_id=bill_group_id,
+        )
+    return len(ended)
 
 
 def browser_nonce() -> str | None:

@@ -16,7 +16,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -78,7 +78,9 @@ def safe_next(raw: str | None, public_id: str) -> str | None:
     if parts.scheme or parts.netloc or raw.startswith("//"):
         return None
     prefix = f"/p/{public_id}/"
-    if not parts.path.startswith(prefix) or "/../" in parts.path or parts.path.endswith("/.."):
+    # Browsers read "%2e" as "." in a path, so "/p/<id>/%2e%2e/" climbs out like "../".
+    segments = unquote(parts.path).split("/")
+    if not parts.path.startswith(prefix) or any(s in (".", "..") for s in segments):
         return None
     return raw
 
@@ -87,7 +89,12 @@ def safe_next(raw: str | None, public_id: str) -> str | None:
 
 
 def request_link(
-    db: Session, bill_group: BillGroup, email: str, nonce: str, next_path: str | None
+    db: Session,
+    bill_group: BillGroup,
+    email: str,
+    nonce: str,
+    next_path: str | None,
+    code_only: bool = False,
 ) -> bool:
     """Record a request for a link, the same way for every address; returns whether it
     was within budget. Whether the address is admitted is decided later, by
@@ -120,6 +127,7 @@ def request_link(
             ip=audit.client_ip(),
             created_at=now,
             expires_at=now + dt.timedelta(minutes=current_app.config["SIGNIN_TTL_MINUTES"]),
+            code_only=code_only,
         )
     )
     audit.record(
@@ -165,6 +173,8 @@ def evaluate_pending(db: Session, limit: int = 50) -> int:
 
 def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
     group = challenge.bill_group
+    if challenge.retired_at is not None or challenge.spent_at is not None:
+        return  # the address signed in meanwhile: no email for a link that cannot work
     rule = may_access(group, challenge.email, now.date())
     if rule is None or challenge.expires_at <= now:
         audit.record(
@@ -174,6 +184,7 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
             actor_type="anonymous",
             actor=challenge.email,
             bill_group_id=group.id,
+            ip=challenge.ip,
         )
         return
     token = secrets.token_urlsafe(32)  # 256 bits
@@ -187,7 +198,7 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
         challenge.email,
         entity=group.entity,
         bill_group=group,
-        link=f"{base}/p/{group.public_id}/verify/{token}",
+        link=None if challenge.code_only else f"{base}/p/{group.public_id}/verify/{token}",
         code=format_code(code),
         minutes=minutes,
         portal_url=f"{base}/p/{group.public_id}",
@@ -200,7 +211,8 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
         actor_type="anonymous",
         actor=challenge.email,
         bill_group_id=group.id,
-        detail=f"rule {rule.id}",
+        detail=f"rule {rule.id}" + (", code only" if challenge.code_only else ""),
+        ip=challenge.ip,
     )
 
 
@@ -267,8 +279,9 @@ def spend(db: Session, challenge_id: int, bill_group: BillGroup, nonce: str | No
 def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) -> int | None:
     """The id of the challenge that this code spends, or None.
 
-    Only challenges requested from this browser are candidates; each wrong code counts
-    against every candidate (5 attempts each) and against the address (20 a day).
+    Only challenges requested from this browser are candidates; each code typed takes
+    an attempt from every candidate (5 each), and a wrong one counts against the
+    address (20 a day).
     """
     code = normalise_code(raw)
     if not nonce:
@@ -283,6 +296,23 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
         )
     ).all()
     candidates = [c for c in candidates if throttle.has_room("code-failures", c.email)]
+    # Take the attempt before comparing, by a conditional UPDATE: of any number of
+    # concurrent guesses, at most max_attempts per challenge are ever compared.
+    taken = []
+    for candidate in candidates:
+        attempt = db.execute(
+            update(SignInChallenge)
+            .where(
+                SignInChallenge.id == candidate.id,
+                SignInChallenge.code_attempts < max_attempts,
+                *_usable(clock.now()),
+            )
+            .values(code_attempts=SignInChallenge.code_attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if attempt.rowcount == 1:  # type: ignore[attr-defined]
+            taken.append(candidate)
+    candidates = taken
     if not candidates:
         return None
     for challenge in candidates:
@@ -291,24 +321,14 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
             and challenge.code_hash
             and hmac.compare_digest(challenge.code_hash, code_hash(challenge.id, code))
         ):
-            # Spend only while attempts remain: the count is part of the condition.
+            # This request holds one of the attempts (taken above, same transaction).
             won = db.execute(
                 update(SignInChallenge)
-                .where(
-                    SignInChallenge.id == challenge.id,
-                    SignInChallenge.code_attempts < max_attempts,
-                    *_usable(clock.now()),
-                )
+                .where(SignInChallenge.id == challenge.id, *_usable(clock.now()))
                 .values(spent_at=clock.now())
                 .execution_options(synchronize_session=False)
             )
             return challenge.id if won.rowcount == 1 else None  # type: ignore[attr-defined]
-    db.execute(
-        update(SignInChallenge)
-        .where(SignInChallenge.id.in_([c.id for c in candidates]))
-        .values(code_attempts=SignInChallenge.code_attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
     for address in {c.email for c in candidates}:
         throttle.spend("code-failures", address)
         audit.record(

@@ -31,6 +31,9 @@ BUDGETS = {
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    # With the storage down, the per-IP 429 limit would otherwise raise and answer 500
+    # before the silent budgets below are asked; those fail closed by themselves.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     limiter.init_app(app)
 
 

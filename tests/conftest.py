@@ -30,6 +30,7 @@ from portal import db as portal_db
 from portal.db import Base, make_engine
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")
 DB_FIXTURES = {"app", "db", "client", "runner"}
 
 TEST_CONFIG = {
@@ -43,23 +44,26 @@ TEST_CONFIG = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark database tests `db`; without PostgreSQL, deselect the PostgreSQL-only tests
     (they run in CI's second pass) rather than skip them."""
-    postgres_only = []
+    missing = []
     for item in items:
         if DB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.db)
-        if not POSTGRES_URL and item.get_closest_marker("postgres"):
-            postgres_only.append(item)
-    if postgres_only:
-        config.hook.pytest_deselected(items=postgres_only)
-        items[:] = [item for item in items if item not in postgres_only]
-        config._portal_postgres_deselected = len(postgres_only)  # type: ignore[attr-defined]
+        if (not POSTGRES_URL and item.get_closest_marker("postgres")) or (
+            not REDIS_URL and item.get_closest_marker("redis")
+        ):
+            missing.append(item)
+    if missing:
+        config.hook.pytest_deselected(items=missing)
+        items[:] = [item for item in items if item not in missing]
+        config._portal_service_deselected = len(missing)  # type: ignore[attr-defined]
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    count = getattr(config, "_portal_postgres_deselected", 0)
+    count = getattr(config, "_portal_service_deselected", 0)
     if count:
         terminalreporter.write_line(
-            f"{count} PostgreSQL-only tests deselected: set PORTAL_TEST_DATABASE_URL to run them."
+            f"{count} tests that need PostgreSQL or Redis deselected: set "
+            "PORTAL_TEST_DATABASE_URL and PORTAL_TEST_REDIS_URL to run them (CI does)."
         )
 
 

@@ -133,6 +133,7 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=True),
         sa.Column("code_hash", sa.String(length=64), nullable=True),
         sa.Column("code_attempts", sa.Integer(), nullable=False),
+        sa.Column("code_only", sa.Boolean(), nullable=False),
         sa.Column("spent_at", portal.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("retired_at", portal.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import (
     DDL,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -58,6 +59,9 @@ class SignInChallenge(IdMixin, Base):
     # HMAC-SHA-256 of the code under a key derived from SECRET_KEY.
     code_hash: Mapped[str | None] = mapped_column(String(64))
     code_attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # Asked for from a second browser ("email me a link for this browser"): the email
+    # carries only the code, so a mail scanner that keeps cookies cannot chain its way in.
+    code_only: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     spent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 from sqlalchemy import select
 
+from emails.outbox import unseal
 from portal import db
 from portal.models import OutboxMessage
 
@@ -19,4 +20,5 @@ def mailbox() -> str:
         .scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(20))
         .all()
     )
-    return render_template("portal/devmail.html", messages=messages)
+    bodies = {m.id: unseal(m.text_body) if m.text_body else "(removed once sent)" for m in messages}
+    return render_template("portal/devmail.html", messages=messages, bodies=bodies)

@@ -21,7 +21,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, db, sessions, signin, throttle
+from portal import audit, clock, db, sessions, signin, throttle
 from portal.access import AccessError, canonical_email, may_access
 from portal.clock import today
 from portal.forms import ButtonForm, CodeForm, EmailForm
@@ -150,7 +150,9 @@ def confirm_post(public_id: str) -> BaseResponse:
         return see_other("signin.link_invalid", public_id=public_id)
     if not signin.spend(db.session(), challenge_id, group, session.get("nonce")):
         db.session().rollback()
-        _audit_failure(group, "link_not_usable")
+        challenge = db.session().get(SignInChallenge, challenge_id)
+        actor = challenge.email if challenge and challenge.bill_group_id == group.id else None
+        _audit_failure(group, "link_not_usable", actor)
         return see_other("signin.link_invalid", public_id=public_id)
     return _complete(group, challenge_id)
 
@@ -173,7 +175,10 @@ def resend(public_id: str) -> str | BaseResponse:
     if not form.validate_on_submit() or challenge is None:
         return see_other("signin.link_invalid", public_id=public_id)
     session.pop("resend", None)
-    signin.request_link(db.session(), group, challenge.email, ensure_nonce(), challenge.next_path)
+    # Code only: a scanner that pressed this button must not get a link it can follow.
+    signin.request_link(
+        db.session(), group, challenge.email, ensure_nonce(), challenge.next_path, code_only=True
+    )
     return render_template(
         "portal/signin/check_email.html", group=group, email=challenge.email, form=CodeForm()
     )
@@ -208,14 +213,20 @@ def _session_challenge(group: BillGroup, key: str) -> SignInChallenge | None:
         or challenge.bill_group_id != group.id
         or challenge.spent_at is not None
         or challenge.retired_at is not None
+        or challenge.expires_at <= clock.now()
     ):
         return None
     return challenge
 
 
-def _audit_failure(group: BillGroup, outcome: str) -> None:
+def _audit_failure(group: BillGroup, outcome: str, actor: str | None = None) -> None:
     audit.record(
-        db.session(), "signin.complete", outcome, actor_type="anonymous", bill_group_id=group.id
+        db.session(),
+        "signin.complete",
+        outcome,
+        actor_type="anonymous",
+        actor=actor,
+        bill_group_id=group.id,
     )
     db.session().commit()
 
@@ -228,7 +239,7 @@ def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
     assert challenge is not None
     if may_access(group, challenge.email, today()) is None:
         database.commit()  # the challenge stays spent
-        _audit_failure(group, "access_revoked")
+        _audit_failure(group, "access_revoked", challenge.email)
         return see_other("signin.link_invalid", public_id=group.public_id)
     if current_user.is_authenticated and not getattr(current_user, "is_preview", False):
         sessions.revoke(database, current_user.row, "replaced")
