@@ -1,0 +1,45 @@
+"""Emails against golden files: what the customer reads, word for word.
+
+To accept a deliberate change: PORTAL_UPDATE_GOLDEN=1 pytest tests/test_emails.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from emails.render import render
+from portal.models import BillGroup, Entity
+
+GOLDEN = Path(__file__).parent / "golden"
+CONTEXT = {
+    "entity": Entity(name="Northwind Cloud", support_email="billing@northwind-cloud.com"),
+    "bill_group": BillGroup(name="Acme UK operations"),
+    "code": "1234-5678",
+    "minutes": 15,
+    "portal_url": "https://portal.example.test/p/PUBLICID",
+}
+
+
+def check(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("PORTAL_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; see the module docstring"
+
+
+@pytest.mark.parametrize("variant", ["link", "code_only"])
+def test_signin_email_matches_its_golden_files(app, variant):
+    link = "https://portal.example.test/p/PUBLICID/verify/TOKEN" if variant == "link" else None
+    with app.test_request_context():
+        email = render("signin_link", "ap@acme.com", link=link, **CONTEXT)
+    noun = "link" if variant == "link" else "code"
+    assert email.subject == f"Your sign-in {noun} for Northwind Cloud"
+    check(f"signin_{variant}.txt", email.text)
+    check(f"signin_{variant}.html", email.html)
+    assert ("/verify/" in email.text) is (variant == "link")
+    assert "1234-5678" in email.text and "1234-5678" in email.html
+    # Nothing that depends on remote images or styles.
+    assert "<img" not in email.html and "<link" not in email.html
