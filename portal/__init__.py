@@ -43,11 +43,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     worker.init_app(app)
     cli.init_app(app)
 
-    from portal.views import customer, devmail, public, signin
+    # The portal pages join viewer.bp when their modules are imported.
+    from portal.views import (
+        details,
+        devmail,
+        invoices,
+        pages,
+        payment_methods,
+        public,
+        signin,
+        viewer,
+    )
 
+    assert details and invoices and pages and payment_methods  # imported for their routes
     app.register_blueprint(public.bp)
     app.register_blueprint(signin.bp)
-    app.register_blueprint(customer.bp)
+    app.register_blueprint(viewer.bp)
+    viewer.init_app(app)
     if app.debug:
         app.register_blueprint(devmail.bp)
     return app

@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_ENDPOINT_LIMIT": "30 per minute; 300 per hour",
     # How many proxies in front of the app set X-Forwarded-For (0: none, trust nothing).
     "PROXY_FIX_X_FOR": 0,
+    # Payment gateway: "sandbox" (test cards; local development only) or "none" (list
+    # only). Empty: sandbox in local development, none otherwise.
+    "PAYMENT_GATEWAY": "",
     # Email transport: "smtp", or "console" (print to the log; the debug default).
     "MAIL_TRANSPORT": "",
     # Run the outbox and sign-in worker in the web process (the demo's default).
@@ -89,6 +92,8 @@ def load(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
     app.config["PORTAL_BASE_URL"] = app.config["PORTAL_BASE_URL"].rstrip("/")
     if not app.config["MAIL_TRANSPORT"]:
         app.config["MAIL_TRANSPORT"] = "console" if app.debug else "smtp"
+    if not app.config["PAYMENT_GATEWAY"]:
+        app.config["PAYMENT_GATEWAY"] = "sandbox" if is_local(app) else "none"
     if app.config["WORKER_IN_PROCESS"] is None:
         app.config["WORKER_IN_PROCESS"] = app.debug
     validate(app)
@@ -122,6 +127,11 @@ def validate(app: Flask) -> None:
         return
     if config["MAIL_TRANSPORT"] != "smtp":
         raise ConfigError("MAIL_TRANSPORT must be smtp outside local development.")
+    if config["PAYMENT_GATEWAY"] == "sandbox":
+        raise ConfigError(
+            "PAYMENT_GATEWAY = sandbox takes card numbers on this server: it is for local "
+            "development and tests only. Use none, or a real processor's gateway."
+        )
     secret = config.get("SECRET_KEY") or ""
     if not secret or secret == DEV_SECRET_KEY or len(secret) < 32:
         raise ConfigError(

@@ -93,8 +93,9 @@ PLANS = [
         24,
         [("seat-pro", 40), ("storage", 12), ("support", 1)],
         [("acme.com", False), ("cfo@acme-holdings.com", False)],
+        contract_months_ago=30,
         po_number="PO-4471-UK",
-        vat_number="GB123456789",
+        vat_number="GB980780684",
         registration_number="01234567",
         cards=[
             (PaymentMethodType.CARD, "visa", "4242"),
@@ -111,6 +112,7 @@ PLANS = [
         18,
         [("seat-std", 65), ("api", 320)],
         [("acme.com", True)],
+        contract_months_ago=22,
         country="US",
         auto_pay=False,
         cards=[(PaymentMethodType.CARD, "amex", "0005")],
@@ -126,7 +128,7 @@ PLANS = [
         [("licence", 1), ("onboarding", 1)],
         [("finance@globex.de", False), ("rechnungen@globex.de", False)],
         contract_months_ago=50,
-        vat_number="DE123456789",
+        vat_number="DE136695976",
         registration_number="HRB 12345",
         country="DE",
         cards=[(PaymentMethodType.SEPA_DEBIT, "Deutsche Bank", "3000")],
@@ -227,7 +229,7 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         logo_type="image/png",
         address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
         country="GB",
-        vat_number="GB987654321",
+        vat_number="GB100000328",
     )
     products = {
         key: Product(entity=entity, external_id=f"demo-{key}", name=name, sku=key.upper())

@@ -7,7 +7,13 @@ import datetime as dt
 from decimal import Decimal, InvalidOperation
 
 from babel.dates import format_date
-from babel.numbers import format_currency, get_currency_precision, is_currency
+from babel.numbers import (
+    format_currency,
+    format_decimal,
+    format_percent,
+    get_currency_precision,
+    is_currency,
+)
 from flask import Flask
 
 DEFAULT_LOCALE = "en_GB"
@@ -48,6 +54,16 @@ def format_money(minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str
     return format_currency(to_decimal(minor, currency), currency, locale=locale)
 
 
+def format_quantity(value: Decimal | int, locale: str = DEFAULT_LOCALE) -> str:
+    """Up to four decimals (hours, GB), none when whole: 2.5, 1,234, 0.1255."""
+    return format_decimal(value, format="#,##0.####", locale=locale)
+
+
+def format_rate(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
+    """A tax rate stored in basis points: 2000 -> 20%, 550 -> 5.5%."""
+    return format_percent(Decimal(basis_points) / 10000, locale=locale, decimal_quantization=False)
+
+
 def init_app(app: Flask) -> None:
     locale = app.config["LOCALE"]
 
@@ -60,4 +76,10 @@ def init_app(app: Flask) -> None:
     def date_short(day: dt.date) -> str:
         return format_date(day, "medium", locale=locale)
 
-    app.jinja_env.filters.update(money=money_filter, date_long=date_long, date_short=date_short)
+    app.jinja_env.filters.update(
+        money=money_filter,
+        date_long=date_long,
+        date_short=date_short,
+        quantity=lambda value: format_quantity(value, locale),
+        tax_rate=lambda basis_points: format_rate(basis_points, locale),
+    )

@@ -130,3 +130,16 @@ def test_extra_public_providers_must_be_domains():
                 "PUBLIC_MAIL_PROVIDERS_EXTRA": ["mail,example.com"],
             }
         )
+
+
+def test_the_sandbox_payment_gateway_is_refused_in_production():
+    """It takes card numbers on this server: demos and tests only."""
+    base = {**PRODUCTION, "PORTAL_BASE_URL": "https://b.example.com"}
+    with pytest.raises(ConfigError, match="sandbox"):
+        create_app({**base, "PAYMENT_GATEWAY": "sandbox"})
+    assert create_app(base).config["PAYMENT_GATEWAY"] == "none"
+
+
+def test_the_sandbox_is_the_local_default(monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    assert create_app({"DATABASE_URL": "sqlite://"}).config["PAYMENT_GATEWAY"] == "sandbox"

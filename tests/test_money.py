@@ -4,7 +4,14 @@ from decimal import Decimal
 
 import pytest
 
-from portal.money import MoneyError, check_currency, format_money, to_minor
+from portal.money import (
+    MoneyError,
+    check_currency,
+    format_money,
+    format_quantity,
+    format_rate,
+    to_minor,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +56,29 @@ def test_the_money_filter_uses_the_configured_locale(app):
     with app.app_context():
         template = app.jinja_env.from_string("{{ 250000 | money('GBP') }}")
         assert template.render() == "£2,500.00"
+
+
+@pytest.mark.parametrize(
+    ("value", "locale", "text"),
+    [
+        (Decimal("2.5000"), "en_GB", "2.5"),
+        (Decimal("1234"), "en_GB", "1,234"),
+        (Decimal("0.1255"), "en_GB", "0.1255"),
+        (Decimal("1234.5"), "de_DE", "1.234,5"),
+    ],
+)
+def test_quantities_keep_up_to_four_decimals(value, locale, text):
+    assert format_quantity(value, locale) == text
+
+
+@pytest.mark.parametrize(
+    ("basis_points", "locale", "text"),
+    [
+        (2000, "en_GB", "20%"),
+        (550, "en_GB", "5.5%"),
+        (0, "en_GB", "0%"),
+        (1900, "de_DE", "19\xa0%"),
+    ],
+)
+def test_tax_rates_from_basis_points(basis_points, locale, text):
+    assert format_rate(basis_points, locale) == text

@@ -253,10 +253,6 @@ class InvoiceLine(IdMixin, Base):
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
     product: Mapped[Product | None] = relationship()
 
-    @property
-    def tax_rate_percent(self) -> Decimal:
-        return Decimal(self.tax_rate_bp) / 100
-
 
 class Payment(IdMixin, TimestampMixin, ExternalIdMixin, Base):
     __tablename__ = "payments"

@@ -1,0 +1,172 @@
+"""How long an invoice PDF takes, against a bare reportlab table of the same rows.
+
+    .venv/bin/python bench/pdf.py [repetitions]
+
+Builds a 20-line and a 500-line invoice in an in-memory SQLite database (no app needed),
+then prints the median time of portal.invoice_pdf.render and of a bare document: the
+same rows in a plain Table with repeatRows, no logo, header, totals or page numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from io import BytesIO
+
+from pypdf import PdfReader
+from reportlab.lib.pagesizes import A4
+from reportlab.platypus import SimpleDocTemplate, Table
+from sqlalchemy.orm import Session
+
+from portal.db import Base, make_engine
+from portal.demo import demo_logo
+from portal.invoice_pdf import render
+from portal.models import (
+    Account,
+    BillGroup,
+    BillingFrequency,
+    Contact,
+    ContactKind,
+    Entity,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    Payment,
+    PaymentApplication,
+    PaymentStatus,
+)
+from portal.money import format_money, format_rate
+
+TODAY = dt.date(2026, 11, 21)
+SIZES = (20, 500)
+
+
+def build_invoice(session: Session, entity: Entity, lines: int) -> Invoice:
+    group = BillGroup(
+        account=Account(name=f"Acme {lines}"),
+        entity=entity,
+        name="Acme UK operations",
+        currency="GBP",
+        billing_frequency=BillingFrequency.MONTHLY,
+        contract_start=dt.date(2025, 1, 1),
+        po_number="PO-4471-UK",
+        vat_number="GB123456789",
+    )
+    group.contacts.append(
+        Contact(
+            kind=ContactKind.BILLING,
+            name="Accounts Payable",
+            company="Acme Corporation",
+            line1="1 Finance Way",
+            city="London",
+            postal_code="EC2A 4NE",
+            country="GB",
+        )
+    )
+    invoice = Invoice(
+        entity=entity,
+        bill_group=group,
+        number=f"NW-2026-{lines:05d}",
+        currency="GBP",
+        status=InvoiceStatus.OPEN,
+        issue_date=TODAY - dt.timedelta(days=10),
+        due_date=TODAY + dt.timedelta(days=20),
+        period_start=dt.date(2026, 11, 1),
+        period_end=dt.date(2026, 11, 30),
+    )
+    for position in range(1, lines + 1):
+        quantity = Decimal(position % 90 + 1)
+        amount = int(quantity * 150)
+        invoice.lines.append(
+            InvoiceLine(
+                position=position,
+                description=f"API calls, per 10,000 — usage day {position}",
+                quantity=quantity,
+                unit_price_minor=150,
+                amount_minor=amount,
+                tax_rate_bp=2000,
+                tax_minor=(amount * 2000 + 5000) // 10000,
+            )
+        )
+    invoice.recalculate()
+    payment = Payment(
+        bill_group=group,
+        amount_minor=invoice.total_minor // 2,
+        currency="GBP",
+        status=PaymentStatus.SUCCEEDED,
+        received_at=dt.datetime(2026, 11, 15, 9, tzinfo=dt.UTC),
+        reference="BACS-20261115",
+    )
+    payment.applications.append(
+        PaymentApplication(invoice=invoice, amount_minor=payment.amount_minor)
+    )
+    invoice.amount_paid_minor = payment.amount_minor
+    session.add_all([invoice, payment])
+    session.flush()
+    return invoice
+
+
+def bare(invoice: Invoice) -> bytes:
+    """The same rows in a plain table: what reportlab costs before any of our layout."""
+    rows = [["Description", "Qty", "Unit price", "Tax", "Amount"]]
+    for line in invoice.lines:
+        rows.append(
+            [
+                line.description,
+                str(line.quantity.normalize()),
+                format_money(line.unit_price_minor, invoice.currency),
+                format_rate(line.tax_rate_bp),
+                format_money(line.amount_minor, invoice.currency),
+            ]
+        )
+    buffer = BytesIO()
+    SimpleDocTemplate(buffer, pagesize=A4, invariant=1).build([Table(rows, repeatRows=1)])
+    return buffer.getvalue()
+
+
+def median_ms(make: Callable[[], bytes], repetitions: int) -> tuple[float, bytes]:
+    pdf = make()  # warm up: lazy loads, font metrics, imports
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        pdf = make()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000, pdf
+
+
+def pages(pdf: bytes) -> int:
+    return len(PdfReader(BytesIO(pdf)).pages)
+
+
+def main(repetitions: int = 9) -> None:
+    engine = make_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        entity = Entity(
+            name="Northwind Cloud",
+            legal_name="Northwind Cloud Ltd",
+            support_email="billing@northwind-cloud.com",
+            brand_colour="#0f766e",
+            logo=demo_logo(),
+            logo_type="image/png",
+            address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
+            vat_number="GB987654321",
+        )
+        for size in SIZES:
+            invoice = build_invoice(session, entity, size)
+            ours, pdf = median_ms(lambda invoice=invoice: render(invoice, today=TODAY), repetitions)
+            plain, bare_pdf = median_ms(lambda invoice=invoice: bare(invoice), repetitions)
+            count, bare_count = pages(pdf), pages(bare_pdf)
+            print(
+                f"pdf {size} lines: {ours:.1f} ms (bare {plain:.1f} ms, ratio {ours / plain:.2f}), "
+                f"{count} page{'s' if count != 1 else ''} (bare {bare_count}), {len(pdf):,} bytes"
+            )
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 9)

@@ -1,0 +1,346 @@
+"""Invoice PDFs with reportlab: render(invoice) -> bytes, knowing nothing of the request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from functools import partial
+from io import BytesIO
+from typing import Any
+from xml.sax.saxutils import escape
+
+from babel import Locale
+from babel.dates import format_date
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_RIGHT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (
+    BaseDocTemplate,
+    Flowable,
+    Frame,
+    HRFlowable,
+    Image,
+    KeepTogether,
+    PageTemplate,
+    Paragraph,
+    Spacer,
+    Table,
+    TableStyle,
+)
+
+from portal.models import ContactKind, Invoice, PaymentStatus
+from portal.money import format_money, format_quantity, format_rate
+
+MARGIN = 18 * mm
+FOOTER_Y = 10 * mm
+LOGO_BOX = (45 * mm, 16 * mm)
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+INK = colors.HexColor("#111827")
+MUTED = colors.HexColor("#6b7280")
+HAIRLINE = colors.HexColor("#d1d5db")
+SHADE = colors.HexColor("#f3f4f6")
+
+BODY = ParagraphStyle("body", fontName="Helvetica", fontSize=9, leading=12, textColor=INK)
+BODY_RIGHT = ParagraphStyle("body-right", BODY, alignment=TA_RIGHT)
+STRONG = ParagraphStyle("strong", BODY, fontName="Helvetica-Bold")
+STRONG_RIGHT = ParagraphStyle("strong-right", STRONG, alignment=TA_RIGHT)
+MUTED_LEFT = ParagraphStyle("muted", BODY, textColor=MUTED)
+MUTED_RIGHT = ParagraphStyle("muted-right", MUTED_LEFT, alignment=TA_RIGHT)
+LABEL = ParagraphStyle("label", BODY, fontName="Helvetica-Bold", fontSize=7.5, textColor=MUTED)
+TITLE = ParagraphStyle("title", BODY, fontName="Helvetica-Bold", fontSize=18, leading=22)
+HEADING = ParagraphStyle("heading", STRONG, spaceAfter=1 * mm)
+
+
+def para(lines: str | None | list[str | None], style: ParagraphStyle = BODY) -> Paragraph:
+    """The only way this module makes a Paragraph: every line is escaped, so customer
+    data is always text and never markup (CVE-2023-33733); empty lines are dropped."""
+    items = lines if isinstance(lines, list) else [lines]
+    text = [line for item in items if item for line in item.splitlines() if line.strip()]
+    return Paragraph("<br/>".join(escape(line) for line in text), style)
+
+
+def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
+    """The invoice as an A4 PDF; `today` decides whether an open invoice shows as overdue."""
+    entity = invoice.entity
+    buffer = BytesIO()
+    doc = BaseDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + 4 * mm,
+        title=f"Invoice {invoice.number}",
+        author=entity.legal_name or entity.name,
+        creator=entity.name,
+        invariant=1,  # no timestamps or random ids: the same invoice gives the same bytes
+    )
+    # Unpadded, so that text, tables and the rule share one left edge.
+    frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
+    doc.addPageTemplates(PageTemplate(frames=[frame]))
+    fmt = _Formats(invoice.currency, locale)
+    story = [
+        *_header(invoice, doc.width),
+        _rule(entity.brand_colour),
+        Spacer(0, 5 * mm),
+        para(f"Invoice {invoice.number}", TITLE),
+        Spacer(0, 4 * mm),
+        _parties(invoice, today, fmt, doc.width),
+        Spacer(0, 6 * mm),
+        _lines_table(invoice, fmt, doc.width),
+        Spacer(0, 4 * mm),
+        _closing(invoice, fmt, doc.width),
+    ]
+    footer = f"Invoice {invoice.number}  ·  Questions? {entity.support_email}"
+    doc.build(story, canvasmaker=partial(_NumberedCanvas, footer=footer))
+    return buffer.getvalue()
+
+
+class _Formats:
+    """Numbers, money and dates for one invoice's currency and locale, all through Babel."""
+
+    def __init__(self, currency: str, locale: str) -> None:
+        self.currency, self.locale = currency, locale
+
+    def money(self, minor: int) -> str:
+        return format_money(minor, self.currency, self.locale)
+
+    def date(self, day: dt.date) -> str:
+        return format_date(day, "medium", locale=self.locale)
+
+    def quantity(self, value: Decimal) -> str:
+        return format_quantity(value, self.locale)
+
+    def rate(self, basis_points: int) -> str:
+        return format_rate(basis_points, self.locale)
+
+    def country(self, code: str) -> str:
+        return Locale.parse(self.locale).territories.get(code.upper(), code)
+
+
+def _header(invoice: Invoice, width: float) -> list[Flowable]:
+    """The seller: logo on the left, name, address and VAT number on the right."""
+    entity = invoice.entity
+    seller = [
+        para(entity.legal_name or entity.name, STRONG_RIGHT),
+        para(entity.address, MUTED_RIGHT),
+        para(entity.vat_number and f"VAT {entity.vat_number}", MUTED_RIGHT),
+        para(entity.support_email, MUTED_RIGHT),
+    ]
+    table = Table([[_logo(entity.logo) or "", seller]], colWidths=[width / 2] * 2)
+    table.setStyle(_grid_style(valign="BOTTOM"))
+    return [table, Spacer(0, 3 * mm)]
+
+
+def _logo(data: bytes | None) -> Image | None:
+    if not data:
+        return None
+    width, height = ImageReader(BytesIO(data)).getSize()
+    scale = min(LOGO_BOX[0] / width, LOGO_BOX[1] / height)
+    return Image(BytesIO(data), width * scale, height * scale, hAlign="LEFT")
+
+
+def _rule(brand_colour: str | None) -> HRFlowable:
+    """The brand colour's only use: a thin accent rule, never text (contrast is unknown)."""
+    valid = brand_colour and HEX_COLOUR.fullmatch(brand_colour)
+    colour = colors.HexColor(brand_colour) if valid else HAIRLINE
+    return HRFlowable(width="100%", thickness=1.5, color=colour, spaceBefore=0, spaceAfter=0)
+
+
+def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> Table:
+    """Bill-to on the left, the invoice's dates, status and references on the right."""
+    group = invoice.bill_group
+    contact = group.contact(ContactKind.BILLING)
+    if contact is None:
+        bill_to = [para(group.account.name, STRONG)]
+    else:
+        address = contact.address_lines[:-1] if contact.country else contact.address_lines
+        country = fmt.country(contact.country) if contact.country else None
+        bill_to = [para(contact.name, STRONG), para([contact.company, *address, country])]
+    if group.vat_number:
+        bill_to.append(para(f"VAT {group.vat_number}"))
+
+    period = None
+    if invoice.period_start and invoice.period_end:
+        period = f"{fmt.date(invoice.period_start)} – {fmt.date(invoice.period_end)}"
+    elif invoice.period_start:
+        period = f"From {fmt.date(invoice.period_start)}"
+    details = [
+        ("Issue date", fmt.date(invoice.issue_date)),
+        ("Due date", fmt.date(invoice.due_date)),
+        ("Status", invoice.display_status(today).value.capitalize()),
+        ("Service period", period),
+        ("PO number", invoice.po_number or group.po_number),
+    ]
+    facts = Table(
+        [[para(label, MUTED_LEFT), para(value, BODY_RIGHT)] for label, value in details if value],
+        colWidths=[28 * mm, width / 2 - 28 * mm],
+    )
+    facts.setStyle(_grid_style(bottom=1.5))
+    table = Table([[[para("BILL TO", LABEL), *bill_to], facts]], colWidths=[width / 2] * 2)
+    table.setStyle(_grid_style())
+    return table
+
+
+def _lines_table(invoice: Invoice, fmt: _Formats, width: float) -> Table:
+    """The line items; the table splits across pages with its header row repeated.
+    Numeric cells are plain strings: a Table draws those as text, it never parses them."""
+    rows: list[list[Any]] = [["Description", "Qty", "Unit price", "Tax", "Amount"]]
+    for line in invoice.lines:
+        rows.append(
+            [
+                para(line.description),
+                fmt.quantity(line.quantity),
+                fmt.money(line.unit_price_minor),
+                fmt.rate(line.tax_rate_bp),
+                fmt.money(line.amount_minor),
+            ]
+        )
+    numbers = [16 * mm, 28 * mm, 16 * mm, 30 * mm]
+    return _ruled_table(
+        rows,
+        [width - sum(numbers), *numbers],
+        ("BACKGROUND", (0, 0), (-1, 0), SHADE),
+        ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
+        ("TOPPADDING", (0, 0), (-1, -1), 3),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+    )
+
+
+def _totals(invoice: Invoice, fmt: _Formats) -> Table:
+    rows = [
+        ("Subtotal", invoice.subtotal_minor),
+        ("Tax", invoice.tax_minor),
+        ("Total", invoice.total_minor),
+        ("Amount paid", invoice.amount_paid_minor),
+        ("Balance due", invoice.balance_minor),
+    ]
+    table = Table(
+        [[label, fmt.money(minor)] for label, minor in rows],
+        colWidths=[30 * mm, 40 * mm],
+        hAlign="RIGHT",
+    )
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
+                ("TEXTCOLOR", (0, 0), (-1, -1), INK),
+                ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+                ("FONT", (0, 2), (-1, 2), "Helvetica-Bold", 9, 12),
+                ("LINEABOVE", (0, 2), (-1, 2), 0.5, HAIRLINE),
+                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 11, 14),
+                ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
+                ("TOPPADDING", (0, -1), (-1, -1), 6),
+            ]
+        )
+    )
+    return table
+
+
+def _closing(invoice: Invoice, fmt: _Formats, width: float) -> Flowable:
+    """Payments applied beside the totals, kept together; a long payment history goes
+    below the totals instead, since a row of a table cannot split across pages."""
+    totals = _totals(invoice, fmt)
+    if not invoice.applications:
+        return KeepTogether([totals])
+    if len(invoice.applications) > 12:
+        return KeepTogether([totals, *_payments(invoice, fmt, width)])
+    table = Table(
+        [[_payments(invoice, fmt, width - 78 * mm), totals]],
+        colWidths=[width - 70 * mm, 70 * mm],
+    )
+    table.setStyle(_grid_style())
+    return table
+
+
+def _payments(invoice: Invoice, fmt: _Formats, width: float) -> list[Flowable]:
+    """Payments applied to this invoice, oldest first; a reversed payment says so."""
+    applications = sorted(invoice.applications, key=lambda a: (a.payment.received_at, a.id))
+    rows: list[list[Any]] = [["Date", "Reference", "Amount"]]
+    for application in applications:
+        payment = application.payment
+        reference = payment.reference or payment.method_description or "—"
+        if payment.status != PaymentStatus.SUCCEEDED:
+            reference = f"{reference} ({payment.status.value})"
+        rows.append(
+            [
+                fmt.date(payment.received_at.date()),
+                para(reference),
+                fmt.money(application.amount_minor),
+            ]
+        )
+    widths = [24 * mm, width - 52 * mm, 28 * mm]
+    return [para("Payments applied", HEADING), _ruled_table(rows, widths)]
+
+
+def _ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
+    """A data table: a muted header row, repeated on every page it spills onto, hairlines
+    between rows and figures right-aligned in the last column."""
+    table = Table(rows, colWidths=widths, repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
+                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8, 12),
+                ("TEXTCOLOR", (0, 0), (-1, -1), INK),
+                ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
+                ("ALIGN", (-1, 0), (-1, -1), "RIGHT"),
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.5, HAIRLINE),
+                *extra,
+            ]
+        )
+    )
+    return table
+
+
+def _grid_style(valign: str = "TOP", bottom: float = 0) -> TableStyle:
+    """A layout table: no padding at the edges, no lines."""
+    return TableStyle(
+        [
+            ("VALIGN", (0, 0), (-1, -1), valign),
+            ("LEFTPADDING", (0, 0), (-1, -1), 0),
+            ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+            ("TOPPADDING", (0, 0), (-1, -1), 0),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), bottom),
+        ]
+    )
+
+
+class _NumberedCanvas(Canvas):
+    """Holds every page back until the end, so that each footer can say "Page N of M".
+    The footer is drawn with drawString, which never parses markup."""
+
+    def __init__(self, *args: Any, footer: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._footer = footer
+        self._pages: list[dict[str, Any]] = []
+
+    def showPage(self) -> None:
+        self._pages.append(dict(self.__dict__))
+        self._startPage()
+
+    def save(self) -> None:
+        total = len(self._pages)
+        for number, page in enumerate(self._pages, start=1):
+            self.__dict__.update(page)
+            self._draw_footer(number, total)
+            super().showPage()
+        super().save()
+
+    def _draw_footer(self, number: int, total: int) -> None:
+        width, _height = self._pagesize
+        self.saveState()
+        self.setStrokeColor(HAIRLINE)
+        self.setLineWidth(0.5)
+        self.line(MARGIN, FOOTER_Y + 10, width - MARGIN, FOOTER_Y + 10)
+        self.setFont("Helvetica", 8)
+        self.setFillColor(MUTED)
+        self.drawString(MARGIN, FOOTER_Y, self._footer)
+        self.drawRightString(width - MARGIN, FOOTER_Y, f"Page {number} of {total}")
+        self.restoreState()

@@ -1,0 +1,422 @@
+"""Payment-method gateways and the domain operations that store what they return.
+
+We store a gateway's token and display details (brand, last four digits, expiry, holder
+name), never a card number or security code. A gateway turns what the customer submitted
+into a `PaymentMethodDetails`; `add_payment_method` and `set_default` store it.
+
+The `Gateway` protocol is small so a real processor can be plugged in beside the sandbox.
+A Stripe gateway (SetupIntents + Elements) would implement it like this, so the card
+number never reaches our server:
+
+- `name = "stripe"`, `is_sandbox` is True for a test-mode key, and
+  `collects_card_details = False`: our page does not render card fields.
+- The page asks the gateway for a SetupIntent's client secret (a method outside this
+  protocol, e.g. `setup_intent(bill_group_ref)`, with the bill group's Stripe customer)
+  and renders it into the page; Stripe.js Elements collects the card in Stripe's iframe,
+  confirms the SetupIntent in the browser and posts back only the PaymentMethod id.
+- `attach(bill_group_ref, submitted)` reads that id from `submitted` (e.g.
+  `submitted["payment_method"]`), attaches it to the customer, fetches brand, last4 and
+  expiry from Stripe, and returns them with `gateway_token` = the PaymentMethod id. A
+  Stripe card error becomes `CardDeclined(error.user_message)`; a bad id, `GatewayError`.
+- `detach(token)` detaches the PaymentMethod from the customer.
+
+Register it in `_GATEWAYS` and select it with `PAYMENT_GATEWAY = "stripe"`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import secrets
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from flask import has_app_context
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import clock
+from portal.db import utcnow
+from portal.models import BillGroup, PaymentMethod, PaymentMethodType
+
+log = logging.getLogger(__name__)
+
+# The names of the fields a card form posts to a gateway that collects card details.
+CARD_FORM_FIELDS = ("number", "exp_month", "exp_year", "cvc", "holder_name")
+HOLDER_NAME_MAX = 200  # PaymentMethod.holder_name
+EXPIRY_YEARS_AHEAD = 20  # furthest expiry year we accept, counted from today
+_MAX_ID = 2**63 - 1  # BIGINT: a larger id cannot exist and would fail on PostgreSQL
+
+
+# --- values -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class CardDetails:
+    """The card fields as a browser form posted them to the sandbox, unvalidated.
+
+    repr() and str() mask the number, the security code and the expiry, so a card that
+    ends up in a log line or a traceback shows no more than what we store.
+    """
+
+    number: str
+    exp_month: str
+    exp_year: str
+    cvc: str
+    holder_name: str = ""
+
+    @classmethod
+    def from_form(cls, submitted: Mapping[str, Any]) -> CardDetails:
+        """From a posted form (a MultiDict or any mapping); missing fields are empty."""
+
+        def field(name: str) -> str:
+            value = submitted.get(name)
+            return "" if value is None else str(value)
+
+        return cls(
+            number=field("number"),
+            exp_month=field("exp_month"),
+            exp_year=field("exp_year"),
+            cvc=field("cvc"),
+            holder_name=field("holder_name"),
+        )
+
+    def __repr__(self) -> str:
+        digits = re.sub(r"[^0-9]", "", self.number)
+        number = f"•••• {digits[-4:]}" if len(digits) >= 12 else "••••"
+        return (
+            f"CardDetails(number={number!r}, exp='••/••', cvc='•••', "
+            f"holder_name={self.holder_name!r})"
+        )
+
+
+@dataclass(frozen=True)
+class PaymentMethodDetails:
+    """What a gateway returns and we store: a token and what people need to see."""
+
+    type: PaymentMethodType
+    brand: str | None
+    last4: str
+    exp_month: int | None
+    exp_year: int | None
+    holder_name: str | None
+    gateway: str
+    gateway_token: str
+
+    def __post_init__(self) -> None:
+        # The column holds four characters; refuse anything else here, where the message
+        # cannot echo a number that a buggy gateway might pass.
+        if len(self.last4) != 4:
+            raise ValueError("last4 must be exactly four characters")
+
+
+class GatewayError(Exception):
+    """The gateway refused the payment method. `message` is for the customer; `field`
+    names the form field to show it beside (None: a message for the whole form)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class CardDeclined(GatewayError):
+    """The card is valid, but its issuer (or the sandbox) declined it."""
+
+
+# --- the protocol -------------------------------------------------------------------
+
+
+@runtime_checkable
+class Gateway(Protocol):
+    """A payment processor that turns a customer's submission into a stored token."""
+
+    # Stored in PaymentMethod.gateway beside the token.
+    name: str
+    # Test mode: the page should say so; nothing real is ever charged.
+    is_sandbox: bool
+    # True: our form renders and posts the card fields (CARD_FORM_FIELDS). False: the
+    # processor's own script collects them in the browser and only a token is posted.
+    collects_card_details: bool
+
+    def attach(self, bill_group_ref: str, submitted: Mapping[str, str]) -> PaymentMethodDetails:
+        """Validate and tokenise; raise GatewayError (or CardDeclined) on refusal."""
+        ...
+
+    def detach(self, token: str) -> None:
+        """Tell the processor we no longer use this payment method."""
+        ...
+
+
+# --- the sandbox --------------------------------------------------------------------
+
+
+def _default_today() -> dt.date:
+    """The app's clock (which tests can move) inside the app, else UTC today."""
+    return clock.today() if has_app_context() else utcnow().date()
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def card_brand(digits: str) -> str:
+    """The brand by issuer identification number; "card" when we do not know it."""
+    if digits.startswith("4"):
+        return "visa"
+    if digits[:2] in ("34", "37"):
+        return "amex"
+    if "51" <= digits[:2] <= "55" or "2221" <= digits[:4] <= "2720":
+        return "mastercard"
+    if digits.startswith(("6011", "65")) or "644" <= digits[:3] <= "649":
+        return "discover"
+    return "card"
+
+
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: \d would admit other scripts' digits
+_INVALID_NUMBER = "Enter a valid card number."
+
+# Stripe's test numbers that fail: (exception, message, field). Every other valid
+# number succeeds, as in Stripe's test mode.
+_TEST_FAILURES: dict[str, tuple[type[GatewayError], str, str | None, str]] = {
+    "4000000000000002": (CardDeclined, "Your card was declined.", None, "generic_decline"),
+    "4000000000009995": (
+        CardDeclined,
+        "Your card has insufficient funds.",
+        None,
+        "insufficient_funds",
+    ),
+    "4000000000000069": (CardDeclined, "Your card has expired.", None, "expired_card"),
+    "4000000000000127": (
+        GatewayError,
+        "Your card's security code is incorrect.",
+        "cvc",
+        "incorrect_cvc",
+    ),
+}
+
+
+@dataclass(frozen=True, repr=False)
+class _ValidCard:
+    number: str
+    brand: str
+    exp_month: int
+    exp_year: int
+    holder_name: str | None
+
+
+class SandboxGateway:
+    """A stand-in processor that validates like a real one and stores nothing.
+
+    Use Stripe's test numbers: 4242424242424242 (visa), 5555555555554444 (mastercard),
+    378282246310005 (amex) and 6011111111111117 (discover) succeed; 4000000000000002 is
+    declined, 4000000000009995 has insufficient funds, 4000000000000069 has expired and
+    4000000000000127 fails the security-code check.
+
+    The card number, security code and expiry are never logged, never put in an
+    exception, and never kept on this object (its only state is the clock).
+    """
+
+    __slots__ = ("_today",)
+
+    name = "sandbox"
+    is_sandbox = True
+    collects_card_details = True
+
+    def __init__(self, today: Callable[[], dt.date] = _default_today) -> None:
+        self._today = today
+
+    def attach(self, bill_group_ref: str, submitted: Mapping[str, str]) -> PaymentMethodDetails:
+        card = _validate(CardDetails.from_form(submitted), self._today())
+        failure = _TEST_FAILURES.get(card.number)
+        if failure is not None:
+            error, message, field, code = failure
+            log.info("sandbox: card refused (%s)", code)
+            raise error(message, field=field)
+        token = _new_token(card.number)
+        log.info("sandbox: attached a %s card", card.brand)
+        return PaymentMethodDetails(
+            type=PaymentMethodType.CARD,
+            brand=card.brand,
+            last4=card.number[-4:],
+            exp_month=card.exp_month,
+            exp_year=card.exp_year,
+            holder_name=card.holder_name,
+            gateway=self.name,
+            gateway_token=token,
+        )
+
+    def detach(self, token: str) -> None:
+        """Nothing to release: the sandbox remembers no tokens."""
+        log.debug("sandbox: detached a payment method")
+
+
+def _refuse(message: str, field: str) -> GatewayError:
+    log.debug("sandbox: rejected the %s field", field)
+    return GatewayError(message, field=field)
+
+
+def _validate(card: CardDetails, today: dt.date) -> _ValidCard:
+    """The checks a processor makes before it asks the issuer, first failure first.
+
+    Nothing here converts unchecked input (int() on a bad string would put the input in
+    the exception that the GatewayError is chained to)."""
+    number = re.sub(r"[ \-]", "", card.number.strip())
+    if not _DIGITS.fullmatch(number) or not 12 <= len(number) <= 19 or not luhn_valid(number):
+        raise _refuse(_INVALID_NUMBER, "number")
+    brand = card_brand(number)
+    if brand == "amex" and len(number) != 15:
+        raise _refuse(_INVALID_NUMBER, "number")
+
+    month_text, year_text = card.exp_month.strip(), card.exp_year.strip()
+    if not (_DIGITS.fullmatch(month_text) and len(month_text) <= 2 and 1 <= int(month_text) <= 12):
+        raise _refuse("Enter a valid expiry month (1 to 12).", "exp_month")
+    if not (_DIGITS.fullmatch(year_text) and len(year_text) in (2, 4)):
+        raise _refuse("Enter a valid expiry year.", "exp_year")
+    month, year = int(month_text), int(year_text)
+    if year < 100:
+        year += 2000
+    if year < today.year:
+        raise _refuse("Your card's expiry year is in the past.", "exp_year")
+    if year > today.year + EXPIRY_YEARS_AHEAD:
+        raise _refuse("Enter a valid expiry year.", "exp_year")
+    if (year, month) < (today.year, today.month):
+        raise _refuse("Your card's expiry date is in the past.", "exp_month")
+
+    cvc = card.cvc.strip()
+    cvc_length = 4 if brand == "amex" else 3
+    if not (_DIGITS.fullmatch(cvc) and len(cvc) == cvc_length):
+        where = "front" if brand == "amex" else "back"
+        raise _refuse(
+            f"Enter the {cvc_length}-digit security code from the {where} of your card.", "cvc"
+        )
+
+    holder = " ".join(card.holder_name.split())
+    if len(holder) > HOLDER_NAME_MAX:
+        raise _refuse(
+            f"Enter the name on the card in at most {HOLDER_NAME_MAX} characters.", "holder_name"
+        )
+    if any(unicodedata.category(char).startswith("C") for char in holder):
+        raise _refuse("Enter the name as it appears on the card.", "holder_name")
+
+    return _ValidCard(number, brand, month, year, holder or None)
+
+
+def _new_token(number: str) -> str:
+    """Random, never derived from the card; redrawn in the astronomically unlikely case
+    that the random part happens to contain the card's last eight digits."""
+    while True:
+        token = "sandbox_pm_" + secrets.token_urlsafe(18)  # 18 bytes: 24 characters
+        if number[-8:] not in token:
+            return token
+
+
+# --- the registry -------------------------------------------------------------------
+
+_GATEWAYS: dict[str, Callable[[Mapping[str, Any]], Gateway]] = {
+    "sandbox": lambda config: SandboxGateway(),
+}
+
+
+def get_gateway(app_config: Mapping[str, Any]) -> Gateway:
+    """The gateway PAYMENT_GATEWAY names ("sandbox" when unset)."""
+    name = app_config.get("PAYMENT_GATEWAY") or "sandbox"
+    factory = _GATEWAYS.get(name) if isinstance(name, str) else None
+    if factory is None:
+        known = ", ".join(sorted(_GATEWAYS))
+        raise ValueError(f"Unknown PAYMENT_GATEWAY {name!r}: use one of {known}.")
+    return factory(app_config)
+
+
+# --- domain operations (the caller commits and records the audit event) --------------
+
+
+def _lock_bill_group(db: Session, bill_group: BillGroup) -> None:
+    """Serialise default changes per bill group on PostgreSQL (SQLite locks the whole
+    database on write anyway). NO KEY UPDATE does not block inserts that reference it."""
+    db.execute(
+        select(BillGroup.id).where(BillGroup.id == bill_group.id).with_for_update(key_share=True)
+    )
+
+
+def _clear_default(db: Session, bill_group: BillGroup) -> None:
+    """Unset the current default and flush, so the one-default unique index never sees
+    two at once, whatever order the next flush writes rows in."""
+    current = db.scalars(
+        select(PaymentMethod).where(
+            PaymentMethod.bill_group_id == bill_group.id, PaymentMethod.is_default.is_(True)
+        )
+    )
+    for method in current:
+        method.is_default = False
+    db.flush()
+
+
+def add_payment_method(
+    db: Session, bill_group: BillGroup, details: PaymentMethodDetails, *, make_default: bool
+) -> PaymentMethod:
+    """Store a gateway's payment method in the bill group (which must be in `db`). It
+    becomes the default if asked, or if the bill group has no payment method yet."""
+    _lock_bill_group(db, bill_group)
+    has_any = (
+        db.scalar(
+            select(PaymentMethod.id).where(PaymentMethod.bill_group_id == bill_group.id).limit(1)
+        )
+        is not None
+    )
+    is_default = make_default or not has_any
+    if is_default:
+        _clear_default(db, bill_group)
+    method = PaymentMethod(
+        bill_group=bill_group,
+        type=details.type,
+        brand=details.brand,
+        last4=details.last4,
+        exp_month=details.exp_month,
+        exp_year=details.exp_year,
+        holder_name=details.holder_name,
+        gateway=details.gateway,
+        gateway_token=details.gateway_token,
+        is_default=is_default,
+    )
+    db.add(method)
+    db.flush()
+    db.expire(bill_group, ["default_payment_method"])
+    return method
+
+
+def set_default(db: Session, bill_group: BillGroup, payment_method_id: int) -> PaymentMethod:
+    """Make one of the bill group's payment methods its default.
+
+    LookupError if no payment method with that id belongs to this bill group (whether or
+    not it exists in another); nothing is changed then."""
+    if isinstance(payment_method_id, bool) or not isinstance(payment_method_id, int):
+        raise TypeError("payment_method_id must be an int")
+    if not 0 < payment_method_id <= _MAX_ID:
+        raise LookupError("No such payment method in this bill group.")
+    _lock_bill_group(db, bill_group)
+    method = db.scalar(
+        select(PaymentMethod).where(
+            PaymentMethod.id == payment_method_id,
+            PaymentMethod.bill_group_id == bill_group.id,
+        )
+    )
+    if method is None:
+        raise LookupError("No such payment method in this bill group.")
+    if not method.is_default:
+        _clear_default(db, bill_group)
+        method.is_default = True
+        db.flush()
+        db.expire(bill_group, ["default_payment_method"])
+    return method

@@ -1,0 +1,105 @@
+"""Invoices: the filtered, paginated list, CSV export, detail and PDF."""
+
+from __future__ import annotations
+
+from flask import Response, abort, current_app, render_template, request, stream_with_context
+from werkzeug.datastructures import MultiDict
+
+from portal import billing, db, invoice_pdf
+from portal.clock import today
+from portal.forms import InvoiceFilterForm
+from portal.models import DisplayStatus
+from portal.views.viewer import Viewer, bp, portal_page
+
+
+def _filters() -> tuple[InvoiceFilterForm, billing.InvoiceFilter | None]:
+    """The filter form from the query string, and the filter if it is valid."""
+    args = request.args
+    form = InvoiceFilterForm(
+        formdata=MultiDict(
+            {
+                "status": args.get("status", ""),
+                "issued_from": args.get("from", ""),
+                "issued_to": args.get("to", ""),
+                "number": args.get("number", ""),
+            }
+        )
+    )
+    if not form.validate():
+        return form, None
+    return form, billing.InvoiceFilter(
+        status=DisplayStatus(form.status.data) if form.status.data else None,
+        issued_from=form.issued_from.data,
+        issued_to=form.issued_to.data,
+        number=(form.number.data or "").strip() or None,
+    )
+
+
+def _page_number(text: str) -> int:
+    """The page asked for. Only ASCII digits count (str.isdigit() admits "²", which int()
+    refuses); anything else is page 1, and a huge number is simply past the end."""
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    return int(text) if len(text) <= 9 else 10**9
+
+
+@bp.get("/invoices")
+@portal_page
+def invoices(viewer: Viewer) -> tuple[str, int]:
+    group = viewer.bill_group
+    form, flt = _filters()
+    if flt is None:
+        page = billing.Page([], 0, 1, billing.PER_PAGE)
+        status = 400
+    else:
+        page = billing.invoice_page(
+            db.session(), group, flt, today(), _page_number(request.args.get("page", "1"))
+        )
+        status = 200
+    return render_template(
+        "portal/invoices.html",
+        group=group,
+        form=form,
+        page=page,
+        today=today(),
+        query=(flt or billing.InvoiceFilter()).query_args(),
+    ), status
+
+
+@bp.get("/invoices.csv")
+@portal_page
+def invoices_csv(viewer: Viewer) -> Response:
+    _form, flt = _filters()
+    if flt is None:
+        abort(400)
+    rows = billing.invoices_csv(db.session(), viewer.bill_group, flt, today())
+    response = Response(stream_with_context(rows), mimetype="text/csv")
+    response.headers["Content-Disposition"] = 'attachment; filename="invoices.csv"'
+    return response
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@portal_page
+def invoice(viewer: Viewer, invoice_id: int) -> str:
+    found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
+    if found is None:
+        abort(404)
+    return render_template(
+        "portal/invoice.html", group=viewer.bill_group, invoice=found, today=today()
+    )
+
+
+@bp.get("/invoices/<int:invoice_id>.pdf")
+@portal_page
+def invoice_pdf_download(viewer: Viewer, invoice_id: int) -> Response:
+    found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
+    if found is None:
+        abort(404)
+    pdf = invoice_pdf.render(found, today=today(), locale=current_app.config["LOCALE"])
+    response = Response(pdf, mimetype="application/pdf")
+    # ASCII only: a WSGI server writes headers as Latin-1 and fails on anything else.
+    filename = "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in found.number
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}.pdf"'
+    return response

@@ -1,0 +1,32 @@
+"""The overview and subscriptions pages."""
+
+from __future__ import annotations
+
+from flask import render_template
+
+from portal import billing, db
+from portal.clock import today
+from portal.views.viewer import Viewer, bp, portal_page
+
+
+@bp.get("/overview")
+@portal_page
+def overview(viewer: Viewer) -> str:
+    group = viewer.bill_group
+    return render_template(
+        "portal/overview.html",
+        group=group,
+        figures=billing.summary(db.session(), group, today()),
+        today=today(),
+    )
+
+
+@bp.get("/subscriptions")
+@portal_page
+def subscriptions(viewer: Viewer) -> str:
+    group = viewer.bill_group
+    return render_template(
+        "portal/subscriptions.html",
+        group=group,
+        subscriptions=billing.subscriptions(db.session(), group),
+    )

@@ -1,0 +1,111 @@
+"""Payment methods: list, add through the configured gateway, choose the default.
+
+Only the gateway's token and display details are stored. With the sandbox gateway the
+card fields post to us (demo and tests only; refused in production by the config); a
+real processor tokenises in the browser and posts back a token instead.
+"""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template
+from werkzeug.wrappers import Response as BaseResponse
+
+from portal import audit, db, notices, payments
+from portal.forms import ButtonForm, CardForm
+from portal.models import PaymentMethod
+from portal.views.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
+
+
+def _gateway() -> payments.Gateway | None:
+    name = current_app.config["PAYMENT_GATEWAY"]
+    return None if name == "none" else payments.get_gateway(current_app.config)
+
+
+@bp.get("/payment-methods")
+@portal_page
+def payment_methods(viewer: Viewer) -> str:
+    group = viewer.bill_group
+    return render_template(
+        "portal/payment_methods.html",
+        group=group,
+        methods=group.payment_methods,
+        gateway=_gateway(),
+        button=ButtonForm(),
+    )
+
+
+@bp.route("/payment-methods/new", methods=["GET", "POST"])
+@portal_page
+def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
+    gateway = _gateway()
+    if gateway is None or not gateway.collects_card_details:
+        abort(404)
+    group = viewer.bill_group
+    form = CardForm()
+    if form.validate_on_submit():
+        submitted = {
+            "number": form.number.data or "",
+            "exp_month": form.exp_month.data or "",
+            "exp_year": form.exp_year.data or "",
+            "cvc": form.cvc.data or "",
+            "holder_name": form.holder_name.data or "",
+        }
+        try:
+            attached = gateway.attach(group.public_id, submitted)
+        except payments.GatewayError as exc:
+            field = getattr(form, exc.field or "number", form.number)
+            field.errors = [*field.errors, exc.message]
+        else:
+            to = notices.recipients(group)
+            method = payments.add_payment_method(
+                db.session(), group, attached, make_default=bool(form.make_default.data)
+            )
+            _audit(viewer, "payment_method.add", method)
+            notices.details_changed(
+                db.session(), group, viewer.email, "payment methods", ["payment method"], to
+            )
+            db.session().commit()
+            flash(f"{_label(method)} has been added.")
+            return redirect(portal_url("payment_methods"), code=303)
+    # Never send a card number or security code back to the browser.
+    form.number.data = form.cvc.data = ""
+    status = 400 if any(field.errors for field in form) else 200
+    return render_template(
+        "portal/payment_method_form.html", group=group, form=form, gateway=gateway
+    ), status
+
+
+@bp.post("/payment-methods/<int:method_id>/default")
+@portal_page
+def make_default(viewer: Viewer, method_id: int) -> BaseResponse:
+    group = viewer.bill_group
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    to = notices.recipients(group)
+    try:
+        method = payments.set_default(db.session(), group, method_id)
+    except LookupError:
+        abort(404)
+    _audit(viewer, "payment_method.default", method)
+    notices.details_changed(
+        db.session(), group, viewer.email, "payment methods", ["default payment method"], to
+    )
+    db.session().commit()
+    flash(f"{_label(method)} is now your default payment method.")
+    return redirect(portal_url("payment_methods"), code=303)
+
+
+def _label(method: PaymentMethod) -> str:
+    return payment_method_label(method)
+
+
+def _audit(viewer: Viewer, action: str, method: PaymentMethod) -> None:
+    audit.record(
+        db.session(),
+        action,
+        "changed",
+        actor_type="customer",
+        actor=viewer.email,
+        bill_group_id=viewer.bill_group.id,
+        detail=f"{method.type.value} {method.brand or ''} ending {method.last4} (id {method.id})",
+    )
