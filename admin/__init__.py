@@ -1,4 +1,18 @@
-"""The staff face: accounts, bill groups, access settings, preview, audit.
+"""The staff face, under /admin: sign-in, accounts and bill groups, access settings,
+preview, audit. It imports the portal's core (models, access, billing, staffauth) and
+never the customer views; the factory is the only place that knows both."""
 
-It imports the portal's core (models, access, billing) and never its customer views.
-"""
+from __future__ import annotations
+
+from flask import Flask
+
+from admin.guard import NAV, bp
+
+
+def init_app(app: Flask) -> None:
+    # Each module adds its routes to the blueprint when imported.
+    from admin import auth, home
+
+    assert auth and home
+    app.register_blueprint(bp)
+    app.jinja_env.globals["admin_nav"] = NAV

@@ -11,20 +11,18 @@ emptied once the message is sent or dropped.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import logging
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from emails.render import Email
 from emails.transport import deliver
-from portal import clock
+from portal import clock, crypto
+from portal.crypto import InvalidToken
 from portal.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -33,19 +31,16 @@ LEASE = dt.timedelta(seconds=120)
 MAX_BACKOFF = dt.timedelta(minutes=15)
 
 
-def _fernet() -> Fernet:
-    secret = current_app.config["SECRET_KEY"].encode()
-    key = hashlib.sha256(b"portal outbox body\x00" + secret).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+PURPOSE = "portal outbox body"
 
 
 def seal(text: str) -> str:
-    return _fernet().encrypt(text.encode()).decode("ascii")
+    return crypto.seal(PURPOSE, text)
 
 
 def unseal(sealed: str) -> str:
     """The body as it was queued; raises InvalidToken if SECRET_KEY has changed."""
-    return _fernet().decrypt(sealed.encode("ascii")).decode()
+    return crypto.unseal(PURPOSE, sealed)
 
 
 def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -> None:

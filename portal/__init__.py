@@ -60,6 +60,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(signin.bp)
     app.register_blueprint(viewer.bp)
     viewer.init_app(app)
+
+    import admin
+
+    admin.init_app(app)
     if app.debug:
         app.register_blueprint(devmail.bp)
     return app

@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     # Wrong codes allowed per address per day, and per challenge.
     "CODE_FAILURE_LIMIT_PER_ADDRESS": "20 per day",
     "CODE_ATTEMPTS_PER_CHALLENGE": 5,
+    # Failed staff sign-ins (password or second factor) allowed per address.
+    "STAFF_SIGNIN_LIMIT_PER_ADDRESS": "10 per 15 minutes; 50 per day",
     # Per-IP limit (429) on every endpoint that sends email or checks a secret.
     "SECRET_ENDPOINT_LIMIT": "30 per minute; 300 per hour",
     # How many proxies in front of the app set X-Forwarded-For (0: none, trust nothing).

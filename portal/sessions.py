@@ -12,14 +12,15 @@ import datetime as dt
 import secrets
 
 from flask import Flask, current_app, request, session
-from flask_login import LoginManager, UserMixin
+from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal import audit, clock, db
+from portal import audit, clock, db, staffauth
 from portal.access import may_access
 from portal.models import BillGroup, CustomerSession
 from portal.signin import sha256
+from portal.staffauth import Staff
 
 PREFIX = "c:"
 # last_seen_at is written at most this often, not on every request.
@@ -52,11 +53,19 @@ def init_app(app: Flask) -> None:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> Customer | None:
-    if not user_id.startswith(PREFIX):
-        return None
-    sid = user_id.removeprefix(PREFIX)
-    return load(db.session(), sid)
+def load_user(user_id: str) -> Customer | Staff | None:
+    """"c:<id>" is a customer session, "s:<id>" a staff session; nothing else loads."""
+    if user_id.startswith(PREFIX):
+        return load(db.session(), user_id.removeprefix(PREFIX))
+    if user_id.startswith(staffauth.PREFIX):
+        return staffauth.load(db.session(), user_id.removeprefix(staffauth.PREFIX))
+    return None
+
+
+def current_customer() -> Customer | None:
+    """The signed-in customer, or None (no one, or staff: staff are never customers)."""
+    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    return user if isinstance(user, Customer) else None
 
 
 def create(db_session: Session, bill_group: BillGroup, email: str) -> tuple[str, CustomerSession]:

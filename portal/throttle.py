@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
 
+# Per IP, across every endpoint (customer or staff) that sends email or checks a secret.
+secret_limit = limiter.shared_limit(
+    lambda: current_app.config["SECRET_ENDPOINT_LIMIT"], scope="secrets"
+)
+
 # Budget name -> config key holding its limits ("3 per 15 minutes; 10 per day").
 BUDGETS = {
     "signin-address": "SIGNIN_LIMIT_PER_ADDRESS",
@@ -26,6 +31,7 @@ BUDGETS = {
     "signin-ip": "SIGNIN_LIMIT_PER_IP",
     "signin-global": "SIGNIN_LIMIT_GLOBAL",
     "code-failures": "CODE_FAILURE_LIMIT_PER_ADDRESS",
+    "staff-signin": "STAFF_SIGNIN_LIMIT_PER_ADDRESS",
 }
 
 

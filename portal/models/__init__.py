@@ -19,7 +19,7 @@ from portal.models.entity import Entity
 from portal.models.outbox import OutboxMessage
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
-from portal.models.staff import StaffRole, StaffUser
+from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 
 __all__ = [
     "AccessRule",
@@ -44,7 +44,9 @@ __all__ = [
     "Product",
     "RuleKind",
     "SignInChallenge",
+    "PERMISSIONS",
     "StaffRole",
+    "StaffSession",
     "StaffUser",
     "Subscription",
     "SubscriptionItem",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Boolean, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.db import Base, UTCDateTime
-from portal.models._base import IdMixin, TimestampMixin, str_enum
+from portal.models._base import BigId, IdMixin, TimestampMixin, str_enum
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -19,6 +19,16 @@ class StaffRole(enum.StrEnum):
     ADMIN = "admin"
     ACCOUNT_MANAGER = "account_manager"
     VIEWER = "viewer"
+
+
+# What each role may do; every staff view names the permission it needs.
+PERMISSIONS: dict[StaffRole, frozenset[str]] = {
+    StaffRole.VIEWER: frozenset({"read", "preview"}),
+    StaffRole.ACCOUNT_MANAGER: frozenset({"read", "preview", "manage_access", "manage_accounts"}),
+    StaffRole.ADMIN: frozenset(
+        {"read", "preview", "manage_access", "manage_accounts", "manage_staff", "audit_all"}
+    ),
+}
 
 
 class StaffUser(IdMixin, TimestampMixin, Base):
@@ -31,6 +41,20 @@ class StaffUser(IdMixin, TimestampMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
     last_sign_in_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # TOTP seed, sealed with portal.crypto; set once enrolment is confirmed.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The last TOTP time step used, so a code cannot be replayed within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # SHA-256 hashes of unused recovery codes, space-separated.
+    recovery_code_hashes: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def has_totp(self) -> bool:
+        return self.totp_enabled_at is not None and self.totp_secret is not None
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS[self.role]
 
     def set_password(self, password: str) -> None:
         if len(password) < MIN_PASSWORD_LENGTH:
@@ -39,3 +63,24 @@ class StaffUser(IdMixin, TimestampMixin, Base):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+
+class StaffSession(IdMixin, Base):
+    """A signed-in staff member: the cookie carries a random id, this row its hash."""
+
+    __tablename__ = "staff_sessions"
+    __table_args__ = (Index("ix_staff_sessions_user", "staff_user_id", "revoked_at"),)
+
+    sid_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    staff_user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("staff_users.id", ondelete="CASCADE"), nullable=False
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+
+    user: Mapped[StaffUser] = relationship()

@@ -10,14 +10,13 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
-from flask_login import current_user, login_user, logout_user
+from flask_login import login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -29,10 +28,7 @@ from portal.models import BillGroup, SignInChallenge
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
 
-# Per IP, across every endpoint that sends email or checks a secret: a 429 page.
-secret_limit = throttle.limiter.shared_limit(
-    lambda: current_app.config["SECRET_ENDPOINT_LIMIT"], scope="secrets"
-)
+secret_limit = throttle.secret_limit
 
 
 def available_bill_group(public_id: str) -> BillGroup:
@@ -47,11 +43,8 @@ def available_bill_group(public_id: str) -> BillGroup:
 
 
 def signed_in_to(group: BillGroup) -> bool:
-    return bool(
-        current_user.is_authenticated
-        and not getattr(current_user, "is_preview", False)
-        and current_user.bill_group.id == group.id
-    )
+    customer = sessions.current_customer()
+    return customer is not None and customer.bill_group.id == group.id
 
 
 def ensure_nonce() -> str:
@@ -194,11 +187,13 @@ def link_invalid(public_id: str) -> str:
 def sign_out(public_id: str) -> BaseResponse:
     group = available_bill_group(public_id)
     form = ButtonForm()
-    if form.validate_on_submit() and current_user.is_authenticated:
-        sessions.revoke(db.session(), current_user.row, "signed_out")
-        db.session().commit()
-    logout_user()
-    session.clear()
+    if form.validate_on_submit():
+        customer = sessions.current_customer()
+        if customer is not None:
+            sessions.revoke(db.session(), customer.row, "signed_out")
+            db.session().commit()
+        logout_user()
+        session.clear()
     return redirect(url_for("signin.start", public_id=group.public_id, signed_out=1), code=303)
 
 
@@ -241,8 +236,9 @@ def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
         database.commit()  # the challenge stays spent
         _audit_failure(group, "access_revoked", challenge.email)
         return see_other("signin.link_invalid", public_id=group.public_id)
-    if current_user.is_authenticated and not getattr(current_user, "is_preview", False):
-        sessions.revoke(database, current_user.row, "replaced")
+    previous = sessions.current_customer()
+    if previous is not None:
+        sessions.revoke(database, previous.row, "replaced")
     signin.retire_others(database, challenge)
     sid, row = sessions.create(database, group, challenge.email)
     audit.record(

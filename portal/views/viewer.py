@@ -14,9 +14,8 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Flask, abort, g, redirect, request, url_for
-from flask_login import current_user
 
-from portal import audit, db
+from portal import audit, db, sessions
 from portal.forms import ButtonForm
 from portal.models import BillGroup, PaymentMethod
 from portal.views.signin import available_bill_group, signed_in_to
@@ -52,7 +51,9 @@ def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
         group = available_bill_group(public_id)
         if not signed_in_to(group):
             return redirect(url_for("signin.start", public_id=public_id, next=request.path))
-        viewer = Viewer(bill_group=group, email=current_user.email)
+        customer = sessions.current_customer()
+        assert customer is not None  # signed_in_to checked it
+        viewer = Viewer(bill_group=group, email=customer.email)
         if request.method not in ("GET", "HEAD") and not viewer.can_write:
             abort(403)
         g.viewer = viewer

@@ -1,0 +1,206 @@
+"""Staff sign-in: password (scrypt), a TOTP second factor with recovery codes, and
+server-side staff sessions (30 minutes idle, 8 hours at most, by default).
+
+Flask-Login's user id for staff is "s:" + the session's random id; customers use "c:".
+The two never mix: a staff principal is not a customer and cannot see a portal as one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+
+import pyotp
+from flask import current_app, request
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from portal import audit, clock, crypto
+from portal.access import AccessError, canonical_email
+from portal.models import StaffRole, StaffSession, StaffUser
+
+PREFIX = "s:"
+TOTP_PURPOSE = "portal staff totp"
+RECOVERY_CODES = 10
+# Checked when the address is unknown, so both answers take the same time.
+_DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method="scrypt")
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class Staff:
+    """A signed-in staff member (Flask-Login principal)."""
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+    is_staff = True
+
+    def __init__(self, sid: str, row: StaffSession) -> None:
+        self._sid = sid
+        self.row = row
+        self.user: StaffUser = row.user
+        self.email = row.user.email
+
+    def get_id(self) -> str:
+        return PREFIX + self._sid
+
+    def may(self, permission: str) -> bool:
+        return self.user.may(permission)
+
+
+# --- passwords ---------------------------------------------------------------------
+
+
+def authenticate(db: Session, raw_email: str, password: str) -> StaffUser | None:
+    """The active staff user with this email and password, else None; the same work is
+    done for an unknown address as for a wrong password."""
+    try:
+        email = canonical_email(raw_email)
+    except AccessError:
+        email = None
+    user = db.scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password_hash(user.password_hash, password) or not user.is_active:
+        return None
+    return user
+
+
+def mfa_required(user: StaffUser) -> bool:
+    """Admins must use TOTP outside local development; anyone enrolled always does."""
+    from portal.config import is_local
+
+    return user.has_totp or (user.role == StaffRole.ADMIN and not is_local(current_app))
+
+
+# --- TOTP and recovery codes ---------------------------------------------------------
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def provisioning_uri(user: StaffUser, secret: str) -> str:
+    issuer = current_app.config.get("TOTP_ISSUER") or "Billing portal"
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=issuer)
+
+
+def _step(now: dt.datetime) -> int:
+    return int(now.timestamp()) // 30
+
+
+def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
+    """The 30-second step (now, or one either side for clock drift) the code is for."""
+    digits = "".join(ch for ch in code if ch.isdigit())
+    if len(digits) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    for step in (_step(now) - 1, _step(now), _step(now) + 1):
+        if hmac.compare_digest(totp.at(step * 30), digits):
+            return step
+    return None
+
+
+def enrol(db: Session, user: StaffUser, secret: str, code: str) -> list[str] | None:
+    """Confirm enrolment with a first code; returns fresh recovery codes, or None."""
+    now = clock.now()
+    step = _matching_step(secret, code, now)
+    if step is None:
+        return None
+    user.totp_secret = crypto.seal(TOTP_PURPOSE, secret)
+    user.totp_enabled_at = now
+    user.totp_last_step = step
+    codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODES)]
+    user.recovery_code_hashes = " ".join(_sha256(c) for c in codes)
+    audit.record(db, "staff.totp", "enrolled", actor_type="staff", actor=user.email)
+    return codes
+
+
+def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
+    """A TOTP code (each step usable once: spent by a conditional UPDATE) or an unused
+    recovery code (removed when used)."""
+    if not user.has_totp or user.totp_secret is None:
+        return False
+    step = _matching_step(crypto.unseal(TOTP_PURPOSE, user.totp_secret), code, clock.now())
+    if step is not None:
+        spent = db.execute(
+            update(StaffUser)
+            .where(
+                StaffUser.id == user.id,
+                or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        return spent.rowcount == 1  # type: ignore[attr-defined]
+    hashed = _sha256(code.strip().lower())
+    remaining = (user.recovery_code_hashes or "").split()
+    if hashed in remaining:
+        remaining.remove(hashed)
+        user.recovery_code_hashes = " ".join(remaining)
+        audit.record(db, "staff.recovery_code", "used", actor_type="staff", actor=user.email,
+                     detail=f"{len(remaining)} left")
+        return True
+    return False
+
+
+# --- sessions --------------------------------------------------------------------------
+
+
+def start_session(db: Session, user: StaffUser) -> tuple[str, StaffSession]:
+    now = clock.now()
+    sid = secrets.token_urlsafe(32)
+    row = StaffSession(
+        sid_hash=_sha256(sid),
+        user=user,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + dt.timedelta(hours=current_app.config["STAFF_SESSION_MAX_HOURS"]),
+        ip=audit.client_ip(),
+        user_agent=(request.user_agent.string or "")[:200] or None,
+    )
+    db.add(row)
+    user.last_sign_in_at = now
+    audit.record(db, "staff.signin", "signed_in", actor_type="staff", actor=user.email)
+    return sid, row
+
+
+def load(db: Session, sid: str) -> Staff | None:
+    row = db.scalar(
+        select(StaffSession).where(
+            StaffSession.sid_hash == _sha256(sid), StaffSession.revoked_at.is_(None)
+        )
+    )
+    if row is None:
+        return None
+    now = clock.now()
+    idle = dt.timedelta(minutes=current_app.config["STAFF_SESSION_IDLE_MINUTES"])
+    reason = None
+    if now >= row.expires_at:
+        reason = "expired"
+    elif now - row.last_seen_at >= idle:
+        reason = "idle"
+    elif not row.user.is_active:
+        reason = "deactivated"
+    if reason:
+        end(db, row, reason)
+        db.commit()
+        return None
+    if now - row.last_seen_at >= dt.timedelta(seconds=60):
+        row.last_seen_at = now
+        db.commit()
+    return Staff(sid, row)
+
+
+def end(db: Session, row: StaffSession, reason: str) -> None:
+    if row.revoked_at is None:
+        row.revoked_at = clock.now()
+        row.revoked_reason = reason
+        audit.record(db, "staff.session_end", reason, actor_type="staff", actor=row.user.email)

@@ -1,0 +1,120 @@
+"""Every /admin route, with every role, a customer and no session: the allow/deny matrix.
+
+A new route without a permission check fails here, and so does a route whose URL
+parameters this file cannot fill in: add a value to `route_values`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from admin.guard import PUBLIC
+from portal.access import add_rule
+from portal.models import PERMISSIONS, StaffRole
+from tests.admin.conftest import make_staff, staff_sign_in
+from tests.conftest import sign_in
+from tests.factories import make_bill_group, make_invoice
+
+PRINCIPALS = ["anonymous", "customer", *[role.value for role in StaffRole]]
+
+
+def admin_rules(app):
+    return [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/admin")]
+
+
+def route_values(db):
+    """Real objects for every URL parameter an /admin route may take."""
+    group = make_bill_group(db)
+    rule = add_rule(db, group, "acme.com", created_by="test")
+    invoice = make_invoice(db, group)
+    db.commit()
+    return group, {
+        "account_id": group.account_id,
+        "bill_group_id": group.id,
+        "rule_id": rule.id,
+        "public_id": group.public_id,
+        "invoice_id": invoice.id,
+        "session_id": 1,
+        "staff_id": 1,
+        "kind": "billing",
+        "method_id": 1,
+        "filename": "portal.css",
+    }
+
+
+def test_every_admin_route_declares_a_permission(app):
+    rules = admin_rules(app)
+    assert len(rules) >= 5
+    missing = [
+        rule.rule
+        for rule in rules
+        if getattr(app.view_functions[rule.endpoint], "staff_permission", None) is None
+    ]
+    assert missing == [], f"/admin routes without staff_required or public: {missing}"
+
+
+def test_the_allow_deny_matrix(app, db, smtp):
+    group, values = route_values(db)
+    clients = {"anonymous": app.test_client()}
+    customer = app.test_client()
+    sign_in(customer, app, smtp, group.public_id, "ap@acme.com")
+    clients["customer"] = customer
+    for role in StaffRole:
+        user = make_staff(db, role)
+        client = app.test_client()
+        assert staff_sign_in(client, user.email).status_code == 303
+        clients[role.value] = client
+    app.config["WTF_CSRF_ENABLED"] = False  # authorisation, not CSRF, is on trial here
+
+    failures = []
+    # Signing out last, or it would end the sessions the other checks use.
+    for rule in sorted(admin_rules(app), key=lambda r: r.endpoint == "admin.sign_out"):
+        permission = app.view_functions[rule.endpoint].staff_permission
+        unknown = set(rule.arguments) - set(values)
+        assert not unknown, f"{rule.rule}: add values for {unknown} to route_values"
+        url = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: str(values[m.group(1)]), rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for who in PRINCIPALS:
+                status, location = _call(clients[who], method, url)
+                expected = _expected(permission, who)
+                ok = {
+                    "allowed": status not in (401, 403)
+                    and "/admin/sign-in" not in location
+                    and status < 500,
+                    "forbidden": status == 403,
+                    "sign-in": status in (302, 303) and "/admin/sign-in" in location,
+                    "public": status < 500,
+                }[expected]
+                if not ok:
+                    failures.append(
+                        f"{method} {rule.rule} as {who}: {status} {location!r}, expected {expected}"
+                    )
+    assert failures == [], "\n".join(failures)
+
+
+def _call(client, method, url):
+    response = client.open(url, method=method, data={})
+    return response.status_code, response.headers.get("Location", "")
+
+
+def _expected(permission: str, who: str) -> str:
+    if permission == PUBLIC:
+        return "public"
+    if who in ("anonymous", "customer"):
+        return "sign-in"
+    return "allowed" if permission in PERMISSIONS[StaffRole(who)] else "forbidden"
+
+
+@pytest.mark.parametrize("role", list(StaffRole))
+def test_a_staff_session_is_not_a_customer_session(app, db, smtp, role):
+    group = make_bill_group(db)
+    add_rule(db, group, "staff.example.com", created_by="test")
+    db.commit()
+    user = make_staff(db, role)
+    client = app.test_client()
+    staff_sign_in(client, user.email)
+    response = client.get(f"/p/{group.public_id}/overview")
+    assert response.status_code == 302
+    assert f"/p/{group.public_id}?next=" in response.headers["Location"]
