@@ -54,7 +54,7 @@ def init_app(app: Flask) -> None:
 
 @login_manager.user_loader
 def load_user(user_id: str) -> Customer | Staff | None:
-    """"c:<id>" is a customer session, "s:<id>" a staff session; nothing else loads."""
+    """Customer sessions are "c:<id>", staff sessions "s:<id>"; nothing else loads."""
     if user_id.startswith(PREFIX):
         return load(db.session(), user_id.removeprefix(PREFIX))
     if user_id.startswith(staffauth.PREFIX):

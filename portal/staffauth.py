@@ -145,8 +145,14 @@ def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
     if hashed in remaining:
         remaining.remove(hashed)
         user.recovery_code_hashes = " ".join(remaining)
-        audit.record(db, "staff.recovery_code", "used", actor_type="staff", actor=user.email,
-                     detail=f"{len(remaining)} left")
+        audit.record(
+            db,
+            "staff.recovery_code",
+            "used",
+            actor_type="staff",
+            actor=user.email,
+            detail=f"{len(remaining)} left",
+        )
         return True
     return False
 
