@@ -16,3 +16,4 @@ def init_app(app: Flask) -> None:
     assert auth and home
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
