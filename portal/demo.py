@@ -508,6 +508,6 @@ def describe(session: Session, base_url: str, loaded: bool) -> str:
         out.append(f"  sign in as:   {email}")
     out += [
         "",
-        f"Staff user: {STAFF_EMAIL} / {STAFF_PASSWORD}",
+        f"Staff sign-in: {base_url}/admin  {STAFF_EMAIL} / {STAFF_PASSWORD}",
     ]
     return "\n".join(out)
