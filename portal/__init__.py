@@ -59,6 +59,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(public.bp)
     app.register_blueprint(signin.bp)
     app.register_blueprint(viewer.bp)
+    # The same pages again for staff: a read-only preview inside the staff session.
+    app.register_blueprint(viewer.bp, name=viewer.PREVIEW, url_prefix=viewer.PREVIEW_PREFIX)
     viewer.init_app(app)
 
     import admin

@@ -4,7 +4,7 @@ of what a value may be live in portal.details and portal.access, not here."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, SelectField, StringField
+from wtforms import BooleanField, DateField, HiddenField, SelectChoice, SelectField, StringField
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 from portal.access import MAX_INPUT_LENGTH
@@ -43,11 +43,11 @@ class InvoiceFilterForm(FlaskForm):
     status = SelectField(
         "Status",
         choices=[
-            ("", "Any status"),
-            ("open", "Open"),
-            ("overdue", "Overdue"),
-            ("paid", "Paid"),
-            ("void", "Void"),
+            SelectChoice("", "Any status"),
+            SelectChoice("open", "Open"),
+            SelectChoice("overdue", "Overdue"),
+            SelectChoice("paid", "Paid"),
+            SelectChoice("void", "Void"),
         ],
         default="",
     )

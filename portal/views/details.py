@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
+from wtforms import SelectChoice
 
 from portal import db, details, notices
 from portal.forms import BillingDetailsForm, ContactForm
@@ -73,8 +74,11 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
     billing = group.contact(ContactKind.BILLING)
     form = ContactForm(obj=existing)
     form.country.choices = [
-        ("", "Choose a country"),
-        *details.countries(current_app.config["LOCALE"]),
+        SelectChoice("", "Choose a country"),
+        *(
+            SelectChoice(code, name)
+            for code, name in details.countries(current_app.config["LOCALE"])
+        ),
     ]
     if form.validate_on_submit():
         if contact_kind == ContactKind.SHIPPING and form.same_as_billing.data and billing:

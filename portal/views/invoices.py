@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Response, abort, current_app, render_template, request, stream_with_context
+from collections.abc import Iterator
+
+from flask import Response, abort, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from portal import billing, db, invoice_pdf
@@ -72,8 +74,17 @@ def invoices_csv(viewer: Viewer) -> Response:
     _form, flt = _filters()
     if flt is None:
         abort(400)
-    rows = billing.invoices_csv(db.session(), viewer.bill_group, flt, today())
-    response = Response(stream_with_context(rows), mimetype="text/csv")
+    # The body is streamed after the request's app context (and its session) is gone:
+    # it reads through a session of its own, closed when the stream ends or is dropped.
+    # (On the request's session it would reopen a transaction that nothing ever closes.)
+    new_session = current_app.extensions["portal.db"]
+    group, day = viewer.bill_group, today()
+
+    def rows() -> Iterator[str]:
+        with new_session() as session:
+            yield from billing.invoices_csv(session, group, flt, day)
+
+    response = Response(rows(), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="invoices.csv"'
     return response
 

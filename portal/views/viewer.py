@@ -1,8 +1,9 @@
 """Who is looking at a bill group's portal, and the blueprint every portal page joins.
 
-A page is written once, as a function of a `Viewer`. Today the viewer is the signed-in
-customer; the staff preview will register the same blueprint under /admin and hand the
-same views a read-only viewer, so the pages are identical by construction.
+A page is written once, as a function of a `Viewer`. Under /p/<public id> the viewer is
+the signed-in customer. The factory registers the same blueprint a second time, as
+"preview" under /admin/preview/<public id>, where the viewer is a staff member looking
+read-only from inside their own staff session: the pages are identical by construction.
 """
 
 from __future__ import annotations
@@ -14,20 +15,33 @@ from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Flask, abort, g, redirect, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response as BaseResponse
 
 from portal import audit, db, sessions
+from portal.clock import today
 from portal.forms import ButtonForm
 from portal.models import BillGroup, PaymentMethod
+from portal.staffauth import Staff
 from portal.views.signin import available_bill_group, signed_in_to
 
 bp = Blueprint("customer", __name__, url_prefix="/p/<public_id>")
+
+# The name and prefix the factory registers `bp` under a second time, for staff.
+PREVIEW = "preview"
+PREVIEW_PREFIX = "/admin/preview/<public_id>"
+PREVIEW_PERMISSION = "preview"
 
 
 @dataclass(frozen=True)
 class Viewer:
     bill_group: BillGroup
+    # The customer's address; in a preview, the staff member's (shown, never used to act).
     email: str
     preview: bool = False
+    # Preview only: why customers cannot reach this portal today, if they cannot.
+    unavailable_because: str | None = None
 
     @property
     def can_write(self) -> bool:
@@ -42,24 +56,88 @@ def current_viewer() -> Viewer:
 def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
     """Resolve the portal link and the viewer, then call view(viewer, **kwargs).
 
-    Without a session for this very bill group the visitor is sent to its sign-in page,
-    with this page as `next`. A read-only viewer may not POST.
+    Customers: without a session for this very bill group the visitor is sent to its
+    sign-in page, with this page as `next`. Preview: see `_preview_viewer`. A read-only
+    viewer may not POST.
     """
 
     @wraps(view)
     def wrapper(public_id: str, **kwargs: Any) -> Any:
-        group = available_bill_group(public_id)
-        if not signed_in_to(group):
-            return redirect(url_for("signin.start", public_id=public_id, next=request.path))
-        customer = sessions.current_customer()
-        assert customer is not None  # signed_in_to checked it
-        viewer = Viewer(bill_group=group, email=customer.email)
+        if request.blueprint == PREVIEW:
+            found = _preview_viewer(public_id)
+            if isinstance(found, BaseResponse):
+                return found
+            viewer = found
+        else:
+            group = available_bill_group(public_id)
+            if not signed_in_to(group):
+                return redirect(url_for("signin.start", public_id=public_id, next=request.path))
+            customer = sessions.current_customer()
+            assert customer is not None  # signed_in_to checked it
+            viewer = Viewer(bill_group=group, email=customer.email)
         if request.method not in ("GET", "HEAD") and not viewer.can_write:
             abort(403)
         g.viewer = viewer
         return view(viewer, **kwargs)
 
+    # For the /admin role matrix, which sees these views under the preview prefix: they
+    # need the "preview" permission, and anything but GET is refused to everyone.
+    wrapper.staff_permission = PREVIEW_PERMISSION  # type: ignore[attr-defined]
+    wrapper.preview_read_only = True  # type: ignore[attr-defined]
     return wrapper
+
+
+def _preview_viewer(public_id: str) -> Viewer | BaseResponse:
+    """A staff member's read-only viewer of a bill group, inside their staff session.
+
+    Anything but GET is refused first, whoever asks: a preview never changes anything.
+    Then: no staff session → the staff sign-in page; no "preview" permission → 403;
+    unknown public id → 404. A disabled portal or an inactive contract can be previewed
+    (staff check a portal before they switch it on, or when a customer with an ended
+    contract calls); the banner says why customers cannot get in. No customer session
+    is created, read or touched; every page view is audited.
+    """
+    if request.method not in ("GET", "HEAD"):
+        abort(403)
+    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    if not isinstance(user, Staff):
+        return redirect(url_for("admin.sign_in", next=request.full_path.rstrip("?")))
+    if not user.may(PREVIEW_PERMISSION):
+        abort(403)
+    group = None
+    if 10 <= len(public_id) <= 32:
+        group = db.session().scalar(select(BillGroup).where(BillGroup.public_id == public_id))
+    if group is None:
+        abort(404)
+    # One row per page view: the trail then says what staff looked at, not only that they
+    # started looking (a PDF download included).
+    prefix = PREVIEW_PREFIX.replace("<public_id>", public_id)
+    page = request.full_path.rstrip("?").removeprefix(prefix)
+    audit.record(
+        db.session(),
+        "preview.view",
+        "viewed",
+        actor_type="staff",
+        actor=user.email,
+        bill_group_id=group.id,
+        detail=page[:500],
+    )
+    db.session().commit()
+    g.staff = user
+    return Viewer(
+        bill_group=group,
+        email=user.email,
+        preview=True,
+        unavailable_because=_why_unavailable(group),
+    )
+
+
+def _why_unavailable(group: BillGroup) -> str | None:
+    if not group.portal_enabled:
+        return "the portal is disabled"
+    if not group.has_active_contract(today()):
+        return "the contract is not active today"
+    return None
 
 
 def portal_url(endpoint: str, **values: Any) -> str:

@@ -1,0 +1,342 @@
+"""A bill group's portal access settings: its domain and address rules, the access
+checker, and the customers' active sessions.
+
+Anyone with "read" sees the page; every change needs "manage_access", is one
+transaction with its audit row, and ends in a 303 back to the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import delete, event, select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
+from admin.guard import bp, staff_required
+from portal import audit, clock, db, sessions
+from portal.access import (
+    AccessError,
+    OverlappingRules,
+    add_rule,
+    admitting_rule,
+    canonical_domain,
+    canonical_email,
+    display_domain,
+    may_access,
+    parse_rule,
+)
+from portal.forms import ButtonForm
+from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
+
+PAGE = "admin.bill_group_access"
+
+
+def _group(bill_group_id: int) -> BillGroup:
+    group = db.session().get(BillGroup, bill_group_id)
+    if group is None:
+        abort(404)
+    return group
+
+
+def _back(group: BillGroup, anchor: str) -> Response:
+    return redirect(url_for(PAGE, bill_group_id=group.id, _anchor=anchor), code=303)
+
+
+def _record(group: BillGroup, action: str, outcome: str, detail: str) -> None:
+    audit.record(
+        db.session(),
+        action,
+        outcome,
+        actor_type="staff",
+        actor=g.staff.email,
+        bill_group_id=group.id,
+        detail=detail,
+    )
+
+
+# --- the page -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The access checker's answer for one typed address."""
+
+    address: str | None = None
+    error: str | None = None
+    rule: AccessRule | None = None
+    admitted: bool = False
+    portal_enabled: bool = True
+    contract_active: bool = True
+
+
+def _check(group: BillGroup, raw: str) -> CheckResult:
+    """Would this address get in today? Reads only."""
+    try:
+        address = canonical_email(raw)
+    except AccessError as exc:
+        return CheckResult(error=exc.message)
+    today = clock.today()
+    return CheckResult(
+        address=address,
+        rule=admitting_rule(group.access_rules, address),
+        admitted=may_access(group, address, today) is not None,
+        portal_enabled=group.portal_enabled,
+        contract_active=group.has_active_contract(today),
+    )
+
+
+def _active_sessions(group: BillGroup) -> list[CustomerSession]:
+    now = clock.now()
+    idle = dt.timedelta(minutes=current_app.config["CUSTOMER_SESSION_IDLE_MINUTES"])
+    return list(
+        db.session().scalars(
+            select(CustomerSession)
+            .where(
+                CustomerSession.bill_group_id == group.id,
+                CustomerSession.revoked_at.is_(None),
+                CustomerSession.expires_at > now,
+                CustomerSession.last_seen_at > now - idle,
+            )
+            .order_by(CustomerSession.created_at.desc(), CustomerSession.id.desc())
+        )
+    )
+
+
+def _when(moment: dt.datetime) -> str:
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+def _page(
+    group: BillGroup,
+    domain_form: DomainRuleForm | None = None,
+    email_form: EmailRuleForm | None = None,
+    overlap: bool = False,
+    status: int = 200,
+) -> tuple[str, int]:
+    check_form = AccessCheckForm(formdata=request.args if "address" in request.args else None)
+    check = None
+    if "address" in request.args and check_form.validate():
+        check = _check(group, check_form.address.data or "")
+        if check.error:
+            # Not an address at all: the canonicaliser's message, next to the field.
+            check_form.address.errors = [check.error]
+            check = None
+    rules = group.access_rules
+    today = clock.today()
+    return render_template(
+        "admin/access.html",
+        group=group,
+        domains=[r for r in rules if r.kind == RuleKind.DOMAIN],
+        emails=[r for r in rules if r.kind == RuleKind.EMAIL],
+        customer_sessions=_active_sessions(group),
+        still_admitted=lambda row: may_access(group, row.email, today) is not None,
+        domain_form=domain_form or DomainRuleForm(formdata=None),
+        email_form=email_form or EmailRuleForm(formdata=None),
+        check_form=check_form,
+        check=check,
+        overlap=overlap,
+        button=ButtonForm(formdata=None),
+        may_change=g.staff.may("manage_access"),
+        contract_active=group.has_active_contract(today),
+        when=_when,
+    ), status
+
+
+@bp.get("/bill-groups/<int:bill_group_id>/access")
+@staff_required("read")
+def bill_group_access(bill_group_id: int) -> tuple[str, int]:
+    return _page(_group(bill_group_id))
+
+
+# --- rules --------------------------------------------------------------------------
+
+
+@contextmanager
+def _deletions(database: Session) -> Iterator[list[object]]:
+    """The objects this session deletes while the block runs (the folded-in rules)."""
+    deleted: list[object] = []
+
+    def collect(_session: Session, instance: object) -> None:
+        deleted.append(instance)
+
+    event.listen(database, "persistent_to_deleted", collect)
+    try:
+        yield deleted
+    finally:
+        event.remove(database, "persistent_to_deleted", collect)
+
+
+def _not_a_domain(raw: str) -> str | None:
+    """Why the domain form cannot take this (an address typed into it), or None."""
+    if "@" not in raw:
+        return None
+    try:
+        spec = parse_rule(raw)
+    except AccessError as exc:
+        return exc.message  # a list, a malformed address: the domain layer says which
+    domain = display_domain(spec.value.rpartition("@")[2])
+    return (
+        f"{spec.label} is an email address. Add it under Individual email addresses, "
+        f"or enter just the domain, {domain}."
+    )
+
+
+def _not_an_address(raw: str) -> str | None:
+    """Why the address form cannot take this (a domain typed into it), or None."""
+    if "@" in raw:
+        return None
+    try:
+        domain = display_domain(canonical_domain(raw))
+    except AccessError as exc:
+        return exc.message
+    return (
+        f"{domain} is a domain, not an email address. To let everyone at {domain} in, "
+        f"add it under Domains; here, enter one address like name@{domain}."
+    )
+
+
+def _add(
+    group: BillGroup, raw: str, *, include_subdomains: bool = False, fold_in: bool = False
+) -> tuple[AccessRule, list[AccessRule]]:
+    """Add the rule and audit it, in one transaction; AccessError leaves nothing behind."""
+    database = db.session()
+    with _deletions(database) as deleted:
+        rule = add_rule(
+            database,
+            group,
+            raw,
+            created_by=g.staff.email,
+            include_subdomains=include_subdomains,
+            fold_in=fold_in,
+            extra_providers=current_app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"],
+        )
+    folded = sorted((r for r in deleted if isinstance(r, AccessRule)), key=lambda r: r.id)
+    _record(group, "access_rule.add", "added", rule.label)
+    for old in folded:
+        _record(group, "access_rule.remove", "folded_in", old.label)
+    database.commit()
+    return rule, folded
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/domains")
+@staff_required("manage_access")
+def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
+    group = _group(bill_group_id)
+    form = DomainRuleForm()
+    if form.validate_on_submit():
+        raw = form.domain.data or ""
+        problem = _not_a_domain(raw)
+        if problem is None:
+            try:
+                rule, folded = _add(
+                    group,
+                    raw,
+                    include_subdomains=form.include_subdomains.data,
+                    fold_in=form.fold_in.data,
+                )
+            except OverlappingRules as exc:
+                form.domain.errors = [exc.message]
+                return _page(group, domain_form=form, overlap=True, status=400)
+            except AccessError as exc:
+                problem = exc.message
+            else:
+                message = f"Added {rule.label}: everyone with an address there can now sign in."
+                if folded:
+                    names = ", ".join(r.label for r in folded)
+                    message += f" Removed the address rules it covers: {names}."
+                flash(message)
+                return _back(group, "domains")
+        form.domain.errors = [problem]
+    return _page(group, domain_form=form, status=400)
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/emails")
+@staff_required("manage_access")
+def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
+    group = _group(bill_group_id)
+    form = EmailRuleForm()
+    if form.validate_on_submit():
+        raw = form.email.data or ""
+        problem = _not_an_address(raw)
+        if problem is None:
+            try:
+                rule, _folded = _add(group, raw)
+            except AccessError as exc:
+                problem = exc.message
+            else:
+                flash(f"Added {rule.label}: they can now sign in.")
+                return _back(group, "emails")
+        form.email.errors = [problem]
+    return _page(group, email_form=form, status=400)
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/rules/<int:rule_id>/delete")
+@staff_required("manage_access")
+def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
+    group = _group(bill_group_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    database = db.session()
+    rule = database.scalar(
+        select(AccessRule).where(AccessRule.id == rule_id, AccessRule.bill_group_id == group.id)
+    )
+    if rule is None:
+        abort(404)
+    label = rule.label
+    anchor = "domains" if rule.kind == RuleKind.DOMAIN else "emails"
+    # A conditional DELETE, so two people removing the same rule audit it once.
+    if database.execute(delete(AccessRule).where(AccessRule.id == rule.id)).rowcount != 1:
+        database.rollback()
+        flash(f"{label} had already been removed.")
+        return _back(group, anchor)
+    _record(group, "access_rule.remove", "removed", label)
+    database.commit()
+    flash(f"Removed {label}. Anyone it let in is signed out at their next click.")
+    return _back(group, anchor)
+
+
+# --- customer sessions --------------------------------------------------------------
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/sessions/<int:session_id>/revoke")
+@staff_required("manage_access")
+def revoke_customer_session(bill_group_id: int, session_id: int) -> Response:
+    group = _group(bill_group_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    database = db.session()
+    row = database.scalar(
+        select(CustomerSession).where(
+            CustomerSession.id == session_id, CustomerSession.bill_group_id == group.id
+        )
+    )
+    if row is None:
+        abort(404)
+    if row.revoked_at is not None:
+        flash(f"{row.email} was already signed out.")
+        return _back(group, "sessions")
+    sessions.revoke(database, row, "revoked_by_staff")
+    _record(group, "session.revoke", "revoked_by_staff", row.email)
+    database.commit()
+    flash(f"Signed out {row.email}.")
+    return _back(group, "sessions")
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/sessions/revoke-all")
+@staff_required("manage_access")
+def revoke_all_customer_sessions(bill_group_id: int) -> Response:
+    group = _group(bill_group_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    database = db.session()
+    ended = sessions.revoke_all(database, group.id, "revoked_by_staff")
+    _record(group, "session.revoke_all", "revoked_by_staff", f"{ended} sessions ended")
+    database.commit()
+    flash("Signed out everyone: they must sign in again to see this bill group.")
+    return _back(group, "sessions")

@@ -1,0 +1,414 @@
+"""Accounts and bill groups: search, the account overview, creating and editing them by
+hand, the bill group page with its portal link, and switching a portal on or off."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as BaseResponse
+from wtforms import SelectChoice
+
+from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
+from admin.guard import NAV, PUBLIC, bp, staff_required
+from portal import audit, clock, db
+from portal.forms import ButtonForm
+from portal.models import (
+    AccessRule,
+    Account,
+    BillGroup,
+    BillingFrequency,
+    CustomerSession,
+    Entity,
+    Invoice,
+)
+
+PER_PAGE = 50
+EXTERNAL_ID_TAKEN = "Another record already has that external id."
+
+NAV.append(("admin.accounts", "Accounts", "read"))
+
+View = str | tuple[str, int] | BaseResponse
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    account: Account
+    bill_groups: int
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    rows: list[AccountRow]
+    total: int
+    number: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PER_PAGE))
+
+    @property
+    def first_item(self) -> int:
+        return (self.number - 1) * PER_PAGE + 1 if self.rows else 0
+
+    @property
+    def last_item(self) -> int:
+        return (self.number - 1) * PER_PAGE + len(self.rows)
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    group: BillGroup
+    contract_active: bool
+    portal_available: bool
+    access_rules: int
+    last_sign_in: dt.datetime | None
+
+
+def _like_pattern(term: str) -> str:
+    """A substring pattern in which the user's % and _ are literal characters."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def search_accounts(database: Session, term: str, page: int) -> AccountPage:
+    """One page of accounts whose name contains `term` (any case), newest first."""
+    query = select(Account)
+    if term:
+        query = query.where(Account.name.ilike(_like_pattern(term), escape="\\"))
+    total = database.scalar(select(func.count()).select_from(query.subquery())) or 0
+    number = min(max(page, 1), max(1, -(-total // PER_PAGE)))
+    counts = (
+        select(BillGroup.account_id, func.count().label("n"))
+        .group_by(BillGroup.account_id)
+        .subquery()
+    )
+    rows = database.execute(
+        query.add_columns(func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.account_id == Account.id)
+        .order_by(Account.created_at.desc(), Account.id.desc())
+        .limit(PER_PAGE)
+        .offset((number - 1) * PER_PAGE)
+    ).all()
+    return AccountPage([AccountRow(a, n) for a, n in rows], total, number)
+
+
+def account_groups(database: Session, account: Account, today: dt.date) -> list[GroupRow]:
+    """The account's bill groups with their rule counts and last customer sign-in: one
+    statement, whatever the number of groups."""
+    mine = select(BillGroup.id).where(BillGroup.account_id == account.id)
+    rules = (
+        select(AccessRule.bill_group_id, func.count().label("n"))
+        .where(AccessRule.bill_group_id.in_(mine))
+        .group_by(AccessRule.bill_group_id)
+        .subquery()
+    )
+    sign_ins = (
+        select(CustomerSession.bill_group_id, func.max(CustomerSession.created_at).label("at"))
+        .where(CustomerSession.bill_group_id.in_(mine))
+        .group_by(CustomerSession.bill_group_id)
+        .subquery()
+    )
+    rows = database.execute(
+        select(BillGroup, func.coalesce(rules.c.n, 0), sign_ins.c.at)
+        .outerjoin(rules, rules.c.bill_group_id == BillGroup.id)
+        .outerjoin(sign_ins, sign_ins.c.bill_group_id == BillGroup.id)
+        .where(BillGroup.account_id == account.id)
+        .order_by(BillGroup.name, BillGroup.id)
+    ).all()
+    return [
+        GroupRow(group, group.has_active_contract(today), group.portal_available(today), n, at)
+        for group, n, at in rows
+    ]
+
+
+def has_invoices(database: Session, group: BillGroup) -> bool:
+    first = database.scalar(select(Invoice.id).where(Invoice.bill_group_id == group.id).limit(1))
+    return first is not None
+
+
+def portal_link(group: BillGroup) -> str:
+    """The customers' link. Always from PORTAL_BASE_URL, never from the request's Host."""
+    return f"{current_app.config['PORTAL_BASE_URL'].rstrip('/')}/p/{group.public_id}"
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _get_or_404(model: type[Account] | type[BillGroup], object_id: int) -> Any:
+    found = db.session().get(model, object_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    return {key: [before.get(key), new] for key, new in after.items() if before.get(key) != new}
+
+
+def _audit(action: str, outcome: str, account_id: int, changes: dict[str, Any], **kw: Any) -> None:
+    """Old -> new for each changed field, in the caller's transaction."""
+    audit.record(
+        db.session(),
+        action,
+        outcome,
+        actor_type="staff",
+        actor=g.staff.email,
+        detail=json.dumps(
+            {"account_id": account_id, "changes": changes}, default=str, ensure_ascii=False
+        ),
+        **kw,
+    )
+
+
+def _external_id_free(form: AccountForm, account: Account | None) -> bool:
+    wanted = form.external_id.data or None
+    if wanted is None or (account is not None and account.external_id == wanted):
+        return True
+    if db.session().scalar(select(Account.id).where(Account.external_id == wanted)) is None:
+        return True
+    form.external_id.errors.append(EXTERNAL_ID_TAKEN)
+    return False
+
+
+def _save(form: AccountForm, account: Account, action: str, changes: dict[str, Any]) -> bool:
+    """Write the change and its audit row in one transaction. The external id was checked,
+    but a concurrent request may have taken it since: then say so, and write nothing."""
+    database = db.session()
+    try:
+        database.flush()  # the new account's id, for the audit row
+        outcome = "created" if action.endswith(".create") else "changed"
+        _audit(action, outcome, account.id, changes)
+        database.commit()
+    except IntegrityError:
+        database.rollback()
+        form.external_id.errors.append(EXTERNAL_ID_TAKEN)
+        return False
+    return True
+
+
+def _status(form: Any) -> int:
+    return 400 if any(field.errors for field in form) else 200
+
+
+# --- accounts ------------------------------------------------------------------------
+
+
+@bp.get("/accounts")
+@staff_required("read")
+def accounts() -> tuple[str, int]:
+    form = AccountSearchForm(request.args)
+    term = (form.q.data or "") if form.validate() else ""
+    page = search_accounts(db.session(), term, request.args.get("page", 1, type=int))
+    return render_template("admin/accounts.html", form=form, term=term, page=page), _status(form)
+
+
+@bp.route("/accounts/new", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def new_account() -> View:
+    form = AccountForm()
+    if form.validate_on_submit() and _external_id_free(form, None):
+        after = {"name": form.name.data, "external_id": form.external_id.data or None}
+        account = Account(**after)
+        db.session().add(account)
+        if _save(form, account, "account.create", _changes({}, after)):
+            flash(f"Account “{account.name}” created.")
+            return redirect(url_for("admin.account", account_id=account.id), code=303)
+    return render_template("admin/account_form.html", form=form, account=None), _status(form)
+
+
+@bp.route("/accounts/<int:account_id>/edit", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def edit_account(account_id: int) -> View:
+    account: Account = _get_or_404(Account, account_id)
+    form = AccountForm(obj=account)
+    if form.validate_on_submit() and _external_id_free(form, account):
+        after = {"name": form.name.data, "external_id": form.external_id.data or None}
+        changes = _changes({"name": account.name, "external_id": account.external_id}, after)
+        if not changes:
+            flash("Nothing changed.")
+            return redirect(url_for("admin.account", account_id=account.id), code=303)
+        account.name, account.external_id = after["name"], after["external_id"]
+        if _save(form, account, "account.update", changes):
+            flash("Account saved.")
+            return redirect(url_for("admin.account", account_id=account.id), code=303)
+    return render_template("admin/account_form.html", form=form, account=account), _status(form)
+
+
+@bp.get("/accounts/<int:account_id>")
+@staff_required("read")
+def account(account_id: int) -> str:
+    found: Account = _get_or_404(Account, account_id)
+    rows = account_groups(db.session(), found, clock.today())
+    return render_template("admin/account.html", account=found, rows=rows)
+
+
+# --- bill groups ---------------------------------------------------------------------
+
+GROUP_FIELDS = (
+    "entity_id",
+    "name",
+    "currency",
+    "billing_frequency",
+    "next_billing_date",
+    "auto_pay",
+    "contract_start",
+    "contract_end",
+    "portal_enabled",
+)
+
+
+def _group_form(**kwargs: Any) -> BillGroupForm:
+    form = BillGroupForm(**kwargs)
+    entities = db.session().scalars(select(Entity).order_by(Entity.name, Entity.id))
+    form.entity_id.choices = [
+        SelectChoice("", "Choose an entity"),
+        *(SelectChoice(e.id, e.name) for e in entities),
+    ]
+    return form
+
+
+def _group_values(form: BillGroupForm) -> dict[str, Any]:
+    values = {name: form[name].data for name in GROUP_FIELDS}
+    values["billing_frequency"] = BillingFrequency(values["billing_frequency"])
+    values["auto_pay"] = bool(values["auto_pay"])
+    values["portal_enabled"] = bool(values["portal_enabled"])
+    return values
+
+
+def _locked_by_invoices(form: BillGroupForm, group: BillGroup) -> bool:
+    """Invoices are tied to their group's entity and currency: neither may change."""
+    currency_changes = form.currency.data != group.currency
+    entity_changes = form.entity_id.data != group.entity_id
+    if not (currency_changes or entity_changes) or not has_invoices(db.session(), group):
+        return False
+    if currency_changes:
+        form.currency.errors.append(
+            f"This bill group already has invoices in {group.currency}, so its currency "
+            "cannot change. Create a new bill group for the new currency."
+        )
+    if entity_changes:
+        form.entity_id.errors.append(
+            f"This bill group already has invoices from {group.entity.name}, so its entity "
+            "cannot change."
+        )
+    return True
+
+
+@bp.route("/accounts/<int:account_id>/bill-groups/new", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def new_bill_group(account_id: int) -> View:
+    owner: Account = _get_or_404(Account, account_id)
+    defaults = {"portal_enabled": True, "contract_start": clock.today()}
+    form = _group_form(data=None if request.method == "POST" else defaults)
+    if form.validate_on_submit():
+        database = db.session()
+        values = _group_values(form)
+        group = BillGroup(account_id=owner.id, **values)
+        database.add(group)
+        database.flush()
+        changes = _changes({}, values)
+        _audit("bill_group.create", "created", owner.id, changes, bill_group_id=group.id)
+        database.commit()
+        flash(f"Bill group “{group.name}” created.")
+        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+    return render_template(
+        "admin/bill_group_form.html", form=form, account=owner, group=None
+    ), _status(form)
+
+
+@bp.route("/bill-groups/<int:bill_group_id>/edit", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def edit_bill_group(bill_group_id: int) -> View:
+    group: BillGroup = _get_or_404(BillGroup, bill_group_id)
+    form = _group_form(obj=group)
+    if form.validate_on_submit() and not _locked_by_invoices(form, group):
+        values = _group_values(form)
+        changes = _changes({name: getattr(group, name) for name in GROUP_FIELDS}, values)
+        if not changes:
+            flash("Nothing changed.")
+        else:
+            for name, value in values.items():
+                setattr(group, name, value)
+            account_id = group.account_id
+            _audit("bill_group.update", "changed", account_id, changes, bill_group_id=group.id)
+            db.session().commit()
+            flash("Bill group saved.")
+        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+    return render_template(
+        "admin/bill_group_form.html", form=form, account=group.account, group=group
+    ), _status(form)
+
+
+@bp.get("/bill-groups/<int:bill_group_id>")
+@staff_required("read")
+def bill_group(bill_group_id: int) -> str:
+    group: BillGroup = _get_or_404(BillGroup, bill_group_id)
+    contract_active = group.has_active_contract(clock.today())
+    reasons = [
+        *([] if group.portal_enabled else ["the portal is disabled"]),
+        *([] if contract_active else ["the contract is not active"]),
+    ]
+    return render_template(
+        "admin/bill_group.html",
+        group=group,
+        contract_active=contract_active,
+        unavailable_because=" and ".join(reasons),
+        portal_link=portal_link(group),
+        button=ButtonForm(),
+        allowed=_allowed,
+    )
+
+
+def _allowed(endpoint: str) -> bool:
+    """Whether the signed-in staff member may open another team's page, so that nobody
+    is shown a link that answers 403. Views outside /admin check for themselves."""
+    view = current_app.view_functions.get(endpoint)
+    permission = getattr(view, "staff_permission", None)
+    return view is not None and (permission in (None, PUBLIC) or g.staff.may(permission))
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/portal/enable")
+@staff_required("manage_access")
+def bill_group_enable_portal(bill_group_id: int) -> BaseResponse:
+    return _switch_portal(bill_group_id, enabled=True)
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/portal/disable")
+@staff_required("manage_access")
+def bill_group_disable_portal(bill_group_id: int) -> BaseResponse:
+    return _switch_portal(bill_group_id, enabled=False)
+
+
+def _switch_portal(bill_group_id: int, *, enabled: bool) -> BaseResponse:
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    database = db.session()
+    group = database.get(BillGroup, bill_group_id, with_for_update=True)
+    if group is None:
+        abort(404)
+    word = "enabled" if enabled else "disabled"
+    if group.portal_enabled == enabled:
+        flash(f"The portal was already {word}.")
+    else:
+        group.portal_enabled = enabled
+        changes = {"portal_enabled": [not enabled, enabled]}
+        action = "portal.enable" if enabled else "portal.disable"
+        _audit(action, word, group.account_id, changes, bill_group_id=group.id)
+        database.commit()
+        if not enabled:
+            flash("Portal disabled. Signed-in customers are signed out on their next page.")
+        elif not group.has_active_contract(clock.today()):
+            flash("Portal enabled, but the contract is not active, so customers cannot sign in.")
+        else:
+            flash("Portal enabled. Customers with access can sign in.")
+    return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
