@@ -258,3 +258,26 @@ class AuditFilterForm(FlaskForm):
     def validate_date_to(self, field: DateField) -> None:
         if field.data and self.date_from.data and field.data < self.date_from.data:
             raise ValidationError("The end date must be on or after the start date.")
+
+
+ROLE_CHOICES = [
+    SelectChoice("viewer", "Viewer: read and preview"),
+    SelectChoice("account_manager", "Account manager: accounts, access rules, links"),
+    SelectChoice("admin", "Admin: everything, including staff users"),
+]
+
+
+class StaffUserForm(FlaskForm):
+    email = StringField(
+        "Email address",
+        validators=[InputRequired("Enter an email address."), Length(max=320)],
+        render_kw={"type": "email", "autocomplete": "off", "spellcheck": "false"},
+    )
+    name = StringField("Name (optional)", validators=[Length(max=200)])
+    role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
+    password = PasswordField(
+        "First password",
+        validators=[Length(max=1000)],
+        render_kw={"autocomplete": "new-password"},
+    )
+    is_active = BooleanField("Active: may sign in", default=True)
