@@ -8,9 +8,7 @@ delete (and the database's triggers refuse UPDATE and DELETE on audit_events any
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from admin.forms import AuditFilterForm
 from admin.guard import NAV, bp, staff_required
-from portal import db
+from portal import csvexport, db
 from portal.models import AuditEvent, BillGroup
 
 PER_PAGE = 50
@@ -138,39 +136,22 @@ def _page(group_id: int | None, flt: AuditFilter, wanted: int) -> Page:
     return Page(events=[(event, name) for event, name in rows], total=total, number=number)
 
 
-def _cell(value: str | None) -> str:
-    """Spreadsheet formula injection: no cell may start like a formula."""
-    text = value or ""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _csv(database: Session, group_id: int | None, flt: AuditFilter) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
-    for event, name in database.execute(_events(group_id, flt).execution_options(yield_per=500)):
-        writer.writerow(
-            [
-                event.at.isoformat(timespec="seconds"),
-                event.actor_type,
-                _cell(event.actor),
-                _cell(event.action),
-                _cell(event.outcome),
-                event.bill_group_id or "",
-                _cell(name),
-                _cell(event.ip),
-                _cell(event.detail),
-            ]
-        )
-        yield flush()
+    rows = (
+        [
+            event.at.isoformat(timespec="seconds"),
+            event.actor_type,
+            event.actor,
+            event.action,
+            event.outcome,
+            event.bill_group_id or "",
+            name,
+            event.ip,
+            event.detail,
+        ]
+        for event, name in database.execute(_events(group_id, flt).execution_options(yield_per=500))
+    )
+    return csvexport.stream(CSV_COLUMNS, rows)
 
 
 def _render(group: BillGroup | None) -> tuple[str, int]:

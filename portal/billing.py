@@ -7,9 +7,7 @@ statements whatever the number of invoices (the list is one indexed, limited que
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import ColumnElement
 
+from portal import csvexport
 from portal.models import (
     BillGroup,
     DisplayStatus,
@@ -156,34 +155,19 @@ def find_invoice(db: Session, group: BillGroup, invoice_id: int) -> Invoice | No
 CSV_COLUMNS = ["Invoice", "Issued", "Due", "Status", "Currency", "Total", "Paid", "Balance"]
 
 
-def _cell(value: str) -> str:
-    # Spreadsheet formula injection: a cell must not start like a formula.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def invoices_csv(
     db: Session, group: BillGroup, flt: InvoiceFilter, today: dt.date
 ) -> Iterator[str]:
-    """The whole filtered list as CSV lines, streamed in batches."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow(CSV_COLUMNS)
-    yield flush()
+    """The whole filtered list as CSV, streamed in batches."""
     query = _filtered(group, flt, today).order_by(Invoice.issue_date.desc(), Invoice.id.desc())
-    # Closed even when the download is dropped half-way (a server-side cursor otherwise).
-    with db.scalars(query.execution_options(yield_per=500)) as invoices:
-        for invoice in invoices:
-            currency = invoice.currency
-            writer.writerow(
-                [
-                    _cell(invoice.number),
+
+    def rows() -> Iterator[list[object]]:
+        # Closed even when the download is dropped half-way (a server-side cursor otherwise).
+        with db.scalars(query.execution_options(yield_per=500)) as invoices:
+            for invoice in invoices:
+                currency = invoice.currency
+                yield [
+                    invoice.number,
                     invoice.issue_date.isoformat(),
                     invoice.due_date.isoformat(),
                     invoice.display_status(today).value,
@@ -192,8 +176,8 @@ def invoices_csv(
                     to_decimal(invoice.amount_paid_minor, currency),
                     to_decimal(invoice.balance_minor, currency),
                 ]
-            )
-            yield flush()
+
+    return csvexport.stream(CSV_COLUMNS, rows())
 
 
 def subscriptions(db: Session, group: BillGroup) -> list[Subscription]:
