@@ -137,21 +137,25 @@ def _page(group_id: int | None, flt: AuditFilter, wanted: int) -> Page:
 
 
 def _csv(database: Session, group_id: int | None, flt: AuditFilter) -> Iterator[str]:
-    rows = (
-        [
-            event.at.isoformat(timespec="seconds"),
-            event.actor_type,
-            event.actor,
-            event.action,
-            event.outcome,
-            event.bill_group_id or "",
-            name,
-            event.ip,
-            event.detail,
-        ]
-        for event, name in database.execute(_events(group_id, flt).execution_options(yield_per=500))
-    )
-    return csvexport.stream(CSV_COLUMNS, rows)
+    def rows() -> Iterator[list[object]]:
+        # A generator, so the query runs only when the body is read, and its (server-side,
+        # on PostgreSQL) cursor is closed even when the download is dropped half-way.
+        query = _events(group_id, flt).execution_options(yield_per=500)
+        with database.execute(query) as result:
+            for event, name in result:
+                yield [
+                    event.at.isoformat(timespec="seconds"),
+                    event.actor_type,
+                    event.actor,
+                    event.action,
+                    event.outcome,
+                    event.bill_group_id or "",
+                    name,
+                    event.ip,
+                    event.detail,
+                ]
+
+    return csvexport.stream(CSV_COLUMNS, rows())
 
 
 def _render(group: BillGroup | None) -> tuple[str, int]:
