@@ -4,10 +4,11 @@ address is a staff member."""
 
 from __future__ import annotations
 
+import io
 import time
 
 import segno
-from flask import Response, abort, flash, redirect, render_template, request, session, url_for
+from flask import Response, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -106,6 +107,7 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
     user = staff.user if staff else _pending_user()
     if user is None:
         return redirect(url_for("admin.sign_in"))
+    g.staff = staff  # signed-in staff keep their navigation and sign-out
     if "totp_enrol" not in session:
         session["totp_enrol"] = crypto.seal(staffauth.TOTP_PURPOSE, staffauth.new_totp_secret())
     secret = crypto.unseal(staffauth.TOTP_PURPOSE, session["totp_enrol"])
@@ -137,8 +139,12 @@ def enrol_qr() -> Response:
     if not sealed or user is None:
         abort(404)
     uri = staffauth.provisioning_uri(user, crypto.unseal(staffauth.TOTP_PURPOSE, sealed))
-    svg = segno.make(uri, error="m").svg_inline(scale=5, title="Scan with your authenticator app")
-    response = Response(svg, mimetype="image/svg+xml")
+    # A standalone image needs the SVG namespace, which svg_inline() leaves out.
+    svg = io.BytesIO()
+    segno.make(uri, error="m").save(
+        svg, kind="svg", scale=5, title="Scan with your authenticator app"
+    )
+    response = Response(svg.getvalue(), mimetype="image/svg+xml")
     response.headers["Cache-Control"] = "no-store"
     return response
 

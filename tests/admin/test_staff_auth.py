@@ -202,3 +202,14 @@ def test_next_stays_inside_admin(app, db, target):
         },
     )
     assert response.headers["Location"] == "/admin/"
+
+
+def test_the_enrolment_qr_code_is_a_standalone_svg_image(app, db):
+    user = make_staff(db, StaffRole.VIEWER)
+    client = app.test_client()
+    staff_sign_in(client, user.email)
+    page = client.get("/admin/enrol")
+    assert "Sign out" in page.text  # signed-in staff keep their navigation
+    svg = client.get("/admin/enrol/qr.svg")
+    assert svg.mimetype == "image/svg+xml"
+    assert b'xmlns="http://www.w3.org/2000/svg"' in svg.data
