@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-e2e lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,13 +19,21 @@ demo: install
 	$(FLASK) --debug demo
 	$(FLASK) --debug run --port 5000
 
-## Run the whole test suite (on SQLite; see README for PostgreSQL).
+## Run the whole test suite (on SQLite; see README for PostgreSQL). It includes the
+## browser tests in tests/e2e, which skip locally without Chromium or `npm ci`.
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+
+## Only the browser tests: Debian's Chromium (apt-get install chromium) and axe-core.
+test-e2e: install node_modules/.package-lock.json
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis node_modules artifacts

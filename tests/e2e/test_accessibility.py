@@ -1,0 +1,321 @@
+"""Every customer and staff page: a screenshot at 1280 and at 375 px wide, and an
+axe-core scan (npm package axe-core, pinned in package.json; `npm ci` installs it).
+
+Screenshots go to artifacts/screenshots/<audience>-<nn>-<page>-<width>.png, and every
+axe finding (of any impact) to artifacts/axe-<audience>.json. A test fails on any
+"serious" or "critical" violation, listing them by rule id, page and target.
+
+The pages are reached as a person reaches them, including the states in between: a
+form with errors, a declined card, a link opened in another browser, a used link.
+Nothing here changes what other tests rely on (errors save nothing; the one sign-in is
+for this module's own address).
+
+The contexts here use Playwright's bypass_csp: the app's Content-Security-Policy
+(default-src 'self') blocks the inline <script> that add_script_tag injects, so axe
+could not run otherwise. The app has no inline styles or scripts, so the pages render
+the same with or without it; the journeys (test_journeys.py) run with the CSP on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    AXE,
+    DESKTOP,
+    MOBILE,
+    SCREENSHOTS,
+    SIGN_IN_SUBJECT,
+    NewContext,
+    Portal,
+    ask_for_link,
+    link_and_code,
+    open_bill_group,
+    portal_nav,
+    require,
+    staff_sign_in,
+)
+
+pytestmark = pytest.mark.e2e
+
+FAILING_IMPACTS = ("serious", "critical")
+ACME_UK = "Acme UK operations"
+LEGACY = "Initech legacy support (contract ended)"
+
+AXE_RUN = """async () => {
+  const results = await axe.run(document, { resultTypes: ["violations"] });
+  return results.violations.map(v => ({
+    id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+    targets: v.nodes.map(n => n.target.join(" ")),
+  }));
+}"""
+
+
+class Tour:
+    """Screenshots and axe for each page visited, at both widths."""
+
+    def __init__(self, audience: str) -> None:
+        require(AXE, "axe-core", "run `npm ci` in the repository root (CI does)")
+        self.audience = audience
+        self.count = 0
+        self.findings: dict[str, list[dict]] = {}
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for old in SCREENSHOTS.glob(f"{audience}-*.png"):
+            old.unlink()
+
+    def __call__(self, page: Page, name: str) -> None:
+        """Record the page the browser is on now, under `name`."""
+        page.wait_for_load_state("load")
+        self.count += 1
+        for width, viewport in (("1280", DESKTOP), ("375", MOBILE)):
+            page.set_viewport_size(viewport)
+            path = SCREENSHOTS / f"{self.audience}-{self.count:02d}-{name}-{width}.png"
+            page.screenshot(path=str(path), full_page=True, animations="disabled")
+            if page.evaluate("typeof window.axe") == "undefined":
+                page.add_script_tag(path=str(AXE))
+            for finding in page.evaluate(AXE_RUN):
+                finding["url"] = page.url
+                self.findings.setdefault(f"{name} @{width}", []).append(finding)
+        page.set_viewport_size(DESKTOP)
+
+    def finish(self) -> None:
+        report = ARTIFACTS / f"axe-{self.audience}.json"
+        report.write_text(json.dumps(self.findings, indent=2))
+        failing = [
+            f"{f['impact']:8} {f['id']:28} {where}: {target}"
+            for where, found in self.findings.items()
+            for f in found
+            if f["impact"] in FAILING_IMPACTS
+            for target in f["targets"]
+        ]
+        others = sorted(
+            {f"{f['impact']} {f['id']}" for found in self.findings.values() for f in found}
+        )
+        print(f"{self.audience}: {self.count} pages, screenshots in {SCREENSHOTS}")
+        print(f"axe findings (all impacts) in {report}: {others or 'none'}")
+        assert not failing, (
+            f"axe: serious or critical violations on {self.audience} pages "
+            f"(details in {report}):\n" + "\n".join(failing)
+        )
+
+
+def heading(page: Page, name: str | re.Pattern[str]) -> None:
+    expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
+
+
+def test_every_customer_page(new_context: NewContext, portal: Portal):
+    tour = Tour("customer")
+    address = "a11y@acme.com"
+    page = new_context(bypass_csp=True).new_page()
+
+    page.goto(portal.url("/"))
+    heading(page, "Billing portal")
+    tour(page, "public-home")
+
+    page.goto(portal.link(ACME_UK))
+    heading(page, "Sign in to your billing portal")
+    tour(page, "sign-in")
+    page.get_by_role("button", name="Email me a sign-in link").click()
+    expect(page.get_by_text("Enter your email address.")).to_be_visible()
+    tour(page, "sign-in-error")
+
+    before = ask_for_link(page, portal, ACME_UK, address)
+    tour(page, "check-email")
+    page.get_by_label("Code from the email").fill("0000-0000")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("That code is not right")).to_be_visible()
+    tour(page, "check-email-wrong-code")
+
+    link, _code = link_and_code(portal.next_email(address, before, SIGN_IN_SUBJECT))
+    elsewhere = new_context(bypass_csp=True).new_page()
+    elsewhere.goto(link)
+    heading(elsewhere, "Open the link where you asked for it")
+    tour(elsewhere, "other-browser")
+
+    page.goto(link)
+    heading(page, f"Sign in to {ACME_UK}")
+    tour(page, "confirm")
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Overview")
+    tour(page, "overview")
+
+    portal_nav(page, "Invoices")
+    heading(page, "Invoices")
+    tour(page, "invoices")
+    page.get_by_label("Status").select_option("overdue")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"status=overdue"))
+    heading(page, "Invoices")
+    tour(page, "invoices-overdue")
+    page.get_by_role("link", name=re.compile(r"^NW-\d{4}-\d{5}$")).first.click()
+    heading(page, re.compile(r"^Invoice NW-"))
+    tour(page, "invoice")
+
+    portal_nav(page, "Subscriptions")
+    heading(page, "Subscriptions")
+    tour(page, "subscriptions")
+
+    portal_nav(page, "Billing details")
+    heading(page, "Billing details")
+    tour(page, "billing-details")
+    page.get_by_label("VAT number").fill("GB123")
+    page.get_by_role("button", name="Save billing details").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "billing-details-error")
+
+    portal_nav(page, "Contacts")
+    heading(page, "Contacts")
+    tour(page, "contacts")
+    for kind in ("billing", "shipping"):
+        portal_nav(page, "Contacts")
+        page.get_by_role("link", name=f"Change {kind} contact").click()
+        heading(page, f"{kind.capitalize()} contact")
+        tour(page, f"contact-{kind}")
+
+    portal_nav(page, "Payment methods")
+    heading(page, "Payment methods")
+    tour(page, "payment-methods")
+    page.get_by_role("link", name="Add a card").click()
+    heading(page, "Add a card")
+    tour(page, "add-card")
+    page.get_by_label("Name on card").fill("Declined Card")
+    page.get_by_label("Card number").fill("4000 0000 0000 0002")
+    page.get_by_label("Month (MM)").fill("12")
+    page.get_by_label("Year (YY)").fill("39")
+    page.get_by_label("Security code").fill("123")
+    page.get_by_role("button", name="Add card").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "add-card-declined")
+
+    page.goto(portal.url(portal.groups[ACME_UK].path + "/no-such-page"))
+    heading(page, "Page not found")
+    tour(page, "not-found")
+
+    page.goto(portal.link(ACME_UK) + "/overview")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("You have signed out.")).to_be_visible()
+    tour(page, "signed-out")
+
+    page.goto(link)
+    heading(page, "This sign-in link cannot be used")
+    tour(page, "link-invalid")
+
+    page.goto(portal.link(LEGACY))
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "unavailable")
+
+    tour.finish()
+
+
+def test_every_staff_page(new_context: NewContext, portal: Portal):
+    tour = Tour("staff")
+    page = new_context(bypass_csp=True).new_page()
+
+    page.goto(portal.url("/admin/sign-in"))
+    heading(page, "Staff sign-in")
+    tour(page, "sign-in")
+    page.get_by_label("Email address").fill(portal.staff_email)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".error-message, [role=alert]").first).to_be_visible()
+    tour(page, "sign-in-error")
+
+    staff_sign_in(page, portal)
+    tour(page, "home")
+    page.get_by_role("link", name="set up two-step sign-in").click()
+    heading(page, "Set up two-step sign-in")
+    tour(page, "enrol")
+    page.go_back()  # the enrol page has no navigation of its own
+    heading(page, "Billing portal staff")
+
+    nav = page.get_by_role("navigation", name="Staff")
+    nav.get_by_role("link", name="Accounts").click()
+    heading(page, "Accounts")
+    tour(page, "accounts")
+    page.get_by_role("link", name="Add an account").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "account-new")
+    nav.get_by_role("link", name="Accounts").click()
+    page.get_by_role("link", name="Acme Corporation", exact=True).click()
+    heading(page, "Acme Corporation")
+    tour(page, "account")
+    page.get_by_role("link", name="Edit account").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "account-edit")
+    page.go_back()
+    page.get_by_role("link", name="Add a bill group").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "bill-group-new")
+
+    open_bill_group(page, "Acme Corporation", ACME_UK)
+    tour(page, "bill-group")
+    page.get_by_role("link", name="Edit", exact=True).click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "bill-group-edit")
+    page.go_back()
+
+    page.get_by_role("link", name="Access settings").click()
+    heading(page, re.compile(r"^Portal access"))
+    tour(page, "access")
+    page.get_by_label("Email address to check").fill("ap@acme.com")
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator(".check-result")).to_be_visible()
+    tour(page, "access-check")
+    page.get_by_label("Domain", exact=True).fill("gmail.com")
+    page.get_by_role("button", name="Add domain", exact=True).click()
+    expect(page.locator("#domain-error")).to_be_visible()
+    tour(page, "access-error")
+
+    page.get_by_role("link", name=f"Back to {ACME_UK}").click()
+    page.get_by_role("link", name="Audit trail", exact=True).last.click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "bill-group-audit")
+
+    page.get_by_role("link", name="Back to the bill group").or_(
+        page.get_by_role("link", name=ACME_UK, exact=True)
+    ).first.click()
+    heading(page, ACME_UK)
+    page.get_by_role("link", name="Preview portal").click()
+    expect(page.get_by_role("complementary", name="Preview")).to_be_visible()
+    tour(page, "preview-overview")
+    for name in ("Invoices", "Billing details", "Payment methods"):
+        portal_nav(page, name)
+        heading(page, name)
+        tour(page, f"preview-{name.lower().replace(' ', '-')}")
+
+    page.goto(portal.url("/admin/"))
+    nav.get_by_role("link", name="Audit trail").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "audit")
+    nav.get_by_role("link", name="Staff").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "staff-users")
+    page.get_by_role("link", name="Add a staff user").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "staff-user-new")
+    nav.get_by_role("link", name="Staff").click()
+    page.get_by_role("link", name=f"Edit {portal.staff_email}").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "staff-user-edit")
+
+    page.get_by_role("button", name="Sign out").click()
+    heading(page, "Staff sign-in")
+
+    tour.finish()
+
+
+def test_enrol_qr_code_is_visible(new_context: NewContext, portal: Portal):
+    page = new_context().new_page()
+    staff_sign_in(page, portal)
+    page.get_by_role("link", name="set up two-step sign-in").click()
+    image = page.get_by_role("img", name="QR code for your authenticator app")
+    expect(image).to_be_visible()
+    image.evaluate(
+        "img => img.complete || new Promise(done => { img.onload = img.onerror = done; })"
+    )
+    assert image.evaluate("img => img.naturalWidth") > 0, "the QR code image did not load"
