@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
 from admin.guard import bp, staff_required
-from portal import audit, clock, db, sessions
+from portal import audit, clock, db, events, sessions
 from portal.access import (
     AccessError,
     OverlappingRules,
@@ -33,6 +33,7 @@ from portal.access import (
 )
 from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
+from portal.sync import serialize
 
 PAGE = "admin.bill_group_access"
 
@@ -218,8 +219,11 @@ def _add(
         )
     folded = sorted((r for r in deleted if isinstance(r, AccessRule)), key=lambda r: r.id)
     _record(group, "access_rule.add", "added", rule.label)
+    actor = events.staff(g.staff.email)
+    events.access_rule_created(database, group, rule, actor)
     for old in folded:
         _record(group, "access_rule.remove", "folded_in", old.label)
+        events.access_rule_deleted(database, group, serialize.access_rule(old), actor)
     database.commit()
     return rule, folded
 
@@ -289,6 +293,7 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
     if rule is None:
         abort(404)
     label = rule.label
+    gone = serialize.access_rule(rule)
     anchor = "domains" if rule.kind == RuleKind.DOMAIN else "emails"
     # A conditional DELETE, so two people removing the same rule audit it once.
     if database.execute(delete(AccessRule).where(AccessRule.id == rule.id)).rowcount != 1:
@@ -296,6 +301,7 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
         flash(f"{label} had already been removed.")
         return _back(group, anchor)
     _record(group, "access_rule.remove", "removed", label)
+    events.access_rule_deleted(database, group, gone, events.staff(g.staff.email))
     database.commit()
     flash(f"Removed {label}. Anyone it let in is signed out at their next click.")
     return _back(group, anchor)

@@ -64,8 +64,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     viewer.init_app(app)
 
     import admin
+    import api
 
     admin.init_app(app)
+    api.init_app(app)
     if app.debug:
         app.register_blueprint(devmail.bp)
     return app

@@ -63,6 +63,14 @@ DEFAULTS: dict[str, Any] = {
     "CUSTOMER_SESSION_MAX_HOURS": 12,
     "STAFF_SESSION_IDLE_MINUTES": 30,
     "STAFF_SESSION_MAX_HOURS": 8,
+    # API: requests per key, and wrong keys per client IP (over either: 429).
+    "API_LIMIT_PER_KEY": "1200 per minute",
+    "API_AUTH_FAILURE_LIMIT": "20 per 15 minutes; 100 per day",
+    # Webhooks: seconds per attempt, attempts before a delivery is marked failed, and
+    # whether endpoints may resolve to private addresses (empty: only in local dev).
+    "WEBHOOK_TIMEOUT": 5,
+    "WEBHOOK_MAX_ATTEMPTS": 12,
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": None,
     # Babel locale for money and dates.
     "LOCALE": "en_GB",
     # Largest request body we accept, in bytes.

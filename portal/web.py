@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -66,8 +66,25 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
-def error_page(code: int) -> tuple[str, int]:
+def _json_error(code: int, message: str) -> Response | None:
+    """Under a machine prefix (the API registers /api/v1/), errors are JSON, not pages."""
+    prefixes = tuple(current_app.extensions.get("portal.json_error_prefixes", ()))
+    if not prefixes or not request.path.startswith(prefixes):
+        return None
+    names = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    names |= {429: "rate_limited", 500: "internal_error", 503: "unavailable"}
+    response = jsonify(
+        {"error": {"code": names.get(code, "error"), "message": message, "field": None}}
+    )
+    response.status_code = code
+    return response
+
+
+def error_page(code: int) -> tuple[str, int] | Response:
     title, advice = ERROR_TEXT.get(code, ERROR_TEXT[500])
+    as_json = _json_error(code, f"{title}. {advice}")
+    if as_json is not None:
+        return as_json
     try:
         page = render_template("error.html", code=code, title=title, advice=advice)
     except Exception:
@@ -83,8 +100,12 @@ def error_page(code: int) -> tuple[str, int]:
 def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
     if exc.code is None or exc.code < 400:
         return exc.get_response()
-    page, code = error_page(exc.code)
-    response = Response(page, code, mimetype="text/html")
+    shown = error_page(exc.code)
+    if isinstance(shown, Response):
+        response = shown
+    else:
+        page, code = shown
+        response = Response(page, code, mimetype="text/html")
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
@@ -101,13 +122,12 @@ def _csrf_error(exc: CSRFError) -> tuple[str, int]:
     return page, 400
 
 
-def _database_down(exc: Exception) -> tuple[str, int]:
+def _database_down(exc: Exception) -> tuple[str, int] | Response:
     log.error("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
-    page, code = error_page(503)
-    return page, code
+    return error_page(503)
 
 
-def _unexpected(exc: Exception) -> tuple[str, int]:
+def _unexpected(exc: Exception) -> tuple[str, int] | Response:
     if isinstance(exc, HTTPException):  # pragma: no cover - routed to _http_error first
         return _http_error(exc)  # type: ignore[return-value]
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)

@@ -1,4 +1,5 @@
-"""The background worker: decides pending sign-in requests and sends the outbox.
+"""The background worker: decides pending sign-in requests, sends the outbox, and
+delivers webhooks.
 
 `flask --app wsgi worker` runs it; the demo runs it in a thread of the web process.
 """
@@ -8,35 +9,66 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 
 from emails import outbox
-from portal import db, signin
+from portal import db, signin, webhooks
 
 log = logging.getLogger(__name__)
 
 
 def run_once(worker: str | None = None) -> tuple[int, int]:
-    """One pass inside an app context: (requests decided, messages sent)."""
+    """One pass inside an app context: (requests decided, messages sent). Webhooks
+    too, last: see `deliver_webhooks`."""
+    decided, sent = _email_pass(worker)
+    deliver_webhooks(worker)
+    return decided, sent
+
+
+def _email_pass(worker: str | None) -> tuple[int, int]:
     session = db.session()
     decided = signin.evaluate_pending(session)
     sent = outbox.send_due(session, worker)
     return decided, sent
 
 
-def run_forever(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
-    worker = secrets.token_hex(8)
-    stop = stop or threading.Event()
+def deliver_webhooks(worker: str | None = None) -> int:
+    return webhooks.send_due(db.session(), worker)
+
+
+def _loop(
+    app: Flask, interval: float, stop: threading.Event, one_pass: Callable[[], object]
+) -> None:
     while not stop.is_set():
         try:
             with app.app_context():
-                decided, sent = run_once(worker)
+                busy = one_pass()
         except Exception:  # the database may be down: log, wait, try again
             log.exception("worker pass failed")
-            decided = sent = 0
-        if not (decided or sent):
+            busy = False
+        if not busy:
             stop.wait(interval)
+
+
+def run_forever(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
+    """Sign-in email in this thread, webhooks in another: a slow or dead webhook
+    receiver must never hold up someone's sign-in link."""
+    worker = secrets.token_hex(8)
+    stop = stop or threading.Event()
+    hooks = threading.Thread(
+        target=_loop,
+        args=(app, interval, stop, lambda: deliver_webhooks(worker)),
+        name="portal-webhooks",
+        daemon=True,
+    )
+    hooks.start()
+    try:
+        _loop(app, interval, stop, lambda: any(_email_pass(worker)))
+    finally:
+        stop.set()
+        hooks.join(timeout=30)
 
 
 _started = threading.Lock()

@@ -1,5 +1,5 @@
-"""The architecture, checked: the staff face never imports the customer face, and the
-core and emails never import either face."""
+"""The architecture, checked: the staff face and the API never import another face, and
+the core and emails never import any face."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from portal import ROOT
 
-FACES = ("portal.views", "admin")
+FACES = ("portal.views", "admin", "api")
 
 
 def imports_of(path: Path) -> set[str]:
@@ -45,7 +45,12 @@ CORE = [
 
 @pytest.mark.parametrize("path", python_files("admin"), ids=str)
 def test_admin_never_imports_the_customer_views(path):
-    assert forbidden(path, ("portal.views",)) == []
+    assert forbidden(path, ("portal.views", "api")) == []
+
+
+@pytest.mark.parametrize("path", python_files("api"), ids=str)
+def test_the_api_imports_no_other_face(path):
+    assert forbidden(path, ("portal.views", "admin")) == []
 
 
 @pytest.mark.parametrize("path", python_files("emails"), ids=str)
@@ -61,3 +66,4 @@ def test_core_imports_no_face(path):
 def test_the_checks_see_the_files():
     assert len(CORE) >= 10
     assert "portal.views" in forbidden(ROOT / "portal" / "__init__.py", FACES)
+    assert len(python_files("api")) >= 3

@@ -16,6 +16,14 @@ from portal.models.billing import (
     SubscriptionStatus,
 )
 from portal.models.entity import Entity
+from portal.models.integration import (
+    ApiKey,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from portal.models.outbox import OutboxMessage
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
@@ -24,12 +32,14 @@ from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 __all__ = [
     "AccessRule",
     "Account",
+    "ApiKey",
     "AuditEvent",
     "BillGroup",
     "BillingFrequency",
     "Contact",
     "ContactKind",
     "CustomerSession",
+    "DeliveryStatus",
     "DisplayStatus",
     "Entity",
     "Invoice",
@@ -51,4 +61,8 @@ __all__ = [
     "Subscription",
     "SubscriptionItem",
     "SubscriptionStatus",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

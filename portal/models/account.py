@@ -86,6 +86,7 @@ class BillGroup(IdMixin, TimestampMixin, ExternalIdMixin, Base):
         ),
         CheckConstraint("length(currency) = 3 AND upper(currency) = currency", name="currency"),
         Index("ix_bill_groups_account_id", "account_id"),
+        Index("ix_bill_groups_updated", "updated_at", "id"),
     )
 
     public_id: Mapped[str] = mapped_column(
@@ -173,7 +174,10 @@ class BillGroup(IdMixin, TimestampMixin, ExternalIdMixin, Base):
 
 class Contact(IdMixin, TimestampMixin, Base):
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("bill_group_id", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("bill_group_id", "kind"),
+        Index("ix_contacts_updated", "updated_at", "id"),
+    )
 
     bill_group_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("bill_groups.id", ondelete="CASCADE"), nullable=False

@@ -156,6 +156,8 @@ class Invoice(IdMixin, TimestampMixin, ExternalIdMixin, Base):
         Index("ix_invoices_bill_group_issued", "bill_group_id", "issue_date", "id"),
         # Outstanding balance and overdue alerts: open invoices by due date.
         Index("ix_invoices_bill_group_status_due", "bill_group_id", "status", "due_date"),
+        # The API's change feed: ?updated_since=, in (updated_at, id) order.
+        Index("ix_invoices_updated", "updated_at", "id"),
         CheckConstraint("due_date >= issue_date", name="dates"),
         CheckConstraint("subtotal_minor >= 0 AND tax_minor >= 0", name="amounts"),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
@@ -258,6 +260,7 @@ class Payment(IdMixin, TimestampMixin, ExternalIdMixin, Base):
     __tablename__ = "payments"
     __table_args__ = (
         Index("ix_payments_bill_group_received", "bill_group_id", "received_at"),
+        Index("ix_payments_updated", "updated_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount"),
     )
 

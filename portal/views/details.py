@@ -8,7 +8,7 @@ from flask import abort, current_app, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from portal import db, details, notices
+from portal import db, details, events, notices
 from portal.forms import BillingDetailsForm, ContactForm
 from portal.models import Contact, ContactKind
 from portal.views.viewer import Viewer, bp, portal_page, portal_url, record_change
@@ -40,6 +40,9 @@ def billing_details(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
                 changed = [key for key in new if before[key] != new[key]]
                 notices.details_changed(
                     db.session(), group, viewer.email, "billing details", changed, to
+                )
+                events.billing_details_updated(
+                    db.session(), group, events.customer(viewer.email), changed
                 )
                 db.session().commit()
                 flash("Your billing details have been saved.")
@@ -116,6 +119,9 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
                 changed = [key for key in new if before.get(key) != new[key]]
                 notices.details_changed(
                     db.session(), group, viewer.email, f"{kind} contact", changed, to
+                )
+                events.contact_updated(
+                    db.session(), group, contact, events.customer(viewer.email), changed
                 )
                 db.session().commit()
                 flash(f"The {kind} contact has been saved.")

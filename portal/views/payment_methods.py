@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import abort, current_app, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, db, notices, payments
+from portal import audit, db, events, notices, payments
 from portal.forms import ButtonForm, CardForm
 from portal.models import PaymentMethod
 from portal.views.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
@@ -64,6 +64,7 @@ def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
             notices.details_changed(
                 db.session(), group, viewer.email, "payment methods", ["payment method"], to
             )
+            events.payment_method_added(db.session(), group, method, events.customer(viewer.email))
             db.session().commit()
             flash(f"{_label(method)} has been added.")
             return redirect(portal_url("payment_methods"), code=303)
@@ -89,6 +90,9 @@ def make_default(viewer: Viewer, method_id: int) -> BaseResponse:
     _audit(viewer, "payment_method.default", method)
     notices.details_changed(
         db.session(), group, viewer.email, "payment methods", ["default payment method"], to
+    )
+    events.payment_method_default_changed(
+        db.session(), group, method, events.customer(viewer.email)
     )
     db.session().commit()
     flash(f"{_label(method)} is now your default payment method.")

@@ -20,7 +20,7 @@ from flask_login import login_user, logout_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, clock, db, sessions, signin, throttle
+from portal import audit, clock, db, events, sessions, signin, throttle
 from portal.access import AccessError, canonical_email, may_access
 from portal.clock import today
 from portal.forms import ButtonForm, CodeForm, EmailForm
@@ -249,6 +249,7 @@ def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
         actor=challenge.email,
         bill_group_id=group.id,
     )
+    events.signed_in(database, group, challenge.email)
     database.commit()
     # A new session: nothing from before sign-in survives, apart from a new nonce.
     logout_user()

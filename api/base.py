@@ -1,0 +1,270 @@
+"""The API blueprint, its errors, key authentication, request bodies and pagination."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Select, tuple_
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from portal import apikeys, audit, db, throttle
+from portal.models import ApiKey
+
+PREFIX = "/api/v1"
+bp = Blueprint("api", __name__, url_prefix=PREFIX)
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.code = code or ERROR_CODES.get(status, "error")
+        self.errors = errors
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    field: str | None = None,
+    code: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> Response:
+    """The one error shape: {"error": {"code", "message", "field"}}."""
+    body: dict[str, Any] = {
+        "code": code or ERROR_CODES.get(status, "error"),
+        "message": message,
+        "field": field,
+    }
+    if errors:
+        body["errors"] = errors
+    response = jsonify({"error": body})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return error_response(
+        exc.status, exc.message, field=exc.field, code=exc.code, errors=exc.errors
+    )
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- authentication -----------------------------------------------------------------
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A valid, unrevoked key with `scope`: 401 without one, 403 without the scope, 429
+    over its budget. Wrong keys are budgeted per client IP, like every secret check."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ip = audit.client_ip() or "unknown"
+            if not throttle.has_room("api-auth-failures", ip):
+                raise ApiError(429, "Too many failed attempts to authenticate. Wait and retry.")
+            presented = _presented_key()
+            key = apikeys.authenticate(db.session(), presented) if presented else None
+            if key is None:
+                throttle.spend("api-auth-failures", ip)
+                raise ApiError(
+                    401,
+                    "Send a valid API key: Authorization: Bearer bp_..."
+                    if presented is None
+                    else "That API key is not valid or has been revoked.",
+                )
+            if not throttle.within(("api-key", str(key.id))):
+                raise ApiError(429, "This key has made too many requests. Wait and retry.")
+            if scope not in key.scope_set:
+                raise ApiError(403, f"This key does not have the {scope} scope.")
+            g.api_key = key
+            return view(*args, **kwargs)
+
+        wrapper.api_scope = scope  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+def current_key() -> ApiKey:
+    key: ApiKey = g.api_key
+    return key
+
+
+def record(action: str, outcome: str, *, bill_group_id: int | None, detail: str) -> None:
+    """Audit an API write in the caller's transaction: the key's name is the actor."""
+    audit.record(
+        db.session(),
+        action,
+        outcome,
+        actor_type="api",
+        actor=f"key {current_key().name} ({current_key().hint}…)",
+        bill_group_id=bill_group_id,
+        detail=detail[:500],
+    )
+
+
+# --- request bodies -----------------------------------------------------------------
+
+
+def _field(loc: tuple[Any, ...]) -> str | None:
+    return ".".join(str(part) for part in loc) or None
+
+
+def _message(error: dict[str, Any]) -> str:
+    field = _field(error["loc"]) or "body"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{field} is required."
+    if kind == "extra_forbidden":
+        return f"{field} is not a field of this record."
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message if kind == "value_error" else f"{field}: {message}"
+
+
+def body(model: type[M]) -> M:
+    """The JSON request body, validated by `model`: 415 if it is not JSON, 400 if it does
+    not parse, 413 if too large, 422 with the field if a value is wrong."""
+    if not request.is_json:
+        raise ApiError(415, "Send the body as JSON, with Content-Type: application/json.")
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise ApiError(413, "The request body is too large.") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "The body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> ApiError:
+    errors = [{"field": _field(e["loc"]), "message": _message(e)} for e in exc.errors()]
+    first = errors[0]
+    return ApiError(422, first["message"], field=first["field"], errors=errors)
+
+
+# --- lists --------------------------------------------------------------------------
+
+
+def limit_arg() -> int:
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}.", field="limit")
+    return int(raw)
+
+
+def datetime_arg(name: str) -> dt.datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace(" ", "+"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise ApiError(
+            400,
+            f"{name} must be an ISO 8601 time with a zone, like 2026-11-30T09:00:00Z.",
+            field=name,
+        )
+    return value.astimezone(dt.UTC)
+
+
+def _encode_cursor(updated_at: dt.datetime, row_id: int) -> str:
+    raw = json.dumps([updated_at.astimezone(dt.UTC).isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, row_id = json.loads(raw)
+        when = dt.datetime.fromisoformat(stamp)
+        if when.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error):
+        raise ApiError(
+            400,
+            "That cursor is not one this API gave out; start again without it.",
+            field="cursor",
+        ) from None
+    return when, row_id
+
+
+def page(query: Select[Any], model: Any, serialize: Callable[[Any], dict[str, Any]]) -> Response:
+    """One page of `query`, in (updated_at, id) order, so that a client that follows
+    next_cursor (with or without ?updated_since=) sees every record at least once and a
+    record changed meanwhile again at the end."""
+    limit = limit_arg()
+    since = datetime_arg("updated_since")
+    if since is not None:
+        query = query.where(model.updated_at >= since)
+    cursor = request.args.get("cursor")
+    if cursor:
+        when, row_id = _decode_cursor(cursor)
+        query = query.where(tuple_(model.updated_at, model.id) > tuple_(when, row_id))
+    rows = db.session().scalars(query.order_by(model.updated_at, model.id).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].updated_at, rows[-1].id) if more else None
+    return jsonify({"data": [serialize(row) for row in rows], "next_cursor": next_cursor})

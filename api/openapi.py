@@ -1,0 +1,541 @@
+"""The OpenAPI 3.1 document, served at /api/v1/openapi.json.
+
+Request schemas are the pydantic models the API validates with (portal.sync.schemas);
+response schemas are the models below, written to match portal.sync.serialize. They
+forbid extra fields, and tests/api validates every response the suite receives against
+this document, so the document cannot drift from what the API does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from typing import Any, Literal
+
+from flask import Response, jsonify
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from api.base import DEFAULT_LIMIT, ERROR_CODES, MAX_LIMIT, PREFIX, bp
+from portal import webhooks
+from portal.sync import schemas
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Stamped(Out):
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class Entity(Stamped):
+    external_id: str | None
+    name: str
+    legal_name: str | None
+    support_email: str
+    brand_colour: str
+    address: str | None
+    country: str | None
+    vat_number: str | None
+
+
+class Account(Stamped):
+    external_id: str | None
+    name: str
+
+
+class BillGroup(Stamped):
+    external_id: str | None
+    account: str | None
+    entity: str | None
+    name: str
+    currency: str
+    billing_frequency: Literal["monthly", "quarterly", "semiannual", "annual"]
+    contract_start: dt.date
+    contract_end: dt.date | None
+    next_billing_date: dt.date | None
+    auto_pay: bool
+    portal_enabled: bool
+    po_number: str | None
+    vat_number: str | None
+    registration_number: str | None
+    portal_url: str
+
+
+class Contact(Stamped):
+    bill_group: str | None
+    kind: Literal["billing", "shipping"]
+    name: str
+    company: str | None
+    email: str | None
+    phone: str | None
+    line1: str | None
+    line2: str | None
+    city: str | None
+    region: str | None
+    postal_code: str | None
+    country: str | None
+
+
+class Product(Stamped):
+    external_id: str | None
+    entity: str | None
+    name: str
+    description: str | None
+    sku: str | None
+
+
+class SubscriptionItem(Out):
+    product: str | None
+    product_name: str
+    quantity: int
+    unit_price_minor: int
+    amount_minor: int
+
+
+class Subscription(Stamped):
+    external_id: str | None
+    bill_group: str | None
+    status: Literal["trialing", "active", "past_due", "paused", "cancelled"]
+    period: Literal["monthly", "quarterly", "semiannual", "annual"]
+    start_date: dt.date
+    renewal_date: dt.date | None
+    end_date: dt.date | None
+    items: list[SubscriptionItem]
+    amount_per_period_minor: int
+
+
+class InvoiceLine(Out):
+    description: str
+    quantity: str
+    unit_price_minor: int
+    amount_minor: int
+    tax_rate_bp: int
+    tax_minor: int
+    product: str | None
+    period_start: dt.date | None
+    period_end: dt.date | None
+
+
+class Invoice(Stamped):
+    external_id: str | None
+    bill_group: str | None
+    number: str
+    currency: str
+    status: Literal["draft", "open", "paid", "void"]
+    display_status: Literal["draft", "open", "overdue", "paid", "void"]
+    issue_date: dt.date
+    due_date: dt.date
+    period_start: dt.date | None
+    period_end: dt.date | None
+    subtotal_minor: int
+    tax_minor: int
+    total_minor: int
+    amount_paid_minor: int
+    balance_minor: int
+    po_number: str | None
+    memo: str | None
+    lines: list[InvoiceLine]
+
+
+class PaymentApplication(Out):
+    invoice: str | None
+    amount_minor: int
+
+
+class Payment(Stamped):
+    external_id: str | None
+    bill_group: str | None
+    amount_minor: int
+    currency: str
+    status: Literal["succeeded", "pending", "failed", "refunded"]
+    received_at: dt.datetime
+    method_description: str | None
+    reference: str | None
+    payment_method: str | None
+    applications: list[PaymentApplication]
+
+
+class PaymentMethod(Stamped):
+    external_id: str | None
+    bill_group: str | None
+    type: Literal["card", "sepa_debit", "us_bank_account"]
+    brand: str | None
+    last4: str
+    exp_month: int | None
+    exp_year: int | None
+    holder_name: str | None
+    gateway: str
+    gateway_token: str
+    is_default: bool
+
+
+class AccessRule(Out):
+    id: int
+    kind: Literal["domain", "email"]
+    value: str
+    label: str
+    include_subdomains: bool
+    created_by: str
+    created_at: dt.datetime
+
+
+class PortalLink(Out):
+    url: str
+    available: bool
+    portal_enabled: bool
+    contract_active: bool
+
+
+class ErrorItem(Out):
+    field: str | None
+    message: str
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    field: str | None
+    errors: list[ErrorItem] | None = None
+
+
+class Error(Out):
+    error: ErrorBody
+
+
+RECORDS: dict[str, type[Out]] = {
+    "entities": Entity,
+    "accounts": Account,
+    "bill-groups": BillGroup,
+    "products": Product,
+    "subscriptions": Subscription,
+    "invoices": Invoice,
+    "payments": Payment,
+    "payment-methods": PaymentMethod,
+}
+FILTERS = {
+    "bill-groups": ["account"],
+    "subscriptions": ["bill_group"],
+    "invoices": ["bill_group"],
+    "payments": ["bill_group"],
+    "payment-methods": ["bill_group"],
+}
+OUTPUTS: list[type[Out]] = [
+    *RECORDS.values(),
+    Contact,
+    AccessRule,
+    PortalLink,
+    Error,
+]
+INPUTS: list[type[BaseModel]] = [
+    *schemas.UPSERT_BODIES.values(),
+    schemas.ContactIn,
+    schemas.AccessRuleIn,
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["data", "next_cursor"],
+        "properties": {
+            "data": {"type": "array", "items": _ref(name)},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as ?cursor= for the next page; null on the last.",
+            },
+        },
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {
+        str(status): {"description": ERROR_CODES[status].replace("_", " "), **_json(_ref("Error"))}
+        for status in statuses
+    }
+
+
+READ_ERRORS = (401, 403, 429)
+WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429)
+EXTERNAL_ID = {
+    "name": "external_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": schemas.EXTERNAL_ID_PATTERN},
+    "description": "The billing system's own id for the record.",
+}
+KIND = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": list(schemas.CONTACT_KINDS)},
+}
+LIST_PARAMETERS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    },
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "updated_since",
+        "in": "query",
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "Only records changed at or after this time (ISO 8601 with a zone).",
+    },
+]
+
+
+def _filter(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": f"Only records of the {name.replace('_', ' ')} with this external id.",
+    }
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    scope: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    request: str | None = None,
+    tag: str,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "description": f"Needs an API key with the `{scope}` scope.",
+        "responses": responses,
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    if request:
+        operation["requestBody"] = {"required": True, **_json(_ref(request))}
+    return operation
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", " ").split())
+
+
+def _paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for name, out in RECORDS.items():
+        schema, tag, camel = out.__name__, name, _camel(name)
+        body = schemas.UPSERT_BODIES[name].__name__
+        paths[f"/{name}"] = {
+            "get": _operation(
+                f"list{camel}",
+                f"List {name.replace('-', ' ')}, oldest change first",
+                "read",
+                {
+                    "200": {"description": "A page", **_json(_list_of(schema))},
+                    **_errors(400, *READ_ERRORS),
+                },
+                parameters=[*LIST_PARAMETERS, *(_filter(f) for f in FILTERS.get(name, []))],
+                tag=tag,
+            )
+        }
+        paths[f"/{name}/{{external_id}}"] = {
+            "get": _operation(
+                f"get{schema}",
+                f"Read one {schema}",
+                "read",
+                {
+                    "200": {"description": "The record", **_json(_ref(schema))},
+                    **_errors(404, *READ_ERRORS),
+                },
+                parameters=[EXTERNAL_ID],
+                tag=tag,
+            ),
+            "put": _operation(
+                f"put{schema}",
+                f"Create or update a {schema} by external id (idempotent)",
+                "write",
+                {
+                    "200": {"description": "Updated (or unchanged)", **_json(_ref(schema))},
+                    "201": {"description": "Created", **_json(_ref(schema))},
+                    **_errors(*WRITE_ERRORS),
+                },
+                parameters=[EXTERNAL_ID],
+                request=body,
+                tag=tag,
+            ),
+        }
+    paths["/invoices/{external_id}/pdf"] = {
+        "get": _operation(
+            "getInvoicePdf",
+            "The invoice as a PDF",
+            "read",
+            {
+                "200": {
+                    "description": "The PDF",
+                    "content": {
+                        "application/pdf": {"schema": {"type": "string", "format": "binary"}}
+                    },
+                },
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            tag="invoices",
+        )
+    }
+    paths["/bill-groups/{external_id}/portal-link"] = {
+        "get": _operation(
+            "getPortalLink",
+            "The bill group's portal link, to send to the customer",
+            "read",
+            {
+                "200": {"description": "The link", **_json(_ref("PortalLink"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            tag="bill-groups",
+        )
+    }
+    paths["/contacts"] = {
+        "get": _operation(
+            "listContacts",
+            "List contacts, oldest change first: what customers changed",
+            "read",
+            {
+                "200": {"description": "A page", **_json(_list_of("Contact"))},
+                **_errors(400, *READ_ERRORS),
+            },
+            parameters=[*LIST_PARAMETERS, _filter("bill_group")],
+            tag="contacts",
+        )
+    }
+    paths["/bill-groups/{external_id}/contacts"] = {
+        "get": _operation(
+            "listBillGroupContacts",
+            "The bill group's billing and shipping contacts",
+            "read",
+            {
+                "200": {"description": "The contacts", **_json(_list_of("Contact"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            tag="contacts",
+        )
+    }
+    paths["/bill-groups/{external_id}/contacts/{kind}"] = {
+        "get": _operation(
+            "getContact",
+            "One contact of the bill group",
+            "read",
+            {
+                "200": {"description": "The contact", **_json(_ref("Contact"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID, KIND],
+            tag="contacts",
+        ),
+        "put": _operation(
+            "putContact",
+            "Create or replace the contact (the customer's form rules apply)",
+            "write",
+            {
+                "200": {"description": "Updated (or unchanged)", **_json(_ref("Contact"))},
+                "201": {"description": "Created", **_json(_ref("Contact"))},
+                **_errors(*WRITE_ERRORS),
+            },
+            parameters=[EXTERNAL_ID, KIND],
+            request="ContactIn",
+            tag="contacts",
+        ),
+    }
+    rule_id = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    paths["/bill-groups/{external_id}/access-rules"] = {
+        "get": _operation(
+            "listAccessRules",
+            "Who may sign in to the bill group's portal",
+            "read",
+            {
+                "200": {"description": "The rules", **_json(_list_of("AccessRule"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            tag="access-rules",
+        ),
+        "post": _operation(
+            "createAccessRule",
+            "Add one domain or address rule; overlaps are refused with 409",
+            "write",
+            {
+                "201": {"description": "Added", **_json(_ref("AccessRule"))},
+                **_errors(*WRITE_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            request="AccessRuleIn",
+            tag="access-rules",
+        ),
+    }
+    paths["/bill-groups/{external_id}/access-rules/{rule_id}"] = {
+        "delete": _operation(
+            "deleteAccessRule",
+            "Remove a rule; anyone it let in is signed out at their next request",
+            "write",
+            {"204": {"description": "Removed"}, **_errors(404, *READ_ERRORS)},
+            parameters=[EXTERNAL_ID, rule_id],
+            tag="access-rules",
+        )
+    }
+    return paths
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    _, inputs = models_json_schema(
+        [(model, "validation") for model in INPUTS],
+        ref_template="#/components/schemas/{model}",
+    )
+    _, outputs = models_json_schema(
+        [(model, "serialization") for model in OUTPUTS],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = {**inputs.get("$defs", {}), **outputs.get("$defs", {})}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Billing portal API",
+            "version": "1.0.0",
+            "description": (
+                "Keep the portal in step with your billing system. Authenticate with "
+                "`Authorization: Bearer <key>` (admins create keys under Staff → API keys). "
+                "PUT is an idempotent upsert by your own external id; money is integer "
+                "minor units; lists are in (updated_at, id) order with cursor pagination. "
+                f"Webhook events: {', '.join(webhooks.EVENT_TYPES)}; each is signed with "
+                "`Portal-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>`."
+            ),
+        },
+        "servers": [{"url": PREFIX}],
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The document is public: it describes the API and holds no data."""
+    return jsonify(document())

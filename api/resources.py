@@ -1,0 +1,324 @@
+"""The records: list, read and idempotent upsert by external id, for every resource the
+billing system keeps; contacts by bill group and kind; invoice PDFs; portal links."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Response, current_app, jsonify, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.interfaces import LoaderOption
+
+from api.base import ApiError, body, bp, page, record, requires
+from portal import clock, db, invoice_pdf
+from portal.models import (
+    Account,
+    BillGroup,
+    Contact,
+    ContactKind,
+    Entity,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    PaymentApplication,
+    PaymentMethod,
+    Product,
+    Subscription,
+    SubscriptionItem,
+)
+from portal.sync import schemas, serialize, upsert
+
+
+def _base_url() -> str:
+    return str(current_app.config["PORTAL_BASE_URL"])
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind of record as the API exposes it under /api/v1/<name>."""
+
+    name: str
+    model: Any
+    schema: str  # the OpenAPI component name of the record
+    serialize: Callable[[Any], dict[str, Any]]
+    # Loaded with each page, so serialising a page is a fixed number of queries.
+    options: tuple[LoaderOption, ...] = ()
+    # Query parameters naming a parent by external id: (parameter, parent model, column).
+    filters: tuple[tuple[str, Any, Any], ...] = field(default=())
+
+    @property
+    def body(self) -> type[schemas.Body]:
+        return schemas.UPSERT_BODIES[self.name]
+
+
+def _group_filter(model: Any) -> tuple[tuple[str, Any, Any], ...]:
+    return (("bill_group", BillGroup, model.bill_group_id),)
+
+
+RESOURCES: dict[str, Resource] = {
+    r.name: r
+    for r in (
+        Resource("entities", Entity, "Entity", serialize.entity),
+        Resource("accounts", Account, "Account", serialize.account),
+        Resource(
+            "bill-groups",
+            BillGroup,
+            "BillGroup",
+            lambda row: serialize.bill_group(row, _base_url()),
+            (selectinload(BillGroup.account), selectinload(BillGroup.entity)),
+            (("account", Account, BillGroup.account_id),),
+        ),
+        Resource(
+            "products", Product, "Product", serialize.product, (selectinload(Product.entity),)
+        ),
+        Resource(
+            "subscriptions",
+            Subscription,
+            "Subscription",
+            serialize.subscription,
+            (
+                selectinload(Subscription.bill_group),
+                selectinload(Subscription.items).selectinload(SubscriptionItem.product),
+            ),
+            _group_filter(Subscription),
+        ),
+        Resource(
+            "invoices",
+            Invoice,
+            "Invoice",
+            lambda row: serialize.invoice(row, clock.today()),
+            (
+                selectinload(Invoice.bill_group),
+                selectinload(Invoice.lines).selectinload(InvoiceLine.product),
+            ),
+            _group_filter(Invoice),
+        ),
+        Resource(
+            "payments",
+            Payment,
+            "Payment",
+            serialize.payment,
+            (
+                selectinload(Payment.bill_group),
+                selectinload(Payment.payment_method),
+                selectinload(Payment.applications).selectinload(PaymentApplication.invoice),
+            ),
+            _group_filter(Payment),
+        ),
+        Resource(
+            "payment-methods",
+            PaymentMethod,
+            "PaymentMethod",
+            serialize.payment_method,
+            (selectinload(PaymentMethod.bill_group),),
+            _group_filter(PaymentMethod),
+        ),
+    )
+}
+
+
+def _external_id(external_id: str) -> str:
+    if not schemas.is_external_id(external_id):
+        raise ApiError(404, "No record has that external id: ids are 1-100 of A-Z a-z 0-9 . _ : -")
+    return external_id
+
+
+def _one(resource: Resource, external_id: str) -> Any:
+    found = db.session().scalar(
+        select(resource.model)
+        .where(resource.model.external_id == _external_id(external_id))
+        .options(*resource.options)
+    )
+    if found is None:
+        raise ApiError(404, f"There is no {resource.schema} with external id {external_id!r}.")
+    return found
+
+
+def _filtered(resource: Resource) -> Any:
+    query = select(resource.model).options(*resource.options)
+    for parameter, parent, column in resource.filters:
+        value = request.args.get(parameter)
+        if value is None:
+            continue
+        parent_id = db.session().scalar(select(parent.id).where(parent.external_id == value))
+        # An unknown parent is an empty list, not an error: it may simply not exist yet.
+        query = query.where(column == (parent_id if parent_id is not None else -1))
+    return query
+
+
+def _bill_group_id(row: Any) -> int | None:
+    if isinstance(row, BillGroup):
+        return row.id
+    return getattr(row, "bill_group_id", None)
+
+
+def _write(action: str, detail: str, apply: Callable[[], upsert.Upserted]) -> upsert.Upserted:
+    """Run an upsert and commit it with its audit row. A unique-key race with another
+    request (the same new external id at once) is retried once, when it is an update."""
+    session = db.session()
+    for attempt in (1, 2):
+        try:
+            result = apply()
+            if result.changed:
+                record(
+                    action,
+                    "created" if result.created else "updated",
+                    bill_group_id=_bill_group_id(result.record),
+                    detail=detail,
+                )
+            session.commit()
+            return result
+        except upsert.SyncError as exc:
+            session.rollback()
+            status = 409 if exc.code == "conflict" else 422
+            raise ApiError(status, exc.message, field=exc.field) from None
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise ApiError(409, "The record clashes with another one; retry.") from None
+    raise AssertionError("unreachable")
+
+
+def _upserted(resource: Resource, result: upsert.Upserted) -> tuple[Response, int]:
+    session = db.session()
+    session.expire_all()
+    fresh = _one(resource, result.record.external_id)
+    response = jsonify(resource.serialize(fresh))
+    if result.created:
+        response.headers["Location"] = url_for(
+            "api.get_record", resource=resource.name, external_id=fresh.external_id
+        )
+    return response, 201 if result.created else 200
+
+
+def _resource(name: str) -> Resource:
+    found = RESOURCES.get(name)
+    if found is None:
+        raise ApiError(404, f"There is no resource {name!r} in this API.")
+    return found
+
+
+# One set of routes for every resource: /<resource> and /<resource>/<external_id>.
+ANY_RESOURCE = "<any(" + ", ".join(f'"{name}"' for name in RESOURCES) + "):resource>"
+
+
+@bp.get(f"/{ANY_RESOURCE}")
+@requires("read")
+def list_records(resource: str) -> Response:
+    found = _resource(resource)
+    return page(_filtered(found), found.model, found.serialize)
+
+
+@bp.get(f"/{ANY_RESOURCE}/<external_id>")
+@requires("read")
+def get_record(resource: str, external_id: str) -> Response:
+    found = _resource(resource)
+    return jsonify(found.serialize(_one(found, external_id)))
+
+
+@bp.put(f"/{ANY_RESOURCE}/<external_id>")
+@requires("write")
+def put_record(resource: str, external_id: str) -> tuple[Response, int]:
+    found = _resource(resource)
+    external_id = _external_id(external_id)
+    data = body(found.body)
+    apply = upsert.UPSERTS[found.name]
+    result = _write(
+        f"api.{found.name}.put", external_id, lambda: apply(db.session(), external_id, data)
+    )
+    return _upserted(found, result)
+
+
+# --- invoice PDFs ---------------------------------------------------------------------
+
+
+@bp.get("/invoices/<external_id>/pdf")
+@requires("read")
+def invoice_pdf_download(external_id: str) -> Response:
+    found = _one(RESOURCES["invoices"], external_id)
+    pdf = invoice_pdf.render(found, today=clock.today(), locale=current_app.config["LOCALE"])
+    response = Response(pdf, mimetype="application/pdf")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in found.number)
+    response.headers["Content-Disposition"] = f'attachment; filename="{safe}.pdf"'
+    return response
+
+
+# --- bill groups: portal link and contacts --------------------------------------------
+
+
+def bill_group_or_404(external_id: str) -> BillGroup:
+    found: BillGroup = _one(RESOURCES["bill-groups"], external_id)
+    return found
+
+
+@bp.get("/bill-groups/<external_id>/portal-link")
+@requires("read")
+def portal_link(external_id: str) -> Response:
+    group = bill_group_or_404(external_id)
+    today = clock.today()
+    return jsonify(
+        {
+            "url": serialize.portal_url(group, _base_url()),
+            "available": bool(group.portal_available(today)),
+            "portal_enabled": group.portal_enabled,
+            "contract_active": bool(group.has_active_contract(today)),
+        }
+    )
+
+
+CONTACT_OPTIONS = (selectinload(Contact.bill_group),)
+
+
+@bp.get("/contacts")
+@requires("read")
+def list_contacts() -> Response:
+    query = select(Contact).options(*CONTACT_OPTIONS)
+    value = request.args.get("bill_group")
+    if value is not None:
+        group_id = db.session().scalar(select(BillGroup.id).where(BillGroup.external_id == value))
+        query = query.where(Contact.bill_group_id == (group_id if group_id is not None else -1))
+    return page(query, Contact, serialize.contact)
+
+
+def _kind(kind: str) -> str:
+    if kind not in schemas.CONTACT_KINDS:
+        raise ApiError(404, "Contacts are billing or shipping.")
+    return kind
+
+
+@bp.get("/bill-groups/<external_id>/contacts")
+@requires("read")
+def bill_group_contacts(external_id: str) -> Response:
+    group = bill_group_or_404(external_id)
+    rows = sorted(group.contacts, key=lambda c: c.kind.value)
+    return jsonify({"data": [serialize.contact(row) for row in rows], "next_cursor": None})
+
+
+@bp.get("/bill-groups/<external_id>/contacts/<kind>")
+@requires("read")
+def get_contact(external_id: str, kind: str) -> Response:
+    group = bill_group_or_404(external_id)
+    found = group.contact(ContactKind(_kind(kind)))
+    if found is None:
+        raise ApiError(404, f"This bill group has no {kind} contact.")
+    return jsonify(serialize.contact(found))
+
+
+@bp.put("/bill-groups/<external_id>/contacts/<kind>")
+@requires("write")
+def put_contact(external_id: str, kind: str) -> tuple[Response, int]:
+    group = bill_group_or_404(external_id)
+    kind = _kind(kind)
+    data = body(schemas.ContactIn)
+    result = _write(
+        f"api.contacts.{kind}.put",
+        external_id,
+        lambda: upsert.contact(db.session(), group, kind, data),
+    )
+    db.session().expire_all()
+    fresh = bill_group_or_404(external_id).contact(ContactKind(kind))
+    return jsonify(serialize.contact(fresh)), 201 if result.created else 200

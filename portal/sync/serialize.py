@@ -1,0 +1,223 @@
+"""Records as the billing system reads them: the JSON of the API's responses, of the
+export, and of the objects inside webhook events. References are external ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from portal.models import (
+    AccessRule,
+    Account,
+    BillGroup,
+    Contact,
+    Entity,
+    Invoice,
+    Payment,
+    PaymentMethod,
+    Product,
+    Subscription,
+)
+
+
+def iso(value: dt.datetime | dt.date | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return value.isoformat()
+
+
+def _ref(record: Any) -> str | None:
+    return None if record is None else record.external_id
+
+
+def _stamps(record: Any) -> dict[str, Any]:
+    return {"created_at": iso(record.created_at), "updated_at": iso(record.updated_at)}
+
+
+def entity(record: Entity) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "name": record.name,
+        "legal_name": record.legal_name,
+        "support_email": record.support_email,
+        "brand_colour": record.brand_colour,
+        "address": record.address,
+        "country": record.country,
+        "vat_number": record.vat_number,
+        **_stamps(record),
+    }
+
+
+def account(record: Account) -> dict[str, Any]:
+    return {"external_id": record.external_id, "name": record.name, **_stamps(record)}
+
+
+def bill_group(record: BillGroup, base_url: str) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "account": _ref(record.account),
+        "entity": _ref(record.entity),
+        "name": record.name,
+        "currency": record.currency,
+        "billing_frequency": record.billing_frequency.value,
+        "contract_start": iso(record.contract_start),
+        "contract_end": iso(record.contract_end),
+        "next_billing_date": iso(record.next_billing_date),
+        "auto_pay": record.auto_pay,
+        "portal_enabled": record.portal_enabled,
+        "po_number": record.po_number,
+        "vat_number": record.vat_number,
+        "registration_number": record.registration_number,
+        "portal_url": portal_url(record, base_url),
+        **_stamps(record),
+    }
+
+
+def portal_url(record: BillGroup, base_url: str) -> str:
+    return f"{base_url}/p/{record.public_id}"
+
+
+CONTACT_FIELDS = (
+    "name",
+    "company",
+    "email",
+    "phone",
+    "line1",
+    "line2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+)
+
+
+def contact(record: Contact) -> dict[str, Any]:
+    return {
+        "bill_group": _ref(record.bill_group),
+        "kind": record.kind.value,
+        **{field: getattr(record, field) for field in CONTACT_FIELDS},
+        **_stamps(record),
+    }
+
+
+def product(record: Product) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "entity": _ref(record.entity),
+        "name": record.name,
+        "description": record.description,
+        "sku": record.sku,
+        **_stamps(record),
+    }
+
+
+def subscription(record: Subscription) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "bill_group": _ref(record.bill_group),
+        "status": record.status.value,
+        "period": record.period.value,
+        "start_date": iso(record.start_date),
+        "renewal_date": iso(record.renewal_date),
+        "end_date": iso(record.end_date),
+        "items": [
+            {
+                "product": _ref(item.product),
+                "product_name": item.product.name,
+                "quantity": item.quantity,
+                "unit_price_minor": item.unit_price_minor,
+                "amount_minor": item.amount_minor,
+            }
+            for item in record.items
+        ],
+        "amount_per_period_minor": record.amount_per_period_minor,
+        **_stamps(record),
+    }
+
+
+def invoice(record: Invoice, today: dt.date) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "bill_group": _ref(record.bill_group),
+        "number": record.number,
+        "currency": record.currency,
+        "status": record.status.value,
+        "display_status": record.display_status(today).value,
+        "issue_date": iso(record.issue_date),
+        "due_date": iso(record.due_date),
+        "period_start": iso(record.period_start),
+        "period_end": iso(record.period_end),
+        "subtotal_minor": record.subtotal_minor,
+        "tax_minor": record.tax_minor,
+        "total_minor": record.total_minor,
+        "amount_paid_minor": record.amount_paid_minor,
+        "balance_minor": record.balance_minor,
+        "po_number": record.po_number,
+        "memo": record.memo,
+        "lines": [
+            {
+                "description": line.description,
+                # A string, so 0.1 stays 0.1: JSON numbers are binary floats to many readers.
+                "quantity": format(line.quantity.normalize(), "f"),
+                "unit_price_minor": line.unit_price_minor,
+                "amount_minor": line.amount_minor,
+                "tax_rate_bp": line.tax_rate_bp,
+                "tax_minor": line.tax_minor,
+                "product": _ref(line.product),
+                "period_start": iso(line.period_start),
+                "period_end": iso(line.period_end),
+            }
+            for line in record.lines
+        ],
+        **_stamps(record),
+    }
+
+
+def payment(record: Payment) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "bill_group": _ref(record.bill_group),
+        "amount_minor": record.amount_minor,
+        "currency": record.currency,
+        "status": record.status.value,
+        "received_at": iso(record.received_at),
+        "method_description": record.method_description,
+        "reference": record.reference,
+        "payment_method": _ref(record.payment_method),
+        "applications": [
+            {"invoice": _ref(application.invoice), "amount_minor": application.amount_minor}
+            for application in sorted(record.applications, key=lambda a: a.invoice_id)
+        ],
+        **_stamps(record),
+    }
+
+
+def payment_method(record: PaymentMethod) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "bill_group": _ref(record.bill_group),
+        "type": record.type.value,
+        "brand": record.brand,
+        "last4": record.last4,
+        "exp_month": record.exp_month,
+        "exp_year": record.exp_year,
+        "holder_name": record.holder_name,
+        "gateway": record.gateway,
+        "gateway_token": record.gateway_token,
+        "is_default": record.is_default,
+        **_stamps(record),
+    }
+
+
+def access_rule(record: AccessRule) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "kind": record.kind.value,
+        "value": record.value,
+        "label": record.label,
+        "include_subdomains": record.include_subdomains,
+        "created_by": record.created_by,
+        "created_at": iso(record.created_at),
+    }

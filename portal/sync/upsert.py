@@ -1,0 +1,396 @@
+"""Writing what the billing system sends: one idempotent upsert per record, keyed by the
+billing system's external id. Sending the same record twice changes nothing the second
+time (not even updated_at). The caller commits; on SyncError nothing has been flushed
+that the caller must undo beyond a rollback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from portal import payments
+from portal.models import (
+    Account,
+    BillGroup,
+    Contact,
+    ContactKind,
+    Entity,
+    Invoice,
+    InvoiceLine,
+    Payment,
+    PaymentApplication,
+    PaymentMethod,
+    Product,
+    Subscription,
+    SubscriptionItem,
+)
+from portal.sync import schemas
+
+T = TypeVar("T")
+
+
+class SyncError(Exception):
+    """A record that cannot be written. `code` says which kind, for the HTTP status:
+    "invalid" (422: a reference or value the database refuses), "conflict" (409: it
+    clashes with another record)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Upserted:
+    record: Any
+    created: bool
+    changed: bool
+
+
+def find(db: Session, model: type[T], external_id: str) -> T | None:
+    return db.scalar(select(model).where(model.external_id == external_id))  # type: ignore[attr-defined]
+
+
+def _reference(db: Session, model: type[T], external_id: str, field: str) -> T:
+    record = find(db, model, external_id)
+    if record is None:
+        what = model.__tablename__.removesuffix("s").replace("_", " ")  # type: ignore[attr-defined]
+        raise SyncError("invalid", f"There is no {what} with external id {external_id!r}.", field)
+    return record
+
+
+def _assign(record: Any, values: dict[str, Any]) -> bool:
+    """Set only what differs, so an unchanged record is not written at all."""
+    changed = False
+    for key, value in values.items():
+        if getattr(record, key) != value:
+            setattr(record, key, value)
+            changed = True
+    return changed
+
+
+def _get_or_new(db: Session, model: type[T], external_id: str) -> tuple[T, bool]:
+    record = find(db, model, external_id)
+    if record is not None:
+        return record, False
+    record = model(external_id=external_id)  # type: ignore[call-arg]
+    return record, True
+
+
+def _finish(db: Session, record: Any, created: bool, changed: bool) -> Upserted:
+    if created:
+        db.add(record)
+    db.flush()
+    return Upserted(record, created, created or changed)
+
+
+# --- the records ----------------------------------------------------------------------
+
+
+def entity(db: Session, external_id: str, body: schemas.EntityIn) -> Upserted:
+    record, created = _get_or_new(db, Entity, external_id)
+    changed = _assign(record, body.model_dump())
+    return _finish(db, record, created, changed)
+
+
+def account(db: Session, external_id: str, body: schemas.AccountIn) -> Upserted:
+    record, created = _get_or_new(db, Account, external_id)
+    changed = _assign(record, body.model_dump())
+    return _finish(db, record, created, changed)
+
+
+def bill_group(db: Session, external_id: str, body: schemas.BillGroupIn) -> Upserted:
+    owner = _reference(db, Account, body.account, "account")
+    seller = _reference(db, Entity, body.entity, "entity")
+    record, created = _get_or_new(db, BillGroup, external_id)
+    if not created and (record.entity_id != seller.id or record.currency != body.currency):
+        has_invoices = db.scalar(
+            select(Invoice.id).where(Invoice.bill_group_id == record.id).limit(1)
+        )
+        if has_invoices is not None:
+            raise SyncError(
+                "conflict",
+                "This bill group has invoices: its entity and currency can no longer change.",
+                "currency" if record.currency != body.currency else "entity",
+            )
+    values = body.model_dump(exclude={"account", "entity"})
+    values |= {"account_id": owner.id, "entity_id": seller.id}
+    changed = _assign(record, values)
+    if changed and not created:
+        # The relationships follow the new ids on their next load.
+        db.expire(record, ["account", "entity"])
+    return _finish(db, record, created, changed)
+
+
+def contact(db: Session, group: BillGroup, kind: str, body: schemas.ContactIn) -> Upserted:
+    record = db.scalar(
+        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == kind)
+    )
+    created = record is None
+    if record is None:
+        record = Contact(bill_group=group, kind=ContactKind(kind))
+    changed = _assign(record, body.model_dump())
+    return _finish(db, record, created, changed)
+
+
+def product(db: Session, external_id: str, body: schemas.ProductIn) -> Upserted:
+    seller = _reference(db, Entity, body.entity, "entity")
+    record, created = _get_or_new(db, Product, external_id)
+    values = body.model_dump(exclude={"entity"}) | {"entity_id": seller.id}
+    changed = _assign(record, values)
+    return _finish(db, record, created, changed)
+
+
+def _products(
+    db: Session, group: BillGroup, external_ids: Sequence[str | None], field: str
+) -> dict[str, Product]:
+    """The products named, each checked to belong to the bill group's entity."""
+    wanted = {ext for ext in external_ids if ext is not None}
+    found = {
+        p.external_id: p
+        for p in db.scalars(select(Product).where(Product.external_id.in_(wanted)))
+        if p.external_id is not None
+    }
+    for index, ext in enumerate(external_ids):
+        if ext is None:
+            continue
+        item = found.get(ext)
+        if item is None:
+            raise SyncError(
+                "invalid", f"There is no product with external id {ext!r}.", f"{field}.{index}"
+            )
+        if item.entity_id != group.entity_id:
+            raise SyncError(
+                "invalid",
+                f"Product {ext!r} belongs to another seller than the bill group.",
+                f"{field}.{index}.product",
+            )
+    return found
+
+
+def _same_group(record: Any, group: BillGroup, created: bool, what: str) -> None:
+    if not created and record.bill_group_id != group.id:
+        raise SyncError(
+            "conflict", f"This {what} belongs to another bill group; it cannot move.", "bill_group"
+        )
+
+
+def subscription(db: Session, external_id: str, body: schemas.SubscriptionIn) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+    record, created = _get_or_new(db, Subscription, external_id)
+    _same_group(record, group, created, "subscription")
+    found = _products(db, group, [item.product for item in body.items], "items")
+    values = body.model_dump(exclude={"bill_group", "items"}) | {"bill_group_id": group.id}
+    changed = _assign(record, values)
+    wanted = [(found[i.product].id, i.quantity, i.unit_price_minor) for i in body.items]
+    current = [(i.product_id, i.quantity, i.unit_price_minor) for i in record.items]
+    if wanted != current:
+        _replace(db, record.items, created)
+        for product_id, quantity, unit_price in wanted:
+            record.items.append(
+                SubscriptionItem(
+                    product_id=product_id, quantity=quantity, unit_price_minor=unit_price
+                )
+            )
+        changed = True
+        _touch(record)
+    return _finish(db, record, created, changed)
+
+
+def _replace(db: Session, children: list[Any], created: bool) -> None:
+    """Remove the old children and flush, so their unique keys are free for the new."""
+    children.clear()
+    if not created:
+        db.flush()
+
+
+def _touch(record: Any) -> None:
+    # A change to the children only is still a change to the record.
+    record.updated_at = dt.datetime.now(dt.UTC)
+
+
+def invoice(db: Session, external_id: str, body: schemas.InvoiceIn) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+    if body.currency is not None and body.currency != group.currency:
+        raise SyncError(
+            "invalid",
+            f"The bill group is billed in {group.currency}; the invoice must be too.",
+            "currency",
+        )
+    record, created = _get_or_new(db, Invoice, external_id)
+    _same_group(record, group, created, "invoice")
+    same_number = select(Invoice.id).where(
+        Invoice.entity_id == group.entity_id, Invoice.number == body.number
+    )
+    if not created:
+        same_number = same_number.where(Invoice.id != record.id)
+    if db.scalar(same_number.limit(1)) is not None:
+        raise SyncError(
+            "conflict",
+            f"Invoice number {body.number} is already used by another invoice of this seller.",
+            "number",
+        )
+    found = _products(db, group, [line.product for line in body.lines], "lines")
+    values = body.model_dump(exclude={"bill_group", "lines", "currency", "total_minor"})
+    values |= {"bill_group_id": group.id, "entity_id": group.entity_id, "currency": group.currency}
+    wanted = [
+        (
+            position,
+            line.description,
+            line.quantity,
+            line.unit_price_minor,
+            line.amount_minor,
+            line.tax_rate_bp,
+            line.tax_minor,
+            found[line.product].id if line.product else None,
+            line.period_start,
+            line.period_end,
+        )
+        for position, line in enumerate(body.lines, start=1)
+    ]
+    current = [
+        (
+            line.position,
+            line.description,
+            line.quantity,
+            line.unit_price_minor,
+            line.amount_minor,
+            line.tax_rate_bp,
+            line.tax_minor,
+            line.product_id,
+            line.period_start,
+            line.period_end,
+        )
+        for line in record.lines
+    ]
+    lines_changed = wanted != current
+    if lines_changed:
+        _replace(db, record.lines, created)
+        for row in wanted:
+            record.lines.append(
+                InvoiceLine(
+                    position=row[0],
+                    description=row[1],
+                    quantity=row[2],
+                    unit_price_minor=row[3],
+                    amount_minor=row[4],
+                    tax_rate_bp=row[5],
+                    tax_minor=row[6],
+                    product_id=row[7],
+                    period_start=row[8],
+                    period_end=row[9],
+                )
+            )
+    subtotal = sum(line.amount_minor for line in body.lines)
+    tax = sum(line.tax_minor for line in body.lines)
+    values |= {"subtotal_minor": subtotal, "tax_minor": tax, "total_minor": subtotal + tax}
+    if body.status.value == "void" and record.voided_at is None:
+        values["voided_at"] = dt.datetime.now(dt.UTC)
+    elif body.status.value != "void":
+        values["voided_at"] = None
+    changed = _assign(record, values)
+    if lines_changed and not changed and not created:
+        _touch(record)
+    return _finish(db, record, created, changed or lines_changed)
+
+
+def payment(db: Session, external_id: str, body: schemas.PaymentIn) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+    if body.currency != group.currency:
+        raise SyncError(
+            "invalid",
+            f"The bill group is billed in {group.currency}; the payment must be too.",
+            "currency",
+        )
+    record, created = _get_or_new(db, Payment, external_id)
+    _same_group(record, group, created, "payment")
+    method_id = None
+    if body.payment_method is not None:
+        method = _reference(db, PaymentMethod, body.payment_method, "payment_method")
+        if method.bill_group_id != group.id:
+            raise SyncError(
+                "invalid", "That payment method belongs to another bill group.", "payment_method"
+            )
+        method_id = method.id
+    invoices = {
+        inv.external_id: inv
+        for inv in db.scalars(
+            select(Invoice).where(Invoice.external_id.in_([a.invoice for a in body.applications]))
+        )
+    }
+    wanted = []
+    for index, application in enumerate(body.applications):
+        target = invoices.get(application.invoice)
+        field = f"applications.{index}.invoice"
+        if target is None:
+            raise SyncError(
+                "invalid", f"There is no invoice with external id {application.invoice!r}.", field
+            )
+        if target.bill_group_id != group.id:
+            raise SyncError("invalid", "That invoice belongs to another bill group.", field)
+        wanted.append((target.id, application.amount_minor))
+    values = body.model_dump(exclude={"bill_group", "payment_method", "applications"})
+    values |= {"bill_group_id": group.id, "payment_method_id": method_id}
+    changed = _assign(record, values)
+    current = sorted((a.invoice_id, a.amount_minor) for a in record.applications)
+    if sorted(wanted) != current:
+        _replace(db, record.applications, created)
+        for invoice_id, amount in wanted:
+            record.applications.append(
+                PaymentApplication(invoice_id=invoice_id, amount_minor=amount)
+            )
+        if not changed and not created:
+            _touch(record)
+        changed = True
+    return _finish(db, record, created, changed)
+
+
+def payment_method(db: Session, external_id: str, body: schemas.PaymentMethodIn) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+    record, created = _get_or_new(db, PaymentMethod, external_id)
+    _same_group(record, group, created, "payment method")
+    clash = db.scalar(
+        select(PaymentMethod.id).where(
+            PaymentMethod.gateway == body.gateway,
+            PaymentMethod.gateway_token == body.gateway_token,
+        )
+    )
+    if clash is not None and (created or clash != record.id):
+        raise SyncError(
+            "conflict", "Another payment method already has that gateway token.", "gateway_token"
+        )
+    values = body.model_dump(exclude={"bill_group", "is_default"}) | {"bill_group_id": group.id}
+    changed = _assign(record, values)
+    if created:
+        record.is_default = False
+        db.add(record)
+        db.flush()
+    if body.is_default and not record.is_default:
+        # The same path as the customer's "make default": one default, under a lock.
+        payments.set_default(db, group, record.id)
+        changed = True
+    elif not body.is_default and record.is_default:
+        record.is_default = False
+        changed = True
+    db.flush()
+    return Upserted(record, created, created or changed)
+
+
+# What each resource name upserts with; contacts are keyed by bill group and kind instead.
+UPSERTS = {
+    "entities": entity,
+    "accounts": account,
+    "bill-groups": bill_group,
+    "products": product,
+    "subscriptions": subscription,
+    "invoices": invoice,
+    "payments": payment,
+    "payment-methods": payment_method,
+}

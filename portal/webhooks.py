@@ -1,0 +1,378 @@
+"""Webhooks: the billing system hears what customers (and staff) changed.
+
+`emit` writes an event, and one delivery per subscribed endpoint, in the caller's
+transaction: a change and its announcement commit together or not at all. The worker
+(`send_due`) claims due deliveries with a lease (one conditional UPDATE each, so two
+workers never send the same one), POSTs the JSON with an HMAC-SHA256 signature over the
+timestamp and body, and retries failures with exponential backoff. Every attempt is
+logged. Retries and resends carry the same event id, so a receiver that deduplicates by
+it sees each event exactly once.
+
+Signature header, as Stripe does it: `Portal-Signature: t=<unix seconds>,v1=<hex>`,
+where hex = HMAC-SHA256(secret, f"{t}.{body}"). Receivers reject a t outside their
+replay window (`verify` uses five minutes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from portal import clock, crypto
+from portal.config import is_local
+from portal.models import (
+    BillGroup,
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = (
+    "portal.signed_in",
+    "contact.updated",
+    "billing_details.updated",
+    "payment_method.added",
+    "payment_method.default_changed",
+    "access_rule.created",
+    "access_rule.deleted",
+)
+SIGNATURE_HEADER = "Portal-Signature"
+REPLAY_WINDOW = 300
+LEASE = dt.timedelta(seconds=60)
+MAX_BACKOFF = dt.timedelta(hours=6)
+SECRET_PURPOSE = "portal webhook secret"
+USER_AGENT = "billing-portal-webhooks/1"
+
+
+# --- signing ------------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: int = REPLAY_WINDOW,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: the signature matches and the timestamp is recent."""
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).partition(",v1=")[2]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+# --- endpoints ----------------------------------------------------------------------
+
+
+class WebhookURLError(ValueError):
+    pass
+
+
+def check_url(url: str) -> str:
+    """An endpoint URL we will POST to: https (http only in local development), a host,
+    no credentials, at most 2000 characters."""
+    url = (url or "").strip()
+    if not url or len(url) > 2000:
+        raise WebhookURLError("Enter a URL of at most 2000 characters.")
+    parts = urlsplit(url)
+    allowed = ("https", "http") if is_local(current_app) else ("https",)
+    if parts.scheme not in allowed:
+        raise WebhookURLError("The URL must start with https://.")
+    if not parts.hostname:
+        raise WebhookURLError("The URL must name a host, like https://billing.example.com/hooks.")
+    if parts.username or parts.password:
+        raise WebhookURLError("Put no user name or password in the URL; the signature is enough.")
+    if any(ch.isspace() for ch in url):
+        raise WebhookURLError("The URL cannot contain spaces.")
+    return url
+
+
+def create_endpoint(
+    db: Session, url: str, events: set[str], created_by: str, description: str | None = None
+) -> tuple[str, WebhookEndpoint]:
+    """A new endpoint and its signing secret (shown once); the caller commits."""
+    unknown = events - set(EVENT_TYPES)
+    if unknown or not events:
+        raise ValueError("Choose at least one event.")
+    secret = new_secret()
+    endpoint = WebhookEndpoint(
+        url=check_url(url),
+        description=(description or "").strip()[:200] or None,
+        secret_sealed=crypto.seal(SECRET_PURPOSE, secret),
+        events=" ".join(e for e in EVENT_TYPES if e in events),
+        created_by=created_by,
+    )
+    db.add(endpoint)
+    return secret, endpoint
+
+
+def endpoint_secret(endpoint: WebhookEndpoint) -> str:
+    return crypto.unseal(SECRET_PURPOSE, endpoint.secret_sealed)
+
+
+# --- events -------------------------------------------------------------------------
+
+
+def emit(
+    db: Session,
+    event_type: str,
+    bill_group: BillGroup | None,
+    obj: dict[str, Any] | None,
+    *,
+    actor: dict[str, Any],
+    changed: list[str] | None = None,
+) -> WebhookEvent | None:
+    """Queue an event for every active endpoint that takes it, in the caller's
+    transaction. None when no endpoint wants it (nothing is stored)."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    endpoints = [
+        e
+        for e in db.scalars(select(WebhookEndpoint).where(WebhookEndpoint.is_active.is_(True)))
+        if event_type in e.event_set
+    ]
+    if not endpoints:
+        return None
+    now = clock.now()
+    public_id = "evt_" + secrets.token_hex(12)
+    data: dict[str, Any] = {"actor": actor, "object": obj}
+    if bill_group is not None:
+        data["bill_group"] = {
+            "external_id": bill_group.external_id,
+            "name": bill_group.name,
+            "public_id": bill_group.public_id,
+        }
+    if changed is not None:
+        data["changed"] = changed
+    payload = {
+        "id": public_id,
+        "type": event_type,
+        "api_version": "v1",
+        "created_at": now.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    event = WebhookEvent(
+        public_id=public_id,
+        type=event_type,
+        bill_group_id=bill_group.id if bill_group is not None else None,
+        payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str),
+        created_at=now,
+    )
+    db.add(event)
+    for endpoint in endpoints:
+        db.add(WebhookDelivery(event=event, endpoint=endpoint, next_attempt_at=now, created_at=now))
+    return event
+
+
+# --- delivery -----------------------------------------------------------------------
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """30 s, 1 min, 2 min ... capped at 6 hours."""
+    return min(dt.timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
+    return and_(
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now),
+    )
+
+
+def claim(db: Session, worker: str, limit: int = 20) -> list[WebhookDelivery]:
+    now = clock.now()
+    candidates = db.scalars(
+        select(WebhookDelivery.id)
+        .where(_due(now))
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(limit)
+    ).all()
+    claimed = []
+    for delivery_id in candidates:
+        # Re-checked by the UPDATE itself: of two racing workers, one sees a row count of 1.
+        result = db.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, _due(now))
+            .values(claimed_by=worker, claimed_until=now + LEASE)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(delivery_id)
+    db.commit()
+    if not claimed:
+        return []
+    return list(
+        db.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(claimed), WebhookDelivery.claimed_by == worker)
+            .order_by(WebhookDelivery.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _refuse_private(host: str, port: int) -> str | None:
+    """Why we will not connect to this host (it resolves to a private address), if so.
+    Staff register endpoints, but a typo or a stolen admin session must not turn the
+    worker into a probe of the internal network."""
+    allow = current_app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"]
+    if allow is None:
+        allow = is_local(current_app)
+    if allow:
+        return None
+    try:
+        addresses = {
+            info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        }
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not ip.is_global:
+            return f"{host} resolves to a private or reserved address ({ip})"
+    return None
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """One POST, no redirects followed, a hard timeout."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    started = time.monotonic()
+    refused = _refuse_private(parts.hostname or "", port)
+    if refused:
+        return Outcome(None, refused, 0)
+    timeout = float(current_app.config["WEBHOOK_TIMEOUT"])
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname or "", port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(4096)
+        status: int | None = response.status
+        error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+    except (OSError, http.client.HTTPException) as exc:
+        status, error = None, f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        connection.close()
+    return Outcome(status, error, int((time.monotonic() - started) * 1000))
+
+
+def attempt(db: Session, delivery: WebhookDelivery, trigger: str = "worker") -> Outcome:
+    """Send one delivery now and record the attempt and its result (the caller commits)."""
+    body = delivery.event.payload.encode()
+    timestamp = int(clock.now().timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Portal-Event-Id": delivery.event.public_id,
+        "Portal-Event-Type": delivery.event.type,
+        SIGNATURE_HEADER: sign(endpoint_secret(delivery.endpoint), timestamp, body),
+    }
+    outcome = post(delivery.endpoint.url, body, headers)
+    now = clock.now()
+    db.add(
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            at=now,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+            trigger=trigger,
+        )
+    )
+    delivery.attempts += 1
+    delivery.claimed_until = None
+    delivery.last_status_code = outcome.status_code
+    delivery.last_error = outcome.error
+    if outcome.ok:
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = now
+    elif delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
+        delivery.status = DeliveryStatus.FAILED
+    else:
+        delivery.status = DeliveryStatus.PENDING
+        delivery.next_attempt_at = now + backoff(delivery.attempts)
+    return outcome
+
+
+def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
+    """Send what is due; returns how many were accepted by their endpoints."""
+    worker = worker or secrets.token_hex(8)
+    delivered = 0
+    for delivery in claim(db, worker, limit):
+        if not delivery.endpoint.is_active:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = "endpoint disabled"
+            delivery.claimed_until = None
+            db.commit()
+            continue
+        outcome = attempt(db, delivery)
+        db.commit()
+        if outcome.ok:
+            delivered += 1
+        else:
+            log.warning(
+                "webhook delivery %s to endpoint %s failed (attempt %s): %s",
+                delivery.id,
+                delivery.endpoint_id,
+                delivery.attempts,
+                outcome.error,
+            )
+    return delivered
+
+
+def resend(db: Session, delivery: WebhookDelivery) -> None:
+    """Queue the delivery again now, whatever happened before (the caller commits).
+    The event id stays the same, so a receiver that deduplicates ignores a repeat."""
+    delivery.status = DeliveryStatus.PENDING
+    delivery.next_attempt_at = clock.now()
+    delivery.claimed_until = None
