@@ -1,0 +1,74 @@
+"""The integration journey: the billing system pushes a bill group through the API, its
+customer signs in through the portal and changes the billing contact, and the billing
+system receives the signed contact.updated webhook and reads the change back."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from portal import webhooks
+from tests.api.conftest import push_bill_group
+from tests.conftest import csrf_token, run_worker, sign_in
+
+
+def test_push_sign_in_change_and_hear_back(app, db, smtp, receiver, api):
+    from portal import db as portal_db
+
+    with app.app_context():
+        secret, _ = webhooks.create_endpoint(
+            portal_db.session(), receiver.url, {"contact.updated"}, "admin@staff.example.com"
+        )
+        portal_db.session().commit()
+
+    push_bill_group(api)
+    payment_method = {
+        "bill_group": "bg-1",
+        "type": "card",
+        "brand": "visa",
+        "last4": "4242",
+        "exp_month": 12,
+        "exp_year": 2030,
+        "gateway": "stripe",
+        "gateway_token": "pm_1",
+        "is_default": True,
+    }
+    assert api.put("/payment-methods/pm-1", payment_method).status_code == 201
+    assert api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).status_code == 201
+    link = api.get("/bill-groups/bg-1/portal-link").get_json()
+    assert link["available"] is True
+    public_id = link["url"].rsplit("/", 1)[1]
+
+    customer = app.test_client()
+    assert sign_in(customer, app, smtp, public_id, "ap@acme.com").status_code == 303
+    overview = customer.get(f"/p/{public_id}/overview").text
+    assert "Acme EU" in overview and "INV-1001" in overview
+
+    page = f"/p/{public_id}/contacts/billing"
+    form = customer.get(page).text
+    assert 'value="ap@acme.com"' in form
+    fields = dict(re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', form))
+    fields |= {
+        "csrf_token": csrf_token(form),
+        "email": "finance@acme.com",
+        "name": "Finance team",
+        "country": "IE",
+    }
+    response = customer.post(page, data=fields)
+    assert response.status_code == 303, response.text
+    run_worker(app)
+
+    [request] = receiver.requests
+    assert webhooks.verify(secret, request["headers"]["Portal-Signature"], request["body"])
+    event = json.loads(request["body"])
+    assert event["type"] == "contact.updated"
+    assert event["data"]["actor"] == {"type": "customer", "email": "ap@acme.com"}
+    assert event["data"]["bill_group"]["external_id"] == "bg-1"
+    assert event["data"]["object"]["email"] == "finance@acme.com"
+    assert event["data"]["object"]["kind"] == "billing"
+    assert sorted(event["data"]["changed"]) == ["email", "name"]
+
+    # And the change reads back through the API's change feed.
+    since = event["data"]["object"]["updated_at"]
+    changed = api.get("/contacts", query_string={"updated_since": since}).get_json()["data"]
+    assert [(c["bill_group"], c["email"]) for c in changed] == [("bg-1", "finance@acme.com")]

@@ -1,0 +1,322 @@
+"""Webhooks: events queued with the change that caused them, signed, delivered by the
+worker to a real HTTP receiver on loopback, retried with backoff while it is down, and
+received exactly once by a receiver that deduplicates by event id."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from portal import webhooks
+from portal.models import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+from tests.api.conftest import push_bill_group
+from tests.conftest import csrf_token, run_worker, sign_in
+
+NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    """app.extensions["portal.clock"]: time moves only when the test says."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def endpoint(app, url, events=None):
+    from portal import db
+
+    with app.app_context():
+        secret, row = webhooks.create_endpoint(
+            db.session(), url, set(events or webhooks.EVENT_TYPES), "admin@staff.example.com"
+        )
+        db.session().commit()
+        return secret, row.id
+
+
+def emit_some(app, count, event_type="contact.updated"):
+    from portal import db
+
+    with app.app_context():
+        for number in range(count):
+            webhooks.emit(db.session(), event_type, None, {"n": number}, actor={"type": "system"})
+        db.session().commit()
+
+
+def deliver(app):
+    from portal import worker
+
+    with app.app_context():
+        return worker.deliver_webhooks()
+
+
+# --- signatures -------------------------------------------------------------------------
+
+
+def test_a_signature_verifies_and_anything_altered_does_not():
+    body = b'{"id":"evt_1"}'
+    header = webhooks.sign("whsec_abc", 1_700_000_000, body)
+    assert header.startswith("t=1700000000,v1=")
+    assert webhooks.verify("whsec_abc", header, body, now=1_700_000_010)
+    assert not webhooks.verify("whsec_abc", header, body + b" ", now=1_700_000_010)
+    assert not webhooks.verify("whsec_other", header, body, now=1_700_000_010)
+    # Outside the five-minute replay window, a good signature is refused.
+    assert not webhooks.verify("whsec_abc", header, body, now=1_700_000_000 + 301)
+    forged = header.replace("t=1700000000", "t=1700000300")
+    assert not webhooks.verify("whsec_abc", forged, body, now=1_700_000_300)
+    assert not webhooks.verify("whsec_abc", "garbage", body)
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+def test_an_event_is_delivered_signed(app, db, receiver):
+    clock = Clock(dt.datetime.now(dt.UTC))
+    app.extensions["portal.clock"] = clock
+    secret, _ = endpoint(app, receiver.url)
+    emit_some(app, 1)
+    assert deliver(app) == 1
+    [request] = receiver.requests
+    assert request["path"] == "/hooks"
+    headers = request["headers"]
+    assert webhooks.verify(secret, headers["Portal-Signature"], request["body"])
+    event = json.loads(request["body"])
+    assert headers["Portal-Event-Id"] == event["id"] and event["id"].startswith("evt_")
+    assert event["type"] == headers["Portal-Event-Type"] == "contact.updated"
+    assert event["data"]["object"] == {"n": 0}
+    delivery = db.scalar(select(WebhookDelivery))
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1
+    assert deliver(app) == 0 and len(receiver.requests) == 1  # never sent twice
+
+
+def test_the_secret_is_sealed_at_rest(app, db):
+    secret, endpoint_id = endpoint(app, "https://hooks.example.com/x")
+    row = db.get(WebhookEndpoint, endpoint_id)
+    assert secret.startswith("whsec_") and secret not in row.secret_sealed
+
+
+def test_no_endpoint_no_event(app, db):
+    emit_some(app, 2)
+    assert db.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+def test_an_endpoint_gets_only_the_events_it_chose(app, db, receiver):
+    endpoint(app, receiver.url, {"portal.signed_in"})
+    emit_some(app, 2, "contact.updated")
+    emit_some(app, 1, "portal.signed_in")
+    deliver(app)
+    assert [e["type"] for e in receiver.events.values()] == ["portal.signed_in"]
+
+
+def test_down_then_up_every_event_arrives_exactly_once(app, db, receiver):
+    """The receiver goes away mid-run; deliveries back off and retry; when it returns,
+    every event arrives, and none is sent again once it has been accepted."""
+    clock = Clock()
+    app.extensions["portal.clock"] = clock
+    endpoint(app, receiver.url)
+    emit_some(app, 3)
+    assert deliver(app) == 3
+    receiver.stop()
+    emit_some(app, 4)
+    assert deliver(app) == 0
+    pending = db.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+    ).all()
+    assert len(pending) == 4
+    assert {d.next_attempt_at for d in pending} == {NOW + dt.timedelta(seconds=30)}
+    assert all(
+        "Connection" in (d.last_error or "") or "refused" in (d.last_error or "") for d in pending
+    )
+    # Still down at the first retry: the backoff doubles.
+    clock.advance(seconds=31)
+    assert deliver(app) == 0
+    db.expire_all()
+    assert {
+        d.next_attempt_at
+        for d in db.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+        )
+    } == {clock.now + dt.timedelta(minutes=1)}
+    # Not due yet: nothing is tried.
+    receiver.start()
+    assert deliver(app) == 0 and receiver.requests[3:] == []
+    clock.advance(minutes=1, seconds=1)
+    assert deliver(app) == 4
+    assert len(receiver.events) == 7
+    assert len(receiver.requests) == 7  # each accepted event was sent once
+    attempts = db.scalar(select(func.count()).select_from(WebhookAttempt))
+    assert attempts == 3 + 4 * 3
+    clock.advance(hours=7)
+    assert deliver(app) == 0 and len(receiver.requests) == 7
+
+
+def test_an_error_status_is_retried_and_a_dedupe_by_id_absorbs_a_resend(app, db, receiver):
+    clock = Clock()
+    app.extensions["portal.clock"] = clock
+    endpoint(app, receiver.url)
+    receiver.status = 500
+    emit_some(app, 1)
+    assert deliver(app) == 0
+    delivery = db.scalar(select(WebhookDelivery))
+    assert delivery.last_status_code == 500 and delivery.last_error == "HTTP 500"
+    receiver.status = 204
+    clock.advance(seconds=31)
+    assert deliver(app) == 1
+    # Staff press Resend: the same event id again, which the receiver already has.
+    with app.app_context():
+        from portal import db as portal_db
+
+        session = portal_db.session()
+        webhooks.resend(session, session.get(WebhookDelivery, delivery.id))
+        session.commit()
+    assert deliver(app) == 1
+    ids = [json.loads(r["body"])["id"] for r in receiver.requests]
+    assert len(ids) == 3 and len(set(ids)) == 1 and len(receiver.events) == 1
+
+
+def test_after_the_last_attempt_a_delivery_is_failed(app, db, receiver):
+    app.config["WEBHOOK_MAX_ATTEMPTS"] = 2
+    clock = Clock()
+    app.extensions["portal.clock"] = clock
+    endpoint(app, receiver.url)
+    receiver.status = 503
+    emit_some(app, 1)
+    deliver(app)
+    clock.advance(minutes=5)
+    deliver(app)
+    clock.advance(hours=10)
+    deliver(app)
+    delivery = db.scalar(select(WebhookDelivery))
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 2
+    assert len(receiver.requests) == 2
+
+
+def test_two_workers_never_claim_the_same_delivery(app, db, receiver):
+    endpoint(app, receiver.url)
+    emit_some(app, 6)
+    with app.app_context():
+        from portal import db as portal_db
+
+        first = webhooks.claim(portal_db.session(), "worker-a", limit=4)
+        second = webhooks.claim(portal_db.session(), "worker-b", limit=10)
+    assert len(first) == 4 and len(second) == 2
+    assert not {d.id for d in first} & {d.id for d in second}
+
+
+def test_private_addresses_are_refused_outside_local_development(app, db, receiver):
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    endpoint(app, receiver.url)
+    emit_some(app, 1)
+    assert deliver(app) == 0
+    assert receiver.requests == []
+    delivery = db.scalar(select(WebhookDelivery))
+    assert "private or reserved address" in delivery.last_error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.com/",
+        "https://",
+        "https://user:pw@hooks.example.com/",
+        "x" * 2001,
+        "https://hooks.example.com/a b",
+    ],
+)
+def test_bad_endpoint_urls_are_refused(app, url):
+    with app.app_context(), pytest.raises(webhooks.WebhookURLError):
+        webhooks.check_url(url)
+
+
+def test_a_slow_receiver_times_out(app, db):
+    import socket
+
+    app.config["WEBHOOK_TIMEOUT"] = 0.5
+    # The kernel completes the connection from the backlog; nobody ever answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        endpoint(app, f"http://127.0.0.1:{listener.getsockname()[1]}/slow")
+        emit_some(app, 1)
+        started = time.monotonic()
+        assert deliver(app) == 0
+        assert time.monotonic() - started < 5
+    assert "timed out" in db.scalar(select(WebhookDelivery)).last_error
+
+
+# --- the events customers cause ----------------------------------------------------------
+
+
+def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
+    secret, _ = endpoint(app, receiver.url)
+    push_bill_group(api)
+    rule = api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).get_json()
+    public_id = api.get("/bill-groups/bg-1").get_json()["portal_url"].rsplit("/", 1)[1]
+    customer = app.test_client()
+    assert sign_in(customer, app, smtp, public_id, "AP@acme.com").status_code == 303
+
+    page = f"/p/{public_id}/billing-details"
+    token = csrf_token(customer.get(page).text)
+    customer.post(
+        page,
+        data={
+            "csrf_token": token,
+            "po_number": "PO-77",
+            "vat_number": "",
+            "registration_number": "",
+        },
+    )
+    page = f"/p/{public_id}/payment-methods/new"
+    token = csrf_token(customer.get(page).text)
+    customer.post(
+        page,
+        data={
+            "csrf_token": token,
+            "number": "4242 4242 4242 4242",
+            "exp_month": "12",
+            "exp_year": "2031",
+            "cvc": "123",
+            "holder_name": "A P",
+            "make_default": "y",
+        },
+    )
+    api.delete(f"/bill-groups/bg-1/access-rules/{rule['id']}")
+    run_worker(app)
+
+    types = [e["type"] for e in sorted(receiver.events.values(), key=lambda e: e["created_at"])]
+    assert set(types) == {
+        "access_rule.created",
+        "portal.signed_in",
+        "billing_details.updated",
+        "payment_method.added",
+        "access_rule.deleted",
+    }
+    for request in receiver.requests:
+        assert webhooks.verify(secret, request["headers"]["Portal-Signature"], request["body"])
+    [signed_in] = receiver.of_type("portal.signed_in")
+    assert signed_in["data"]["actor"] == {"type": "customer", "email": "ap@acme.com"}
+    assert signed_in["data"]["bill_group"]["external_id"] == "bg-1"
+    [details] = receiver.of_type("billing_details.updated")
+    assert details["data"]["changed"] == ["po_number"]
+    assert details["data"]["object"]["po_number"] == "PO-77"
+    [card] = receiver.of_type("payment_method.added")
+    assert card["data"]["object"]["last4"] == "4242"
+    assert "4242424242424242" not in json.dumps(card)
+    [deleted] = receiver.of_type("access_rule.deleted")
+    assert deleted["data"]["object"]["value"] == "acme.com"
+    assert deleted["data"]["actor"]["type"] == "api"
