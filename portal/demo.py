@@ -239,7 +239,9 @@ def load(session: Session, today: dt.date | None = None) -> bool:
     accounts: dict[str, Account] = {}
     counter = iter(range(1, 10_000))
     for plan in PLANS:
-        account = accounts.setdefault(plan.account, Account(name=plan.account))
+        account = accounts.setdefault(
+            plan.account, Account(name=plan.account, external_id=f"demo-acc-{len(accounts) + 1}")
+        )
         group = _bill_group(session, entity, account, plan, today)
         _subscription(group, plan, products, today)
         methods = _payment_methods(group, plan, rng)
@@ -366,6 +368,7 @@ def _payment_methods(group: BillGroup, plan: GroupPlan, rng: random.Random) -> l
                 holder_name="Accounts Payable",
                 gateway="sandbox",
                 gateway_token=f"sandbox_pm_demo_{plan.key}_{index}",
+                external_id=f"demo-pm-{plan.key}-{index}",
                 is_default=index == 0,
             )
         )
@@ -389,10 +392,12 @@ def _invoices(
     for age in range(plan.invoices - 1, -1, -1):
         issue = add_months(last_issue, -age * months) - dt.timedelta(days=rng.randint(0, 3))
         issue = max(issue, group.contract_start)
+        number = f"NW-{issue.year}-{next(counter):05d}"
         invoice = Invoice(
             entity=entity,
             bill_group=group,
-            number=f"NW-{issue.year}-{next(counter):05d}",
+            external_id=f"demo-{number.lower()}",
+            number=number,
             currency=plan.currency,
             status=InvoiceStatus.OPEN,
             issue_date=issue,
@@ -466,6 +471,7 @@ def _settle(
         return  # overdue
     paid = invoice.total_minor if age != 2 else invoice.total_minor // 2
     payment = Payment(
+        external_id=f"demo-pay-{invoice.number.lower()}",
         bill_group=group,
         payment_method=methods[0] if methods and group.auto_pay else None,
         method_description=None if group.auto_pay else "Bank transfer",
