@@ -310,14 +310,23 @@ def attempt(db: Session, delivery: WebhookDelivery, trigger: str = "worker") -> 
     """Send one delivery now and record the attempt and its result (the caller commits)."""
     body = delivery.event.payload.encode()
     timestamp = int(clock.now().timestamp())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "Portal-Event-Id": delivery.event.public_id,
-        "Portal-Event-Type": delivery.event.type,
-        SIGNATURE_HEADER: sign(endpoint_secret(delivery.endpoint), timestamp, body),
-    }
-    outcome = post(delivery.endpoint.url, body, headers)
+    try:
+        secret = endpoint_secret(delivery.endpoint)
+    except crypto.InvalidToken:
+        secret = None
+    if secret is None:
+        # SECRET_KEY has changed since the endpoint was registered: we cannot sign, and
+        # an unsigned delivery would teach receivers to skip the check. Fail it.
+        outcome = Outcome(None, "cannot sign: SECRET_KEY changed; register the endpoint again", 0)
+    else:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Portal-Event-Id": delivery.event.public_id,
+            "Portal-Event-Type": delivery.event.type,
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+        }
+        outcome = post(delivery.endpoint.url, body, headers)
     now = clock.now()
     db.add(
         WebhookAttempt(
@@ -336,7 +345,7 @@ def attempt(db: Session, delivery: WebhookDelivery, trigger: str = "worker") -> 
     if outcome.ok:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
-    elif delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
+    elif secret is None or delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
         delivery.status = DeliveryStatus.FAILED
     else:
         delivery.status = DeliveryStatus.PENDING

@@ -320,3 +320,14 @@ def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
     [deleted] = receiver.of_type("access_rule.deleted")
     assert deleted["data"]["object"]["value"] == "acme.com"
     assert deleted["data"]["actor"]["type"] == "api"
+
+
+def test_a_changed_secret_key_fails_the_delivery_instead_of_sending_it_unsigned(app, db, receiver):
+    endpoint(app, receiver.url)
+    emit_some(app, 1)
+    app.config["SECRET_KEY"] = "another-secret-key-" + "y" * 32
+    assert deliver(app) == 0
+    delivery = db.scalar(select(WebhookDelivery))
+    assert delivery.status == DeliveryStatus.FAILED
+    assert "SECRET_KEY changed" in delivery.last_error
+    assert receiver.requests == []
