@@ -527,3 +527,18 @@ def test_the_document_check_catches_a_response_that_drifts(app, api):
     teapot = app.response_class("{}", status=418, mimetype="application/json")
     with pytest.raises(AssertionError, match="418"):
         check_against_document("GET", "/api/v1/accounts/acc-1", teapot)
+
+
+def test_a_database_that_is_down_is_a_json_503():
+    from portal import create_app
+    from tests.conftest import TEST_CONFIG
+
+    down = create_app(
+        {**TEST_CONFIG, "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    )
+    response = down.test_client().get(
+        "/api/v1/accounts", headers={"Authorization": "Bearer bp_" + "C" * 43}
+    )
+    assert response.status_code == 503
+    assert error_of(response)["code"] == "unavailable"
+    assert "Traceback" not in response.text
