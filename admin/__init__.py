@@ -1,6 +1,7 @@
 """The staff face, under /admin: sign-in, accounts and bill groups, access settings,
-preview, audit. It imports the portal's core (models, access, billing, staffauth) and
-never the customer views; the factory is the only place that knows both."""
+preview, audit, API keys and webhooks. It imports the portal's core (models, access,
+billing, staffauth) and never the customer views; the factory is the only place that
+knows both."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from admin.guard import NAV, bp
 
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the blueprint when imported.
-    from admin import access, accounts, audit, auth, home, staff
+    from admin import access, accounts, audit, auth, home, integrations, staff
 
-    assert access and accounts and audit and auth and home and staff
+    assert access and accounts and audit and auth and home and integrations and staff
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -13,10 +14,13 @@ from wtforms import (
     PasswordField,
     SelectChoice,
     SelectField,
+    SelectMultipleField,
     StringField,
+    widgets,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
+from portal import apikeys, webhooks
 from portal.models import BillingFrequency
 from portal.money import MoneyError, check_currency
 
@@ -224,6 +228,9 @@ AUDIT_ACTIONS = {
     "account.": "Accounts",
     "bill_group.": "Bill groups",
     "staff.": "Staff sign-in",
+    "api_key.": "API keys",
+    "webhook_endpoint.": "Webhook endpoints",
+    "webhook_delivery.": "Webhook resends",
 }
 
 
@@ -281,3 +288,74 @@ class StaffUserForm(FlaskForm):
         render_kw={"autocomplete": "new-password"},
     )
     is_active = BooleanField("Active: may sign in", default=True)
+
+
+# --- API keys and webhooks (admin/integrations.py) -----------------------------------
+
+
+class CheckboxesField(SelectMultipleField):
+    """A set of checkboxes, one per choice. None ticked posts nothing, which is []."""
+
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+def _at_least_one(message: str) -> Callable[[FlaskForm, Field], None]:
+    # Not InputRequired: its "required" flag would mark every checkbox as required.
+    def check(form: FlaskForm, field: Field) -> None:
+        if not field.data:
+            raise ValidationError(message)
+
+    return check
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField(
+        "Name",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter a name, such as the system that will use the key."),
+            Length(max=100, message="The name can be at most 100 characters."),
+            _plain_text,
+        ],
+        render_kw={"spellcheck": "false", "autocomplete": "off"},
+    )
+    scopes = CheckboxesField(
+        "Scopes",
+        choices=[SelectChoice(scope, scope) for scope in apikeys.SCOPES],
+        default=["read"],
+        validators=[_at_least_one("Choose at least one scope: read, write or both.")],
+    )
+
+
+class WebhookEndpointForm(FlaskForm):
+    url = StringField(
+        "Endpoint URL",
+        filters=[_strip],
+        validators=[InputRequired("Enter the URL the portal should POST events to.")],
+        render_kw={"type": "url", "spellcheck": "false", "autocomplete": "off"},
+    )
+    description = StringField(
+        "Description (optional)",
+        filters=[_strip],
+        validators=[
+            Length(max=200, message="The description can be at most 200 characters."),
+            _plain_text,
+        ],
+    )
+    events = CheckboxesField(
+        "Events",
+        choices=[SelectChoice(event, event) for event in webhooks.EVENT_TYPES],
+        default=list(webhooks.EVENT_TYPES),
+        validators=[_at_least_one("Choose at least one event.")],
+    )
+
+    def validate_url(self, field: StringField) -> None:
+        try:
+            field.data = webhooks.check_url(field.data or "")
+        except webhooks.WebhookURLError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class WebhookEndpointEditForm(WebhookEndpointForm):
+    is_active = BooleanField("Active: send events to this endpoint")

@@ -108,7 +108,15 @@ def check_url(url: str) -> str:
     url = (url or "").strip()
     if not url or len(url) > 2000:
         raise WebhookURLError("Enter a URL of at most 2000 characters.")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not 0-65535)
+    except ValueError:
+        # "https://[::1/", "https://host:99999/": urlsplit or .port would raise later, in
+        # the worker, on every attempt.
+        raise WebhookURLError(
+            "That is not a valid URL. Check the host and port, like https://billing.example.com/hooks."
+        ) from None
     allowed = ("https", "http") if is_local(current_app) else ("https",)
     if parts.scheme not in allowed:
         raise WebhookURLError("The URL must start with https://.")

@@ -26,7 +26,16 @@ PERMISSIONS: dict[StaffRole, frozenset[str]] = {
     StaffRole.VIEWER: frozenset({"read", "preview"}),
     StaffRole.ACCOUNT_MANAGER: frozenset({"read", "preview", "manage_access", "manage_accounts"}),
     StaffRole.ADMIN: frozenset(
-        {"read", "preview", "manage_access", "manage_accounts", "manage_staff", "audit_all"}
+        {
+            "read",
+            "preview",
+            "manage_access",
+            "manage_accounts",
+            "manage_staff",
+            "audit_all",
+            # API keys and webhook endpoints: what the billing system may do and hear.
+            "manage_integrations",
+        }
     ),
 }
 

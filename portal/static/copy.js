@@ -1,10 +1,12 @@
-/* "Copy" buttons for read-only fields (the staff bill group page's portal link).
+/* "Copy" buttons for read-only fields (the staff bill group page's portal link, a new
+ * API key or webhook signing secret).
  *
  * Served by the app: the CSP forbids inline scripts, so everything is wired up from data
  * attributes. Markup:
  *   <input id="x" readonly data-select-on-focus>
  *   <button type="button" data-copy-target="x" data-copy-status="x-status"
  *           data-copy-done="Link copied" hidden>Copy</button>
+ *   (data-copy-selected: what to announce when the text could only be selected)
  *   <p id="x-status" role="status" aria-live="polite"></p>
  * The button starts hidden and is shown here, so without JavaScript there is no dead
  * button: the field is still there for the user to select and copy by hand.
@@ -47,7 +49,8 @@
       } else {
         // Nothing could copy for us: leave the text selected for Ctrl+C or Cmd+C.
         selectAll(field);
-        announce(button, "The link is selected: press Ctrl+C (or Cmd+C on a Mac) to copy it.");
+        announce(button, button.getAttribute("data-copy-selected") ||
+          "The link is selected: press Ctrl+C (or Cmd+C on a Mac) to copy it.");
       }
     };
     if (navigator.clipboard && window.isSecureContext) {

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import select
 
 from admin.guard import PUBLIC
+from portal import apikeys, webhooks
 from portal.access import add_rule
-from portal.models import PERMISSIONS, StaffRole
+from portal.models import PERMISSIONS, StaffRole, WebhookDelivery
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import sign_in
 from tests.factories import make_bill_group, make_invoice
@@ -24,12 +26,19 @@ def admin_rules(app):
     return [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/admin")]
 
 
-def route_values(db):
+def route_values(app, db):
     """Real objects for every URL parameter an /admin route may take."""
     group = make_bill_group(db)
     rule = add_rule(db, group, "acme.com", created_by="test")
     invoice = make_invoice(db, group)
+    with app.app_context():  # the clock, URL checks and sealing read the app's config
+        _key, key = apikeys.create(db, "Matrix", {"read"}, created_by="test")
+        _secret, endpoint = webhooks.create_endpoint(
+            db, "https://hooks.example.com/portal", set(webhooks.EVENT_TYPES), "test"
+        )
+        event = webhooks.emit(db, "contact.updated", group, {}, actor={"type": "staff"})
     db.commit()
+    delivery = db.scalar(select(WebhookDelivery).where(WebhookDelivery.event_id == event.id))
     return group, {
         "account_id": group.account_id,
         "bill_group_id": group.id,
@@ -41,6 +50,9 @@ def route_values(db):
         "kind": "billing",
         "method_id": 1,
         "filename": "portal.css",
+        "key_id": key.id,
+        "endpoint_id": endpoint.id,
+        "delivery_id": delivery.id,
     }
 
 
@@ -56,7 +68,7 @@ def test_every_admin_route_declares_a_permission(app):
 
 
 def test_the_allow_deny_matrix(app, db, smtp):
-    group, values = route_values(db)
+    group, values = route_values(app, db)
     clients = {"anonymous": app.test_client()}
     customer = app.test_client()
     sign_in(customer, app, smtp, group.public_id, "ap@acme.com")
