@@ -397,7 +397,9 @@ def resend_webhook_delivery(endpoint_id: int, delivery_id: int) -> Response:
         # The worker would only mark it failed ("endpoint disabled") without sending it.
         flash(f"Not queued: this endpoint is disabled. Turn it on, then resend {event.public_id}.")
         return back
-    webhooks.resend(database, delivery)
+    if not webhooks.resend(database, delivery, g.staff.email):
+        flash(f"{event.public_id} is being sent right now; look again in a minute.")
+        return back
     _record(
         "webhook_delivery.resend",
         "queued",

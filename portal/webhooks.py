@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -265,41 +266,63 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def _refuse_private(host: str, port: int) -> str | None:
-    """Why we will not connect to this host (it resolves to a private address), if so.
-    Staff register endpoints, but a typo or a stolen admin session must not turn the
-    worker into a probe of the internal network."""
+def _resolve(host: str, port: int) -> tuple[str | None, str | None]:
+    """(address to connect to, None) or (None, why not). Staff register endpoints, but a
+    typo or a stolen admin session must not turn the worker into a probe of the internal
+    network: outside local development every address the name resolves to must be
+    public. The caller connects to the address checked here, not to the name again, so
+    a DNS answer that changes in between (rebinding) cannot slip past."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return None, f"cannot resolve {host}: {exc}"[:500]
+    addresses = [info[4][0] for info in infos]
     allow = current_app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"]
     if allow is None:
         allow = is_local(current_app)
-    if allow:
-        return None
-    try:
-        addresses = {
-            info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-        }
-    except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global:
-            return f"{host} resolves to a private or reserved address ({ip})"
-    return None
+    if not allow:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if not ip.is_global:
+                return None, f"{host} resolves to a private or reserved address ({ip})"
+    return addresses[0], None
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to a checked address; the Host header still names the host."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """The same over TLS: the certificate is checked against the host name (SNI)."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-    """One POST, no redirects followed, a hard timeout."""
+    """One POST to the checked address, no redirects followed, a hard timeout."""
     parts = urlsplit(url)
+    host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     started = time.monotonic()
-    refused = _refuse_private(parts.hostname or "", port)
-    if refused:
+    address, refused = _resolve(host, port)
+    if address is None:
         return Outcome(None, refused, 0)
     timeout = float(current_app.config["WEBHOOK_TIMEOUT"])
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(parts.hostname or "", port, timeout=timeout)
+    pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    connection = pinned(host, address, port, timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("POST", path, body=body, headers=headers)
@@ -336,6 +359,8 @@ def attempt(db: Session, delivery: WebhookDelivery, trigger: str = "worker") -> 
         }
         outcome = post(delivery.endpoint.url, body, headers)
     now = clock.now()
+    trigger = delivery.resend_requested_by or trigger
+    delivery.resend_requested_by = None
     db.add(
         WebhookAttempt(
             delivery_id=delivery.id,
@@ -372,7 +397,13 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
             delivery.claimed_until = None
             db.commit()
             continue
-        outcome = attempt(db, delivery)
+        try:
+            outcome = attempt(db, delivery)
+        except Exception as exc:  # one broken delivery must not stop the batch
+            db.rollback()
+            log.exception("webhook delivery %s could not be attempted", delivery.id)
+            _postpone(db, delivery.id, f"{type(exc).__name__}: {exc}")
+            continue
         db.commit()
         if outcome.ok:
             delivered += 1
@@ -387,9 +418,34 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
     return delivered
 
 
-def resend(db: Session, delivery: WebhookDelivery) -> None:
-    """Queue the delivery again now, whatever happened before (the caller commits).
-    The event id stays the same, so a receiver that deduplicates ignores a repeat."""
-    delivery.status = DeliveryStatus.PENDING
-    delivery.next_attempt_at = clock.now()
+def _postpone(db: Session, delivery_id: int, error: str) -> None:
+    """Count a failed attempt that raised before it could be recorded, and back off."""
+    delivery = db.get(WebhookDelivery, delivery_id)
+    if delivery is None:
+        return
+    delivery.attempts += 1
     delivery.claimed_until = None
+    delivery.last_error = error[:500]
+    if delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
+        delivery.status = DeliveryStatus.FAILED
+    else:
+        delivery.next_attempt_at = clock.now() + backoff(delivery.attempts)
+    db.commit()
+
+
+def resend(db: Session, delivery: WebhookDelivery, by: str) -> bool:
+    """Queue the delivery again now with a fresh set of attempts, whatever happened
+    before (the caller commits). False, and nothing changed, while a worker holds it:
+    clearing its lease would let a second worker send it at the same time. The event id
+    stays the same, so a receiver that deduplicates ignores a repeat."""
+    now = clock.now()
+    held = delivery.claimed_until is not None and delivery.claimed_until > now
+    if delivery.status == DeliveryStatus.PENDING and held:
+        return False
+    delivery.status = DeliveryStatus.PENDING
+    delivery.claimed_until = None
+    delivery.next_attempt_at = now
+    delivery.attempts = 0
+    delivery.delivered_at = None
+    delivery.resend_requested_by = by
+    return True

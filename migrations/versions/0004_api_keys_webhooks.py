@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("claimed_by", sa.String(length=64), nullable=True),
         sa.Column("claimed_until", portal.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", portal.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resend_requested_by", sa.String(length=254), nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.Column("created_at", portal.db.UTCDateTime(timezone=True), nullable=False),

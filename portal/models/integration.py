@@ -114,6 +114,8 @@ class WebhookDelivery(IdMixin, Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The staff member whose Resend the next attempt answers; cleared by that attempt.
+    resend_requested_by: Mapped[str | None] = mapped_column(String(254))
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)

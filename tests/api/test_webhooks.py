@@ -182,9 +182,11 @@ def test_an_error_status_is_retried_and_a_dedupe_by_id_absorbs_a_resend(app, db,
         from portal import db as portal_db
 
         session = portal_db.session()
-        webhooks.resend(session, session.get(WebhookDelivery, delivery.id))
+        assert webhooks.resend(session, session.get(WebhookDelivery, delivery.id), "ops@x.test")
         session.commit()
     assert deliver(app) == 1
+    triggers = db.scalars(select(WebhookAttempt.trigger).order_by(WebhookAttempt.id)).all()
+    assert triggers == ["worker", "worker", "ops@x.test"]
     ids = [json.loads(r["body"])["id"] for r in receiver.requests]
     assert len(ids) == 3 and len(set(ids)) == 1 and len(receiver.events) == 1
 
@@ -331,3 +333,60 @@ def test_a_changed_secret_key_fails_the_delivery_instead_of_sending_it_unsigned(
     assert delivery.status == DeliveryStatus.FAILED
     assert "SECRET_KEY changed" in delivery.last_error
     assert receiver.requests == []
+
+
+def test_a_delivery_being_sent_cannot_be_resent_into_a_second_worker(app, db, receiver):
+    endpoint(app, receiver.url)
+    emit_some(app, 1)
+    with app.app_context():
+        from portal import db as portal_db
+
+        session = portal_db.session()
+        [claimed] = webhooks.claim(session, "worker-a")
+        assert webhooks.resend(session, claimed, "ops@x.test") is False
+        session.commit()
+        assert webhooks.claim(session, "worker-b") == []
+
+
+def test_one_delivery_that_raises_does_not_stop_the_others(app, db, receiver, monkeypatch):
+    endpoint(app, receiver.url)
+    emit_some(app, 3)
+    real = webhooks.post
+    calls = []
+
+    def flaky(url, body, headers):
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(url, body, headers)
+
+    monkeypatch.setattr(webhooks, "post", flaky)
+    assert deliver(app) == 2
+    broken = db.scalar(
+        select(WebhookDelivery).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+    )
+    assert broken.attempts == 1 and "boom" in broken.last_error
+    assert broken.claimed_until is None
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(app, monkeypatch):
+    """A name that resolves to a public address when checked is connected to at that
+    address, whatever a second lookup would say (DNS rebinding)."""
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    connected = []
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        return [(2, 1, 6, "", ("93.184.215.14", port))]
+
+    def fake_connect(address, timeout=None, *args):
+        connected.append(address)
+        raise ConnectionRefusedError("test: not really connecting")
+
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", fake_connect)
+    with app.app_context():
+        outcome = webhooks.post("https://hooks.example.com/x", b"{}", {})
+    assert connected == [("93.184.215.14", 443)]
+    assert "not really connecting" in outcome.error
