@@ -14,13 +14,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import time
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from emails.render import Email
-from emails.transport import deliver
+from emails.transport import Sender
 from portal import clock, crypto
 from portal.crypto import InvalidToken
 from portal.models import OutboxMessage
@@ -28,7 +30,12 @@ from portal.models import OutboxMessage
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(seconds=120)
-MAX_BACKOFF = dt.timedelta(minutes=15)
+# Sign-in links live 15 minutes: a longer pause could let SMTP come back and the link
+# still expire unsent. Two minutes keeps retries cheap and the link useful.
+MAX_BACKOFF = dt.timedelta(minutes=2)
+# How long a worker keeps trying to record a delivery, and the pause between tries.
+RECORD_SENT_FOR = LEASE / 2
+RECORD_SENT_PAUSE = 0.5
 
 
 PURPOSE = "portal outbox body"
@@ -59,7 +66,7 @@ def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    """5 s, 10 s, 20 s ... capped at 15 minutes."""
+    """5 s, 10 s, 20 s ... capped at MAX_BACKOFF."""
     return min(dt.timedelta(seconds=5 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
@@ -73,23 +80,29 @@ def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
 
 
 def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
-    """Lease up to `limit` due messages to this worker and return them."""
+    """Lease up to `limit` due messages to this worker and return them.
+
+    One UPDATE takes them all, and re-checks the condition on every row it changes: of
+    two workers racing for a message, exactly one gets it. On PostgreSQL the rows are
+    chosen FOR UPDATE SKIP LOCKED, so a second worker leases the next due messages
+    rather than waiting for the same ones and then finding them gone (and sleeping);
+    SQLite runs one writer at a time, so the second UPDATE sees the first's leases.
+    """
     now = clock.now()
-    candidates = db.scalars(
-        select(OutboxMessage.id).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    due = (
+        select(OutboxMessage.id)
+        .where(_due(now))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = db.scalars(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()), _due(now))
+        .values(claimed_by=worker, claimed_until=now + LEASE)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
     ).all()
-    claimed = []
-    for message_id in candidates:
-        # The condition is re-checked by the UPDATE itself: of two workers racing for
-        # one message, exactly one sees a row count of 1.
-        result = db.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, _due(now))
-            .values(claimed_by=worker, claimed_until=now + LEASE)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(message_id)
     db.commit()
     if not claimed:
         return []
@@ -106,8 +119,13 @@ def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
 def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
     """Send what is due; returns how many were sent."""
     worker = worker or secrets.token_hex(8)
+    with Sender() as sender:  # one SMTP connection for the whole batch
+        return _send_claimed(db, sender, claim(db, worker, limit))
+
+
+def _send_claimed(db: Session, sender: Sender, messages: list[OutboxMessage]) -> int:
     sent = 0
-    for message in claim(db, worker, limit):
+    for message in messages:
         now = clock.now()
         if message.discard_after is not None and message.discard_after < now:
             _drop(db, message, now, "expired before it could be sent")
@@ -118,7 +136,7 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
             _drop(db, message, now, "cannot be decrypted: SECRET_KEY has changed")
             continue
         try:
-            deliver(message.to_address, message.subject, text, html)
+            sender.deliver(message.to_address, message.subject, text, html)
         except Exception as exc:  # SMTP errors, timeouts, refused connections
             message.attempts += 1
             message.next_attempt_at = now + backoff(message.attempts)
@@ -132,14 +150,45 @@ def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:
                 type(exc).__name__,
             )
             continue
-        message.attempts += 1
-        message.sent_at = clock.now()
-        message.claimed_until = None
-        if current_app.config["MAIL_TRANSPORT"] != "console":  # the dev mailbox reads them
-            message.text_body = message.html_body = ""
-        db.commit()
+        _record_sent(db, message)
         sent += 1
     return sent
+
+
+def _record_sent(db: Session, message: OutboxMessage) -> None:
+    """Write down that the message went. It has gone, so a database that blinks now must
+    not lose that, or the message would go again once the lease runs out: the write is
+    retried, on a fresh connection each time, for RECORD_SENT_FOR (well inside the lease)."""
+    message_id = message.id
+    values = {
+        "attempts": OutboxMessage.attempts + 1,
+        "sent_at": clock.now(),
+        "claimed_until": None,
+    }
+    if current_app.config["MAIL_TRANSPORT"] != "console":  # the dev mailbox reads them
+        values |= {"text_body": "", "html_body": ""}
+    deadline = time.monotonic() + RECORD_SENT_FOR.total_seconds()
+    while True:
+        try:
+            db.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            db.commit()
+            db.expire(message)  # read back as written, should anyone look
+            return
+        except DBAPIError as exc:
+            db.rollback()
+            if time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "outbox message %s sent but not yet recorded (%s); retrying",
+                message_id,
+                type(exc).__name__,
+            )
+            time.sleep(RECORD_SENT_PAUSE)
 
 
 def _drop(db: Session, message: OutboxMessage, now: dt.datetime, why: str) -> None:

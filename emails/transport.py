@@ -1,5 +1,5 @@
-"""Delivering one message: SMTP through Flask-Mail (with the socket timeout it lacks),
-or the console in local development."""
+"""Delivering messages: SMTP through Flask-Mail (with the socket timeout it lacks, and one
+connection for a whole batch), or the console in local development."""
 
 from __future__ import annotations
 
@@ -41,11 +41,65 @@ mail = _Mail()
 
 def deliver(to: str, subject: str, text: str, html: str) -> None:
     """Send one message now; raises on failure so the outbox can retry."""
-    if current_app.config["MAIL_TRANSPORT"] == "console":
-        # The body holds sign-in secrets, which never go to a log: read it on the
-        # debug-only mailbox page instead.
-        base = current_app.config["PORTAL_BASE_URL"]
-        log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
-        return
-    message = Message(subject=subject, recipients=[to], body=text, html=html)
-    mail.send(message)
+    with Sender() as sender:
+        sender.deliver(to, subject, text, html)
+
+
+class Sender:
+    """Sends several messages over one SMTP connection (the outbox sends a claimed batch
+    through one), instead of a connection, greeting and QUIT for every message.
+
+    The connection is opened by the first message. A message that fails raises, as
+    `deliver` does, and its connection is dropped, so the next message starts on a
+    fresh one: a server that fails or goes away mid-batch costs each later message
+    one connection attempt, exactly as when every message had a connection of its own.
+    """
+
+    def __init__(self) -> None:
+        self._connection: Connection | None = None
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def deliver(self, to: str, subject: str, text: str, html: str) -> None:
+        if current_app.config["MAIL_TRANSPORT"] == "console":
+            # The body holds sign-in secrets, which never go to a log: read it on the
+            # debug-only mailbox page instead.
+            base = current_app.config["PORTAL_BASE_URL"]
+            log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
+            return
+        message = Message(subject=subject, recipients=[to], body=text, html=html)
+        reused = self._connection is not None
+        while True:
+            try:
+                if self._connection is None:
+                    self._connection = mail.connect().__enter__()
+                self._connection.send(message)
+                return
+            except smtplib.SMTPServerDisconnected:
+                self._drop()
+                if not reused:
+                    raise
+                # The server closed a connection that waited between two messages (a
+                # slow database write, an idle timeout): once more, on a new one.
+                reused = False
+            except BaseException:
+                self._drop()
+                raise
+
+    def close(self) -> None:
+        """QUIT politely; a connection that is already broken is just closed."""
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.host is not None:
+            try:
+                connection.host.quit()
+            except (smtplib.SMTPException, OSError):
+                connection.host.close()
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.host is not None:
+            connection.host.close()

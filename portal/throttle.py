@@ -53,6 +53,11 @@ def within(*checks: tuple[str, str]) -> bool:
     """Whether every (budget, key) has room; if so, spend one from each.
 
     Fails closed: when the storage cannot be reached the answer is no.
+
+    `test` only spares the other budgets when one is already spent; `hit` decides. Many
+    requests at once (a burst across gunicorn workers) can all pass `test` before any of
+    them hits, but `hit` takes its entry atomically in the storage and refuses once the
+    limit is reached, so no more than the budget ever gets through.
     """
     strategy = limiter.limiter
     try:
@@ -62,7 +67,8 @@ def within(*checks: tuple[str, str]) -> bool:
             return False
         for budget, key in checks:
             for item in _limits(budget):
-                strategy.hit(item, budget, key)
+                if not strategy.hit(item, budget, key):
+                    return False
     except Exception:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
