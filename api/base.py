@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal import apikeys, audit, db, throttle
 from portal.models import ApiKey
+from portal.sync.schemas import describe
 
 PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -161,21 +162,6 @@ def record(action: str, outcome: str, *, bill_group_id: int | None, detail: str)
 # --- request bodies -----------------------------------------------------------------
 
 
-def _field(loc: tuple[Any, ...]) -> str | None:
-    return ".".join(str(part) for part in loc) or None
-
-
-def _message(error: dict[str, Any]) -> str:
-    field = _field(error["loc"]) or "body"
-    kind = error["type"]
-    if kind == "missing":
-        return f"{field} is required."
-    if kind == "extra_forbidden":
-        return f"{field} is not a field of this record."
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return message if kind == "value_error" else f"{field}: {message}"
-
-
 def body(model: type[M]) -> M:
     """The JSON request body, validated by `model`: 415 if it is not JSON, 400 if it does
     not parse, 413 if too large, 422 with the field if a value is wrong."""
@@ -198,7 +184,7 @@ def body(model: type[M]) -> M:
 
 
 def invalid(exc: ValidationError) -> ApiError:
-    errors = [{"field": _field(e["loc"]), "message": _message(e)} for e in exc.errors()]
+    errors = [{"field": field, "message": message} for field, message in describe(exc)]
     first = errors[0]
     return ApiError(422, first["message"], field=first["field"], errors=errors)
 

@@ -1,8 +1,15 @@
-"""`flask --app wsgi ...` commands: database migrations, demo data, staff users."""
+"""`flask --app wsgi ...` commands: database migrations, demo data, staff users, bulk
+import and export."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
+import json
+import os
 import sys
+from typing import Any
 
 import click
 from alembic import command as alembic
@@ -10,6 +17,7 @@ from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from portal import ROOT, db
 from portal.access import AccessError, canonical_email
@@ -21,6 +29,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(create_staff)
     app.cli.add_command(demo)
     app.cli.add_command(worker_command)
+    app.cli.add_command(import_command)
+    app.cli.add_command(export_command)
 
 
 def alembic_config() -> AlembicConfig:
@@ -139,3 +149,159 @@ def worker_command(once: bool, interval: float) -> None:
         return
     click.echo("Worker running; Ctrl+C to stop.")
     worker.run_forever(current_app._get_current_object(), interval)  # type: ignore[attr-defined]
+
+
+FORMAT_HELP = """
+    \b
+    The format (JSON Lines, UTF-8), one record per line:
+      {"type": "account", "external_id": "acc-1", "data": {"name": "Acme Ltd"}}
+      {"type": "contact", "bill_group": "bg-1", "kind": "billing", "data": {...}}
+    type: entity, account, bill_group, contact, product, subscription, invoice,
+    payment_method, payment. data: the body of PUT /api/v1/<resource>/<external id>;
+    references are external ids and may name records of earlier lines. Blank lines
+    and lines starting with # are skipped.
+"""
+
+
+@click.command(
+    "import",
+    help=f"""Import records from PATH (JSON Lines; - reads stdin).
+
+    Each line is the same idempotent upsert as the API's PUT, in a savepoint of its
+    own: a bad line is rolled back alone and reported with its line number and
+    reasons; good lines are committed every --batch-size records. Importing a file
+    twice changes nothing the second time. Exit status 1 if any line was rejected.
+{FORMAT_HELP}""",
+)
+@with_appcontext
+@click.argument("path", type=click.Path(dir_okay=False, exists=True, allow_dash=True))
+@click.option("--dry-run", is_flag=True, help="Check and write every line, then roll back.")
+@click.option(
+    "--errors",
+    "errors_path",
+    type=click.Path(dir_okay=False, allow_dash=False),
+    help="Write every rejected line (number, type, key, reasons) to this file as JSON Lines.",
+)
+@click.option(
+    "--show",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0),
+    help="How many rejected lines to print.",
+)
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Records per commit.",
+)
+def import_command(
+    path: str, dry_run: bool, errors_path: str | None, show: int, batch_size: int
+) -> None:
+    from portal.sync import importer
+
+    stdin = path == "-"
+    size = None if stdin else os.path.getsize(path)
+    with contextlib.ExitStack() as stack:
+        stream = sys.stdin.buffer if stdin else stack.enter_context(open(path, "rb"))
+        errors = (
+            stack.enter_context(open(errors_path, "w", encoding="utf-8")) if errors_path else None
+        )
+
+        def on_reject(rejection: importer.Rejection) -> None:
+            if errors is not None:
+                errors.write(json.dumps(rejection.as_dict(), ensure_ascii=False) + "\n")
+
+        # On stderr, by bytes for a file and by lines for stdin (whose size is unknown).
+        bar: Any = stack.enter_context(
+            click.progressbar(
+                itertools.repeat(None), label="Importing (lines)", show_pos=True, file=sys.stderr
+            )
+            if size is None
+            else click.progressbar(length=size, label="Importing", file=sys.stderr)
+        )
+        try:
+            summary = importer.import_records(
+                db.session(),
+                stream,
+                source="stdin" if stdin else path,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                keep=show,
+                on_reject=on_reject,
+                progress=lambda read, lines: bar.update(lines if size is None else read),
+            )
+        except OperationalError as exc:
+            raise click.ClickException(
+                f"The import stopped, the database failed: {exc.orig}. Batches committed "
+                "before it stay; importing the file again is safe."
+            ) from None
+    click.echo(_summary_table(summary))
+    if summary.rejections:
+        shown = len(summary.rejections)
+        more = f" (the first {shown} of {summary.rejected:,})" if shown < summary.rejected else ""
+        click.echo(f"\nRejected lines{more}:")
+        for rejection in summary.rejections:
+            what = " ".join(part for part in (rejection.type, rejection.key) if part)
+            click.echo(f"  line {rejection.line}{f' ({what})' if what else ''}: {rejection.reason}")
+    if dry_run:
+        click.echo("\nDry run: nothing was written.")
+    if summary.rejected:
+        raise SystemExit(1)
+
+
+def _summary_table(summary: Any) -> str:
+    columns = ("created", "updated", "unchanged", "rejected")
+    rows = [(name, *(getattr(c, o) for o in columns)) for name, c in summary.ordered()]
+    rows.append(("total", *(summary.total(o) for o in columns)))
+    lines = [f"{'type':<16}" + "".join(f"{c:>11}" for c in columns)]
+    lines += [f"{row[0]:<16}" + "".join(f"{n:>11,}" for n in row[1:]) for row in rows]
+    return "\n".join(lines)
+
+
+@click.command(
+    "export",
+    help=f"""Export every record with an external id to PATH (- for stdout).
+
+    Written in dependency order, so that `import` of the file into an empty database
+    makes the same records. Contacts are exported with their bill group, when it has
+    an external id; logos, access rules and sign-in data are not exported.
+{FORMAT_HELP}""",
+)
+@with_appcontext
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+def export_command(path: str) -> None:
+    from portal import audit
+    from portal.sync import importer
+
+    session = db.session()
+    if path == "-":
+        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+        try:
+            counts = importer.export(session, stdout)
+        finally:
+            stdout.flush()
+            stdout.detach()  # sys.stdout stays open
+    else:
+        # Written beside PATH and renamed at the end: PATH is never half a file.
+        partial = f"{path}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8", newline="\n") as stream:
+                counts = importer.export(session, stream)
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    total = sum(counts.values())
+    detail = ", ".join(f"{name} {count}" for name, count in counts.items())
+    audit.record(
+        session,
+        "export.run",
+        "exported",
+        actor_type="system",
+        actor="export",
+        detail=f"{'stdout' if path == '-' else path}: {total} records ({detail})",
+    )
+    session.commit()
+    click.echo(f"Exported {total:,} records ({detail}).", err=True)

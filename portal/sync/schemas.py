@@ -22,6 +22,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationError,
     model_validator,
 )
 
@@ -136,6 +137,30 @@ def optional_text(max_length: int, what: str) -> Any:
         Field(default=None, max_length=max_length),
         AfterValidator(_text(max_length, what)),
     ]
+
+
+def describe(
+    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+) -> list[tuple[str | None, str]]:
+    """A ValidationError as (field, message) pairs a person can act on: the field as a
+    dotted path ("lines.0.amount_minor", None for the body as a whole), the message naming
+    it. `prefix` is prepended to every path (the import puts bodies under "data")."""
+    described = []
+    for error in exc.errors():
+        loc = prefix + tuple(error["loc"])
+        field = ".".join(str(part) for part in loc) or None
+        named = field or "body"
+        kind = error["type"]
+        if kind == "missing":
+            message = f"{named} is required."
+        elif kind == "extra_forbidden":
+            message = f"{named} is not a field of this record."
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if kind != "value_error":
+                message = f"{named}: {message}"
+        described.append((field, message))
+    return described
 
 
 class Body(BaseModel):
@@ -360,7 +385,9 @@ class PaymentMethodIn(Body):
     exp_month: Annotated[StrictInt | None, Field(ge=1, le=12)] = None
     exp_year: Annotated[StrictInt | None, Field(ge=2000, le=2200)] = None
     holder_name: Annotated[
-        StrictStr | None, AfterValidator(lambda v: _not_a_card_number(v) if v else v)
+        StrictStr | None,
+        Field(max_length=200),
+        AfterValidator(lambda v: _not_a_card_number(v) if v else v),
     ] = None
     gateway: Annotated[StrictStr, Field(min_length=1, max_length=40)]
     gateway_token: Annotated[

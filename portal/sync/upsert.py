@@ -54,8 +54,28 @@ class Upserted:
     changed: bool
 
 
+# Two switches the bulk import sets in its session's info; nothing else sets them, and
+# without them every function here behaves as it always has.
+# LOOKUPS: a dict {(model, external id): record or ABSENT} that find() reads before the
+# database, and adds the records it finds to. Its owner empties it whenever a savepoint
+# is rolled back, and drops its ABSENT entries before anything can have created them.
+LOOKUPS = "portal.sync.lookups"
+ABSENT = object()
+# DEFER_FLUSH: the caller flushes (and holds autoflush off) for many records at once,
+# and redoes them one by one if that flush or any record fails.
+DEFER_FLUSH = "portal.sync.defer_flush"
+
+
 def find(db: Session, model: type[T], external_id: str) -> T | None:
-    return db.scalar(select(model).where(model.external_id == external_id))  # type: ignore[attr-defined]
+    lookups = db.info.get(LOOKUPS)
+    if lookups is not None:
+        hit = lookups.get((model, external_id))
+        if hit is not None:
+            return None if hit is ABSENT else hit  # type: ignore[no-any-return]
+    record = db.scalar(select(model).where(model.external_id == external_id))  # type: ignore[attr-defined]
+    if lookups is not None and record is not None:
+        lookups[(model, external_id)] = record
+    return record
 
 
 def _reference(db: Session, model: type[T], external_id: str, field: str) -> T:
@@ -87,7 +107,8 @@ def _get_or_new(db: Session, model: type[T], external_id: str) -> tuple[T, bool]
 def _finish(db: Session, record: Any, created: bool, changed: bool) -> Upserted:
     if created:
         db.add(record)
-    db.flush()
+    if not db.info.get(DEFER_FLUSH):
+        db.flush()
     return Upserted(record, created, created or changed)
 
 
@@ -153,18 +174,29 @@ def _products(
 ) -> dict[str, Product]:
     """The products named, each checked to belong to the bill group's entity."""
     wanted = {ext for ext in external_ids if ext is not None}
-    found = {
-        p.external_id: p
-        for p in db.scalars(select(Product).where(Product.external_id.in_(wanted)))
-        if p.external_id is not None
-    }
+    lookups = db.info.get(LOOKUPS)
+    found: dict[str, Product] = {}
+    if lookups is not None:
+        found = {
+            ext: lookups[(Product, ext)]
+            for ext in wanted
+            if lookups.get((Product, ext), ABSENT) is not ABSENT
+        }
+    if wanted - found.keys():
+        for p in db.scalars(select(Product).where(Product.external_id.in_(wanted - found.keys()))):
+            if p.external_id is not None:
+                found[p.external_id] = p
+                if lookups is not None:
+                    lookups[(Product, p.external_id)] = p
     for index, ext in enumerate(external_ids):
         if ext is None:
             continue
         item = found.get(ext)
         if item is None:
             raise SyncError(
-                "invalid", f"There is no product with external id {ext!r}.", f"{field}.{index}"
+                "invalid",
+                f"There is no product with external id {ext!r}.",
+                f"{field}.{index}.product",
             )
         if item.entity_id != group.entity_id:
             raise SyncError(
@@ -231,7 +263,9 @@ def invoice(db: Session, external_id: str, body: schemas.InvoiceIn) -> Upserted:
     )
     if not created:
         same_number = same_number.where(Invoice.id != record.id)
-    if db.scalar(same_number.limit(1)) is not None:
+    # Deferred, the unique key (entity_id, number) refuses a clash at the flush, and the
+    # caller redoes the record alone, here.
+    if not db.info.get(DEFER_FLUSH) and db.scalar(same_number.limit(1)) is not None:
         raise SyncError(
             "conflict",
             f"Invoice number {body.number} is already used by another invoice of this seller.",
