@@ -27,6 +27,7 @@ from portal.models import StaffRole, StaffUser
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(create_staff)
+    app.cli.add_command(create_api_key)
     app.cli.add_command(demo)
     app.cli.add_command(worker_command)
     app.cli.add_command(import_command)
@@ -118,6 +119,41 @@ def create_staff(email: str, role: str, name: str | None, password_stdin: bool) 
     session.add(user)
     session.commit()
     click.echo(f"Created {role} {email}.")
+
+
+@click.command("create-api-key")
+@with_appcontext
+@click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    type=click.Choice(["read", "write"]),
+    multiple=True,
+    default=("read", "write"),
+    show_default=True,
+    help="Repeat for both; a read-only key cannot change anything.",
+)
+def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API key for the billing system and print it once (it is stored only as
+    a hash). Admins can also create and revoke keys under Staff -> API keys."""
+    from portal import apikeys, audit
+
+    session = db.session()
+    try:
+        key, row = apikeys.create(session, name, set(scopes), "cli")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    audit.record(
+        session,
+        "api_key.create",
+        "created",
+        actor_type="system",
+        actor="cli",
+        detail=f"{row.name} ({row.hint}…, {row.scopes})",
+    )
+    session.commit()
+    click.echo(f"Created API key {row.name!r} ({row.scopes}). It is shown only now:")
+    click.echo(key)
 
 
 @click.command("demo")

@@ -156,3 +156,22 @@ def test_create_staff_refuses_a_duplicate(runner, db):
     assert "already exists" in result.output
     assert count(db, StaffUser) == 1
     assert db.scalar(select(StaffUser)).check_password("x" * 20)
+
+
+def test_create_api_key_prints_a_working_key_once(app, runner, db):
+    from sqlalchemy import select
+
+    from portal.models import ApiKey
+    from portal.signin import sha256
+
+    result = runner.invoke(args=["create-api-key", "billing system", "--scope", "read"])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    row = db.scalar(select(ApiKey))
+    assert row.key_hash == sha256(key) and row.scopes == "read"
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/accounts", headers=headers).status_code == 200
+    assert client.put("/api/v1/accounts/a", json={"name": "A"}, headers=headers).status_code == 403
+    refused = runner.invoke(args=["create-api-key", " "])
+    assert refused.exit_code == 2 and "name" in refused.output
