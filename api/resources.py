@@ -3,6 +3,7 @@ billing system keeps; contacts by bill group and kind; invoice PDFs; portal link
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,7 +135,8 @@ def _one(resource: Resource, external_id: str) -> Any:
         .options(*resource.options)
     )
     if found is None:
-        raise ApiError(404, f"There is no {resource.schema} with external id {external_id!r}.")
+        what = re.sub(r"(?<!^)(?=[A-Z])", " ", resource.schema).lower()
+        raise ApiError(404, f"There is no {what} with external id {external_id!r}.")
     return found
 
 
