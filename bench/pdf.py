@@ -142,20 +142,25 @@ def pages(pdf: bytes) -> int:
     return len(PdfReader(BytesIO(pdf)).pages)
 
 
+def seller() -> Entity:
+    """The seller on the benchmark's invoices, with a logo (bench/run.py uses it too)."""
+    return Entity(
+        name="Northwind Cloud",
+        legal_name="Northwind Cloud Ltd",
+        support_email="billing@northwind-cloud.com",
+        brand_colour="#0f766e",
+        logo=demo_logo(),
+        logo_type="image/png",
+        address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
+        vat_number="GB987654321",
+    )
+
+
 def main(repetitions: int = 9) -> None:
     engine = make_engine("sqlite://")
     Base.metadata.create_all(engine)
     with Session(engine) as session:
-        entity = Entity(
-            name="Northwind Cloud",
-            legal_name="Northwind Cloud Ltd",
-            support_email="billing@northwind-cloud.com",
-            brand_colour="#0f766e",
-            logo=demo_logo(),
-            logo_type="image/png",
-            address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
-            vat_number="GB987654321",
-        )
+        entity = seller()
         for size in SIZES:
             invoice = build_invoice(session, entity, size)
             ours, pdf = median_ms(lambda invoice=invoice: render(invoice, today=TODAY), repetitions)

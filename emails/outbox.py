@@ -87,6 +87,9 @@ def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
     chosen FOR UPDATE SKIP LOCKED, so a second worker leases the next due messages
     rather than waiting for the same ones and then finding them gone (and sleeping);
     SQLite runs one writer at a time, so the second UPDATE sees the first's leases.
+    The choice is a CTE, which PostgreSQL runs once: as a plain IN (subquery) it may be
+    run again for every row of a nested loop, and each run, skipping the rows the
+    statement has just changed, would lease `limit` more.
     """
     now = clock.now()
     due = (
@@ -95,10 +98,11 @@ def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
         .order_by(OutboxMessage.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("due")
     )
     claimed = db.scalars(
         update(OutboxMessage)
-        .where(OutboxMessage.id.in_(due.scalar_subquery()), _due(now))
+        .where(OutboxMessage.id.in_(select(due.c.id)), _due(now))
         .values(claimed_by=worker, claimed_until=now + LEASE)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)

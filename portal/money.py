@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
+from babel import Locale
 from babel.dates import format_date
 from babel.numbers import (
     format_currency,
@@ -23,9 +25,22 @@ class MoneyError(ValueError):
     pass
 
 
+@lru_cache(maxsize=32)
+def babel_locale(identifier: str) -> Locale:
+    """The Babel locale, parsed once: Babel parses a locale name on every call it is given,
+    and a page of invoices formats a hundred amounts and dates."""
+    return Locale.parse(identifier)
+
+
+@lru_cache(maxsize=512)
+def _known_currency(code: str) -> bool:
+    # is_currency builds the set of every currency Babel knows on each call.
+    return is_currency(code)
+
+
 def check_currency(code: str) -> str:
     """An upper-case ISO 4217 code, or MoneyError."""
-    if not isinstance(code, str) or len(code) != 3 or not is_currency(code.upper()):
+    if not isinstance(code, str) or len(code) != 3 or not _known_currency(code.upper()):
         raise MoneyError(f"{code!r} is not an ISO 4217 currency code.")
     return code.upper()
 
@@ -51,17 +66,19 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
 
 
 def format_money(minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str:
-    return format_currency(to_decimal(minor, currency), currency, locale=locale)
+    return format_currency(to_decimal(minor, currency), currency, locale=babel_locale(locale))
 
 
 def format_quantity(value: Decimal | int, locale: str = DEFAULT_LOCALE) -> str:
     """Up to four decimals (hours, GB), none when whole: 2.5, 1,234, 0.1255."""
-    return format_decimal(value, format="#,##0.####", locale=locale)
+    return format_decimal(value, format="#,##0.####", locale=babel_locale(locale))
 
 
 def format_rate(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
     """A tax rate stored in basis points: 2000 -> 20%, 550 -> 5.5%."""
-    return format_percent(Decimal(basis_points) / 10000, locale=locale, decimal_quantization=False)
+    return format_percent(
+        Decimal(basis_points) / 10000, locale=babel_locale(locale), decimal_quantization=False
+    )
 
 
 def init_app(app: Flask) -> None:
@@ -71,10 +88,10 @@ def init_app(app: Flask) -> None:
         return format_money(minor, currency, locale)
 
     def date_long(day: dt.date) -> str:
-        return format_date(day, "long", locale=locale)
+        return format_date(day, "long", locale=babel_locale(locale))
 
     def date_short(day: dt.date) -> str:
-        return format_date(day, "medium", locale=locale)
+        return format_date(day, "medium", locale=babel_locale(locale))
 
     app.jinja_env.filters.update(
         money=money_filter,
