@@ -10,7 +10,6 @@ from io import BytesIO
 from typing import Any
 from xml.sax.saxutils import escape
 
-from babel.dates import format_date
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
 from reportlab.lib.pagesizes import A4
@@ -33,7 +32,7 @@ from reportlab.platypus import (
 )
 
 from portal.models import ContactKind, Invoice, PaymentStatus
-from portal.money import babel_locale, format_money, format_quantity, format_rate
+from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
 
 MARGIN = 18 * mm
 FOOTER_Y = 10 * mm
@@ -110,7 +109,7 @@ class _Formats:
         return format_money(minor, self.currency, self.locale)
 
     def date(self, day: dt.date) -> str:
-        return format_date(day, "medium", locale=babel_locale(self.locale))
+        return format_day(day, "medium", self.locale)
 
     def quantity(self, value: Decimal) -> str:
         return format_quantity(value, self.locale)

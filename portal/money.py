@@ -65,8 +65,18 @@ def to_minor(amount: str | Decimal, currency: str) -> int:
     return int(scaled)
 
 
+# Babel spends ~50 µs on each amount and date (locale data lookups, pattern parsing);
+# a page shows dozens, and the same figures come back page after page. The results are
+# pure functions of their arguments, so they are kept, a few thousand of each.
+@lru_cache(maxsize=8192)
 def format_money(minor: int, currency: str, locale: str = DEFAULT_LOCALE) -> str:
     return format_currency(to_decimal(minor, currency), currency, locale=babel_locale(locale))
+
+
+@lru_cache(maxsize=8192)
+def format_day(day: dt.date, width: str, locale: str = DEFAULT_LOCALE) -> str:
+    """A date as "1 December 2026" (width "long") or "1 Dec 2026" ("medium")."""
+    return format_date(day, width, locale=babel_locale(locale))
 
 
 def format_quantity(value: Decimal | int, locale: str = DEFAULT_LOCALE) -> str:
@@ -88,10 +98,10 @@ def init_app(app: Flask) -> None:
         return format_money(minor, currency, locale)
 
     def date_long(day: dt.date) -> str:
-        return format_date(day, "long", locale=babel_locale(locale))
+        return format_day(day, "long", locale)
 
     def date_short(day: dt.date) -> str:
-        return format_date(day, "medium", locale=babel_locale(locale))
+        return format_day(day, "medium", locale)
 
     app.jinja_env.filters.update(
         money=money_filter,
