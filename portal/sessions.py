@@ -13,8 +13,8 @@ import secrets
 
 from flask import Flask, current_app, request, session
 from flask_login import LoginManager, UserMixin, current_user
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from portal import audit, clock, db, staffauth
 from portal.access import may_access
@@ -88,12 +88,22 @@ def create(db_session: Session, bill_group: BillGroup, email: str) -> tuple[str,
     return sid, row
 
 
-def load(db_session: Session, sid: str) -> Customer | None:
-    row = db_session.scalar(
-        select(CustomerSession).where(
-            CustomerSession.sid_hash == sha256(sid), CustomerSession.revoked_at.is_(None)
-        )
+# Built once: every signed-in request runs it. The bill group comes with its seller (every
+# page shows the brand) and its rules (checked below), so a page needs no more statements
+# to know who is looking and that they still may.
+_LIVE_SESSION = (
+    select(CustomerSession)
+    .where(CustomerSession.sid_hash == bindparam("sid_hash"), CustomerSession.revoked_at.is_(None))
+    .options(
+        joinedload(CustomerSession.bill_group).joinedload(BillGroup.entity),
+        joinedload(CustomerSession.bill_group).joinedload(BillGroup.access_rules),
     )
+)
+
+
+def load(db_session: Session, sid: str) -> Customer | None:
+    found = db_session.scalars(_LIVE_SESSION, {"sid_hash": sha256(sid)})
+    row = found.unique().one_or_none()
     if row is None:
         return None
     now = clock.now()

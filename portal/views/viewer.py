@@ -24,7 +24,7 @@ from portal.clock import today
 from portal.forms import ButtonForm
 from portal.models import BillGroup, PaymentMethod
 from portal.staffauth import Staff
-from portal.views.signin import available_bill_group, signed_in_to
+from portal.views.signin import available_bill_group
 
 bp = Blueprint("customer", __name__, url_prefix="/p/<public_id>")
 
@@ -69,12 +69,13 @@ def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
                 return found
             viewer = found
         else:
-            group = available_bill_group(public_id)
-            if not signed_in_to(group):
-                return redirect(url_for("signin.start", public_id=public_id, next=request.path))
             customer = sessions.current_customer()
-            assert customer is not None  # signed_in_to checked it
-            viewer = Viewer(bill_group=group, email=customer.email)
+            if customer is None or customer.bill_group.public_id != public_id:
+                available_bill_group(public_id)  # the one 404 for a link that leads nowhere
+                return redirect(url_for("signin.start", public_id=public_id, next=request.path))
+            # Loading the session re-checked the address against this group's rules and
+            # availability, with the group, its seller and rules in the same statement.
+            viewer = Viewer(bill_group=customer.bill_group, email=customer.email)
         if request.method not in ("GET", "HEAD") and not viewer.can_write:
             abort(403)
         g.viewer = viewer
