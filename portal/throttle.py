@@ -9,11 +9,13 @@ closed: no email is sent and no code is checked.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from limits import parse_many
+from limits import RateLimitItem, parse_many
+from limits.storage import RedisClusterStorage, RedisStorage
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +52,66 @@ def _limits(budget: str):  # type: ignore[no-untyped-def]
 
 
 def within(*checks: tuple[str, str]) -> bool:
-    """Whether every (budget, key) has room; if so, spend one from each.
+    """Whether every (budget, key) has room; if so, spend one from each, else none.
 
     Fails closed: when the storage cannot be reached the answer is no.
 
-    `test` only spares the other budgets when one is already spent; `hit` decides. Many
-    requests at once (a burst across gunicorn workers) can all pass `test` before any of
-    them hits, but `hit` takes its entry atomically in the storage and refuses once the
-    limit is reached, so no more than the budget ever gets through.
+    On Redis all of it is one script, run atomically by the server: one round trip
+    however many budgets and windows (a sign-in asks four budgets, seven windows), and no
+    request can slip between another's check and its spending. Elsewhere (memory:// in
+    development and tests) `test` spares the other budgets when one is already spent and
+    `hit` decides: `hit` takes its entry atomically and refuses once the limit is
+    reached, so even a burst that all passed `test` gets no more than the budget.
     """
-    strategy = limiter.limiter
     try:
-        if not all(
-            strategy.test(item, budget, key) for budget, key in checks for item in _limits(budget)
-        ):
-            return False
-        for budget, key in checks:
-            for item in _limits(budget):
-                if not strategy.hit(item, budget, key):
-                    return False
+        windows = [(item, budget, key) for budget, key in checks for item in _limits(budget)]
+        storage = limiter.limiter.storage
+        if _scriptable(storage):
+            return _acquire_all(storage, windows)
+        strategy = limiter.limiter
+        return all(strategy.test(*window) for window in windows) and all(
+            strategy.hit(*window) for window in windows
+        )
     except Exception:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
-    return True
+
+
+# The moving windows of limits' Redis storage (a list of timestamps per limit, newest
+# first, trimmed to the limit), so has_room, spend and Flask-Limiter read the same
+# entries. Every window is checked before any is spent.
+_ACQUIRE_ALL = """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local oldest = redis.call('lindex', key, limit - 1)
+  if oldest and tonumber(oldest) >= now - expiry then
+    return 0
+  end
+end
+for i, key in ipairs(KEYS) do
+  local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  redis.call('lpush', key, now)
+  redis.call('ltrim', key, 0, limit - 1)
+  redis.call('expire', key, expiry)
+end
+return 1
+"""
+
+
+def _scriptable(storage: object) -> bool:
+    # A cluster spreads the keys over nodes, where a script may touch only one.
+    return isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage)
+
+
+def _acquire_all(storage: RedisStorage, windows: list[tuple[RateLimitItem, str, str]]) -> bool:
+    # register_script only hashes the text; the server keeps the script (EVALSHA).
+    script = storage.get_connection().register_script(_ACQUIRE_ALL)
+    args: list[float | int] = [time.time()]
+    for item, _budget, _key in windows:
+        args += [item.amount, item.get_expiry()]
+    keys = [storage.prefixed_key(item.key_for(budget, key)) for item, budget, key in windows]
+    return bool(script(keys=keys, args=args))
 
 
 def has_room(budget: str, key: str) -> bool:

@@ -803,6 +803,68 @@ def test_with_redis_the_address_budget_holds_across_workers(app, db, smtp, sibli
     ]
 
 
+@pytest.fixture
+def on_redis(sibling) -> Iterator[Flask]:
+    """An app whose budgets live in the test Redis database, emptied before and after."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as server:
+        server.flushdb()
+        yield sibling(
+            RATELIMIT_STORAGE_URI=REDIS_URL,
+            SIGNIN_LIMIT_PER_ADDRESS="1 per 15 minutes; 5 per day",
+            SIGNIN_LIMIT_PER_DOMAIN="2 per 15 minutes",
+        )
+        server.flushdb()
+
+
+@pytest.mark.redis
+def test_on_redis_a_spent_budget_spends_nothing_from_the_others(on_redis):
+    domain, address = ("signin-domain", "acme.com"), ("signin-address", ADDRESS)
+    with on_redis.app_context():
+        assert throttle.within(domain, address)
+        # The address is spent; the domain, asked first, must not pay for the refusal.
+        assert not throttle.within(domain, address)
+        assert throttle.has_room(*domain)
+        assert throttle.within(domain, ("signin-address", "other@acme.com"))
+        assert not throttle.has_room(*domain)
+
+
+@pytest.mark.redis
+def test_on_redis_a_burst_across_threads_gets_exactly_the_budget(on_redis):
+    admitted = []
+    start = threading.Barrier(12)
+
+    def ask() -> None:
+        with on_redis.app_context():
+            start.wait()
+            admitted.append(throttle.within(("signin-address", ADDRESS)))
+
+    threads = [threading.Thread(target=ask) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(admitted) == [False] * 11 + [True]
+
+
+@pytest.mark.redis
+def test_on_redis_the_sign_in_budgets_are_one_round_trip(on_redis, monkeypatch):
+    # Four budgets, seven windows: one script, not a check and a spend per window.
+    commands = []
+    with on_redis.app_context():
+        connection = throttle.limiter.limiter.storage.get_connection()
+        real = connection.execute_command
+        monkeypatch.setattr(
+            connection,
+            "execute_command",
+            lambda *args, **options: commands.append(args[0]) or real(*args, **options),
+        )
+        budgets = [(name, "x@acme.com") for name in ("signin-address", "signin-ip")]
+        assert throttle.within(*budgets, ("signin-domain", "acme.com"))
+    assert commands in (["EVALSHA"], ["EVALSHA", "SCRIPT LOAD", "EVALSHA"])
+
+
 def test_with_memory_storage_each_worker_counts_alone(app, db, smtp, sibling):
     # The contrast that makes the Redis test mean something: memory:// is per process.
     assert _two_workers_share_the_address_budget(sibling, db, smtp, "memory://") == 3
