@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import ColumnElement
 
@@ -39,18 +40,26 @@ class Summary:
 
 
 def summary(db: Session, group: BillGroup, today: dt.date, recent: int = 5) -> Summary:
-    overdue = Invoice.due_date < today
-    row = db.execute(
-        select(
-            func.coalesce(func.sum(Invoice.balance_minor), 0),
-            func.coalesce(func.sum(Invoice.balance_minor).filter(overdue), 0),
-            func.count().filter(overdue),
-        ).where(Invoice.bill_group_id == group.id, Invoice.status == InvoiceStatus.OPEN)
+    outstanding, overdue, overdue_count = db.execute(
+        _totals_statement(), {"group_id": group.id, "today": today}
     ).one()
     latest = db.scalars(
-        _visible(group).order_by(Invoice.issue_date.desc(), Invoice.id.desc()).limit(recent)
+        _filtered_statement(InvoiceShape()).limit(recent), {"group_id": group.id}
     ).all()
-    return Summary(int(row[0]), int(row[1]), int(row[2]), list(latest))
+    return Summary(int(outstanding), int(overdue), int(overdue_count), list(latest))
+
+
+# Statements every page view runs are built once, with their values as bound parameters:
+# putting a select together (and the balance's CASE expression) costs more than
+# compiling it, which SQLAlchemy caches anyway.
+@cache
+def _totals_statement() -> Select[tuple[int, int, int]]:
+    overdue = Invoice.due_date < bindparam("today")
+    return select(
+        func.coalesce(func.sum(Invoice.balance_minor), 0),
+        func.coalesce(func.sum(Invoice.balance_minor).filter(overdue), 0),
+        func.count().filter(overdue),
+    ).where(Invoice.bill_group_id == bindparam("group_id"), Invoice.status == InvoiceStatus.OPEN)
 
 
 @dataclass(frozen=True)
@@ -70,12 +79,38 @@ class InvoiceFilter:
         }
         return {key: value for key, value in args.items() if value}
 
+    def shape(self) -> InvoiceShape:
+        return InvoiceShape(
+            self.status, self.issued_from is not None, self.issued_to is not None, bool(self.number)
+        )
 
-def _status_condition(status: DisplayStatus, today: dt.date) -> ColumnElement[bool]:
+    def params(self, group: BillGroup, today: dt.date) -> dict[str, object]:
+        """The values for the bound parameters of `_filtered_statement(self.shape())`."""
+        values: dict[str, object] = {"group_id": group.id, "today": today}
+        values |= {"issued_from": self.issued_from, "issued_to": self.issued_to}
+        if self.number:
+            escaped = self.number.lower()
+            for special in ("/", "%", "_"):
+                escaped = escaped.replace(special, "/" + special)
+            values["number"] = f"%{escaped}%"
+        return values
+
+
+@dataclass(frozen=True)
+class InvoiceShape:
+    """Which filters are set (not their values): one statement is built per shape."""
+
+    status: DisplayStatus | None = None
+    issued_from: bool = False
+    issued_to: bool = False
+    number: bool = False
+
+
+def _status_condition(status: DisplayStatus) -> ColumnElement[bool]:
     if status == DisplayStatus.OVERDUE:
-        return and_(Invoice.status == InvoiceStatus.OPEN, Invoice.due_date < today)
+        return and_(Invoice.status == InvoiceStatus.OPEN, Invoice.due_date < bindparam("today"))
     if status == DisplayStatus.OPEN:
-        return and_(Invoice.status == InvoiceStatus.OPEN, Invoice.due_date >= today)
+        return and_(Invoice.status == InvoiceStatus.OPEN, Invoice.due_date >= bindparam("today"))
     return Invoice.status == InvoiceStatus(status.value)
 
 
@@ -85,19 +120,29 @@ def _visible(group: BillGroup) -> Select[tuple[Invoice]]:
     )
 
 
-def _filtered(group: BillGroup, flt: InvoiceFilter, today: dt.date) -> Select[tuple[Invoice]]:
-    query = _visible(group)
-    if flt.status:
-        query = query.where(_status_condition(flt.status, today))
-    if flt.issued_from:
-        query = query.where(Invoice.issue_date >= flt.issued_from)
-    if flt.issued_to:
-        query = query.where(Invoice.issue_date <= flt.issued_to)
-    if flt.number:
-        query = query.where(
-            func.lower(Invoice.number).contains(flt.number.lower(), autoescape=True)
-        )
-    return query
+@lru_cache(maxsize=64)
+def _filtered_statement(shape: InvoiceShape) -> Select[tuple[Invoice]]:
+    """A bill group's visible invoices with this shape of filter, newest first. Bound
+    parameters: group_id, and today, issued_from, issued_to, number as the shape needs
+    (`InvoiceFilter.params`)."""
+    query = select(Invoice).where(
+        Invoice.bill_group_id == bindparam("group_id"), Invoice.status != InvoiceStatus.DRAFT
+    )
+    if shape.status:
+        query = query.where(_status_condition(shape.status))
+    if shape.issued_from:
+        query = query.where(Invoice.issue_date >= bindparam("issued_from"))
+    if shape.issued_to:
+        query = query.where(Invoice.issue_date <= bindparam("issued_to"))
+    if shape.number:
+        query = query.where(func.lower(Invoice.number).like(bindparam("number"), escape="/"))
+    return query.order_by(Invoice.issue_date.desc(), Invoice.id.desc())
+
+
+@lru_cache(maxsize=64)
+def _count_statement(shape: InvoiceShape) -> Select[tuple[int]]:
+    listed = _filtered_statement(shape).order_by(None).subquery()
+    return select(func.count()).select_from(listed)
 
 
 @dataclass(frozen=True)
@@ -129,14 +174,11 @@ def invoice_page(
     per_page: int = PER_PAGE,
 ) -> Page:
     """One page of the filtered list, newest first: two statements, always."""
-    query = _filtered(group, flt, today)
-    total = db.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    shape, params = flt.shape(), flt.params(group, today)
+    total = db.scalar(_count_statement(shape), params) or 0
     page = min(max(page, 1), max(1, -(-total // per_page)))
-    invoices = db.scalars(
-        query.order_by(Invoice.issue_date.desc(), Invoice.id.desc())
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    ).all()
+    listed = _filtered_statement(shape).limit(per_page).offset((page - 1) * per_page)
+    invoices = db.scalars(listed, params).all()
     return Page(list(invoices), total, page, per_page)
 
 
@@ -159,11 +201,12 @@ def invoices_csv(
     db: Session, group: BillGroup, flt: InvoiceFilter, today: dt.date
 ) -> Iterator[str]:
     """The whole filtered list as CSV, streamed in batches."""
-    query = _filtered(group, flt, today).order_by(Invoice.issue_date.desc(), Invoice.id.desc())
+    query = _filtered_statement(flt.shape()).execution_options(yield_per=500)
+    params = flt.params(group, today)
 
     def rows() -> Iterator[list[object]]:
         # Closed even when the download is dropped half-way (a server-side cursor otherwise).
-        with db.scalars(query.execution_options(yield_per=500)) as invoices:
+        with db.scalars(query, params) as invoices:
             for invoice in invoices:
                 currency = invoice.currency
                 yield [

@@ -89,14 +89,17 @@ def create(db_session: Session, bill_group: BillGroup, email: str) -> tuple[str,
 
 
 # Built once: every signed-in request runs it. The bill group comes with its seller (every
-# page shows the brand) and its rules (checked below), so a page needs no more statements
-# to know who is looking and that they still may.
+# page shows the brand), its rules (checked below) and its default payment method (one
+# row, on the overview and payment pages), so a page needs no more statements to know
+# who is looking and that they still may.
+_group = joinedload(CustomerSession.bill_group)
 _LIVE_SESSION = (
     select(CustomerSession)
     .where(CustomerSession.sid_hash == bindparam("sid_hash"), CustomerSession.revoked_at.is_(None))
     .options(
-        joinedload(CustomerSession.bill_group).joinedload(BillGroup.entity),
-        joinedload(CustomerSession.bill_group).joinedload(BillGroup.access_rules),
+        _group.joinedload(BillGroup.entity),
+        _group.joinedload(BillGroup.access_rules),
+        _group.joinedload(BillGroup.default_payment_method),
     )
 )
 
