@@ -79,11 +79,13 @@ def format_day(day: dt.date, width: str, locale: str = DEFAULT_LOCALE) -> str:
     return format_date(day, width, locale=babel_locale(locale))
 
 
+@lru_cache(maxsize=4096)
 def format_quantity(value: Decimal | int, locale: str = DEFAULT_LOCALE) -> str:
     """Up to four decimals (hours, GB), none when whole: 2.5, 1,234, 0.1255."""
     return format_decimal(value, format="#,##0.####", locale=babel_locale(locale))
 
 
+@lru_cache(maxsize=512)
 def format_rate(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
     """A tax rate stored in basis points: 2000 -> 20%, 550 -> 5.5%."""
     return format_percent(
