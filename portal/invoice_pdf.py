@@ -16,6 +16,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     BaseDocTemplate,
@@ -42,6 +43,7 @@ INK = colors.HexColor("#111827")
 MUTED = colors.HexColor("#6b7280")
 HAIRLINE = colors.HexColor("#d1d5db")
 SHADE = colors.HexColor("#f3f4f6")
+CELL_PADDING = 6  # reportlab's default left and right padding in a table cell
 
 BODY = ParagraphStyle("body", fontName="Helvetica", fontSize=9, leading=12, textColor=INK)
 BODY_RIGHT = ParagraphStyle("body-right", BODY, alignment=TA_RIGHT)
@@ -60,6 +62,16 @@ def para(lines: str | None | list[str | None], style: ParagraphStyle = BODY) -> 
     items = lines if isinstance(lines, list) else [lines]
     text = [line for item in items if item for line in item.splitlines() if line.strip()]
     return Paragraph("<br/>".join(escape(line) for line in text), style)
+
+
+def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragraph:
+    """A table cell's text: as a plain string when it fits on one line of `width` (a Table
+    draws strings directly, never parsing them, at a fraction of a Paragraph's cost;
+    the table's own style must then set the same font, colour and alignment), as a
+    wrapping Paragraph when it does not."""
+    if "\n" not in text and stringWidth(text, style.fontName, style.fontSize) <= width:
+        return text
+    return para(text, style)
 
 
 def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
@@ -124,15 +136,42 @@ class _Formats:
 def _header(invoice: Invoice, width: float) -> list[Flowable]:
     """The seller: logo on the left, name, address and VAT number on the right."""
     entity = invoice.entity
-    seller = [
-        para(entity.legal_name or entity.name, STRONG_RIGHT),
-        para(entity.address, MUTED_RIGHT),
-        para(entity.vat_number and f"VAT {entity.vat_number}", MUTED_RIGHT),
-        para(entity.support_email, MUTED_RIGHT),
-    ]
+    seller = _stacked(
+        [
+            (entity.legal_name or entity.name, STRONG_RIGHT),
+            (entity.address, MUTED_RIGHT),
+            (entity.vat_number and f"VAT {entity.vat_number}", MUTED_RIGHT),
+            (entity.support_email, MUTED_RIGHT),
+        ],
+        width / 2,
+    )
     table = Table([[_logo(entity.logo) or "", seller]], colWidths=[width / 2] * 2)
     table.setStyle(_grid_style(valign="BOTTOM"))
     return [table, Spacer(0, 3 * mm)]
+
+
+def _stacked(lines: list[tuple[str | None, ParagraphStyle]], width: float) -> Table:
+    """Lines of text stacked like a paragraph's, each in its own style (a name in bold
+    over a muted address): a one-column table of `cell`s. Empty lines are dropped and
+    a text with line breaks gives one line each, as `para` does."""
+    shown = [
+        (line, style) for text, style in lines if text for line in text.splitlines() if line.strip()
+    ]
+    table = Table(
+        [[cell(text, width, style)] for text, style in shown] or [[""]], colWidths=[width]
+    )
+    table.setStyle(_grid_style())
+    for row, (_text, style) in enumerate(shown):
+        where = (0, row), (0, row)
+        align = "RIGHT" if style.alignment == TA_RIGHT else "LEFT"
+        table.setStyle(
+            [
+                ("FONT", *where, style.fontName, style.fontSize, style.leading),
+                ("TEXTCOLOR", *where, style.textColor),
+                ("ALIGN", *where, align),
+            ]
+        )
+    return table
 
 
 def _logo(data: bytes | None) -> Image | None:
@@ -154,14 +193,16 @@ def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> T
     """Bill-to on the left, the invoice's dates, status and references on the right."""
     group = invoice.bill_group
     contact = group.contact(ContactKind.BILLING)
+    bill_to: list[tuple[str | None, ParagraphStyle]] = [("BILL TO", LABEL)]
     if contact is None:
-        bill_to = [para(group.account.name, STRONG)]
+        bill_to.append((group.account.name, STRONG))
     else:
         address = contact.address_lines[:-1] if contact.country else contact.address_lines
         country = fmt.country(contact.country) if contact.country else None
-        bill_to = [para(contact.name, STRONG), para([contact.company, *address, country])]
+        bill_to.append((contact.name, STRONG))
+        bill_to += [(line, BODY) for line in (contact.company, *address, country)]
     if group.vat_number:
-        bill_to.append(para(f"VAT {group.vat_number}"))
+        bill_to.append((f"VAT {group.vat_number}", BODY))
 
     period = None
     if invoice.period_start and invoice.period_end:
@@ -175,12 +216,25 @@ def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> T
         ("Service period", period),
         ("PO number", invoice.po_number or group.po_number),
     ]
+    value_width = width / 2 - 28 * mm
     facts = Table(
-        [[para(label, MUTED_LEFT), para(value, BODY_RIGHT)] for label, value in details if value],
-        colWidths=[28 * mm, width / 2 - 28 * mm],
+        [
+            [cell(label, 28 * mm, MUTED_LEFT), cell(value, value_width, BODY_RIGHT)]
+            for label, value in details
+            if value
+        ],
+        colWidths=[28 * mm, value_width],
     )
     facts.setStyle(_grid_style(bottom=1.5))
-    table = Table([[[para("BILL TO", LABEL), *bill_to], facts]], colWidths=[width / 2] * 2)
+    facts.setStyle(
+        [
+            ("FONT", (0, 0), (-1, -1), BODY.fontName, BODY.fontSize, BODY.leading),
+            ("TEXTCOLOR", (0, 0), (0, -1), MUTED),
+            ("TEXTCOLOR", (1, 0), (1, -1), INK),
+            ("ALIGN", (1, 0), (1, -1), "RIGHT"),
+        ]
+    )
+    table = Table([[_stacked(bill_to, width / 2), facts]], colWidths=[width / 2] * 2)
     table.setStyle(_grid_style())
     return table
 
@@ -188,21 +242,23 @@ def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> T
 def _lines_table(invoice: Invoice, fmt: _Formats, width: float) -> Table:
     """The line items; the table splits across pages with its header row repeated.
     Numeric cells are plain strings: a Table draws those as text, it never parses them."""
+    numbers = [16 * mm, 28 * mm, 16 * mm, 30 * mm]
+    description_width = width - sum(numbers)
+    text_width = description_width - 2 * CELL_PADDING
     rows: list[list[Any]] = [["Description", "Qty", "Unit price", "Tax", "Amount"]]
     for line in invoice.lines:
         rows.append(
             [
-                para(line.description),
+                cell(line.description, text_width),
                 fmt.quantity(line.quantity),
                 fmt.money(line.unit_price_minor),
                 fmt.rate(line.tax_rate_bp),
                 fmt.money(line.amount_minor),
             ]
         )
-    numbers = [16 * mm, 28 * mm, 16 * mm, 30 * mm]
     return _ruled_table(
         rows,
-        [width - sum(numbers), *numbers],
+        [description_width, *numbers],
         ("BACKGROUND", (0, 0), (-1, 0), SHADE),
         ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
         ("TOPPADDING", (0, 0), (-1, -1), 3),
@@ -268,7 +324,7 @@ def _payments(invoice: Invoice, fmt: _Formats, width: float) -> list[Flowable]:
         rows.append(
             [
                 fmt.date(payment.received_at.date()),
-                para(reference),
+                cell(reference, width - 52 * mm - 2 * CELL_PADDING),
                 fmt.money(application.amount_minor),
             ]
         )

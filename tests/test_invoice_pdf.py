@@ -11,6 +11,9 @@ from typing import Any
 
 from PIL import Image as PILImage
 from pypdf import PdfReader
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from portal.invoice_pdf import render
 from portal.models import (
@@ -204,6 +207,40 @@ def test_a_long_payment_history_goes_below_the_totals(db):
     assert all(f"INSTALMENT-{day:02d}" in text for day in range(1, 16))
     assert "INSTALMENT-15 (refunded)" in text
     assert text.index("Balance due") < text.index("INSTALMENT-01")
+
+
+def text_runs(pdf: bytes) -> list[tuple[str, float, float]]:
+    """(text, x, font size) of every run of text on the first page, as drawn."""
+    runs: list[tuple[str, float, float]] = []
+
+    def visit(text: str, _cm: Any, tm: Any, _font: Any, size: float) -> None:
+        if text.strip():
+            runs.append((text.strip(), tm[4], size * tm[0]))
+
+    PdfReader(BytesIO(pdf)).pages[0].extract_text(visitor_text=visit)
+    return runs
+
+
+def test_every_text_stays_inside_its_column_whatever_its_length(db):
+    # Short texts are drawn as plain strings and long ones wrap: either way no text may
+    # run into the next column (a plain string would, unwrapped).
+    long = "Consulting: migration of the general ledger and three subsidiaries' books " * 3
+    group = make_bill_group(db, po_number="PO-" + "7" * 60)
+    add_contact(db, group, company="The Very Long Name Holdings International Group plc " * 2)
+    invoice = make_invoice(db, group, lines=[(long, "1", 100, 0), ("Support", "1", 100, 0)])
+    add_payment(db, invoice, 50, reference="REMITTANCE " * 12)
+
+    runs = text_runs(render(invoice, today=TODAY))
+    qty_x = next(x for text, x, _size in runs if text == "Qty")
+    described = [(t, x, size) for t, x, size in runs if t.split()[0] in long.split()]
+    assert len(described) >= 3  # wrapped onto several lines
+    for text, x, size in described:
+        assert x + stringWidth(text, "Helvetica", size) < qty_x, text
+    page_right = A4[0] - 18 * mm
+    for text, x, size in runs:
+        font = "Helvetica-Bold" if text.startswith(("Invoice ", "Balance")) else "Helvetica"
+        assert x + stringWidth(text, font, size) <= page_right + 1, text
+    assert "Support" in [text for text, _x, _size in runs]
 
 
 def test_markup_in_customer_data_is_printed_not_parsed(db):
