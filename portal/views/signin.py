@@ -17,7 +17,7 @@ from flask import (
     url_for,
 )
 from flask_login import login_user, logout_user
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -32,23 +32,22 @@ bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
 secret_limit = throttle.secret_limit
 
 
+# Every page shows the seller's brand and sign-in checks the address against the rules:
+# loaded with the group, in one statement built once.
+_BY_PUBLIC_ID = (
+    select(BillGroup)
+    .where(BillGroup.public_id == bindparam("public_id"))
+    .options(joinedload(BillGroup.entity), joinedload(BillGroup.access_rules))
+)
+
+
 def available_bill_group(public_id: str) -> BillGroup:
     """The bill group behind a portal link, or the one "not available" 404 for an unknown
     id, a disabled portal and an inactive contract alike."""
     group = None
     if 10 <= len(public_id) <= 32:
-        group = (
-            db.session()
-            .scalars(
-                select(BillGroup)
-                .where(BillGroup.public_id == public_id)
-                # Every page shows the seller's brand and checks the session's address
-                # against the rules: loaded with the group, in one statement, not three.
-                .options(joinedload(BillGroup.entity), joinedload(BillGroup.access_rules))
-            )
-            .unique()
-            .one_or_none()
-        )
+        found = db.session().scalars(_BY_PUBLIC_ID, {"public_id": public_id})
+        group = found.unique().one_or_none()
     if group is None or not group.portal_available(today()):
         abort(Response(render_template("portal/unavailable.html"), 404))
     return group
