@@ -114,12 +114,6 @@ def _status_condition(status: DisplayStatus) -> ColumnElement[bool]:
     return Invoice.status == InvoiceStatus(status.value)
 
 
-def _visible(group: BillGroup) -> Select[tuple[Invoice]]:
-    return select(Invoice).where(
-        Invoice.bill_group_id == group.id, Invoice.status != InvoiceStatus.DRAFT
-    )
-
-
 @lru_cache(maxsize=64)
 def _filtered_statement(shape: InvoiceShape) -> Select[tuple[Invoice]]:
     """A bill group's visible invoices with this shape of filter, newest first. Bound
@@ -185,12 +179,13 @@ def invoice_page(
 def find_invoice(db: Session, group: BillGroup, invoice_id: int) -> Invoice | None:
     """One invoice of this bill group with its lines and payments, or None."""
     return db.scalar(
-        _visible(group)
+        _filtered_statement(InvoiceShape())
         .where(Invoice.id == invoice_id)
         .options(
             selectinload(Invoice.lines),
             selectinload(Invoice.applications).selectinload(PaymentApplication.payment),
-        )
+        ),
+        {"group_id": group.id},
     )
 
 
