@@ -110,17 +110,21 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        # The bytes of each message as they came over the wire, in the same order.
+        self.raw: list[bytes] = []
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
+            self.raw.append(envelope.original_content)
         return "250 OK"
 
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.raw.clear()
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:
