@@ -21,10 +21,13 @@ PAGE = """<!doctype html>
 </html>
 """
 
+# What the page shows (bench/floor_app.py renders the same).
+CONTEXT = {"title": "Baseline", "items": ["one", "two", "three"]}
+
 app = Flask(__name__)
 app.jinja_loader = DictLoader({"page.html": PAGE})
 
 
 @app.get("/")
 def page() -> str:
-    return render_template("page.html", title="Baseline", items=["one", "two", "three"])
+    return render_template("page.html", **CONTEXT)

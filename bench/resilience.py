@@ -569,7 +569,9 @@ def restart_postgres(command: list[str]) -> tuple[float, float, str]:
             if number:
                 time.sleep(OUTAGE)
             result = subprocess.run(step, capture_output=True, text=True, timeout=60, check=False)
-            output = " ".join(x for x in (output, result.stdout, result.stderr) if x).strip()
+            said = f"`{' '.join(step)}`: exit {result.returncode}"
+            said += f" {(result.stdout + result.stderr).strip()}".rstrip()
+            output = f"{output}; {said}" if output else said
     finally:
         if not wait_for(pg_ready, 20, 0.1):
             start = [c if c != "restart" else "start" for c in command]
@@ -648,9 +650,8 @@ def scenario_postgres(
     answers = [a for op in ops for a in op.answers]
     report.info(
         f"{clients} clients for {elapsed:.1f} s: {len(ops)} operations, {len(answers)} "
-        f"requests ({statuses(answers)}); `{' '.join(command)}` took "
-        f"{restart_end - restart_start:.1f} s, {restart_start - t0:.1f} s in"
-        + (f" ({output})" if output else "")
+        f"requests ({statuses(answers)}); PostgreSQL restarted {restart_start - t0:.1f} s "
+        f"in, ready again {restart_end - restart_start:.1f} s later ({output})"
     )
 
     # Every answer that is not a success is the branded 503 page.
@@ -680,13 +681,13 @@ def scenario_postgres(
         name,
         recovered <= RECOVERY_LIMIT and len(after_back) > 0 and gunicorn_alive,
         f"recovered without restarting gunicorn (pool pre-ping): the last failed request "
-        f"ended {when} `restart` returned (limit: {RECOVERY_LIMIT:.0f} s after); all "
+        f"ended {when} PostgreSQL was ready (limit: {RECOVERY_LIMIT:.0f} s after); all "
         f"{len(after_back)} operations started since succeeded",
     )
     during = [a for a in answers if restart_start <= a.started <= restart_end]
     slowest = max((a.ended - a.started for a in during), default=0.0)
     report.info(
-        f"{len(during)} requests started while `restart` ran ({statuses(during)}); "
+        f"{len(during)} requests started while PostgreSQL restarted ({statuses(during)}); "
         f"the slowest took {slowest:.2f} s"
     )
     logged = server.log.read_text(errors="replace").count("database unavailable")
