@@ -15,10 +15,11 @@ that render the baseline's own page (bench/baseline_app.py):
 bench/run.py asks for them anonymously and with a signed-in customer's cookie: then
 Flask-Login's template context loads the customer, and the session is re-checked
 against the bill group's rules, by the portal's own loader (one statement), as on every
-portal page. Signed in, /bench/query/2 runs the same three statements as the overview,
-the invoice list and the sign-in POST, and renders a far smaller page: none of those can
-beat it, so a target above its ratio cannot be met by tuning the page. The routes exist
-only in this module; wsgi.py and the portal never have them.
+portal page. Signed in, /bench/query/2 runs as many statements as the overview and the
+invoice list (three); anonymous, /bench/query/3 as many as the sign-in POST. Each renders
+a far smaller page than those do, so none of them can beat its floor, and a target above
+that ratio cannot be met by tuning the page. The routes exist only in this module;
+wsgi.py and the portal never have them.
 """
 
 from __future__ import annotations
