@@ -767,6 +767,8 @@ def run_pages(args, dbs: Databases, folder: Path, out: dict[str, Any]) -> dict[s
                 pid_: max(mb, peaks.get(which, {}).get(pid_, 0))
                 for pid_, mb in portal.memory("VmHWM").items()
             }
+        print(f"  {stamp()} measuring sign-in, admitted and not, request by request ...")
+        alternating = alternating_p50s(portal, signin_path, form_cookie, bodies, args.parity_rounds)
         signin_rows = {}
         for which, form in bodies.items():
             seen, cpu = count_statements(
@@ -840,13 +842,18 @@ def run_pages(args, dbs: Databases, folder: Path, out: dict[str, Any]) -> dict[s
                     f"{row.statements_small} at 10"
                 )
             row.met, row.why = not reasons, "; ".join(reasons)
-        p50s = [signin_rows[w].load.p50_ms for w in bodies]
-        apart = abs(p50s[0] - p50s[1]) / min(p50s)
+        # Parity is judged request by request: under load, even in eight alternating
+        # slices, a neighbour's burst on this shared machine has put the p50s 17 % apart
+        # in one run and 0.5 % in the next.
+        under_load = [signin_rows[w].load.p50_ms for w in bodies]
+        apart = abs(alternating[0] - alternating[1]) / min(alternating)
         for row in signin_rows.values():
             if apart > 0.10:
                 row.met = False
                 row.why = "; ".join(x for x in (row.why, f"p50s {apart:.0%} apart, over 10 %") if x)
         out["signin_apart"] = apart
+        out["signin_p50s"] = alternating
+        out["signin_apart_under_load"] = abs(under_load[0] - under_load[1]) / min(under_load)
 
         memory = run_memory(args, portal, pid, cookie)
         problems = check_rows([*rows, base_row])
@@ -873,6 +880,23 @@ def run_pages(args, dbs: Databases, folder: Path, out: dict[str, Any]) -> dict[s
         portal.stop()
         dispose(app)
         raise
+
+
+def alternating_p50s(
+    server: Server, path: str, cookie: str, bodies: dict[str, dict[str, str]], rounds: int
+) -> list[float]:
+    """The p50 latency of each body's POST, one client sending them in turn (ABBA...), so
+    that whatever the machine does meanwhile weighs on both alike; in bodies' order."""
+    times: list[list[float]] = [[] for _ in bodies]
+    forms = list(enumerate(bodies.values()))
+    for round_ in range(rounds):
+        for index, form in forms if round_ % 2 == 0 else forms[::-1]:
+            start = time.perf_counter()
+            status, _headers, _page = fetch(server.port, path, cookie, form)
+            times[index].append((time.perf_counter() - start) * 1000)
+            if status != 200:
+                raise SystemExit(f"sign-in POST answered {status} while measuring parity")
+    return [statistics.median(each) for each in times]
 
 
 def run_floor(args, env: dict[str, str], folder: Path, cookie: str) -> list[Row]:  # type: ignore[no-untyped-def]
@@ -1352,6 +1376,7 @@ def parse_args() -> argparse.Namespace:
     args.outbox_timeout = 120
     args.pdf_repetitions = 7 if quick else 15
     args.cpu_repeat = 20 if quick else 50
+    args.parity_rounds = 100 if quick else 400
     return args
 
 
@@ -1417,7 +1442,12 @@ def report(
             f"{pdf['bare_pages']}), {pdf['bytes']:,} bytes; over HTTP p50 {pdf['http_p50']:.1f} ms"
             f"; target ≤ 3 ×" + ("; paginates" if pdf["lines"] >= 500 else "")
         )
-    print(f"sign-in p50s apart: {out['signin_apart']:.1%} (target ≤ 10 %)")
+    admitted, not_admitted = out["signin_p50s"]
+    print(
+        f"sign-in p50s apart: {out['signin_apart']:.1%} request by request ({admitted:.2f} ms "
+        f"admitted, {not_admitted:.2f} ms not, {args.parity_rounds} each, alternating); "
+        f"{out['signin_apart_under_load']:.1%} under load (the table's p50s); target ≤ 10 %"
+    )
     floor = out["floor"]
     print(
         "floor (bench/floor_app.py): the portal app serving the baseline's own page answers "
