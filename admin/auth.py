@@ -12,7 +12,7 @@ from flask import Response, abort, flash, g, redirect, render_template, request,
 from flask_login import login_user, logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin.forms import CodeForm, SignInForm
+from admin.forms import CodeForm, EnrolForm, SignInForm
 from admin.guard import bp, current_staff, public
 from portal import audit, crypto, db, staffauth, throttle
 from portal.access import AccessError, canonical_email
@@ -24,7 +24,17 @@ WRONG = "That email address and password do not match a staff account."
 
 
 def _safe_next(raw: str | None) -> str:
-    if raw and raw.startswith("/admin") and "//" not in raw and "\\" not in raw:
+    """A path inside /admin, else the staff home: no other site, and nothing that
+    could split the Location header (control characters)."""
+    if (
+        raw
+        and len(raw) <= 500
+        and raw.startswith("/admin")
+        and "//" not in raw
+        and "\\" not in raw
+        and raw.isprintable()
+        and not any(ch.isspace() for ch in raw)
+    ):
         return raw
     return url_for("admin.home")
 
@@ -60,26 +70,50 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
         else:
             nxt = _safe_next(form.next.data)
             if staffauth.mfa_required(user):
-                session["staff_pending"] = {"id": user.id, "at": int(time.time()), "next": nxt}
-                return redirect(url_for("admin.second_factor" if user.has_totp else "admin.enrol"))
+                return _pending_second_step(user, nxt)
             return _complete(user, nxt)
     status = 400 if any(field.errors for field in form) else 200
     return render_template("admin/sign_in.html", form=form), status
 
 
-def _pending_user() -> StaffUser | None:
+# A password-only sign-in is pending: it may reach the one second step it was given
+# (the code page for a user with a second factor, enrolment for a user without one),
+# for five minutes, and nothing else.
+CODE, ENROL = "code", "enrol"
+
+
+def _pending_second_step(user: StaffUser, next_url: str) -> BaseResponse:
+    step = CODE if user.has_totp else ENROL
+    session.pop("totp_enrol", None)
+    session["staff_pending"] = {
+        "id": user.id,
+        "at": int(time.time()),
+        "next": next_url,
+        "step": step,
+    }
+    return redirect(url_for("admin.second_factor" if step == CODE else "admin.enrol"))
+
+
+def _pending_user(step: str) -> StaffUser | None:
+    """The user of a pending sign-in at this step, checked against the user as they are
+    now: a second factor set up meanwhile turns an enrolment into a code page."""
     pending = session.get("staff_pending")
     if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_SECONDS:
         return None
-    return db.session().get(StaffUser, pending.get("id"))
+    if pending.get("step") != step:
+        return None
+    user = db.session().get(StaffUser, pending.get("id"))
+    if user is None or not user.is_active or user.has_totp != (step == CODE):
+        return None
+    return user
 
 
 @bp.route("/sign-in/code", methods=["GET", "POST"])
 @throttle.secret_limit
 @public
 def second_factor() -> str | tuple[str, int] | BaseResponse:
-    user = _pending_user()
-    if user is None or not user.has_totp:
+    user = _pending_user(CODE)
+    if user is None:
         return redirect(url_for("admin.sign_in"))
     form = CodeForm()
     if form.validate_on_submit():
@@ -95,6 +129,7 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
         db.session().commit()
         form.code.errors = ["That code is not right. Codes change every 30 seconds."]
     status = 400 if form.code.errors else 200
+    form.code.data = ""  # a code is a secret, even a refused one: never written back
     return render_template("admin/second_factor.html", form=form), status
 
 
@@ -102,43 +137,87 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
 @throttle.secret_limit
 @public
 def enrol() -> str | tuple[str, int] | BaseResponse:
-    """Set up the authenticator app: while signing in (required), or once signed in."""
+    """Set up the authenticator app: while signing in, for a user who has no second
+    factor (required for admins and after an admin's reset), or once signed in. A user
+    who has one replaces it only with a fresh proof of it in the same request, so neither
+    a password alone nor a stolen session becomes a second factor of its own."""
     staff = current_staff()
-    user = staff.user if staff else _pending_user()
+    user = staff.user if staff else _pending_user(ENROL)
     if user is None:
         return redirect(url_for("admin.sign_in"))
     g.staff = staff  # signed-in staff keep their navigation and sign-out
-    if "totp_enrol" not in session:
-        session["totp_enrol"] = crypto.seal(staffauth.TOTP_PURPOSE, staffauth.new_totp_secret())
-    secret = crypto.unseal(staffauth.TOTP_PURPOSE, session["totp_enrol"])
-    form = CodeForm()
+    replacing = user.has_totp
+    secret = _enrol_secret(user)
+    form = EnrolForm()
     if form.validate_on_submit():
-        codes = staffauth.enrol(db.session(), user, secret, form.code.data or "")
-        if codes is not None:
-            session.pop("totp_enrol", None)
-            if staff is None:
-                response = _complete(user, session["staff_pending"].get("next") or "")
-            else:
-                db.session().commit()
-                response = None
-            return render_template(
-                "admin/recovery_codes.html",
-                codes=codes,
-                next_url=response.location if response else url_for("admin.home"),
-            )
-        form.code.errors = ["That code is not right. Check the time on your phone and try again."]
-    status = 400 if form.code.errors else 200
-    return render_template("admin/enrol.html", form=form, secret=secret), status
+        code = form.code.data or ""
+        if not staffauth.code_matches(secret, code):
+            form.code.errors = [
+                "That code is not right. Check the time on your phone and try again."
+            ]
+        elif replacing and not _proved_current_factor(user, form.current_code.data or ""):
+            form.current_code.errors = [
+                "Enter a code from your current authenticator app, or one of your recovery "
+                "codes, to move two-step sign-in to a new app."
+            ]
+        else:
+            codes = staffauth.enrol(db.session(), user, secret, code)
+            if codes is not None:
+                session.pop("totp_enrol", None)
+                if staff is None:
+                    response = _complete(user, session["staff_pending"].get("next") or "")
+                else:
+                    staffauth.end_all(db.session(), user, "second_factor_replaced", keep=staff.row)
+                    db.session().commit()
+                    response = None
+                return render_template(
+                    "admin/recovery_codes.html",
+                    codes=codes,
+                    next_url=response.location if response else url_for("admin.home"),
+                )
+            form.code.errors = ["That code has just been used. Wait for the next one."]
+    status = 400 if any(field.errors for field in form) else 200
+    # Nothing typed is written back: a code is a secret, even a refused one.
+    form.code.data = form.current_code.data = ""
+    return render_template(
+        "admin/enrol.html", form=form, secret=secret, replacing=replacing
+    ), status
+
+
+def _enrol_secret(user: StaffUser) -> str:
+    """The seed being set up, kept sealed in the session and bound to this user."""
+    sealed = session.get("totp_enrol")
+    if not isinstance(sealed, dict) or sealed.get("id") != user.id:
+        sealed = {
+            "id": user.id,
+            "seed": crypto.seal(staffauth.TOTP_PURPOSE, staffauth.new_totp_secret()),
+        }
+        session["totp_enrol"] = sealed
+    return crypto.unseal(staffauth.TOTP_PURPOSE, sealed["seed"])
+
+
+def _proved_current_factor(user: StaffUser, code: str) -> bool:
+    """A code of the second factor being replaced, spent as at sign-in; a failure is
+    audited and spends from the user's re-authentication budget."""
+    database = db.session()
+    if throttle.within(("staff-reauth", str(user.id))) and code:
+        if staffauth.verify_second_factor(database, user, code):
+            return True
+    database.rollback()
+    audit.record(database, "staff.totp", "replace_refused", actor_type="staff", actor=user.email)
+    database.commit()
+    return False
 
 
 @bp.get("/enrol/qr.svg")
 @public
 def enrol_qr() -> Response:
+    staff = current_staff()
+    user = staff.user if staff else _pending_user(ENROL)
     sealed = session.get("totp_enrol")
-    user = current_staff().user if current_staff() else _pending_user()
-    if not sealed or user is None:
+    if user is None or not isinstance(sealed, dict) or sealed.get("id") != user.id:
         abort(404)
-    uri = staffauth.provisioning_uri(user, crypto.unseal(staffauth.TOTP_PURPOSE, sealed))
+    uri = staffauth.provisioning_uri(user, crypto.unseal(staffauth.TOTP_PURPOSE, sealed["seed"]))
     # A standalone image needs the SVG namespace, which svg_inline() leaves out.
     svg = io.BytesIO()
     segno.make(uri, error="m").save(

@@ -47,6 +47,22 @@ class CodeForm(FlaskForm):
     )
 
 
+class EnrolForm(FlaskForm):
+    """A code from the app being set up; replacing a second factor also needs a fresh
+    proof of the current one (a code from the old app or a recovery code)."""
+
+    code = StringField(
+        "Code from the new authenticator app",
+        validators=[InputRequired("Enter the code."), Length(max=20)],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
+    )
+    current_code = StringField(
+        "Code from your current authenticator app, or a recovery code",
+        validators=[Length(max=20)],
+        render_kw={"autocomplete": "one-time-code"},
+    )
+
+
 # --- accounts and bill groups -------------------------------------------------------
 
 

@@ -10,8 +10,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin.forms import StaffUserForm
 from admin.guard import NAV, bp, current_staff, staff_required
-from portal import audit, clock, db
+from portal import audit, clock, db, staffauth
 from portal.access import AccessError, canonical_email
+from portal.forms import ButtonForm
 from portal.models import StaffRole, StaffSession, StaffUser
 
 NAV.append(("admin.staff_users", "Staff", "manage_staff"))
@@ -102,7 +103,33 @@ def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
                 flash(f"{user.email} has been updated.")
                 return redirect(url_for("admin.staff_users"), code=303)
     status = 400 if any(field.errors for field in form) else 200
-    return render_template("admin/staff_user_form.html", form=form, user=user), status
+    return render_template(
+        "admin/staff_user_form.html", form=form, user=user, reset_form=ButtonForm()
+    ), status
+
+
+@bp.post("/staff/<int:staff_id>/second-factor/reset")
+@staff_required("manage_staff")
+def reset_second_factor(staff_id: int) -> BaseResponse:
+    """For a staff member who lost their phone and recovery codes: their second factor
+    is cleared, their sessions end, and they set up a new one at their next sign-in."""
+    session = db.session()
+    user = session.get(StaffUser, staff_id)
+    if user is None:
+        abort(404)
+    me = current_staff()
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    if me is not None and me.user.id == user.id:
+        flash(
+            "You cannot reset your own two-step sign-in: move it to a new app from the "
+            "home page, or ask another admin."
+        )
+    elif me is not None:
+        staffauth.reset(session, user, by=me.user)
+        session.commit()
+        flash(f"Two-step sign-in of {user.email} was reset; they set it up again at next sign-in.")
+    return redirect(url_for("admin.edit_staff_user", staff_id=user.id), code=303)
 
 
 def _audit(action: str, email: str, changes: dict[str, list[object]]) -> None:

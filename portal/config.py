@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "STAFF_SIGNIN_LIMIT_PER_ADDRESS": "10 per 15 minutes; 50 per day",
     # Per-IP limit (429) on every endpoint that sends email or checks a secret.
     "SECRET_ENDPOINT_LIMIT": "30 per minute; 300 per hour",
+    # Tries, per signed-in staff member, at proving the current second factor in order
+    # to move it to a new authenticator app.
+    "STAFF_REAUTH_LIMIT_PER_USER": "5 per 15 minutes; 20 per day",
     # How many proxies in front of the app set X-Forwarded-For (0: none, trust nothing).
     "PROXY_FIX_X_FOR": 0,
     # Payment gateway: "sandbox" (test cards; local development only) or "none" (list

@@ -16,6 +16,7 @@ import pyotp
 from flask import current_app, request
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import audit, clock, crypto
@@ -74,10 +75,15 @@ def authenticate(db: Session, raw_email: str, password: str) -> StaffUser | None
 
 
 def mfa_required(user: StaffUser) -> bool:
-    """Admins must use TOTP outside local development; anyone enrolled always does."""
+    """Admins must use TOTP outside local development; anyone enrolled always does, and
+    so does anyone whose second factor an admin reset (they set up a new one)."""
     from portal.config import is_local
 
-    return user.has_totp or (user.role == StaffRole.ADMIN and not is_local(current_app))
+    return (
+        user.has_totp
+        or user.must_enrol
+        or (user.role == StaffRole.ADMIN and not is_local(current_app))
+    )
 
 
 # --- TOTP and recovery codes ---------------------------------------------------------
@@ -108,19 +114,80 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     return None
 
 
+def code_matches(secret: str, code: str) -> bool:
+    """Whether a code from the app being set up is right (nothing is spent)."""
+    return _matching_step(secret, code, clock.now()) is not None
+
+
 def enrol(db: Session, user: StaffUser, secret: str, code: str) -> list[str] | None:
-    """Confirm enrolment with a first code; returns fresh recovery codes, or None."""
+    """Confirm enrolment with a first code; returns fresh recovery codes, or None.
+
+    Only for a user with no second factor, or one who has just proved the current one
+    (`verify_second_factor` in the same request): the callers decide which, and a
+    replacement is audited and announced by `replaced`.
+    """
     now = clock.now()
     step = _matching_step(secret, code, now)
     if step is None:
         return None
+    replacing = user.has_totp
     user.totp_secret = crypto.seal(TOTP_PURPOSE, secret)
     user.totp_enabled_at = now
     user.totp_last_step = step
+    user.must_enrol = False
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODES)]
     user.recovery_code_hashes = " ".join(_sha256(c) for c in codes)
-    audit.record(db, "staff.totp", "enrolled", actor_type="staff", actor=user.email)
+    audit.record(
+        db,
+        "staff.totp",
+        "replaced" if replacing else "enrolled",
+        actor_type="staff",
+        actor=user.email,
+    )
+    if replacing:
+        _notify(db, user, "replaced")
     return codes
+
+
+def reset(db: Session, user: StaffUser, by: StaffUser) -> None:
+    """An admin clears another user's second factor: every session of theirs ends and
+    they must set up a new one at their next sign-in."""
+    user.totp_secret = None
+    user.totp_enabled_at = None
+    user.totp_last_step = None
+    user.recovery_code_hashes = None
+    user.must_enrol = True
+    end_all(db, user, "second_factor_reset")
+    audit.record(
+        db,
+        "staff.totp",
+        "reset_by_admin",
+        actor_type="staff",
+        actor=by.email,
+        detail=f"second factor of {user.email} reset; must set up a new one",
+    )
+    _notify(db, user, "reset", by=by.email)
+
+
+def _notify(db: Session, user: StaffUser, change: str, by: str | None = None) -> None:
+    """Tell the staff member: a second factor they did not replace themselves means
+    somebody else holds their password and a session."""
+    from emails import outbox
+    from emails.render import render
+
+    outbox.queue(
+        db,
+        render(
+            "staff_second_factor",
+            user.email,
+            account=user.email,
+            change=change,
+            by=by,
+            when=clock.now(),
+            issuer=current_app.config.get("TOTP_ISSUER") or "Billing portal",
+            sign_in_url=f"{current_app.config['PORTAL_BASE_URL']}/admin/sign-in",
+        ),
+    )
 
 
 def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
@@ -140,20 +207,38 @@ def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
             .execution_options(synchronize_session=False)
         )
         return spent.rowcount == 1  # type: ignore[attr-defined]
-    hashed = _sha256(code.strip().lower())
-    remaining = (user.recovery_code_hashes or "").split()
-    if hashed in remaining:
+    return _spend_recovery_code(db, user, _sha256(code.strip().lower()))
+
+
+def _spend_recovery_code(db: Session, user: StaffUser, hashed: str) -> bool:
+    """Remove one recovery code by a conditional UPDATE on the list as it was read
+    (compare and swap): of any number of concurrent uses of one code, exactly one wins.
+    A swap is lost only when another code was spent meanwhile, so trying again on the new
+    list ends: at most once per code on the list."""
+    for _attempt in range(RECOVERY_CODES + 1):
+        before = db.scalar(select(StaffUser.recovery_code_hashes).where(StaffUser.id == user.id))
+        remaining = (before or "").split()
+        if hashed not in remaining:
+            return False
         remaining.remove(hashed)
-        user.recovery_code_hashes = " ".join(remaining)
-        audit.record(
-            db,
-            "staff.recovery_code",
-            "used",
-            actor_type="staff",
-            actor=user.email,
-            detail=f"{len(remaining)} left",
+        after = " ".join(remaining)
+        swapped = db.execute(
+            update(StaffUser)
+            .where(StaffUser.id == user.id, StaffUser.recovery_code_hashes == before)
+            .values(recovery_code_hashes=after)
+            .execution_options(synchronize_session=False)
         )
-        return True
+        if swapped.rowcount == 1:  # type: ignore[attr-defined]
+            set_committed_value(user, "recovery_code_hashes", after)  # no second write
+            audit.record(
+                db,
+                "staff.recovery_code",
+                "used",
+                actor_type="staff",
+                actor=user.email,
+                detail=f"{len(remaining)} left",
+            )
+            return True
     return False
 
 
@@ -203,6 +288,18 @@ def load(db: Session, sid: str) -> Staff | None:
         row.last_seen_at = now
         db.commit()
     return Staff(sid, row)
+
+
+def end_all(db: Session, user: StaffUser, reason: str, keep: StaffSession | None = None) -> None:
+    """End every open session of the user (but `keep`, the one making the change)."""
+    rows = db.scalars(
+        select(StaffSession).where(
+            StaffSession.staff_user_id == user.id, StaffSession.revoked_at.is_(None)
+        )
+    ).all()
+    for row in rows:
+        if keep is None or row.id != keep.id:
+            end(db, row, reason)
 
 
 def end(db: Session, row: StaffSession, reason: str) -> None:

@@ -34,6 +34,7 @@ BUDGETS = {
     "signin-global": "SIGNIN_LIMIT_GLOBAL",
     "code-failures": "CODE_FAILURE_LIMIT_PER_ADDRESS",
     "staff-signin": "STAFF_SIGNIN_LIMIT_PER_ADDRESS",
+    "staff-reauth": "STAFF_REAUTH_LIMIT_PER_USER",
     "api-auth-failures": "API_AUTH_FAILURE_LIMIT",
     "api-key": "API_LIMIT_PER_KEY",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -57,6 +57,11 @@ class StaffUser(IdMixin, TimestampMixin, Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     # SHA-256 hashes of unused recovery codes, space-separated.
     recovery_code_hashes: Mapped[str | None] = mapped_column(Text)
+    # An admin reset the second factor: a new one must be set up at the next sign-in,
+    # whatever the role.
+    must_enrol: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), nullable=False
+    )
 
     @property
     def has_totp(self) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from admin.guard import PUBLIC
 from portal import apikeys, webhooks
 from portal.access import add_rule
-from portal.models import PERMISSIONS, StaffRole, WebhookDelivery
+from portal.models import PERMISSIONS, StaffRole, StaffSession, WebhookDelivery
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import sign_in
 from tests.factories import make_bill_group, make_invoice
@@ -135,3 +135,58 @@ def test_a_staff_session_is_not_a_customer_session(app, db, smtp, role):
     response = client.get(f"/p/{group.public_id}/overview")
     assert response.status_code == 302
     assert f"/p/{group.public_id}?next=" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("second_factor", [True, False])
+def test_a_pending_sign_in_reaches_only_its_second_step(app, db, smtp, second_factor):
+    """Password only, second step not done: every /admin route answers as to a
+    stranger, but the one second step (the code page, or enrolment for a user whose
+    second factor an admin reset), the sign-in page and sign-out."""
+    _group, values = route_values(app, db)
+    user = make_staff(db, StaffRole.ADMIN, "pending@staff.example.com")
+    if second_factor:
+        from portal import crypto, staffauth
+
+        with app.app_context():
+            user.totp_secret = crypto.seal(staffauth.TOTP_PURPOSE, staffauth.new_totp_secret())
+        user.totp_enabled_at = user.created_at
+    else:
+        user.must_enrol = True
+    db.commit()
+    app.config["SECRET_ENDPOINT_LIMIT"] = "10000 per minute"
+    step = "admin.second_factor" if second_factor else "admin.enrol"
+    client = app.test_client()
+    expected_location = "/admin/sign-in/code" if second_factor else "/admin/enrol"
+    assert staff_sign_in(client, user.email).headers["Location"] == expected_location
+    app.config["WTF_CSRF_ENABLED"] = False
+
+    failures = []
+    for rule in sorted(admin_rules(app), key=lambda r: r.endpoint == "admin.sign_out"):
+        url = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", lambda m: str(values[m.group(1)]), rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            status, location = _call(client, method, url)
+            if rule.endpoint == step or (rule.endpoint == "admin.enrol_qr" and not second_factor):
+                ok = status in (200, 400)  # the step itself: a form, or its refusal
+            elif rule.endpoint == "admin.sign_in":
+                # Not signed in: the form again (a POST without fields is refused).
+                ok = status in (200, 400)
+            elif rule.endpoint == "admin.sign_out":
+                ok = status == 303
+            elif rule.endpoint == "admin.enrol_qr":
+                ok = status == 404  # no enrolment under way, no seed to draw
+            elif method != "GET" and getattr(
+                app.view_functions[rule.endpoint], "preview_read_only", False
+            ):
+                ok = status == 403  # refused before anything else is looked at
+            else:
+                ok = status in (302, 303) and location.startswith("/admin/sign-in")
+            if not ok:
+                failures.append(f"{method} {rule.rule}: {status} {location!r}")
+    assert failures == [], "\n".join(failures)
+    assert db.scalars(select(StaffSession)).all() == []
+
+
+def test_the_matrix_covers_the_second_factor_routes(app):
+    endpoints = {rule.endpoint for rule in admin_rules(app)}
+    assert {"admin.enrol", "admin.enrol_qr", "admin.second_factor"} <= endpoints
+    assert "admin.reset_second_factor" in endpoints
