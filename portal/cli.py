@@ -159,16 +159,33 @@ def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
 @click.command("demo")
 @with_appcontext
 @click.option("--reset", is_flag=True, help="Delete all data first, then load the demo.")
-def demo(reset: bool) -> None:
-    """Load a realistic demo dataset and print how to sign in to it."""
+@click.option(
+    "--i-know-this-is-production",
+    "production",
+    is_flag=True,
+    help="Run outside local development (without --debug) all the same.",
+)
+def demo(reset: bool, production: bool) -> None:
+    """Load a realistic demo dataset and print how to sign in to it, with a new random
+    password for the demo admin. For local development (--debug): elsewhere it refuses
+    unless told --i-know-this-is-production, since --reset deletes every row."""
     from portal import demo as demo_data
+    from portal.config import is_local
 
+    if not is_local(current_app) and not production:
+        raise click.UsageError(
+            "flask demo is for local development: run it with --debug "
+            "(flask --app wsgi --debug demo). It adds a demo admin"
+            + (" and --reset deletes all data" if reset else "")
+            + "; to do that on this database all the same, add --i-know-this-is-production."
+        )
     session = db.session()
     if reset:
         demo_data.delete_everything(session)
     loaded = demo_data.load(session)
+    password = demo_data.new_staff_password(session)
     session.commit()
-    click.echo(demo_data.describe(session, current_app.config["PORTAL_BASE_URL"], loaded))
+    click.echo(demo_data.describe(session, current_app.config["PORTAL_BASE_URL"], loaded, password))
 
 
 @click.command("worker")

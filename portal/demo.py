@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import random
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -46,8 +47,6 @@ from portal.models import (
 
 DEMO_ENTITY = "demo-northwind"
 STAFF_EMAIL = "admin@northwind-cloud.com"
-# Printed by `flask demo`; the demo is for a local machine only.
-STAFF_PASSWORD = "northwind-demo-password"
 BRAND = "#0f766e"
 
 PRODUCTS = {
@@ -251,7 +250,7 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         for value, subdomains in plan.rules:
             add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
     staff = StaffUser(email=STAFF_EMAIL, name="Demo Admin", role=StaffRole.ADMIN)
-    staff.set_password(STAFF_PASSWORD)
+    staff.set_password(secrets.token_urlsafe(24))  # replaced by new_staff_password
     session.add(staff)
     session.flush()
     return True
@@ -490,7 +489,19 @@ def _settle(
         invoice.status = InvoiceStatus.PAID
 
 
-def describe(session: Session, base_url: str, loaded: bool) -> str:
+def new_staff_password(session: Session) -> str:
+    """A fresh random password for the demo admin, on every run of `flask demo`: no
+    password is published anywhere (the README, this file), so a demo left running
+    somewhere is not an open door. Returned to be printed once."""
+    staff = session.scalar(select(StaffUser).where(StaffUser.email == STAFF_EMAIL))
+    if staff is None:
+        raise LookupError(f"the demo's staff user {STAFF_EMAIL} is missing")
+    password = secrets.token_urlsafe(15)
+    staff.set_password(password)
+    return password
+
+
+def describe(session: Session, base_url: str, loaded: bool, staff_password: str) -> str:
     """What a newcomer needs next: links, addresses that get in, the staff sign-in."""
     today = dt.date.today()
     out = ["Demo data loaded." if loaded else "Demo data was already loaded.", ""]
@@ -514,6 +525,7 @@ def describe(session: Session, base_url: str, loaded: bool) -> str:
         out.append(f"  sign in as:   {email}")
     out += [
         "",
-        f"Staff sign-in: {base_url}/admin  {STAFF_EMAIL} / {STAFF_PASSWORD}",
+        f"Staff sign-in: {base_url}/admin  {STAFF_EMAIL} / {staff_password}",
+        "(a new random password on every run of `flask demo`)",
     ]
     return "\n".join(out)
