@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from admin.forms import AuditFilterForm
 from admin.guard import NAV, bp, staff_required
-from portal import csvexport, db
+from portal import csvexport, db, downloads
 from portal.models import AuditEvent, BillGroup
 
 PER_PAGE = 50
@@ -192,7 +192,7 @@ def _download(group: BillGroup | None, filename: str) -> Response:
             yield from _csv(database, group_id, checked)
 
     response = Response(body(), mimetype="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Content-Disposition"] = downloads.attachment(filename)
     return response
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from api.base import ApiError, body, bp, page, record, requires
-from portal import clock, db, invoice_pdf
+from portal import clock, db, downloads
 from portal.models import (
     Account,
     BillGroup,
@@ -242,11 +242,7 @@ def put_record(resource: str, external_id: str) -> tuple[Response, int]:
 @requires("read")
 def invoice_pdf_download(external_id: str) -> Response:
     found = _one(RESOURCES["invoices"], external_id)
-    pdf = invoice_pdf.render(found, today=clock.today(), locale=current_app.config["LOCALE"])
-    response = Response(pdf, mimetype="application/pdf")
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in found.number)
-    response.headers["Content-Disposition"] = f'attachment; filename="{safe}.pdf"'
-    return response
+    return downloads.invoice_pdf_response(found, clock.today(), current_app.config["LOCALE"])
 
 
 # --- bill groups: portal link and contacts --------------------------------------------

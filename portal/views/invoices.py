@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, abort, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from portal import billing, db, invoice_pdf
+from portal import billing, db, downloads
 from portal.clock import today
 from portal.forms import InvoiceFilterForm
 from portal.models import DisplayStatus
@@ -85,7 +85,7 @@ def invoices_csv(viewer: Viewer) -> Response:
             yield from billing.invoices_csv(session, group, flt, day)
 
     response = Response(rows(), mimetype="text/csv")
-    response.headers["Content-Disposition"] = 'attachment; filename="invoices.csv"'
+    response.headers["Content-Disposition"] = downloads.attachment("invoices.csv")
     return response
 
 
@@ -106,11 +106,4 @@ def invoice_pdf_download(viewer: Viewer, invoice_id: int) -> Response:
     found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
     if found is None:
         abort(404)
-    pdf = invoice_pdf.render(found, today=today(), locale=current_app.config["LOCALE"])
-    response = Response(pdf, mimetype="application/pdf")
-    # ASCII only: a WSGI server writes headers as Latin-1 and fails on anything else.
-    filename = "".join(
-        ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in found.number
-    )
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}.pdf"'
-    return response
+    return downloads.invoice_pdf_response(found, today(), current_app.config["LOCALE"])

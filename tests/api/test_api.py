@@ -444,6 +444,20 @@ def test_an_invoice_pdf(api):
     assert "INV-1001" in text and "Platform seats, November" in text
 
 
+def test_an_invoice_pdf_with_a_non_latin_number_downloads_as_the_customer_s_does(api, app):
+    """The API's copy of the PDF response had drifted: a non-Latin-1 file name made the
+    WSGI server drop the connection. Both faces now send one header."""
+    push_bill_group(api)
+    api.put("/invoices/inv-cjk", invoice_body("発票-7"))
+    response = api.get("/invoices/inv-cjk/pdf")
+    assert response.status_code == 200 and response.data.startswith(b"%PDF")
+    disposition = response.headers["Content-Disposition"]
+    disposition.encode("latin-1")  # what a WSGI server can write
+    assert disposition == (
+        "attachment; filename=\"__-7.pdf\"; filename*=UTF-8''%E7%99%BA%E7%A5%A8-7.pdf"
+    )
+
+
 def test_the_portal_link(api):
     push_bill_group(api)
     link = api.get("/bill-groups/bg-1/portal-link").get_json()

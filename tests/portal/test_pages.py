@@ -642,23 +642,35 @@ def test_invoice_without_payments_says_so(db, group, customer):
     assert customer.get(url(group, "/invoices/999999")).status_code == 404
 
 
+# The number, and the Content-Disposition: an ASCII fallback, and the real name in UTF-8
+# (RFC 6266) when it differs.
 PDF_NAMES = [
-    ("INV-2026-0042", "INV-2026-0042.pdf"),
-    ('A/B\\"C; x=y\r\n.pdf', "A_B__C__x_y__.pdf.pdf"),
-    ("Rechnung Nº 5", "Rechnung_N__5.pdf"),
-    ("請求書-7", "___-7.pdf"),
+    ("INV-2026-0042", 'attachment; filename="INV-2026-0042.pdf"'),
+    (
+        'A/B\\"C; x=y\r\n.pdf',
+        'attachment; filename="A_B__C__x_y__.pdf.pdf"; '
+        "filename*=UTF-8''A%2FB%5C%22C%3B%20x%3Dy%0D%0A.pdf.pdf",
+    ),
+    (
+        "Rechnung Nº 5",
+        "attachment; filename=\"Rechnung_N__5.pdf\"; filename*=UTF-8''Rechnung%20N%C2%BA%205.pdf",
+    ),
+    (
+        "請求書-7",
+        "attachment; filename=\"___-7.pdf\"; filename*=UTF-8''%E8%AB%8B%E6%B1%82%E6%9B%B8-7.pdf",
+    ),
 ]
 
 
 def test_pdf_download(db, group, customer):
-    for number, filename in PDF_NAMES:
+    for number, expected in PDF_NAMES:
         invoice = make_invoice(db, group, number=number)
         db.commit()
         response = customer.get(url(group, f"/invoices/{invoice.id}.pdf"))
         assert response.status_code == 200, number
         assert response.headers["Content-Type"] == "application/pdf"
         disposition = response.headers["Content-Disposition"]
-        assert disposition == f'attachment; filename="{filename}"', number
+        assert disposition == expected, number
         disposition.encode("ascii")  # a WSGI server sends headers as Latin-1: keep to ASCII
         assert response.data.startswith(b"%PDF"), number
         if number.isascii() or "Nº" in number:  # (the PDF font has no CJK glyphs)
