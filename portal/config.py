@@ -76,9 +76,24 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": None,
     # Babel locale for money and dates.
     "LOCALE": "en_GB",
+    # The issuer name authenticator apps show beside a staff member's codes.
+    "TOTP_ISSUER": "Billing portal",
     # Largest request body we accept, in bytes.
     "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
+
+
+# Keys whose default is None take a value of this type, or stay None ("decide for me").
+NULLABLE: dict[str, type] = {
+    "MAIL_USERNAME": str,
+    "MAIL_PASSWORD": str,
+    "WORKER_IN_PROCESS": bool,
+    "WEBHOOK_ALLOW_PRIVATE_NETWORKS": bool,
+}
+
+# PORTAL_* variables that belong to the tooling, not to the app: the config file's path,
+# and the test suite's and benchmarks' own settings.
+ENV_NOT_CONFIG = ("PORTAL_CONFIG", "PORTAL_TEST_", "PORTAL_BENCH_")
 
 
 class ConfigError(RuntimeError):
@@ -86,17 +101,33 @@ class ConfigError(RuntimeError):
 
 
 def load(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
-    """Fill app.config in precedence order: defaults < file < environment < overrides."""
+    """Fill app.config in precedence order: defaults < file < environment < overrides.
+
+    Every key from the file and the environment must be one of DEFAULTS, upper case,
+    with a value of the default's type (rate limits must parse): a typo stops the app
+    with a message naming the key and where it came from, instead of quietly running on
+    the default (or refusing every sign-in, for a limit that does not parse).
+    """
     app.config.from_mapping(DEFAULTS)
+    sources: dict[str, str] = {}
     path = os.environ.get("PORTAL_CONFIG")
     if path:
-        app.config.from_file(os.path.abspath(path), load=tomllib.load, text=False)
+        from_file = _read_file(os.path.abspath(path))
+        sources.update(_check_names(from_file, f"the config file {path}"))
+        app.config.from_mapping(from_file)
+    sources.update(_check_environment())
     app.config.from_prefixed_env("PORTAL")
+    for name in ENV_NOT_CONFIG:  # from_prefixed_env took these too
+        for key in [k for k in app.config if f"PORTAL_{k}".startswith(name)]:
+            if key not in DEFAULTS:
+                del app.config[key]
     # PORTAL_BASE_URL in the environment lands as BASE_URL; it is the name people type.
     if "BASE_URL" in app.config:
         app.config["PORTAL_BASE_URL"] = app.config.pop("BASE_URL")
     if overrides:
         app.config.from_mapping(overrides)
+        sources.update({key: "create_app()" for key in overrides if key in DEFAULTS})
+    _check_values(app, sources)
     if not app.config["DATABASE_URL"]:
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "portal.db")
@@ -112,6 +143,73 @@ def load(app: Flask, overrides: Mapping[str, Any] | None = None) -> None:
     validate(app)
     if not app.config["TRUSTED_HOSTS"] and not is_local(app):
         app.config["TRUSTED_HOSTS"] = [urlsplit(app.config["PORTAL_BASE_URL"]).hostname]
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(
+            f"PORTAL_CONFIG names {path}, which cannot be read: {exc.strerror}."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file {path} is not valid TOML: {exc}.") from None
+
+
+def _check_names(values: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Refuse a key the portal does not know; returns where each key came from."""
+    for key in values:
+        if key not in DEFAULTS:
+            hint = " Keys are upper case." if key.upper() in DEFAULTS else ""
+            raise ConfigError(
+                f"{key} in {where} is not a setting of the portal.{hint} "
+                "config.example.toml lists every key."
+            )
+    return {key: where for key in values}
+
+
+def _check_environment() -> dict[str, str]:
+    sources = {}
+    for variable in os.environ:
+        if not variable.startswith("PORTAL_") or variable.startswith(ENV_NOT_CONFIG):
+            continue
+        key = variable.removeprefix("PORTAL_")
+        key = "PORTAL_BASE_URL" if key == "BASE_URL" else key
+        sources.update(_check_names({key: None}, f"the environment variable {variable}"))
+    return sources
+
+
+def _check_values(app: Flask, sources: Mapping[str, str]) -> None:
+    """Each value set from outside has its default's type; each rate limit parses."""
+    from limits import parse_many
+
+    from portal.throttle import LIMIT_KEYS
+
+    for key, where in sources.items():
+        value = app.config[key]
+        expected = NULLABLE.get(key) or type(DEFAULTS[key])
+        if key in NULLABLE and value is None:
+            continue
+        # bool is an int in Python; neither may stand for the other here.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{key} in {where} must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
+                f"not {value!r}."
+            )
+        if expected is list and not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{key} in {where} must be a list of strings, not {value!r}.")
+        if key in LIMIT_KEYS:
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ConfigError(
+                    f"{key} in {where} is not a rate limit: {value!r}. Write limits as "
+                    '"N per period", several joined by ";", e.g. "3 per 15 minutes; 10 per day".'
+                ) from None
+
+
+_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list"}
 
 
 def is_local(app: Flask) -> bool:

@@ -94,7 +94,7 @@ def new_totp_secret() -> str:
 
 
 def provisioning_uri(user: StaffUser, secret: str) -> str:
-    issuer = current_app.config.get("TOTP_ISSUER") or "Billing portal"
+    issuer = current_app.config["TOTP_ISSUER"]
     return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=issuer)
 
 
@@ -184,7 +184,7 @@ def _notify(db: Session, user: StaffUser, change: str, by: str | None = None) ->
             change=change,
             by=by,
             when=clock.now(),
-            issuer=current_app.config.get("TOTP_ISSUER") or "Billing portal",
+            issuer=current_app.config["TOTP_ISSUER"],
             sign_in_url=f"{current_app.config['PORTAL_BASE_URL']}/admin/sign-in",
         ),
     )

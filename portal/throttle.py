@@ -39,6 +39,9 @@ BUDGETS = {
     "api-key": "API_LIMIT_PER_KEY",
 }
 
+# Every config key that holds a rate limit ("N per period; ..."): checked at start-up.
+LIMIT_KEYS = frozenset(BUDGETS.values()) | {"SECRET_ENDPOINT_LIMIT"}
+
 
 def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)

@@ -143,3 +143,86 @@ def test_the_sandbox_payment_gateway_is_refused_in_production():
 def test_the_sandbox_is_the_local_default(monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
     assert create_app({"DATABASE_URL": "sqlite://"}).config["PAYMENT_GATEWAY"] == "sandbox"
+
+
+# --- a config that checks itself -----------------------------------------------------
+
+
+def write_config(tmp_path, monkeypatch, text: str) -> str:
+    config_file = tmp_path / "portal.toml"
+    config_file.write_text(f'SECRET_KEY = "{GOOD_SECRET}"\nDATABASE_URL = "sqlite://"\n' + text)
+    monkeypatch.setenv("PORTAL_CONFIG", str(config_file))
+    return str(config_file)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('SIGNIN_LIMIT_PER_ADRESS = "3 per 15 minutes"', "SIGNIN_LIMIT_PER_ADRESS in the config"),
+        ('mail_server = "smtp.example.com"', "Keys are upper case"),
+        ('MAIL_PORT = "2525"', "MAIL_PORT in the config file .* must be a whole number"),
+        ("MAIL_USE_TLS = 1", "MAIL_USE_TLS in .* must be true or false"),
+        ("SIGNIN_TTL_MINUTES = true", "SIGNIN_TTL_MINUTES .* must be a whole number"),
+        ('TRUSTED_HOSTS = "billing.example.com"', "TRUSTED_HOSTS .* must be a list"),
+        ("TRUSTED_HOSTS = [1]", "TRUSTED_HOSTS .* a list of strings"),
+        ("MAIL_PASSWORD = 12", "MAIL_PASSWORD .* must be a string"),
+        (
+            'SIGNIN_LIMIT_PER_ADDRESS = "3 per 15 minuts"',
+            "SIGNIN_LIMIT_PER_ADDRESS .* not a rate limit",
+        ),
+        ('STAFF_REAUTH_LIMIT_PER_USER = "five a day"', "STAFF_REAUTH_LIMIT_PER_USER .* not a rate"),
+    ],
+)
+def test_a_bad_key_or_value_in_the_file_stops_the_app_naming_both(
+    tmp_path, monkeypatch, line, message
+):
+    path = write_config(tmp_path, monkeypatch, line + "\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        create_app({"PORTAL_BASE_URL": "https://b.example.com"})
+    assert path in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PORTAL_SIGNIN_LIMIT_PER_ADRESS", "3 per day", "PORTAL_SIGNIN_LIMIT_PER_ADRESS is not"),
+        ("PORTAL_mail_server", "smtp.example.com", "Keys are upper case"),
+        ("PORTAL_SIGNIN_TTL_MINUTES", "fifteen", "SIGNIN_TTL_MINUTES in the environment variable"),
+        ("PORTAL_SIGNIN_LIMIT_GLOBAL", "300 per 15 minuts", "SIGNIN_LIMIT_GLOBAL .* not a rate"),
+    ],
+)
+def test_a_bad_environment_variable_stops_the_app_naming_it(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message):
+        create_app({**PRODUCTION, "PORTAL_BASE_URL": "https://b.example.com"})
+
+
+def test_the_tooling_s_own_variables_are_not_settings(monkeypatch):
+    monkeypatch.setenv("PORTAL_TEST_DATABASE_URL", "postgresql://elsewhere")
+    monkeypatch.setenv("PORTAL_BENCH_DATABASE_URL", "postgresql://elsewhere")
+    app = create_app({**PRODUCTION, "PORTAL_BASE_URL": "https://b.example.com"})
+    assert "TEST_DATABASE_URL" not in app.config and "BENCH_DATABASE_URL" not in app.config
+    assert "CONFIG" not in app.config
+
+
+def test_a_good_file_of_every_kind_of_value_starts(tmp_path, monkeypatch):
+    write_config(
+        tmp_path,
+        monkeypatch,
+        'MAIL_PORT = 2525\nMAIL_USE_TLS = true\nTRUSTED_HOSTS = ["b.example.com"]\n'
+        'MAIL_USERNAME = "portal"\nSIGNIN_LIMIT_PER_ADDRESS = "2 per 15 minutes; 5 per day"\n',
+    )
+    app = create_app({"PORTAL_BASE_URL": "https://b.example.com"})
+    assert app.config["MAIL_PORT"] == 2525 and app.config["TRUSTED_HOSTS"] == ["b.example.com"]
+    assert app.config["SIGNIN_LIMIT_PER_ADDRESS"] == "2 per 15 minutes; 5 per day"
+
+
+def test_an_unreadable_or_broken_config_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTAL_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="missing.toml, which cannot be read"):
+        create_app(PRODUCTION)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("SECRET_KEY = \n")
+    monkeypatch.setenv("PORTAL_CONFIG", str(broken))
+    with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
+        create_app(PRODUCTION)

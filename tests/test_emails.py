@@ -1,6 +1,6 @@
 """Emails against golden files: what the customer reads, word for word.
 
-To accept a deliberate change: PORTAL_UPDATE_GOLDEN=1 pytest tests/test_emails.py
+To accept a deliberate change: PORTAL_TEST_UPDATE_GOLDEN=1 pytest tests/test_emails.py
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CONTEXT = {
 
 def check(name: str, text: str) -> None:
     path = GOLDEN / name
-    if os.environ.get("PORTAL_UPDATE_GOLDEN"):
+    if os.environ.get("PORTAL_TEST_UPDATE_GOLDEN"):
         path.write_text(text)
     assert text == path.read_text(), f"{name} changed; see the module docstring"
 
