@@ -36,6 +36,11 @@ def _key(raw_email: str) -> str:
         return "invalid"
 
 
+def _backoff_key(email: str) -> str:
+    """Staff sign-in tries are counted per (address, client), never per address alone."""
+    return f"{email}|{throttle.client_key()}"
+
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 @throttle.secret_limit
 @public
@@ -48,12 +53,13 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
     if form.validate_on_submit():
         key = _key(form.email.data or "")
         user = None
-        if throttle.has_room("staff-signin", key):
+        # Tries are counted per address and client, with growing delays: a stranger
+        # elsewhere can slow only their own tries, never lock the staff member out.
+        if throttle.try_backoff("staff-signin", _backoff_key(key)):
             user = staffauth.authenticate(
                 db.session(), form.email.data or "", form.password.data or ""
             )
         if user is None:
-            throttle.spend("staff-signin", key)
             audit.record(db.session(), "staff.signin", "failed", actor_type="anonymous", actor=key)
             db.session().commit()
             form.password.errors = [WRONG]
@@ -62,6 +68,7 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
             if staffauth.mfa_required(user):
                 session["staff_pending"] = {"id": user.id, "at": int(time.time()), "next": nxt}
                 return redirect(url_for("admin.second_factor" if user.has_totp else "admin.enrol"))
+            throttle.forgive("staff-signin", _backoff_key(key))
             return _complete(user, nxt)
     status = 400 if any(field.errors for field in form) else 200
     return render_template("admin/sign_in.html", form=form), status
@@ -83,12 +90,12 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
         return redirect(url_for("admin.sign_in"))
     form = CodeForm()
     if form.validate_on_submit():
-        if throttle.has_room("staff-signin", user.email) and staffauth.verify_second_factor(
-            db.session(), user, form.code.data or ""
-        ):
+        if throttle.try_backoff(
+            "staff-signin", _backoff_key(user.email)
+        ) and staffauth.verify_second_factor(db.session(), user, form.code.data or ""):
+            throttle.forgive("staff-signin", _backoff_key(user.email))
             return _complete(user, session["staff_pending"].get("next") or "")
         db.session().rollback()
-        throttle.spend("staff-signin", user.email)
         audit.record(
             db.session(), "staff.signin", "wrong_code", actor_type="anonymous", actor=user.email
         )

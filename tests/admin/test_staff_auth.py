@@ -60,14 +60,45 @@ def test_a_wrong_password_and_an_unknown_address_get_the_same_answer(app, db, em
     )
 
 
-def test_failed_sign_ins_use_up_the_address_budget(app, db):
-    app.config["STAFF_SIGNIN_LIMIT_PER_ADDRESS"] = "3 per 15 minutes"
+def staff_browser(app, ip: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = ip
+    return client
+
+
+class Ticking:
+    """time.time for portal.throttle, moved only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ticking(monkeypatch) -> Ticking:
+    from portal import throttle
+
+    clock = Ticking()
+    monkeypatch.setattr(throttle.time, "time", clock)
+    return clock
+
+
+def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db, ticking):
+    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
     user = make_staff(db, StaffRole.VIEWER)
     for _ in range(3):
-        assert staff_sign_in(app.test_client(), user.email, "wrong password").status_code == 400
-    # Over budget even the right password fails, with the same answer.
-    response = staff_sign_in(app.test_client(), user.email, PASSWORD)
+        wrong = staff_sign_in(staff_browser(app, "198.51.100.9"), user.email, "wrong password")
+        assert wrong.status_code == 400
+    # From that client, now even the right password waits, with the same answer.
+    response = staff_sign_in(staff_browser(app, "198.51.100.9"), user.email, PASSWORD)
     assert response.status_code == 400 and "do not match" in response.text
+    # The same address from another client signs in at once.
+    assert staff_sign_in(staff_browser(app, "192.0.2.44"), user.email).status_code == 303
+    # And the first client, after the first delay, too: a delay, not a lock.
+    ticking.now += app.config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"]
+    assert staff_sign_in(staff_browser(app, "198.51.100.9"), user.email).status_code == 303
 
 
 def test_an_inactive_user_cannot_sign_in_and_deactivation_ends_the_session(app, db):
