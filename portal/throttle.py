@@ -22,6 +22,8 @@ from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisClusterStorage, RedisStorage
 
+from portal import clock
+
 log = logging.getLogger(__name__)
 
 
@@ -194,7 +196,7 @@ def try_backoff(scope: str, key: str) -> bool:
         if _scriptable(storage):
             return _redis_try(storage, name)
         backoff: _MemoryBackoff = current_app.extensions["portal.backoff"]
-        return backoff.try_now(name, time.time())
+        return backoff.try_now(name, clock.now().timestamp())
     except Exception:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
@@ -237,7 +239,8 @@ class _MemoryBackoff:
 
 
 # _MemoryBackoff.try_now and _delay, run atomically by the server (one round trip, and no
-# try can slip between another's check and its count). ARGV: now, then the schedule.
+# try can slip between another's check and its count). ARGV: now, then the schedule, in
+# whole milliseconds: Lua prints numbers with 14 digits, which would round seconds.
 _TRY_BACKOFF = """
 local now = tonumber(ARGV[1])
 local free, first, cap, memory = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -250,9 +253,9 @@ end
 tries = tries + 1
 local delay = 0
 if tries >= free then
-  delay = math.min(cap, first * 2 ^ math.min(tries - free, 64))
+  delay = math.floor(math.min(cap, first * 2 ^ math.min(tries - free, 64)))
 end
-redis.call('hset', KEYS[1], 'tries', tries, 'next', tostring(now + delay))
+redis.call('hset', KEYS[1], 'tries', tries, 'next', string.format('%d', now + delay))
 redis.call('expire', KEYS[1], memory)
 return 1
 """
@@ -262,10 +265,10 @@ def _redis_try(storage: RedisStorage, name: str) -> bool:
     config = current_app.config
     script = storage.get_connection().register_script(_TRY_BACKOFF)
     args = [
-        time.time(),
+        int(clock.now().timestamp() * 1000),
         int(config["STAFF_SIGNIN_FREE_FAILURES"]),
-        float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"]),
-        float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"]),
+        int(float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"]) * 1000),
+        int(float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"]) * 1000),
         BACKOFF_MEMORY_SECONDS,
     ]
     return bool(script(keys=[storage.prefixed_key(name)], args=args))
