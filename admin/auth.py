@@ -46,6 +46,11 @@ def _key(raw_email: str) -> str:
         return "invalid"
 
 
+def _backoff_key(email: str) -> str:
+    """Staff sign-in tries are counted per (address, client), never per address alone."""
+    return f"{email}|{throttle.client_key()}"
+
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 @throttle.secret_limit
 @public
@@ -58,12 +63,13 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
     if form.validate_on_submit():
         key = _key(form.email.data or "")
         user = None
-        if throttle.has_room("staff-signin", key):
+        # Tries are counted per address and client, with growing delays: a stranger
+        # elsewhere can slow only their own tries, never lock the staff member out.
+        if throttle.try_backoff("staff-signin", _backoff_key(key)):
             user = staffauth.authenticate(
                 db.session(), form.email.data or "", form.password.data or ""
             )
         if user is None:
-            throttle.spend("staff-signin", key)
             audit.record(db.session(), "staff.signin", "failed", actor_type="anonymous", actor=key)
             db.session().commit()
             form.password.errors = [WRONG]
@@ -71,6 +77,7 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
             nxt = _safe_next(form.next.data)
             if staffauth.mfa_required(user):
                 return _pending_second_step(user, nxt)
+            throttle.forgive("staff-signin", _backoff_key(key))
             return _complete(user, nxt)
     status = 400 if any(field.errors for field in form) else 200
     return render_template("admin/sign_in.html", form=form), status
@@ -117,12 +124,12 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
         return redirect(url_for("admin.sign_in"))
     form = CodeForm()
     if form.validate_on_submit():
-        if throttle.has_room("staff-signin", user.email) and staffauth.verify_second_factor(
-            db.session(), user, form.code.data or ""
-        ):
+        if throttle.try_backoff(
+            "staff-signin", _backoff_key(user.email)
+        ) and staffauth.verify_second_factor(db.session(), user, form.code.data or ""):
+            throttle.forgive("staff-signin", _backoff_key(user.email))
             return _complete(user, session["staff_pending"].get("next") or "")
         db.session().rollback()
-        throttle.spend("staff-signin", user.email)
         audit.record(
             db.session(), "staff.signin", "wrong_code", actor_type="anonymous", actor=user.email
         )
@@ -165,6 +172,7 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
             if codes is not None:
                 session.pop("totp_enrol", None)
                 if staff is None:
+                    throttle.forgive("staff-signin", _backoff_key(user.email))
                     response = _complete(user, session["staff_pending"].get("next") or "")
                 else:
                     staffauth.end_all(db.session(), user, "second_factor_replaced", keep=staff.row)

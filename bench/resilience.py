@@ -20,6 +20,10 @@ the numbers:
    (fails closed); the signed-in overview and /healthz keep answering.
 4. A burst of 500 sign-in requests for one address, each from its own client IP: at most
    the per-address budget of emails goes out.
+5. The floods of issue 14, with the per-domain and global budgets at their defaults (the
+   app and worker restarted so, the budgets emptied): 300 requests from 30 IPs for
+   domains without access, 30 for invented addresses at the customer's domain from 3 IPs,
+   and 100 from one IPv6 /64; after each, the admitted person still gets an email.
 
 It builds its own data in a throwaway database (a SQLite file, or a database of its own
 on the --database-url server, dropped at the end), and exits non-zero if a check fails.
@@ -352,10 +356,12 @@ def new_ip() -> str:
     return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
 
-def ask_for_link(port: int, public_id: str, address: str) -> tuple[Answer, Answer | None]:
+def ask_for_link(
+    port: int, public_id: str, address: str, ip: str | None = None
+) -> tuple[Answer, Answer | None]:
     """The real flow: the sign-in page (nonce and CSRF token in the session cookie), then
-    the email form. Both requests from one new client IP."""
-    ip = new_ip()
+    the email form. Both requests from one client IP (a new one unless told)."""
+    ip = ip or new_ip()
     page = get(port, f"/p/{public_id}", ip)
     token = CSRF_RE.search(page.body) if page.status == 200 else None
     if token is None or page.cookie is None:
@@ -1029,6 +1035,117 @@ def scenario_burst(
     )
 
 
+# --- 5. the floods of issue 14 -----------------------------------------------------------
+
+
+def flood(
+    port: int, public_id: str, asks: list[tuple[str, str]], clients: int = 16
+) -> list[Answer]:
+    """Every (address, client IP) asked for once, `clients` at a time; the form answers."""
+    todo = iter(asks)
+    lock = threading.Lock()
+    answers: list[Answer] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                ask = next(todo, None)
+            if ask is None:
+                return
+            page, post = ask_for_link(port, public_id, ask[0], ask[1])
+            answers.append(post if post is not None else page)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return answers
+
+
+def scenario_floods(
+    report: Report, server: Server, redis: OwnRedis, sink: Sink, db: Database, data: Data
+) -> Server:
+    """Returns the server now running (restarted with the default budgets)."""
+    from portal.config import DEFAULTS
+
+    name = "5. Floods that used to stop everyone's sign-in email"
+    report.heading(name)
+    server.stop()
+    env = {k: v for k, v in server.env.items() if k not in RAISED_BUDGETS}
+    server = Server(server.folder, env)
+    with socket.create_connection(("127.0.0.1", redis.port), 2) as conn:
+        conn.sendall(b"FLUSHDB\r\n")  # the budgets the scenarios above spent
+        conn.recv(16)
+    server.start()
+    report.info(
+        f"restarted with the default budgets: per domain {DEFAULTS['SIGNIN_LIMIT_PER_DOMAIN']!r}"
+        f", global {DEFAULTS['SIGNIN_LIMIT_GLOBAL']!r}, per client "
+        f"{DEFAULTS['SIGNIN_LIMIT_PER_IP']!r}; {data.customer_email} has signed in before"
+    )
+    pid, person = data.public_id, data.customer_email
+
+    def admitted_person_gets_email(after: str, first_timer: str | None = None) -> None:
+        before = sink.count_to()
+        _page, post = ask_for_link(server.port, pid, person)
+        if first_timer:
+            ask_for_link(server.port, pid, first_timer)
+        wait_drained(db, sink, 30)
+        got = (sink.count_to() - before)[person]
+        report.check(
+            name,
+            post is not None and post.status == 200 and got == 1,
+            f"after {after}, {person} asks and gets {got} email",
+        )
+        if first_timer:
+            got = (sink.count_to() - before)[first_timer]
+            report.check(
+                name,
+                got == 1,
+                f"and {first_timer}, a first sign-in (domain and global budgets), gets {got}",
+            )
+
+    started = time.monotonic()
+    asks = [(f"user{i}@nowhere{i % 7}.example", f"10.200.0.{i % 30 + 1}") for i in range(300)]
+    before = sink.count_to()
+    answers = flood(server.port, pid, asks)
+    wait_drained(db, sink, 60)
+    report.info(
+        f"global flood: {len(answers)} requests from 30 IPs for domains without access in "
+        f"{time.monotonic() - started:.1f} s: {statuses(answers)}; "
+        f"{sum((sink.count_to() - before).values())} emails sent"
+    )
+    admitted_person_gets_email("the global flood", "first-after-global@acme.com")
+
+    started = time.monotonic()
+    asks = [(f"invented{i}@acme.com", f"10.201.0.{i % 3 + 1}") for i in range(30)]
+    before = sink.count_to()
+    answers = flood(server.port, pid, asks)
+    wait_drained(db, sink, 60)
+    invented = sum(n for a, n in (sink.count_to() - before).items() if a.startswith("invented"))
+    report.info(
+        f"domain flood: {len(answers)} requests from 3 IPs for invented addresses at acme.com "
+        f"(a domain rule: they are admitted) in {time.monotonic() - started:.1f} s: "
+        f"{statuses(answers)}; {invented} emails to them (the domain budget, less one)"
+    )
+    admitted_person_gets_email("the domain flood")
+
+    started = time.monotonic()
+    asks = [(f"v6user{i}@nowhere.example", f"2001:db8:77:1::{i + 1:x}") for i in range(100)]
+    mark = db.last_audit_id()
+    answers = flood(server.port, pid, asks)
+    queued = sum(1 for r in db.audit(mark) if r[1] == "signin.request" and r[2] == "queued")
+    report.check(
+        name,
+        queued <= 10,
+        f"IPv6 flood: {len(answers)} requests from 100 addresses of one /64 in "
+        f"{time.monotonic() - started:.1f} s: {statuses(answers)}; {queued} stored "
+        f"(the per-client budget, 10)",
+    )
+    admitted_person_gets_email("the IPv6 flood")
+    return server
+
+
 # --- main -------------------------------------------------------------------------------
 
 
@@ -1067,7 +1184,7 @@ def main() -> int:
     parser.add_argument("--smtp-outage", type=float, default=60.0, help="seconds (60)")
     parser.add_argument("--quick", action="store_true", help="shorter: a 10 s SMTP outage")
     parser.add_argument("--pg-restart", default=default_pg_restart(), help="restart command")
-    parser.add_argument("--only", default="1,2,3,4", help="scenarios to run, e.g. 2,4")
+    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 2,4")
     args = parser.parse_args()
     if args.quick and "--smtp-outage" not in sys.argv:
         args.smtp_outage = 10.0
@@ -1133,6 +1250,9 @@ def main() -> int:
         for number, run in scenarios.items():
             if number in only:
                 run()
+        if 5 in only:  # last: it restarts the app with other budgets
+            restarted = scenario_floods(report, server, redis, sink, db, data)
+            cleanup.callback(restarted.stop)
         with app.app_context():  # type: ignore[attr-defined]
             from portal import db as portal_db
 

@@ -37,15 +37,31 @@ DEFAULTS: dict[str, Any] = {
     # Flask-Limiter storage; use redis://... in production so limits hold across workers.
     "RATELIMIT_STORAGE_URI": "memory://",
     # Silent sign-in budgets (over budget: same page, no email). "N per period; ...".
+    # Per address and per client: requests, counted as they are made.
     "SIGNIN_LIMIT_PER_ADDRESS": "3 per 15 minutes; 10 per day",
-    "SIGNIN_LIMIT_PER_DOMAIN": "30 per 15 minutes; 200 per day",
     "SIGNIN_LIMIT_PER_IP": "10 per 15 minutes; 50 per day",
+    # Requests for an address from a browser it signed in from before (the device
+    # cookie): this budget instead of the two above, so strangers cannot spend it.
+    "SIGNIN_LIMIT_PER_KNOWN_DEVICE": "3 per 15 minutes; 10 per day",
+    # Per domain and global: emails sent to addresses that have not signed in to that
+    # bill group before, counted by the worker when it sends one.
+    "SIGNIN_LIMIT_PER_DOMAIN": "30 per 15 minutes; 200 per day",
     "SIGNIN_LIMIT_GLOBAL": "300 per 15 minutes",
+    # Per-client budgets count an IPv4 address per this many leading bits (32: each
+    # address), an IPv6 address per its /64 (one subscriber's usual allocation).
+    "RATELIMIT_IPV4_PREFIX": 32,
+    "RATELIMIT_IPV6_PREFIX": 64,
+    # Days a browser is remembered as one an address signed in from (the device cookie).
+    "KNOWN_DEVICE_DAYS": 90,
     # Wrong codes allowed per address per day, and per challenge.
     "CODE_FAILURE_LIMIT_PER_ADDRESS": "20 per day",
     "CODE_ATTEMPTS_PER_CHALLENGE": 5,
-    # Failed staff sign-ins (password or second factor) allowed per address.
-    "STAFF_SIGNIN_LIMIT_PER_ADDRESS": "10 per 15 minutes; 50 per day",
+    # Staff sign-in tries (password or second factor) per address and client: this many
+    # are free, then each further try waits twice as long as the last, from the first
+    # delay up to the maximum (seconds). Never a lock-out; a success starts afresh.
+    "STAFF_SIGNIN_FREE_FAILURES": 5,
+    "STAFF_SIGNIN_FIRST_DELAY_SECONDS": 2,
+    "STAFF_SIGNIN_MAX_DELAY_SECONDS": 900,
     # Per-IP limit (429) on every endpoint that sends email or checks a secret.
     "SECRET_ENDPOINT_LIMIT": "30 per minute; 300 per hour",
     # Tries, per signed-in staff member, at proving the current second factor in order
@@ -227,6 +243,10 @@ def validate(app: Flask) -> None:
         raise ConfigError("MAIL_TRANSPORT must be smtp or console.")
     if not 1 <= int(config["SIGNIN_TTL_MINUTES"]) <= 30:
         raise ConfigError("SIGNIN_TTL_MINUTES must be between 1 and 30.")
+    if not 8 <= int(config["RATELIMIT_IPV4_PREFIX"]) <= 32:
+        raise ConfigError("RATELIMIT_IPV4_PREFIX must be between 8 and 32.")
+    if not 32 <= int(config["RATELIMIT_IPV6_PREFIX"]) <= 128:
+        raise ConfigError("RATELIMIT_IPV6_PREFIX must be between 32 and 128.")
     from portal.access import AccessError, canonical_domain
 
     for provider in config["PUBLIC_MAIL_PROVIDERS_EXTRA"]:

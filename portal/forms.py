@@ -4,8 +4,18 @@ of what a value may be live in portal.details and portal.access, not here."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, SelectChoice, SelectField, StringField
+from markupsafe import Markup
+from wtforms import (
+    BooleanField,
+    DateField,
+    Field,
+    HiddenField,
+    SelectChoice,
+    SelectField,
+    StringField,
+)
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
+from wtforms.widgets import TextInput
 
 from portal.access import MAX_INPUT_LENGTH
 
@@ -19,10 +29,20 @@ class EmailForm(FlaskForm):
     next = HiddenField()
 
 
+class SecretInput(TextInput):
+    """A text input that is never rendered with what was typed: a refused code is a
+    secret all the same (someone else's, or one a shoulder could read)."""
+
+    def __call__(self, field: Field, **kwargs: object) -> Markup:
+        kwargs["value"] = ""
+        return super().__call__(field, **kwargs)
+
+
 class CodeForm(FlaskForm):
     code = StringField(
         "Code from the email",
         validators=[InputRequired("Enter the code from the email."), Length(max=20)],
+        widget=SecretInput(),
         render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
     )
 

@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, throttle
+from portal import audit, clock, devices, throttle
 from portal.access import may_access
-from portal.models import BillGroup, SignInChallenge
+from portal.models import BillGroup, CustomerSession, SignInChallenge
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,18 @@ def request_link(
 ) -> bool:
     """Record a request for a link, the same way for every address; returns whether it
     was within budget. Whether the address is admitted is decided later, by
-    `evaluate_pending`, so that this request costs the same either way."""
-    ip = audit.client_ip() or "unknown"
-    domain = email.rpartition("@")[2]
-    if not throttle.within(
-        ("signin-address", email),
-        ("signin-domain", domain),
-        ("signin-ip", ip),
-        ("signin-global", "all"),
-    ):
+    `evaluate_pending`, so that this request costs the same either way.
+
+    Only the budgets of the requester are spent here: the address's and the client's,
+    or, from a browser this address signed in from before, that known device's alone
+    (so a flood of the address from elsewhere cannot use it up). The domain's and the
+    global budget count emails sent, in the worker, where admission is known.
+    """
+    if devices.is_known(email):
+        budgets: tuple[tuple[str, str], ...] = (("signin-known-device", email),)
+    else:
+        budgets = (("signin-address", email), ("signin-ip", throttle.client_key()))
+    if not throttle.within(*budgets):
         audit.record(
             db,
             "signin.request",
@@ -187,6 +190,18 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
             ip=challenge.ip,
         )
         return
+    if not _volume_within_budget(db, challenge):
+        audit.record(
+            db,
+            "signin.link",
+            "throttled",
+            actor_type="anonymous",
+            actor=challenge.email,
+            bill_group_id=group.id,
+            detail="domain or global budget",
+            ip=challenge.ip,
+        )
+        return
     token = secrets.token_urlsafe(32)  # 256 bits
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     challenge.token_hash = sha256(token)
@@ -214,6 +229,28 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
         detail=f"rule {rule.id}" + (", code only" if challenge.code_only else ""),
         ip=challenge.ip,
     )
+
+
+def _volume_within_budget(db: Session, challenge: SignInChallenge) -> bool:
+    """Spend an email from the domain's and the global budget, unless the address has
+    signed in to this bill group before.
+
+    Only emails that go out are counted, so requests for addresses nobody admitted cost
+    nothing here; and an address that signed in before is bounded by its own budget
+    alone, so invented addresses under a domain rule cannot crowd out the real ones.
+    """
+    returning = db.scalar(
+        select(CustomerSession.id)
+        .where(
+            CustomerSession.bill_group_id == challenge.bill_group_id,
+            CustomerSession.email == challenge.email,
+        )
+        .limit(1)
+    )
+    if returning is not None:
+        return True
+    domain = challenge.email.rpartition("@")[2]
+    return throttle.within(("signin-domain", domain), ("signin-global", "all"))
 
 
 # --- using a link or a code ---------------------------------------------------------
@@ -276,12 +313,31 @@ def spend(db: Session, challenge_id: int, bill_group: BillGroup, nonce: str | No
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def _open(now: dt.datetime):  # type: ignore[no-untyped-def]
+    """Not yet spent, retired or expired: whether or not the worker issued a code."""
+    return (
+        SignInChallenge.spent_at.is_(None),
+        SignInChallenge.retired_at.is_(None),
+        SignInChallenge.expires_at > now,
+    )
+
+
+# Compared with the typed code where no code was issued (the address is not admitted,
+# or not yet decided): same work, and no HMAC's hex digest can ever equal it.
+_NO_CODE = "-" * 64
+
+
 def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) -> int | None:
     """The id of the challenge that this code spends, or None.
 
     Only challenges requested from this browser are candidates; each code typed takes
     an attempt from every candidate (5 each), and a wrong one counts against the
     address (20 a day).
+
+    A challenge for an address that is not admitted is a candidate like any other and
+    simply has no code that matches: the same statements, budget calls, audit row and
+    commit as a wrong code for an admitted address, so neither the answer nor its time
+    says which it was.
     """
     code = normalise_code(raw)
     if not nonce:
@@ -292,7 +348,7 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
             SignInChallenge.bill_group_id == bill_group.id,
             SignInChallenge.nonce_hash == sha256(nonce),
             SignInChallenge.code_attempts < max_attempts,
-            *_usable(clock.now()),
+            *_open(clock.now()),
         )
     ).all()
     candidates = [c for c in candidates if throttle.has_room("code-failures", c.email)]
@@ -305,7 +361,7 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
             .where(
                 SignInChallenge.id == candidate.id,
                 SignInChallenge.code_attempts < max_attempts,
-                *_usable(clock.now()),
+                *_open(clock.now()),
             )
             .values(code_attempts=SignInChallenge.code_attempts + 1)
             .execution_options(synchronize_session=False)
@@ -316,11 +372,8 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
     if not candidates:
         return None
     for challenge in candidates:
-        if (
-            code is not None
-            and challenge.code_hash
-            and hmac.compare_digest(challenge.code_hash, code_hash(challenge.id, code))
-        ):
+        typed = code_hash(challenge.id, code) if code is not None else ""
+        if hmac.compare_digest(challenge.code_hash or _NO_CODE, typed) and code is not None:
             # This request holds one of the attempts (taken above, same transaction).
             won = db.execute(
                 update(SignInChallenge)

@@ -1,5 +1,9 @@
-"""Rate limits. Flask-Limiter guards endpoints per IP with a 429; the sign-in budgets
-below are silent: over budget, the page answers the same and no email goes out.
+"""Rate limits. Flask-Limiter guards endpoints per client with a 429; the sign-in budgets
+below are silent: over budget, the page answers the same and no email goes out; staff
+sign-in failures buy growing delays (`try_backoff`), never a lock-out.
+
+A client is its IPv4 address, or its IPv6 /64 (`client_key`): one subscriber line
+hands out a whole /64, so a budget per IPv6 address would be no budget at all.
 
 Storage is RATELIMIT_STORAGE_URI: memory:// (one process) by default, Redis in
 production so that limits hold across workers. If the storage fails, budgets fail
@@ -8,20 +12,48 @@ closed: no email is sent and no code is checked.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import threading
 import time
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisClusterStorage, RedisStorage
 
+from portal import clock
+
 log = logging.getLogger(__name__)
 
-limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
 
-# Per IP, across every endpoint (customer or staff) that sends email or checks a secret.
+def client_key_of(address: str | None) -> str:
+    """The budget key of a client address: the network of RATELIMIT_IPV4_PREFIX (32: the
+    address itself) or RATELIMIT_IPV6_PREFIX (64) bits around it. An IPv4-mapped IPv6
+    address counts as its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        prefix = int(current_app.config["RATELIMIT_IPV4_PREFIX"])
+    else:
+        prefix = int(current_app.config["RATELIMIT_IPV6_PREFIX"])
+    if prefix == ip.max_prefixlen:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip.compressed.split('%')[0]}/{prefix}", strict=False))
+
+
+def client_key() -> str:
+    """This request's client, as every per-client budget and limit counts it."""
+    return client_key_of(request.remote_addr if has_request_context() else None)
+
+
+limiter = Limiter(key_func=client_key, strategy="moving-window")
+
+# Per client, across every endpoint (customer or staff) that sends email or checks a secret.
 secret_limit = limiter.shared_limit(
     lambda: current_app.config["SECRET_ENDPOINT_LIMIT"], scope="secrets"
 )
@@ -29,11 +61,11 @@ secret_limit = limiter.shared_limit(
 # Budget name -> config key holding its limits ("3 per 15 minutes; 10 per day").
 BUDGETS = {
     "signin-address": "SIGNIN_LIMIT_PER_ADDRESS",
+    "signin-known-device": "SIGNIN_LIMIT_PER_KNOWN_DEVICE",
     "signin-domain": "SIGNIN_LIMIT_PER_DOMAIN",
     "signin-ip": "SIGNIN_LIMIT_PER_IP",
     "signin-global": "SIGNIN_LIMIT_GLOBAL",
     "code-failures": "CODE_FAILURE_LIMIT_PER_ADDRESS",
-    "staff-signin": "STAFF_SIGNIN_LIMIT_PER_ADDRESS",
     "staff-reauth": "STAFF_REAUTH_LIMIT_PER_USER",
     "api-auth-failures": "API_AUTH_FAILURE_LIMIT",
     "api-key": "API_LIMIT_PER_KEY",
@@ -44,6 +76,7 @@ LIMIT_KEYS = frozenset(BUDGETS.values()) | {"SECRET_ENDPOINT_LIMIT"}
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["portal.backoff"] = _MemoryBackoff()
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     # With the storage down, the per-IP 429 limit would otherwise raise and answer 500
     # before the silent budgets below are asked; those fail closed by themselves.
@@ -133,3 +166,113 @@ def spend(budget: str, key: str) -> None:
             limiter.limiter.hit(item, budget, key)
     except Exception:
         log.warning("rate-limit storage unavailable; could not count", exc_info=True)
+
+
+# --- growing delays (staff sign-in) ---------------------------------------------------
+
+# Failures are forgotten a day after the last try.
+BACKOFF_MEMORY_SECONDS = 24 * 60 * 60
+
+
+def _delay(tries: int) -> float:
+    """Seconds the next try must wait after `tries` unforgiven tries."""
+    config = current_app.config
+    free = int(config["STAFF_SIGNIN_FREE_FAILURES"])
+    if tries < free:
+        return 0.0
+    first = float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"])
+    cap = float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"])
+    return min(cap, first * 2.0 ** min(tries - free, 64))
+
+
+def try_backoff(scope: str, key: str) -> bool:
+    """Whether a try may go ahead now; if so it is counted at once, before the secret is
+    checked, so that of a burst of concurrent tries only the free ones are checked.
+
+    The first STAFF_SIGNIN_FREE_FAILURES tries are free; after that each one must wait
+    twice as long as the one before, up to STAFF_SIGNIN_MAX_DELAY_SECONDS. Nothing is
+    ever locked: the owner of the key can always try again later, and `forgive` (after
+    a success) starts afresh. Fails closed.
+    """
+    try:
+        storage = limiter.limiter.storage
+        name = f"backoff/{scope}/{key}"
+        if _scriptable(storage):
+            return _redis_try(storage, name)
+        backoff: _MemoryBackoff = current_app.extensions["portal.backoff"]
+        return backoff.try_now(name, clock.now().timestamp())
+    except Exception:
+        log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
+        return False
+
+
+def forgive(scope: str, key: str) -> None:
+    """After a success: the key's tries count from zero again."""
+    try:
+        storage = limiter.limiter.storage
+        name = f"backoff/{scope}/{key}"
+        if _scriptable(storage):
+            storage.get_connection().delete(storage.prefixed_key(name))
+        else:
+            current_app.extensions["portal.backoff"].forget(name)
+    except Exception:
+        log.warning("rate-limit storage unavailable; could not forgive", exc_info=True)
+
+
+class _MemoryBackoff:
+    """Tries per key in this process (memory://, and storages that cannot run scripts)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tries: dict[str, tuple[int, float, float]] = {}  # key: (tries, next, last)
+
+    def try_now(self, name: str, now: float) -> bool:
+        with self._lock:
+            tries, next_at, last = self._tries.get(name, (0, 0.0, now))
+            if now - last > BACKOFF_MEMORY_SECONDS:
+                tries, next_at = 0, 0.0
+            if now < next_at:
+                return False
+            tries += 1
+            self._tries[name] = (tries, now + _delay(tries), now)
+            return True
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._tries.pop(name, None)
+
+
+# _MemoryBackoff.try_now and _delay, run atomically by the server (one round trip, and no
+# try can slip between another's check and its count). ARGV: now, then the schedule, in
+# whole milliseconds: Lua prints numbers with 14 digits, which would round seconds.
+_TRY_BACKOFF = """
+local now = tonumber(ARGV[1])
+local free, first, cap, memory = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local tries = tonumber(redis.call('hget', KEYS[1], 'tries') or '0')
+local next_at = tonumber(redis.call('hget', KEYS[1], 'next') or '0')
+if now < next_at then
+  return 0
+end
+tries = tries + 1
+local delay = 0
+if tries >= free then
+  delay = math.floor(math.min(cap, first * 2 ^ math.min(tries - free, 64)))
+end
+redis.call('hset', KEYS[1], 'tries', tries, 'next', string.format('%d', now + delay))
+redis.call('expire', KEYS[1], memory)
+return 1
+"""
+
+
+def _redis_try(storage: RedisStorage, name: str) -> bool:
+    config = current_app.config
+    script = storage.get_connection().register_script(_TRY_BACKOFF)
+    args = [
+        int(clock.now().timestamp() * 1000),
+        int(config["STAFF_SIGNIN_FREE_FAILURES"]),
+        int(float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"]) * 1000),
+        int(float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"]) * 1000),
+        BACKOFF_MEMORY_SECONDS,
+    ]
+    return bool(script(keys=[storage.prefixed_key(name)], args=args))

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, clock, db, events, sessions, signin, throttle
+from portal import audit, clock, db, devices, events, sessions, signin, throttle
 from portal.access import AccessError, canonical_email, may_access
 from portal.clock import today
 from portal.forms import ButtonForm, CodeForm, EmailForm
@@ -268,4 +268,6 @@ def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
     session["nonce"] = signin.new_nonce()
     login_user(sessions.Customer(sid, row), remember=False)
     target = challenge.next_path or url_for("customer.overview", public_id=group.public_id)
-    return redirect(target, code=303)
+    response = redirect(target, code=303)
+    devices.remember(response, challenge.email)
+    return response

@@ -14,6 +14,8 @@ from portal.db import Base, utcnow
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.conftest import CSRF_RE, csrf_token
+from tests.portal.test_signin_sessions import REDIS_URL, Clock, sibling  # noqa: F401 (a fixture)
+from tests.portal.test_signin_tokens import race
 
 
 def post_code(client, code: str, path: str = "/admin/sign-in/code"):
@@ -60,14 +62,39 @@ def test_a_wrong_password_and_an_unknown_address_get_the_same_answer(app, db, em
     )
 
 
-def test_failed_sign_ins_use_up_the_address_budget(app, db):
-    app.config["STAFF_SIGNIN_LIMIT_PER_ADDRESS"] = "3 per 15 minutes"
+def staff_browser(app, ip: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = ip
+    return client
+
+
+@pytest.fixture
+def ticking():
+    """Install a clock that moves only when told in an app: ticking(app) -> the clock."""
+
+    def install(app) -> Clock:
+        clock = Clock(utcnow())
+        app.extensions["portal.clock"] = clock
+        return clock
+
+    return install
+
+
+def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db, ticking):
+    clock = ticking(app)
+    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
     user = make_staff(db, StaffRole.VIEWER)
     for _ in range(3):
-        assert staff_sign_in(app.test_client(), user.email, "wrong password").status_code == 400
-    # Over budget even the right password fails, with the same answer.
-    response = staff_sign_in(app.test_client(), user.email, PASSWORD)
+        wrong = staff_sign_in(staff_browser(app, "198.51.100.9"), user.email, "wrong password")
+        assert wrong.status_code == 400
+    # From that client, now even the right password waits, with the same answer.
+    response = staff_sign_in(staff_browser(app, "198.51.100.9"), user.email, PASSWORD)
     assert response.status_code == 400 and "do not match" in response.text
+    # The same address from another client signs in at once.
+    assert staff_sign_in(staff_browser(app, "192.0.2.44"), user.email).status_code == 303
+    # And the first client, after the first delay, too: a delay, not a lock.
+    clock.advance(seconds=app.config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"])
+    assert staff_sign_in(staff_browser(app, "198.51.100.9"), user.email).status_code == 303
 
 
 def test_an_inactive_user_cannot_sign_in_and_deactivation_ends_the_session(app, db):
@@ -213,3 +240,122 @@ def test_the_enrolment_qr_code_is_a_standalone_svg_image(app, db):
     svg = client.get("/admin/enrol/qr.svg")
     assert svg.mimetype == "image/svg+xml"
     assert b'xmlns="http://www.w3.org/2000/svg"' in svg.data
+
+
+# --- growing delays, never a lock-out (issue 14) ---------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def staff_app(request, app, sibling):  # noqa: F811 (sibling is a fixture)
+    """The app with its tries counted on memory:// (the `app` itself) or on Redis."""
+    if request.param == "memory":
+        yield app
+        return
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as server:
+        server.flushdb()
+        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
+        server.flushdb()
+
+
+def test_ten_wrong_passwords_from_strangers_do_not_lock_the_staff_member_out(staff_app, db):
+    # On main, 10 wrong passwords for an address, from anywhere, locked it for 15 minutes.
+    user = make_staff(db, StaffRole.VIEWER)
+    for i in range(10):
+        stranger = staff_browser(staff_app, f"203.0.113.{i % 3 + 1}")
+        assert staff_sign_in(stranger, user.email, "guess").status_code == 400
+    for i in range(10):  # and a stranger's IPv6 /64 counts as one client
+        stranger = staff_browser(staff_app, f"2001:db8:5:5::{i + 1}")
+        assert staff_sign_in(stranger, user.email, "guess").status_code == 400
+    assert staff_sign_in(staff_browser(staff_app, "192.0.2.44"), user.email).status_code == 303
+
+
+def test_twenty_concurrent_wrong_passwords_check_only_the_free_tries(staff_app, db, monkeypatch):
+    staff_app.config["SECRET_ENDPOINT_LIMIT"] = "1000 per minute"  # not the 429 here
+    user = make_staff(db, StaffRole.VIEWER)
+    checked = []
+    real = staffauth.authenticate
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        checked.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(staffauth, "authenticate", counting)
+    browsers = [staff_browser(staff_app, "198.51.100.9") for _ in range(20)]
+    pages = [b.get("/admin/sign-in") for b in browsers]
+    jobs = list(zip(browsers, pages, strict=True))
+
+    responses = race(
+        jobs,
+        lambda job: job[0].post(
+            "/admin/sign-in",
+            data={"csrf_token": csrf_token(job[1].text), "email": user.email, "password": "x"},
+        ),
+    )
+    assert [r.status_code for r in responses] == [400] * 20
+    assert len(checked) == staff_app.config["STAFF_SIGNIN_FREE_FAILURES"]
+    # Another client is not slowed at all.
+    assert staff_sign_in(staff_browser(staff_app, "192.0.2.44"), user.email).status_code == 303
+
+
+def test_each_try_after_the_free_ones_waits_twice_as_long_up_to_the_cap(staff_app, db, ticking):
+    clock = ticking(staff_app)
+    staff_app.config.update(
+        STAFF_SIGNIN_FREE_FAILURES=2,
+        STAFF_SIGNIN_FIRST_DELAY_SECONDS=10,
+        STAFF_SIGNIN_MAX_DELAY_SECONDS=50,
+    )
+    user = make_staff(db, StaffRole.VIEWER)
+    checked = []
+    real = staffauth.authenticate
+
+    def tried(password: str) -> bool:
+        """Whether the password was checked at all (not just refused for waiting)."""
+        before = len(checked)
+        staff_sign_in(staff_browser(staff_app, "198.51.100.9"), user.email, password)
+        return len(checked) > before
+
+    import portal.staffauth
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        checked.append(1)
+        return real(*args, **kwargs)
+
+    portal.staffauth.authenticate = counting  # restored below
+    try:
+        assert tried("wrong") and tried("wrong")  # the free tries
+        for delay in (10, 20, 40, 50, 50):  # doubling, then capped
+            clock.advance(seconds=delay - 0.5)
+            assert not tried("wrong")
+            clock.advance(seconds=0.5)
+            assert tried("wrong")
+    finally:
+        portal.staffauth.authenticate = real
+    clock.advance(seconds=50)
+    assert staff_sign_in(staff_browser(staff_app, "198.51.100.9"), user.email).status_code == 303
+    # A success starts afresh: two free tries again.
+    assert (
+        staff_sign_in(staff_browser(staff_app, "198.51.100.9"), user.email, "x").status_code == 400
+    )
+
+
+def test_wrong_second_factor_codes_slow_that_client_only(app, db):
+    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
+    user = make_staff(db, StaffRole.VIEWER)
+    client = staff_browser(app, "192.0.2.44")
+    staff_sign_in(client, user.email)
+    secret, _codes = enrol(app, client)
+    later = utcnow() + dt.timedelta(seconds=30)
+    app.extensions["portal.clock"] = lambda: later
+
+    attacker = staff_browser(app, "203.0.113.5")  # has the password, not the phone
+    staff_sign_in(attacker, user.email)
+    for _ in range(3):
+        assert post_code(attacker, "000000").status_code == 400
+    right = pyotp.TOTP(secret).at(later)
+    assert post_code(attacker, right).status_code == 400  # waiting: not even checked
+
+    owner = staff_browser(app, "192.0.2.44")
+    assert staff_sign_in(owner, user.email).headers["Location"] == "/admin/sign-in/code"
+    assert post_code(owner, right).status_code == 303
