@@ -881,7 +881,7 @@ def test_billing_contact_update_notifies_the_address_it_had_before(app, db, grou
     )
     # The new address gets the one "you were named" email, and no notice.
     [named] = smtp.to("finance@acme.com")
-    assert named["Subject"].startswith("Confirm that you are the billing contact")
+    assert named["Subject"].strip() == f"Confirm you are the billing contact of {GROUP_NAME}"
 
 
 def test_email_is_stored_in_canonical_form(db, group, customer):
