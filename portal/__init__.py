@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     # The portal pages join viewer.bp when their modules are imported.
     from portal.views import (
+        contact_confirmation,
         details,
         devmail,
         invoices,
@@ -58,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     assert details and invoices and pages and payment_methods  # imported for their routes
     app.register_blueprint(public.bp)
     app.register_blueprint(signin.bp)
+    app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.
     app.register_blueprint(viewer.bp, name=viewer.PREVIEW, url_prefix=viewer.PREVIEW_PREFIX)

@@ -90,6 +90,19 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_TIMEOUT": 5,
     "WEBHOOK_MAX_ATTEMPTS": 12,
     "WEBHOOK_ALLOW_PRIVATE_NETWORKS": None,
+    # Notices to the billing contact: changes within this many minutes of the first are
+    # merged into one email (0: each worker pass sends what has gathered), and at most
+    # this many notices go to one recipient about one bill group in 24 hours; changes
+    # beyond that wait for, and are listed in, the next allowed notice.
+    "NOTICE_WINDOW_MINUTES": 5,
+    "NOTICE_LIMIT_PER_DAY": 10,
+    # A new billing contact address gets one "you were named" email with a link that
+    # works once, for this many hours; the same address is named again by email at most
+    # once per CONTACT_NAMED_INTERVAL_HOURS, and one bill group names at most
+    # CONTACT_NAMED_LIMIT_PER_DAY addresses a day.
+    "CONTACT_CONFIRM_TTL_HOURS": 72,
+    "CONTACT_NAMED_INTERVAL_HOURS": 24,
+    "CONTACT_NAMED_LIMIT_PER_DAY": 5,
     # Babel locale for money and dates.
     "LOCALE": "en_GB",
     # The issuer name authenticator apps show beside a staff member's codes.
@@ -247,6 +260,16 @@ def validate(app: Flask) -> None:
         raise ConfigError("RATELIMIT_IPV4_PREFIX must be between 8 and 32.")
     if not 32 <= int(config["RATELIMIT_IPV6_PREFIX"]) <= 128:
         raise ConfigError("RATELIMIT_IPV6_PREFIX must be between 32 and 128.")
+    if not 0 <= int(config["NOTICE_WINDOW_MINUTES"]) <= 60:
+        raise ConfigError("NOTICE_WINDOW_MINUTES must be between 0 and 60.")
+    for key in (
+        "NOTICE_LIMIT_PER_DAY",
+        "CONTACT_CONFIRM_TTL_HOURS",
+        "CONTACT_NAMED_INTERVAL_HOURS",
+        "CONTACT_NAMED_LIMIT_PER_DAY",
+    ):
+        if int(config[key]) < 1:
+            raise ConfigError(f"{key} must be at least 1.")
     from portal.access import AccessError, canonical_domain
 
     for provider in config["PUBLIC_MAIL_PROVIDERS_EXTRA"]:

@@ -1,16 +1,30 @@
-"""Notices to the billing contact when billing details or payment methods change: a
-compensating control for email sign-in (SECURITY.md), so a change made by whoever got
-into a mailbox does not go unseen."""
+"""Notices to the billing contact when billing details, contacts or payment methods
+change: a compensating control for email sign-in (SECURITY.md), so a change made by
+whoever got into a mailbox does not go unseen.
+
+A notice is never sent from the request. Each change is recorded for its recipients in
+the change's own transaction (so a change that rolls back announces nothing); the worker
+(`send_due`) gathers every waiting change of a (bill group, recipient) into one email
+once NOTICE_WINDOW_MINUTES have passed since the first of them, and sends at most
+NOTICE_LIMIT_PER_DAY such emails in 24 hours. Over the limit, changes wait and are
+listed in the next notice the limit allows: a flood of saves becomes a few emails, and
+the real billing contact still hears of every change.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+
 from flask import current_app
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
 
 from emails import outbox
-from emails.render import render
+from emails.render import Email, render
 from portal import clock
-from portal.models import BillGroup, ContactKind
+from portal.models import BillGroup, ContactKind, Notice, NoticeChange
 
 FIELD_NAMES = {
     "po_number": "PO number",
@@ -19,6 +33,8 @@ FIELD_NAMES = {
     "name": "name",
     "company": "company",
     "email": "email address",
+    "pending_email": "email address (the new one is awaiting confirmation)",
+    "email_confirmed": "email address (the new one has been confirmed)",
     "phone": "phone number",
     "line1": "address",
     "line2": "address",
@@ -28,9 +44,18 @@ FIELD_NAMES = {
     "country": "country",
 }
 
+DAY = dt.timedelta(days=1)
+# An email lists at most this many changes and counts the rest: the audit trail has
+# every one, and a notice that scrolls for pages would hide the point.
+MAX_LISTED = 50
+# (bill group, recipient) pairs one worker pass sends to.
+BATCH = 50
+
 
 def recipients(group: BillGroup) -> list[str]:
-    """Who hears about a change: the billing contact, as it is before the change."""
+    """Who hears about a change: the billing contact's confirmed address, as it is before
+    the change. A newly named address hears nothing until its mailbox confirms it
+    (portal.billing_contact): notices keep going to the last confirmed one."""
     contact = group.contact(ContactKind.BILLING)
     return [contact.email] if contact and contact.email else []
 
@@ -38,20 +63,117 @@ def recipients(group: BillGroup) -> list[str]:
 def details_changed(
     db: Session, group: BillGroup, actor: str, what: str, fields: list[str], to: list[str]
 ) -> None:
-    """Queue the notice in the caller's transaction."""
+    """Record the change for each recipient in the caller's transaction; `send_due`
+    sends it, merged with the other changes of its window."""
     names = sorted({FIELD_NAMES.get(field, field) for field in fields})
+    now = clock.now()
     for address in to:
-        outbox.queue(
-            db,
-            render(
-                "details_changed",
-                address,
-                entity=group.entity,
-                bill_group=group,
+        db.add(
+            NoticeChange(
+                bill_group_id=group.id,
+                recipient=address,
+                at=now,
                 actor=actor,
                 what=what,
-                fields=names,
-                when=clock.now(),
-                portal_url=f"{current_app.config['PORTAL_BASE_URL']}/p/{group.public_id}",
-            ),
+                fields="\n".join(names),
+            )
         )
+
+
+def send_due(db: Session, limit: int = BATCH) -> int:
+    """Queue one notice email in the outbox for each (bill group, recipient) whose
+    window has closed and whose daily limit allows one; returns how many."""
+    now = clock.now()
+    window = dt.timedelta(minutes=int(current_app.config["NOTICE_WINDOW_MINUTES"]))
+    cap = int(current_app.config["NOTICE_LIMIT_PER_DAY"])
+    sent_lately = (
+        select(func.count(Notice.id))
+        .where(
+            Notice.bill_group_id == NoticeChange.bill_group_id,
+            Notice.recipient == NoticeChange.recipient,
+            Notice.queued_at > now - DAY,
+        )
+        .correlate(NoticeChange)
+        .scalar_subquery()
+    )
+    # Pairs over their limit are left out here, so they cannot crowd out the others.
+    due = db.execute(
+        select(NoticeChange.bill_group_id, NoticeChange.recipient)
+        .where(NoticeChange.notice_id.is_(None), sent_lately < cap)
+        .group_by(NoticeChange.bill_group_id, NoticeChange.recipient)
+        .having(func.min(NoticeChange.at) <= now - window)
+        .order_by(func.min(NoticeChange.at))
+        .limit(limit)
+    ).all()
+    db.rollback()
+    return sum(_send_one(db, group_id, recipient, now, cap) for group_id, recipient in due)
+
+
+def _send_one(db: Session, group_id: int, recipient: str, now: dt.datetime, cap: int) -> bool:
+    """One notice for every waiting change of the pair, in one transaction."""
+    pair = (Notice.bill_group_id == group_id, Notice.recipient == recipient)
+    if (
+        db.scalar(select(func.count(Notice.id)).where(*pair, Notice.queued_at > now - DAY)) or 0
+    ) >= cap:
+        db.rollback()
+        return False
+    last = db.scalar(select(func.max(Notice.seq)).where(*pair)) or 0
+    notice = Notice(bill_group_id=group_id, recipient=recipient, seq=last + 1, queued_at=now)
+    db.add(notice)
+    try:
+        db.flush()
+    except IntegrityError:  # another worker is sending this very notice
+        db.rollback()
+        return False
+    claimed = db.scalars(
+        update(NoticeChange)
+        .where(
+            NoticeChange.bill_group_id == group_id,
+            NoticeChange.recipient == recipient,
+            NoticeChange.notice_id.is_(None),
+            NoticeChange.at <= now,
+        )
+        .values(notice_id=notice.id)
+        .returning(NoticeChange.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        db.rollback()
+        return False
+    changes = db.scalars(
+        select(NoticeChange)
+        .where(NoticeChange.notice_id == notice.id)
+        .order_by(NoticeChange.at, NoticeChange.id)
+    ).all()
+    notice.change_count = len(changes)
+    group = db.scalars(
+        select(BillGroup).where(BillGroup.id == group_id).options(joinedload(BillGroup.entity))
+    ).one()
+    outbox.queue(db, notice_email(group, recipient, changes))
+    db.commit()
+    return True
+
+
+def notice_email(group: BillGroup, recipient: str, changes: Sequence[NoticeChange]) -> Email:
+    """The email: what changed, who changed it and when, oldest first."""
+    whats = list(dict.fromkeys(change.what for change in changes))
+    listed = changes[:MAX_LISTED]
+    return render(
+        "details_changed",
+        recipient,
+        entity=group.entity,
+        bill_group=group,
+        what=_join(whats),
+        changes=[
+            {"when": c.at, "actor": c.actor, "what": c.what, "fields": c.fields.split("\n")}
+            for c in listed
+        ],
+        more=len(changes) - len(listed),
+        first=changes[0].at,
+        last=changes[-1].at,
+        portal_url=f"{current_app.config['PORTAL_BASE_URL']}/p/{group.public_id}",
+    )
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -24,6 +24,7 @@ from portal.models.integration import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from portal.models.notice import ContactConfirmation, Notice, NoticeChange
 from portal.models.outbox import OutboxMessage
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
@@ -37,6 +38,7 @@ __all__ = [
     "BillGroup",
     "BillingFrequency",
     "Contact",
+    "ContactConfirmation",
     "ContactKind",
     "CustomerSession",
     "DeliveryStatus",
@@ -45,6 +47,8 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "InvoiceStatus",
+    "Notice",
+    "NoticeChange",
     "OutboxMessage",
     "Payment",
     "PaymentApplication",

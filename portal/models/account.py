@@ -185,7 +185,12 @@ class Contact(IdMixin, TimestampMixin, Base):
     kind: Mapped[ContactKind] = mapped_column(str_enum(ContactKind, "contact_kind"), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     company: Mapped[str | None] = mapped_column(String(200))
+    # The confirmed address: the one notices go to. The API and import set it directly
+    # (the billing system is trusted); a customer's new address waits in pending_email.
     email: Mapped[str | None] = mapped_column(String(254))
+    # A billing contact address a customer named and its mailbox has not yet confirmed
+    # (portal.billing_contact): it gets only the one "you were named" email.
+    pending_email: Mapped[str | None] = mapped_column(String(254))
     phone: Mapped[str | None] = mapped_column(String(40))
     line1: Mapped[str | None] = mapped_column(String(200))
     line2: Mapped[str | None] = mapped_column(String(200))

@@ -8,10 +8,17 @@ from flask import abort, current_app, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from portal import db, details, events, notices
+from portal import billing_contact, db, details, events, notices
 from portal.forms import BillingDetailsForm, ContactForm
 from portal.models import Contact, ContactKind
-from portal.views.viewer import Viewer, bp, portal_page, portal_url, record_change
+from portal.views.viewer import (
+    Viewer,
+    bp,
+    current_viewer,
+    portal_page,
+    portal_url,
+    record_change,
+)
 
 ADDRESS_FIELDS = ("company", "line1", "line2", "city", "region", "postal_code", "country")
 CONTACT_FIELDS = ("name", "email", "phone", *ADDRESS_FIELDS)
@@ -109,6 +116,8 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
         }
         new = _checked(form, checks)
         if new is not None:
+            if contact_kind == ContactKind.BILLING:
+                return _save_billing(viewer, form, new)
             to = notices.recipients(group)
             contact = existing or Contact(bill_group=group, kind=contact_kind, name=new["name"])
             before = {key: getattr(existing, key) for key in new} if existing else {}
@@ -128,14 +137,87 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
             else:
                 flash("Nothing changed.")
             return redirect(portal_url("contacts"), code=303)
+    elif not form.is_submitted() and existing is not None and existing.pending_email:
+        form.email.data = existing.pending_email  # what the customer last asked for
     status = 400 if any(field.errors for field in form) else 200
+    return _contact_form(form, contact_kind, existing, billing, status)
+
+
+def _contact_form(
+    form: ContactForm,
+    kind: ContactKind,
+    existing: Contact | None,
+    billing: Contact | None,
+    status: int,
+) -> tuple[str, int]:
     return render_template(
         "portal/contact_form.html",
-        group=group,
+        group=current_viewer().bill_group,
         form=form,
-        kind=contact_kind,
-        can_copy=contact_kind == ContactKind.SHIPPING and billing is not None,
+        kind=kind,
+        contact=existing,
+        can_copy=kind == ContactKind.SHIPPING and billing is not None,
     ), status
+
+
+def _save_billing(
+    viewer: Viewer, form: ContactForm, new: dict[str, Any]
+) -> BaseResponse | tuple[str, int]:
+    """Save the billing contact. Its address changes at once only to the confirmed one
+    or to none; a new address waits, as pending_email, for its mailbox to confirm it,
+    and meanwhile the notices go to the confirmed one (portal.billing_contact)."""
+    session = db.session()
+    group = viewer.bill_group
+    existing = billing_contact.lock(session, group)
+    to = [existing.email] if existing and existing.email else []
+    stored = ("pending_email", *new)
+    before = {key: getattr(existing, key) for key in stored} if existing else {}
+    contact = existing or Contact(bill_group=group, kind=ContactKind.BILLING, name=new["name"])
+    asked = new.pop("email")
+    for key, value in new.items():
+        setattr(contact, key, value)
+    session.add(contact)
+    named: billing_contact.Named | None = None
+    if asked is None or asked == contact.email:
+        contact.email, contact.pending_email = asked, None
+        billing_contact.retire(session, group)
+    elif asked != contact.pending_email:
+        try:
+            named = billing_contact.name_address(session, group, contact, asked, viewer.email)
+        except billing_contact.TooManyNamed as exc:
+            session.rollback()
+            form.email.errors = [*form.email.errors, exc.message]
+            return _contact_form(form, ContactKind.BILLING, existing, existing, 429)
+    after = {key: getattr(contact, key) for key in stored}
+    if not record_change(viewer, "contact.billing.update", before, after):
+        session.rollback()
+        flash("Nothing changed.")
+        return redirect(portal_url("contacts"), code=303)
+    changed = [key for key in stored if before.get(key) != after[key]]
+    notices.details_changed(session, group, viewer.email, "billing contact", changed, to)
+    # The billing system hears of a new address when it is confirmed, not before.
+    shown = [key for key in changed if key != "pending_email"]
+    if shown:
+        events.contact_updated(session, group, contact, events.customer(viewer.email), shown)
+    session.commit()
+    flash("The billing contact has been saved.")
+    if named is not None:
+        flash(_named_message(named, asked or "", contact.email))
+    return redirect(portal_url("contacts"), code=303)
+
+
+def _named_message(named: billing_contact.Named, address: str, confirmed: str | None) -> str:
+    sent = (
+        f"We have emailed {address} a link to confirm it."
+        if named is billing_contact.Named.SENT
+        else f"We emailed {address} a link to confirm it recently; that link still works."
+    )
+    until = (
+        f" Until it is confirmed, notices keep going to {confirmed}."
+        if confirmed
+        else " Until it is confirmed, it receives no notices."
+    )
+    return sent + until
 
 
 def _required(value: str | None, message: str) -> str:

@@ -1,6 +1,7 @@
 """The integration journey: the billing system pushes a bill group through the API, its
-customer signs in through the portal and changes the billing contact, and the billing
-system receives the signed contact.updated webhook and reads the change back."""
+customer signs in through the portal and changes the billing contact, the new address
+confirms itself, and the billing system receives the signed contact.updated webhooks and
+reads the change back."""
 
 from __future__ import annotations
 
@@ -58,15 +59,34 @@ def test_push_sign_in_change_and_hear_back(app, db, smtp, receiver, api):
     assert response.status_code == 303, response.text
     run_worker(app)
 
+    # The name changes at once; the new address waits for its mailbox to confirm it.
     [request] = receiver.requests
     assert webhooks.verify(secret, request["headers"]["Portal-Signature"], request["body"])
     event = json.loads(request["body"])
     assert event["type"] == "contact.updated"
     assert event["data"]["actor"] == {"type": "customer", "email": "ap@acme.com"}
     assert event["data"]["bill_group"]["external_id"] == "bg-1"
-    assert event["data"]["object"]["email"] == "finance@acme.com"
+    assert event["data"]["object"]["email"] == "ap@acme.com"
     assert event["data"]["object"]["kind"] == "billing"
-    assert sorted(event["data"]["changed"]) == ["email", "name"]
+    assert event["data"]["changed"] == ["name"]
+
+    [named] = smtp.to("finance@acme.com")
+    text = named.get_body(preferencelist=("plain",)).get_content()
+    path = re.search(r"https://portal\.example\.test(/p/\S+/confirm/\S+)", text).group(1)
+    mailbox = app.test_client()
+    page = mailbox.get(mailbox.get(path).headers["Location"])
+    confirmed = mailbox.post(
+        f"/p/{public_id}/billing-contact/confirm", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert confirmed.status_code == 200
+    run_worker(app)
+
+    request = receiver.requests[-1]
+    assert webhooks.verify(secret, request["headers"]["Portal-Signature"], request["body"])
+    event = json.loads(request["body"])
+    assert event["data"]["actor"] == {"type": "customer", "email": "finance@acme.com"}
+    assert event["data"]["object"]["email"] == "finance@acme.com"
+    assert event["data"]["changed"] == ["email"]
 
     # And the change reads back through the API's change feed.
     since = event["data"]["object"]["updated_at"]

@@ -77,6 +77,8 @@ GENEROUS_LIMITS = {
     "PORTAL_SIGNIN_LIMIT_PER_IP": "1000 per 15 minutes",
     "PORTAL_SIGNIN_LIMIT_GLOBAL": "10000 per 15 minutes",
     "PORTAL_CODE_FAILURE_LIMIT_PER_ADDRESS": "1000 per day",
+    # Notices are merged over a window (tests/portal/test_notices.py): here, sent at once.
+    "PORTAL_NOTICE_WINDOW_MINUTES": "0",
 }
 
 
