@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: demo test test-e2e lint install clean
+.PHONY: demo test test-e2e lint wheel-smoke install clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,11 @@ test-e2e: install node_modules/.package-lock.json
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## Build the wheel, install it into a fresh venv outside the checkout, migrate, load the
+## demo and serve a few pages with gunicorn: the README's production path.
+wheel-smoke:
+	.ci/wheel-smoke
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis node_modules artifacts

@@ -10,18 +10,28 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+# The checkout (pyproject.toml, templates/, migrations/); in an installed wheel only
+# site-packages, so nothing at run time may rely on it: use resource_dir.
+ROOT = PACKAGE.parent
 
 csrf = CSRFProtect()
 
 
+def resource_dir(name: str) -> Path:
+    """Where templates/ or migrations/ is: portal/<name> in an installed wheel (pyproject.toml
+    maps them into the package), else <name> at the top of the checkout. Two places because
+    setuptools' editable install (`pip install -e .`, its default lenient mode) maps only
+    folders that hold Python packages, and leaves these where they are in the checkout."""
+    packaged = PACKAGE / name
+    return packaged if packaged.is_dir() else ROOT / name
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config, then extensions, blueprints, filters and CLI commands."""
-    app = Flask(
-        __name__,
-        instance_path=str(ROOT / "instance"),
-        template_folder=str(ROOT / "templates"),
-    )
+    # Flask's default instance folder: instance/ in a checkout, <venv>/var/portal-instance
+    # when installed, never site-packages. Production sets PORTAL_DATABASE_URL anyway.
+    app = Flask(__name__, template_folder=str(resource_dir("templates")))
 
     import emails
     from portal import cli, db, logredact, money, sessions, throttle, web, worker

@@ -19,7 +19,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from portal import ROOT, db
+from portal import db, resource_dir
 from portal.access import AccessError, canonical_email
 from portal.models import StaffRole, StaffUser
 
@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
 def alembic_config() -> AlembicConfig:
     # stdout looked up now, not at import, so `db current` prints where click expects.
     config = AlembicConfig(stdout=sys.stdout)
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(resource_dir("migrations")))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     config.set_main_option("sqlalchemy.url", current_app.config["DATABASE_URL"].replace("%", "%%"))
     return config
