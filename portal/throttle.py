@@ -20,7 +20,9 @@ import time
 from flask import Flask, current_app, has_request_context, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
 from limits.storage import RedisClusterStorage, RedisStorage
+from redis.exceptions import RedisError
 
 from portal import clock
 
@@ -71,6 +73,11 @@ BUDGETS = {
     "api-key": "API_LIMIT_PER_KEY",
 }
 
+# What the storage raises when it cannot be reached or answer: only these mean an
+# outage (fail closed). Anything else, such as a limit that does not parse, is a bug to
+# see, not a quiet "no" to every sign-in.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError)
+
 # Every config key that holds a rate limit ("N per period; ..."): checked at start-up.
 LIMIT_KEYS = frozenset(BUDGETS.values()) | {"SECRET_ENDPOINT_LIMIT"}
 
@@ -109,7 +116,7 @@ def within(*checks: tuple[str, str]) -> bool:
         return all(strategy.test(*window) for window in windows) and all(
             strategy.hit(*window) for window in windows
         )
-    except Exception:
+    except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
 
@@ -155,7 +162,7 @@ def has_room(budget: str, key: str) -> bool:
     """Whether the budget has room, without spending (fails closed)."""
     try:
         return all(limiter.limiter.test(item, budget, key) for item in _limits(budget))
-    except Exception:
+    except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
 
@@ -164,7 +171,7 @@ def spend(budget: str, key: str) -> None:
     try:
         for item in _limits(budget):
             limiter.limiter.hit(item, budget, key)
-    except Exception:
+    except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; could not count", exc_info=True)
 
 
@@ -201,7 +208,7 @@ def try_backoff(scope: str, key: str) -> bool:
             return _redis_try(storage, name)
         backoff: _MemoryBackoff = current_app.extensions["portal.backoff"]
         return backoff.try_now(name, clock.now().timestamp())
-    except Exception:
+    except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
 
@@ -215,7 +222,7 @@ def forgive(scope: str, key: str) -> None:
             storage.get_connection().delete(storage.prefixed_key(name))
         else:
             current_app.extensions["portal.backoff"].forget(name)
-    except Exception:
+    except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; could not forgive", exc_info=True)
 
 
