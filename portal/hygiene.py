@@ -19,6 +19,10 @@ from urllib.parse import unquote_to_bytes
 # decoding already refuses encoded surrogates; the range also catches "\ud800" from a
 # JSON escape, which the JSON parser lets through.
 FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# In JSON strings a billing system may send multi-line text (an address, a note), so tab,
+# CR and LF pass; NUL (which PostgreSQL refuses), the other C0 controls, DEL and lone
+# surrogates (which cannot be encoded to store) do not.
+JSON_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def clean_text(value: str) -> bool:
@@ -51,3 +55,24 @@ def clean_urlencoded(raw: bytes) -> bool:
 
 def clean_values(values: Iterable[str]) -> bool:
     return all(clean_text(value) for value in values)
+
+
+def unclean_json_field(data: object, path: str = "") -> str | None:
+    """The dotted path of the first JSON key or string value with a forbidden
+    character ("" for the top level), or None. Call it only on depth-checked data."""
+    if isinstance(data, str):
+        return path if JSON_FORBIDDEN.search(data) else None
+    if isinstance(data, list):
+        items: Iterable[tuple[str, object]] = ((str(i), v) for i, v in enumerate(data))
+    elif isinstance(data, dict):
+        items = data.items()
+    else:
+        return None
+    for key, value in items:
+        where = f"{path}.{key}" if path else key
+        if JSON_FORBIDDEN.search(key):
+            return where
+        found = unclean_json_field(value, where)
+        if found is not None:
+            return found
+    return None
