@@ -580,6 +580,19 @@ def test_access_rules_with_the_staff_pages_rules(app, db, api):
     assert outcomes == ["added", "added", "added", "folded_in", "removed"]
 
 
+@pytest.mark.parametrize("domain", ["mailinator.com", "sharklasers.com", "10minutemail.com"])
+def test_the_api_refuses_a_disposable_inbox_as_a_domain_rule(api, domain):
+    push_bill_group(api)
+    url = "/bill-groups/bg-1/access-rules"
+    response = api.post(url, {"value": domain, "include_subdomains": True})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["field"] == "value"
+    assert f"{domain} is a disposable email service" in error["message"]
+    assert api.post(url, {"value": f"jo@{domain}"}).status_code == 201
+    assert [r["value"] for r in api.get(url).get_json()["data"]] == [f"jo@{domain}"]
+
+
 def test_one_bill_groups_rules_are_not_reachable_through_another(api):
     push_bill_group(api)
     api.put("/bill-groups/bg-2", BILL_GROUP | {"name": "Other"})
