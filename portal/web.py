@@ -20,6 +20,8 @@ CSP = (
     "object-src 'none'; base-uri 'none'"
 )
 
+ROBOTS = "noindex, nofollow"
+
 ERROR_TEXT = {
     400: (
         "Something in that request was not right",
@@ -57,6 +59,9 @@ def init_app(app: Flask) -> None:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "strict-origin")
         headers.setdefault("X-Frame-Options", "DENY")
+        # Portal, staff, API and error pages alike are for the people signed in, never
+        # for a search index (a sign-in page names the seller and the bill group).
+        headers["X-Robots-Tag"] = ROBOTS
         if request.path.startswith("/p/") or request.path.startswith("/admin"):
             # Billing data and sign-in pages never sit in a shared or back-button cache.
             headers["Cache-Control"] = "no-store"
