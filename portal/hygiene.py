@@ -3,7 +3,8 @@
 PostgreSQL refuses NUL in text (psycopg raises DataError, which would read as an
 outage), a CR or LF in a value that reaches a header splits it, and other control
 characters, DEL and lone surrogates are never part of anything a person types into a
-one-line field. The portal has no multi-line fields, so none are allowed anywhere.
+one-line field. The portal has no multi-line fields, so none are allowed in a path or query; in form
+bodies the fields' own validators refuse them (FORM_FORBIDDEN below).
 
 The checks decode the raw bytes strictly: Werkzeug's own decoding replaces invalid
 UTF-8 with U+FFFD, which would hide it.
@@ -19,6 +20,11 @@ from urllib.parse import unquote_to_bytes
 # decoding already refuses encoded surrogates; the range also catches "\ud800" from a
 # JSON escape, which the JSON parser lets through.
 FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# In form bodies only what no form field can refuse on its own: NUL (PostgreSQL refuses
+# it), surrogates, and (by the strict decoding) invalid UTF-8, which Werkzeug would hand
+# the form as U+FFFD. Every text field refuses the other controls itself, next to the
+# field and keeping what was typed; a whole-page 400 would lose it.
+FORM_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 # In JSON strings a billing system may send multi-line text (an address, a note), so tab,
 # CR and LF pass; NUL (which PostgreSQL refuses), the other C0 controls, DEL and lone
 # surrogates (which cannot be encoded to store) do not.
@@ -43,18 +49,37 @@ def wsgi_bytes(value: str) -> bytes:
     return value.encode("latin-1", "replace")
 
 
-def clean_urlencoded(raw: bytes) -> bool:
-    """Whether every name and value of a query string or urlencoded form body is clean,
-    percent-escapes and "+" decoded as Werkzeug will decode them."""
+# Form fields that carry a URL path into a Location header (the sign-in pages' hidden
+# `next`, copied from ?next=): held to the query string's rules, since no validator
+# shows an error for a hidden field.
+PATH_FIELDS = frozenset({"next"})
+
+
+def _decode(part: bytes) -> str:
+    return unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+
+
+def clean_urlencoded(raw: bytes, forbidden: re.Pattern[str] = FORBIDDEN) -> bool:
+    """Whether every name and value of a query string or urlencoded body is valid UTF-8
+    without `forbidden` characters, percent-escapes and "+" decoded as Werkzeug decodes
+    them (and PATH_FIELDS without any of FORBIDDEN)."""
+    fields = []
     for pair in raw.split(b"&"):
-        for part in pair.split(b"=", 1):
-            if not clean_bytes(unquote_to_bytes(part.replace(b"+", b" "))):
-                return False
-    return True
+        name, _, value = pair.partition(b"=")
+        try:
+            fields.append((_decode(name), _decode(value)))
+        except UnicodeDecodeError:
+            return False
+    return clean_fields(fields, forbidden)
 
 
-def clean_values(values: Iterable[str]) -> bool:
-    return all(clean_text(value) for value in values)
+def clean_fields(fields: Iterable[tuple[str, str]], forbidden: re.Pattern[str] = FORBIDDEN) -> bool:
+    """The same for (name, value) pairs another parser decoded (multipart forms)."""
+    return all(
+        forbidden.search(name) is None
+        and (FORBIDDEN if name in PATH_FIELDS else forbidden).search(value) is None
+        for name, value in fields
+    )
 
 
 def unclean_json_field(data: object, path: str = "") -> str | None:

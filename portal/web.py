@@ -81,20 +81,22 @@ MAX_ID = 2**63 - 1
 
 CONTROL_TITLE = "Something in that request was not right"
 CONTROL_ADVICE = (
-    "It contained control characters or text that is not valid UTF-8. "
-    "Go back, type it again and retry."
+    "It contained invisible or control characters (a line break, perhaps), or text that "
+    "is not valid UTF-8. Go back, type it again on one line and retry."
 )
 CONTROL_API_MESSAGE = "The path, query string or form contains control characters or invalid UTF-8."
 
 
 def refuse_bad_input() -> tuple[str, int] | Response | None:
-    """Refuse control characters, DEL, lone surrogates and invalid UTF-8 anywhere in the
-    path, query string or form, before any view, session lookup or query sees them.
+    """Refuse control characters, DEL, lone surrogates and invalid UTF-8 in the path,
+    query string or form, before any view, session lookup or query sees them.
 
     A bad path answers 404: the only paths routing admits them in are id segments
     (/p/<public id>), and a malformed id must answer like every unknown one; so does a
     numeric id too large for any row. A bad query or form value answers 400, as a page
-    or, under the API, as its JSON error.
+    or, under the API, as its JSON error. Form values are held to less
+    (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
+    next to the field, keeping what was typed.
     """
     environ = request.environ
     if not hygiene.clean_bytes(hygiene.wsgi_bytes(environ.get("PATH_INFO", ""))):
@@ -109,11 +111,12 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     if not bad and request.method not in ("GET", "HEAD", "OPTIONS"):
         if request.mimetype == "application/x-www-form-urlencoded":
             # Cached, so request.form parses the same bytes afterwards.
-            bad = not hygiene.clean_urlencoded(request.get_data(cache=True))
+            raw = request.get_data(cache=True)
+            bad = not hygiene.clean_urlencoded(raw, hygiene.FORM_FORBIDDEN)
         elif request.mimetype == "multipart/form-data":
-            names = [*request.form.keys(), *request.files.keys()]
-            filenames = [f.filename or "" for f in request.files.values()]
-            bad = not hygiene.clean_values([*names, *request.form.values(), *filenames])
+            fields = [*request.form.items(multi=True)]
+            fields += [(name, f.filename or "") for name, f in request.files.items(multi=True)]
+            bad = not hygiene.clean_fields(fields, hygiene.FORM_FORBIDDEN)
     if not bad:
         return None
     # The endpoint, not the value: the value is what we refuse to write anywhere.

@@ -160,4 +160,3 @@ def test_every_page_links_the_icon_and_says_noindex(client, path):
     page = client.get(path).text
     assert '<meta name="robots" content="noindex, nofollow">' in page
     assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
-    assert '<link rel="icon" href="/favicon.ico" sizes="32x32">' in page
