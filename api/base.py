@@ -6,8 +6,10 @@ import base64
 import binascii
 import datetime as dt
 import json
+import re
 from collections.abc import Callable
 from functools import wraps
+from itertools import accumulate
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -15,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Select, tuple_
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from portal import apikeys, audit, db, throttle
+from portal import apikeys, audit, db, hygiene, throttle
 from portal.models import ApiKey
 from portal.sync.schemas import describe
 
@@ -24,6 +26,9 @@ bp = Blueprint("api", __name__, url_prefix=PREFIX)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+# The schemas nest three deep (an invoice's lines' fields); Python's json recurses once
+# per level and fails with RecursionError somewhere near 1,000.
+MAX_JSON_DEPTH = 32
 
 ERROR_CODES = {
     400: "bad_request",
@@ -172,15 +177,45 @@ def body(model: type[M]) -> M:
     except RequestEntityTooLarge:
         raise ApiError(413, "The request body is too large.") from None
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # RFC 8259: JSON between systems is UTF-8.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "The body is not valid JSON: it is not UTF-8 text.") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400, f"The body is not valid JSON here: it nests deeper than {MAX_JSON_DEPTH} levels."
+        )
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
+    unclean = hygiene.unclean_json_field(data)
+    if unclean is not None:
+        raise ApiError(
+            400,
+            "Text in the body contains a NUL, another control character or a lone surrogate.",
+            field=unclean or None,
+        )
     if not isinstance(data, dict):
         raise ApiError(422, "The body must be a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid(exc) from None
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest, counted without parsing, so that a body of
+    100,000 "[" is refused before the recursive parser sees it. Brackets inside strings
+    do not count; in a document that is not JSON the count is only an estimate, and
+    json.loads refuses it anyway."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def invalid(exc: ValidationError) -> ApiError:

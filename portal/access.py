@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from importlib import resources
 
+import disposable_email_domains
 import idna
 from email_validator import EmailNotValidError, validate_email
 from publicsuffixlist import PublicSuffixList
@@ -189,6 +190,47 @@ def public_providers(extra: Iterable[str] = ()) -> frozenset[str]:
     return shipped_public_providers() | {canonical_domain(d) for d in extra}
 
 
+@functools.cache
+def disposable_providers() -> frozenset[str]:
+    """Throwaway-inbox services (mailinator.com, yopmail.com, ...): anyone can read mail
+    there, often without signing up. The disposable-email-domains package is the data of
+    the community-kept list of that name, released on PyPI with every change to it."""
+    return frozenset(domain.strip().lower() for domain in disposable_email_domains.blocklist)
+
+
+def _at_or_under(domain: str, providers: frozenset[str]) -> bool:
+    """Whether the domain is a provider or a subdomain of one: each of its suffixes is
+    looked up, so a list of thousands costs a few set lookups."""
+    labels = domain.split(".")
+    return any(".".join(labels[i:]) in providers for i in range(len(labels)))
+
+
+def _over(domain: str, providers: frozenset[str]) -> bool:
+    """Whether some provider is a subdomain of the domain."""
+    return any(p.endswith("." + domain) for p in providers)
+
+
+def _provider_refusal(domain: str, include_subdomains: bool, extra: Iterable[str]) -> str | None:
+    """Why a domain rule for `domain` would admit strangers, or None. At or under a
+    provider, or (with subdomains) over one: either would let anyone with a mailbox
+    there sign in. Addresses at such a domain are fine as individual rules."""
+    shown = display_domain(domain)
+    instead = f"Add individual addresses at {shown} instead, one at a time."
+    public = public_providers(extra)
+    if _at_or_under(domain, public) or (include_subdomains and _over(domain, public)):
+        return (
+            f"{shown} is a public email provider: a rule for it would let anyone with an "
+            f"address there sign in. {instead}"
+        )
+    disposable = disposable_providers()
+    if _at_or_under(domain, disposable) or (include_subdomains and _over(domain, disposable)):
+        return (
+            f"{shown} is a disposable email service: anyone can read mail there, so a rule "
+            f"for it would let anyone sign in. {instead}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RuleSpec:
     """A rule as typed by staff, canonicalised, not yet stored."""
@@ -219,16 +261,9 @@ def parse_rule(
             f"{display_domain(domain)} is not a company's own domain. "
             "Enter a registered domain like company.com."
         )
-    providers = public_providers(extra_providers)
-    # At or under a provider, or (with subdomains) over one: either would admit strangers.
-    if any(
-        domain == p or domain.endswith("." + p) or (include_subdomains and p.endswith("." + domain))
-        for p in providers
-    ):
-        raise AccessError(
-            f"{display_domain(domain)} is a public email provider: a rule for it would let "
-            "anyone with an address there sign in. Add individual addresses instead."
-        )
+    refusal = _provider_refusal(domain, include_subdomains, extra_providers)
+    if refusal is not None:
+        raise AccessError(refusal)
     return RuleSpec(RuleKind.DOMAIN, domain, include_subdomains)
 
 

@@ -10,6 +10,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from portal import hygiene
 from portal.config import is_local
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,8 @@ CSP = (
     "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "object-src 'none'; base-uri 'none'"
 )
+
+ROBOTS = "noindex, nofollow"
 
 ERROR_TEXT = {
     400: (
@@ -45,6 +48,10 @@ def init_app(app: Flask) -> None:
         PREFERRED_URL_SCHEME="http" if local else "https",
     )
 
+    # First of the app's before_request functions (web.init_app runs before the other
+    # extensions'), so no session lookup, throttle or CSRF check sees a bad value.
+    app.before_request(refuse_bad_input)
+
     @app.after_request
     def security_headers(response: Response) -> Response:
         headers = response.headers
@@ -52,6 +59,9 @@ def init_app(app: Flask) -> None:
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "strict-origin")
         headers.setdefault("X-Frame-Options", "DENY")
+        # Portal, staff, API and error pages alike are for the people signed in, never
+        # for a search index (a sign-in page names the seller and the bill group).
+        headers["X-Robots-Tag"] = ROBOTS
         if request.path.startswith("/p/") or request.path.startswith("/admin"):
             # Billing data and sign-in pages never sit in a shared or back-button cache.
             headers["Cache-Control"] = "no-store"
@@ -64,6 +74,78 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(OperationalError, _database_down)
     app.register_error_handler(DBAPIError, _database_down)
     app.register_error_handler(Exception, _unexpected)
+
+
+# No row id is larger than PostgreSQL's BIGINT.
+MAX_ID = 2**63 - 1
+
+CONTROL_TITLE = "Something in that request was not right"
+CONTROL_ADVICE = (
+    "It contained invisible or control characters (a line break, perhaps), or text that "
+    "is not valid UTF-8. Go back, type it again on one line and retry."
+)
+CONTROL_API_MESSAGE = "The path, query string or form contains control characters or invalid UTF-8."
+
+
+def refuse_bad_input() -> tuple[str, int] | Response | None:
+    """Refuse control characters, DEL, lone surrogates and invalid UTF-8 in the path,
+    query string or form, before any view, session lookup or query sees them.
+
+    A bad path answers 404: the only paths routing admits them in are id segments
+    (/p/<public id>), and a malformed id must answer like every unknown one; so does a
+    numeric id too large for any row. A bad query or form value answers 400, as a page
+    or, under the API, as its JSON error. Form values are held to less
+    (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
+    next to the field, keeping what was typed.
+    """
+    environ = request.environ
+    if not hygiene.clean_bytes(hygiene.wsgi_bytes(environ.get("PATH_INFO", ""))):
+        if request.path.startswith("/p/"):
+            # The customer face's one page for a portal link that leads nowhere.
+            return _template_page("portal/unavailable.html", 404)
+        return error_page(404)
+    if any(isinstance(v, int) and v > MAX_ID for v in (request.view_args or {}).values()):
+        # Beyond BIGINT, PostgreSQL answers "out of range", which would read as an outage.
+        return error_page(404)
+    bad = not hygiene.clean_urlencoded(hygiene.wsgi_bytes(environ.get("QUERY_STRING", "")))
+    if not bad and request.method not in ("GET", "HEAD", "OPTIONS"):
+        if request.mimetype == "application/x-www-form-urlencoded":
+            # Cached, so request.form parses the same bytes afterwards.
+            raw = request.get_data(cache=True)
+            bad = not hygiene.clean_urlencoded(raw, hygiene.FORM_FORBIDDEN)
+        elif request.mimetype == "multipart/form-data":
+            fields = [*request.form.items(multi=True)]
+            fields += [(name, f.filename or "") for name, f in request.files.items(multi=True)]
+            bad = not hygiene.clean_fields(fields, hygiene.FORM_FORBIDDEN)
+    if not bad:
+        return None
+    # The endpoint, not the value: the value is what we refuse to write anywhere.
+    log.info("refused control characters: %s %s", request.method, request.endpoint)
+    as_json = _json_error(400, CONTROL_API_MESSAGE)
+    if as_json is not None:
+        return as_json
+    return _page(400, CONTROL_TITLE, CONTROL_ADVICE)
+
+
+def _template_page(template: str, code: int) -> tuple[str, int] | Response:
+    try:
+        return render_template(template), code
+    except Exception:
+        log.warning("%s rendered as the plain error page", template, exc_info=True)
+        return error_page(code)
+
+
+def _page(code: int, title: str, advice: str) -> tuple[str, int]:
+    try:
+        page = render_template("error.html", code=code, title=title, advice=advice)
+    except Exception:
+        # No URL adapter (an untrusted Host) or a broken template: still no traceback.
+        log.warning("error page %s rendered without its template", code, exc_info=True)
+        page = (
+            f"<!doctype html><html lang=en><title>{title}</title>"
+            f"<h1>{title}</h1><p>{advice}</p><p>Error {code}</p></html>"
+        )
+    return page, code
 
 
 def _json_error(code: int, message: str) -> Response | None:
@@ -85,16 +167,7 @@ def error_page(code: int) -> tuple[str, int] | Response:
     as_json = _json_error(code, f"{title}. {advice}")
     if as_json is not None:
         return as_json
-    try:
-        page = render_template("error.html", code=code, title=title, advice=advice)
-    except Exception:
-        # No URL adapter (an untrusted Host) or a broken template: still no traceback.
-        log.warning("error page %s rendered without its template", code, exc_info=True)
-        page = (
-            f"<!doctype html><html lang=en><title>{title}</title>"
-            f"<h1>{title}</h1><p>{advice}</p><p>Error {code}</p></html>"
-        )
-    return page, code
+    return _page(code, title, advice)
 
 
 def _http_error(exc: HTTPException) -> Response | tuple[str, int]:

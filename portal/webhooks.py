@@ -63,6 +63,8 @@ MAX_BACKOFF = dt.timedelta(hours=6)
 SECRET_PURPOSE = "portal webhook secret"
 USER_AGENT = "billing-portal-webhooks/1"
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 
 # --- signing ------------------------------------------------------------------------
 
@@ -127,6 +129,12 @@ def check_url(url: str) -> str:
         raise WebhookURLError("Put no user name or password in the URL; the signature is enough.")
     if any(ch.isspace() for ch in url):
         raise WebhookURLError("The URL cannot contain spaces.")
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None  # a name: checked at every delivery, against what it resolves to
+    if literal is not None and not _private_allowed() and not is_public_address(literal):
+        raise WebhookURLError("The URL must not point at a private or reserved address.")
     return url
 
 
@@ -266,6 +274,42 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+# IPv4-compatible addresses (deprecated, ::a.b.c.d), the local-use NAT64 prefix (RFC 8215:
+# whatever a site's own translator reaches), Teredo (a tunnel to an address we cannot
+# see) and site-local (deprecated, but routed inside some networks): Python calls many of
+# them global.
+_REFUSED_V6 = tuple(
+    ipaddress.ip_network(net) for net in ("::/96", "64:ff9b:1::/48", "2001::/32", "fec0::/10")
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+REFUSED_ADDRESS = "the address is not allowed (private or reserved)"
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a packet to `ip` ends up at: IPv4-mapped, 6to4 or NAT64."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    """Whether a webhook may go to `ip`: a global unicast address that does not lead, by
+    an IPv6 transition mechanism, to one that is not."""
+    if ip.is_multicast or not ip.is_global:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _REFUSED_V6):
+            return False
+        embedded = _embedded_v4(ip)
+        if embedded is not None:
+            return is_public_address(embedded)
+    return True
+
+
 def _resolve(host: str, port: int) -> tuple[str | None, str | None]:
     """(address to connect to, None) or (None, why not). Staff register endpoints, but a
     typo or a stolen admin session must not turn the worker into a probe of the internal
@@ -275,17 +319,21 @@ def _resolve(host: str, port: int) -> tuple[str | None, str | None]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        return None, f"cannot resolve {host}: {exc}"[:500]
-    addresses = [info[4][0] for info in infos]
-    allow = current_app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"]
-    if allow is None:
-        allow = is_local(current_app)
-    if not allow:
+        return None, f"cannot resolve {host}: {exc.strerror or type(exc).__name__}"[:500]
+    addresses = [str(info[4][0]) for info in infos]
+    if not _private_allowed():
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global:
-                return None, f"{host} resolves to a private or reserved address ({ip})"
+            if not is_public_address(ip):
+                # Staff see the error; what an internal name resolves to is for the logs.
+                log.warning("webhook to %s refused: it resolves to %s", host, ip)
+                return None, REFUSED_ADDRESS
     return addresses[0], None
+
+
+def _private_allowed() -> bool:
+    allow = current_app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"]
+    return is_local(current_app) if allow is None else bool(allow)
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

@@ -299,8 +299,16 @@ def test_rule_labels_show_unicode_domains() -> None:
 NOT_OWN = "is not a company's own domain. Enter a registered domain like company.com."
 PUBLIC = (
     "is a public email provider: a rule for it would let anyone with an address there "
-    "sign in. Add individual addresses instead."
+    "sign in. Add individual addresses at {domain} instead, one at a time."
 )
+DISPOSABLE = (
+    "is a disposable email service: anyone can read mail there, so a rule for it would "
+    "let anyone sign in. Add individual addresses at {domain} instead, one at a time."
+)
+
+
+def public(domain: str) -> str:
+    return f"{domain} {PUBLIC.format(domain=domain)}"
 
 
 @pytest.mark.parametrize(
@@ -311,11 +319,11 @@ PUBLIC = (
         ("github.io", f"github.io {NOT_OWN}"),
         ("acme.notarealtld", f"acme.notarealtld {NOT_OWN}"),
         ("acme.local", f"acme.local {NOT_OWN}"),
-        ("gmail.com", f"gmail.com {PUBLIC}"),
-        ("Gmail.COM.", f"gmail.com {PUBLIC}"),
-        ("mail.gmail.com", f"mail.gmail.com {PUBLIC}"),
-        ("outlook.com", f"outlook.com {PUBLIC}"),
-        ("yahoo.co.uk", f"yahoo.co.uk {PUBLIC}"),
+        ("gmail.com", public("gmail.com")),
+        ("Gmail.COM.", public("gmail.com")),
+        ("mail.gmail.com", public("mail.gmail.com")),
+        ("outlook.com", public("outlook.com")),
+        ("yahoo.co.uk", public("yahoo.co.uk")),
     ],
 )
 def test_parse_rule_refuses_domains_that_are_not_a_companys(raw: str, message: str) -> None:
@@ -352,15 +360,61 @@ def test_extra_providers_are_refused_as_public() -> None:
     assert parse_rule("freemail.de") == RuleSpec(DOMAIN, "freemail.de")
 
     extra = ["FreeMail.DE.", "corp-mail.example.com"]
-    assert refused(parse_rule, "freemail.de", extra_providers=extra) == f"freemail.de {PUBLIC}"
+    assert refused(parse_rule, "freemail.de", extra_providers=extra) == public("freemail.de")
     assert refused(parse_rule, "mail.freemail.de", extra_providers=extra) == (
-        f"mail.freemail.de {PUBLIC}"
+        public("mail.freemail.de")
     )
     assert refused(parse_rule, "corp-mail.example.com", extra_providers=extra) == (
-        f"corp-mail.example.com {PUBLIC}"
+        public("corp-mail.example.com")
     )
     # addresses there are still fine as individual rules
     assert parse_rule("jo@freemail.de", extra_providers=extra) == RuleSpec(EMAIL, "jo@freemail.de")
+
+
+DISPOSABLE_SERVICES = [
+    "mailinator.com",
+    "yopmail.com",
+    "guerrillamail.com",
+    "sharklasers.com",
+    "10minutemail.com",
+    "temp-mail.org",
+]
+
+
+@pytest.mark.parametrize("domain", DISPOSABLE_SERVICES)
+def test_disposable_inboxes_are_refused_as_domain_rules(domain: str) -> None:
+    message = f"{domain} {DISPOSABLE.format(domain=domain)}"
+    assert refused(parse_rule, domain) == message
+    assert refused(parse_rule, domain.upper() + ".") == message
+    assert refused(parse_rule, domain, include_subdomains=True) == message
+    under = f"inbox.{domain}"
+    assert refused(parse_rule, under) == f"{under} {DISPOSABLE.format(domain=under)}"
+    # staff can still let one person at such a domain in, one address at a time
+    assert parse_rule(f"jo@{domain}") == RuleSpec(EMAIL, f"jo@{domain}")
+
+
+def test_a_subdomains_rule_over_a_listed_disposable_subdomain_is_refused() -> None:
+    """The list names some services by a subdomain of a shared parent (a dynamic DNS
+    name); a subdomains rule for the parent would cover them."""
+    parent = next(
+        psl
+        for d in sorted(access.disposable_providers())
+        if (psl := access._public_suffixes().privatesuffix(d)) not in (None, d)
+        and psl not in access.disposable_providers()
+        and psl not in access.shipped_public_providers()
+    )
+    assert "disposable email service" in refused(parse_rule, parent, include_subdomains=True)
+
+
+def test_the_disposable_list_is_large_canonical_and_spares_companies() -> None:
+    providers = access.disposable_providers()
+    assert len(providers) > 5_000
+    assert set(DISPOSABLE_SERVICES) <= providers
+    for domain in ("acme.com", "acme-holdings.com", "gmail.com", "bücher.de"):
+        assert domain not in providers
+    assert all(d == d.lower() and d.isascii() and "." in d for d in providers)
+    assert parse_rule("acme.com") == RuleSpec(DOMAIN, "acme.com")
+    assert parse_rule("xn--bcher-kva.de") == RuleSpec(DOMAIN, "xn--bcher-kva.de")
 
 
 def test_shipped_providers_are_canonical_registrable_domains() -> None:

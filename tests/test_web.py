@@ -17,10 +17,29 @@ EXPECTED_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "strict-origin",
     "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex, nofollow",
 }
 
 
-@pytest.mark.parametrize("path", ["/", "/healthz", "/no-such-page", "/static/portal.css"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/healthz",
+        "/no-such-page",
+        "/static/portal.css",
+        "/static/favicon.svg",
+        "/favicon.ico",
+        "/robots.txt",
+        "/admin/sign-in",
+        "/admin/",
+        "/p/no-such-portal-link",
+        "/p/no-such-portal-link/invoices",
+        "/api/v1/accounts",
+        "/api/v1/openapi.json",
+        "/?q=%00",
+    ],
+)
 def test_security_headers_on_every_response(client, path):
     response = client.get(path)
     response.close()  # static files are streamed from an open file
@@ -99,3 +118,45 @@ def test_entity_logo_is_served_by_the_app(client, db):
     assert response.data.startswith(b"\x89PNG")
     assert client.get(f"/brand/{no_logo.id}/logo").status_code == 404
     assert client.get("/brand/999999/logo").status_code == 404
+
+
+def test_error_responses_are_not_for_search_engines_either(app, client):
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("boom")
+
+    for response in (client.get("/boom"), client.post("/healthz"), client.get("/p/%00x")):
+        assert response.status_code in (404, 405, 500)
+        assert response.headers["X-Robots-Tag"] == "noindex, nofollow"
+    down = create_app(
+        {**TEST_CONFIG, "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"}
+    )
+    for path in ("/healthz", "/api/v1/accounts"):
+        response = down.test_client().get(path, headers={"Authorization": "Bearer bp_" + "C" * 43})
+        assert response.status_code == 503
+        assert response.headers["X-Robots-Tag"] == "noindex, nofollow"
+
+
+def test_robots_txt_disallows_everything(client):
+    response = client.get("/robots.txt")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert response.text.splitlines() == ["User-agent: *", "Disallow: /"]
+
+
+def test_the_favicon_is_served_by_the_app(client):
+    response = client.get("/favicon.ico", buffered=True)
+    assert response.status_code == 200
+    assert response.mimetype in ("image/vnd.microsoft.icon", "image/x-icon")
+    assert response.data[:4] == b"\x00\x00\x01\x00"  # an ICO header, one image
+    assert b"\x89PNG" in response.data
+    svg = client.get("/static/favicon.svg", buffered=True)
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    assert b"<script" not in svg.data
+
+
+@pytest.mark.parametrize("path", ["/", "/admin/sign-in", "/p/no-such-portal-link"])
+def test_every_page_links_the_icon_and_says_noindex(client, path):
+    page = client.get(path).text
+    assert '<meta name="robots" content="noindex, nofollow">' in page
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page

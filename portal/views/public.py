@@ -1,10 +1,11 @@
-"""Pages that need no sign-in: the home page, the health check and entity logos."""
+"""Pages that need no sign-in: the home page, the health check, entity logos, and what
+browsers and crawlers ask for at the root (robots.txt, favicon.ico)."""
 
 from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, abort, render_template
+from flask import Blueprint, Response, abort, current_app, render_template
 from sqlalchemy import text
 
 from portal import db
@@ -18,6 +19,23 @@ _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 @bp.get("/")
 def home() -> str:
     return render_template("portal/home.html")
+
+
+@bp.get("/robots.txt")
+def robots() -> Response:
+    """Nothing here is for search engines: sign-in pages name the seller and the
+    customer's bill group. Every response also says X-Robots-Tag: noindex (portal.web)."""
+    response = Response("User-agent: *\nDisallow: /\n", mimetype="text/plain")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for it whatever the page says; pages link the SVG as well."""
+    response = current_app.send_static_file("favicon.ico")
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 @bp.get("/healthz")

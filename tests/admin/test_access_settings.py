@@ -160,6 +160,18 @@ def test_a_public_mail_provider_is_refused(app, manager, db, group):
     assert rules(db, group) == []
 
 
+@pytest.mark.parametrize("domain", ["mailinator.com", "yopmail.com", "temp-mail.org"])
+def test_a_disposable_inbox_is_refused_and_one_address_there_is_not(manager, db, group, domain):
+    response = post(manager, group, "/domains", {"domain": domain})
+    assert response.status_code == 400
+    assert f"{domain} is a disposable email service" in response.text
+    assert f"Add individual addresses at {domain} instead" in response.text
+    assert rules(db, group) == []
+    response = post(manager, group, "/emails", {"email": f"jo@{domain}"})
+    assert response.status_code == 303
+    assert rules(db, group) == [("email", f"jo@{domain}", False)]
+
+
 def test_an_address_in_the_domain_form_and_a_domain_in_the_address_form(manager, db, group):
     response = post(manager, group, "/domains", {"domain": "ap@acme.com"})
     assert response.status_code == 400

@@ -288,6 +288,86 @@ def test_a_body_over_the_limit_is_413_in_json(app, api):
     assert error_of(response)["code"] == "too_large"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 100_000,
+        "[" * 100_000 + "]" * 100_000,
+        '{"a":' * 100_000 + "1" + "}" * 100_000,
+        '{"name": ' + "[" * 33 + "]" * 33 + "}",
+        '{"a": [{"b": ' * 17 + "1" + "}]" * 17 + "}",
+    ],
+    ids=["open-arrays", "closed-arrays", "objects", "just-over-the-cap", "mixed"],
+)
+def test_deeply_nested_json_is_400_before_any_handler(app, db, api, raw):
+    response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    assert "nests deeper than 32 levels" in error["message"]
+    assert db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_nesting_at_the_cap_and_brackets_in_strings_are_not_refused(api):
+    at_cap = '{"name": ' + "[" * 31 + "]" * 31 + "}"
+    response = api.request("PUT", "/accounts/acc-1", data=at_cap, content_type="application/json")
+    assert response.status_code == 422  # parsed, then refused by the schema
+    brackets = json.dumps({"name": "Acme [" + "[" * 90 + "{" * 90 + '\\"'})
+    response = api.request("PUT", "/accounts/acc-1", data=brackets, content_type="application/json")
+    assert response.status_code in (200, 201), response.get_json()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"name": "Acme\\u0000Holdings"}', "name"),
+        ('{"name": "Acme\\ud800"}', "name"),
+        ('{"name": "Acme\\u001b[31m"}', "name"),
+        ('{"name": "Acme\\u007f"}', "name"),
+        ('{"name": "Acme", "x\\u0000": 1}', "x\x00"),
+        ('{"name": "Acme", "tags": [{"k": "ok"}, {"k": "\\u0000"}]}', "tags.1.k"),
+    ],
+)
+def test_a_nul_control_or_lone_surrogate_in_a_json_string_is_400(db, api, raw, field):
+    response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    assert "control character" in error["message"]
+    assert error["field"] == field
+    assert db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_a_body_that_is_not_utf8_is_400(api):
+    for raw in [
+        '{"name": "Acme"}'.encode("utf-16"),
+        b'{"name": "\xff"}',
+        b'{"name": "\xed\xa0\x80"}',
+    ]:
+        response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+        assert response.status_code == 400
+        assert "not UTF-8" in error_of(response)["message"]
+
+
+def test_tab_and_line_breaks_in_json_are_left_to_the_schemas(api):
+    """A tab or line break is no danger to the database, so it is each field's schema
+    that decides (a name refuses it with a 422 naming the field); non-Latin text passes."""
+    response = api.put("/accounts/acc-1", {"name": "Acme\tHoldings"})
+    assert response.status_code == 422 and error_of(response)["field"] == "name"
+    response = api.put("/accounts/acc-1", {"name": "Acme 株式会社 Ελλάδα"})
+    assert response.status_code in (200, 201), response.get_json()
+    assert api.get("/accounts/acc-1").get_json()["name"] == "Acme 株式会社 Ελλάδα"
+
+
+def test_an_access_rule_with_a_nul_is_400(api):
+    push_bill_group(api)
+    url = "/bill-groups/bg-1/access-rules"
+    response = api.post(url, {"value": "acme.com\x00"})
+    assert response.status_code == 400
+    assert error_of(response)["field"] == "value"
+    assert api.get(url).get_json()["data"] == []
+
+
 def test_an_invoice_number_used_twice_is_409(api):
     push_bill_group(api)
     response = api.put("/invoices/inv-2", invoice_body("INV-1001"))
@@ -512,6 +592,19 @@ def test_access_rules_with_the_staff_pages_rules(app, db, api):
         .order_by(AuditEvent.id)
     ).all()
     assert outcomes == ["added", "added", "added", "folded_in", "removed"]
+
+
+@pytest.mark.parametrize("domain", ["mailinator.com", "sharklasers.com", "10minutemail.com"])
+def test_the_api_refuses_a_disposable_inbox_as_a_domain_rule(api, domain):
+    push_bill_group(api)
+    url = "/bill-groups/bg-1/access-rules"
+    response = api.post(url, {"value": domain, "include_subdomains": True})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["field"] == "value"
+    assert f"{domain} is a disposable email service" in error["message"]
+    assert api.post(url, {"value": f"jo@{domain}"}).status_code == 201
+    assert [r["value"] for r in api.get(url).get_json()["data"]] == [f"jo@{domain}"]
 
 
 def test_one_bill_groups_rules_are_not_reachable_through_another(api):

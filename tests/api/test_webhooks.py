@@ -221,13 +221,123 @@ def test_two_workers_never_claim_the_same_delivery(app, db, receiver):
 
 
 def test_private_addresses_are_refused_outside_local_development(app, db, receiver):
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    # Registered while allowed (a literal address is refused at registration otherwise);
+    # every delivery checks again.
     endpoint(app, receiver.url)
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
     emit_some(app, 1)
     assert deliver(app) == 0
     assert receiver.requests == []
     delivery = db.scalar(select(WebhookDelivery))
-    assert "private or reserved address" in delivery.last_error
+    assert delivery.last_error == webhooks.REFUSED_ADDRESS
+    assert "127.0.0.1" not in delivery.last_error
+
+
+# Each reaches an address that is not public, though Python calls some of them global.
+NOT_PUBLIC = [
+    "::7f00:1",  # IPv4-compatible 127.0.0.1
+    "::ffff:127.0.0.1",  # IPv4-mapped
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",  # the cloud metadata service
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:a00:1::1",  # 6to4 of 10.0.0.1
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+    "64:ff9b:1::1",  # local-use NAT64
+    "2001::1",  # Teredo
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "fec0::1",  # site-local
+    "fe80::1",
+    "fc00::1",
+    "::1",
+    "::",
+    "ff0e::1",  # global-scope multicast
+    "224.0.0.1",
+    "127.0.0.1",
+    "10.1.2.3",
+    "100.64.0.1",
+    "169.254.169.254",
+    "0.0.0.0",
+    "255.255.255.255",
+]
+PUBLIC = ["93.184.215.14", "2606:4700::1111", "::ffff:93.184.215.14", "2002:5db8:d70e::1"]
+PUBLIC += ["64:ff9b::5db8:d70e"]  # NAT64 of a public address, as DNS64 answers
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_addresses_that_lead_inside_are_not_public(address):
+    import ipaddress
+
+    assert not webhooks.is_public_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_public_addresses_are(address):
+    import ipaddress
+
+    assert webhooks.is_public_address(ipaddress.ip_address(address))
+
+
+def fake_resolver(monkeypatch, address):
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    connected = []
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        sockaddr = (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
+        return [(family, socket.SOCK_STREAM, 6, "", sockaddr)]
+
+    def fake_connect(target, timeout=None, *args):
+        connected.append(target)
+        raise ConnectionRefusedError("test: not really connecting")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", fake_connect)
+    return connected
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_a_name_resolving_inside_is_refused_without_saying_where(app, monkeypatch, address):
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    connected = fake_resolver(monkeypatch, address)
+    with app.app_context():
+        outcome = webhooks.post("https://hooks.internal.example.com/x", b"{}", {})
+    assert connected == []
+    assert outcome.error == webhooks.REFUSED_ADDRESS
+    assert address not in outcome.error and "internal" not in outcome.error
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_a_name_resolving_to_a_public_address_is_connected_to(app, monkeypatch, address):
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    connected = fake_resolver(monkeypatch, address)
+    with app.app_context():
+        webhooks.post("https://hooks.example.com/x", b"{}", {})
+    assert [target[0] for target in connected] == [address]
+
+
+@pytest.mark.parametrize("address", ["::7f00:1", "2002:7f00:1::1", "64:ff9b::7f00:1", "fec0::1"])
+def test_an_endpoint_at_a_private_literal_is_refused_when_registered(app, address):
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    with app.app_context(), pytest.raises(webhooks.WebhookURLError, match="private or reserved"):
+        webhooks.check_url(f"https://[{address}]/hooks")
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = True
+    with app.app_context():
+        assert webhooks.check_url(f"https://[{address}]/hooks")
+
+
+def test_a_name_that_does_not_resolve_says_so_without_an_address(app, monkeypatch):
+    import socket
+
+    def fail(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with app.app_context():
+        outcome = webhooks.post("https://nowhere.example.com/x", b"{}", {})
+    assert outcome.error == "cannot resolve nowhere.example.com: Name or service not known"
 
 
 @pytest.mark.parametrize(

@@ -911,7 +911,7 @@ PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
 BAD_CONTACTS = [
     ({"name": ""}, {"name": "Enter a name."}),
     ({"name": "   "}, {"name": "Enter a name."}),
-    ({"name": "Jo\x00Bloggs"}, {"name": "The name contains characters that are not allowed."}),
+    ({"name": "Jo\x01Bloggs"}, {"name": "The name contains characters that are not allowed."}),
     ({"name": "J" * 201}, {"name": "Field cannot be longer than 200 characters."}),
     ({"email": "not-an-email"}, {"email": EMAIL_ERROR}),
     ({"phone": "call me"}, {"phone": PHONE_ERROR}),
