@@ -93,9 +93,11 @@ def _currency(form: FlaskForm, field: Field) -> None:
 
 
 def _optional_int(value: object) -> int | None:
+    if not isinstance(value, str | int):
+        return None
     try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 
@@ -171,7 +173,7 @@ class BillGroupForm(FlaskForm):
     portal_enabled = BooleanField("Portal enabled: customers with access can sign in")
 
     def validate_entity_id(self, field: SelectField) -> None:
-        if field.data not in {choice.value for choice in field.choices}:  # type: ignore[union-attr]
+        if field.data not in {choice.value for choice in field.choices}:
             raise ValidationError("Choose an entity.")
 
     def validate_contract_end(self, field: DateField) -> None:

@@ -21,7 +21,7 @@ NAV: list[tuple[str, str, str]] = []
 
 
 def current_staff() -> Staff | None:
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     return user if isinstance(user, Staff) else None
 
 

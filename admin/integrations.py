@@ -338,11 +338,12 @@ def update_webhook(endpoint_id: int) -> Response | tuple[str, int]:
         return back
     for key, value in after.items():
         setattr(endpoint, key, value)
+    shown: dict[str, list[object]] = {key: list(pair) for key, pair in changes.items()}
     if "url" in changes:
-        changes["url"] = [_audit_url(url) for url in changes["url"]]
+        shown["url"] = [_audit_url(str(url)) for url in changes["url"]]
     if "events" in changes:
-        changes["events"] = [events.split() for events in changes["events"]]
-    _record("webhook_endpoint.update", "changed", {"endpoint_id": endpoint.id, "changes": changes})
+        shown["events"] = [str(events).split() for events in changes["events"]]
+    _record("webhook_endpoint.update", "changed", {"endpoint_id": endpoint.id, "changes": shown})
     db.session().commit()
     flash(
         "Saved the endpoint." + ("" if endpoint.is_active else " It is disabled: nothing is sent.")

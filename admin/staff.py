@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 from flask import abort, flash, redirect, render_template, url_for
 from sqlalchemy import func, select, update
@@ -132,7 +133,7 @@ def reset_second_factor(staff_id: int) -> BaseResponse:
     return redirect(url_for("admin.edit_staff_user", staff_id=user.id), code=303)
 
 
-def _audit(action: str, email: str, changes: dict[str, list[object]]) -> None:
+def _audit(action: str, email: str, changes: Mapping[str, Sequence[object]]) -> None:
     me = current_staff()
     audit.record(
         db.session(),

@@ -11,7 +11,8 @@ from portal.db import utcnow
 
 
 def now() -> dt.datetime:
-    return current_app.extensions.get("portal.clock", utcnow)()
+    moment: dt.datetime = current_app.extensions.get("portal.clock", utcnow)()
+    return moment
 
 
 def today() -> dt.date:

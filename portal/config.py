@@ -216,7 +216,7 @@ def _check_values(app: Flask, sources: Mapping[str, str]) -> None:
     from portal.throttle import LIMIT_KEYS
 
     for key, where in sources.items():
-        value = app.config[key]
+        value: Any = app.config[key]
         expected = NULLABLE.get(key) or type(DEFAULTS[key])
         if key in NULLABLE and value is None:
             continue
@@ -226,11 +226,11 @@ def _check_values(app: Flask, sources: Mapping[str, str]) -> None:
                 f"{key} in {where} must be {_TYPE_NAMES.get(expected, expected.__name__)}, "
                 f"not {value!r}."
             )
-        if expected is list and not all(isinstance(item, str) for item in value):
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{key} in {where} must be a list of strings, not {value!r}.")
         if key in LIMIT_KEYS:
             try:
-                parse_many(value)
+                parse_many(str(value))
             except ValueError:
                 raise ConfigError(
                     f"{key} in {where} is not a rate limit: {value!r}. Write limits as "

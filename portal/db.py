@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Result, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -42,9 +42,16 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        moment: dt.datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched: how a conditional statement says
+    whether it won. (SQLAlchemy types `Session.execute` as a plain Result.)"""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def utcnow() -> dt.datetime:
@@ -91,7 +98,8 @@ def session() -> Session:
     """The session of the current app context, created on first use."""
     if "db_session" not in g:
         g.db_session = current_app.extensions["portal.db"]()
-    return g.db_session
+    current: Session = g.db_session
+    return current
 
 
 def _remove_session(_exc: BaseException | None) -> None:

@@ -130,7 +130,8 @@ class _Formats:
         return format_rate(basis_points, self.locale)
 
     def country(self, code: str) -> str:
-        return babel_locale(self.locale).territories.get(code.upper(), code)
+        name: str = babel_locale(self.locale).territories.get(code.upper(), code)
+        return name
 
 
 def _header(invoice: Invoice, width: float) -> list[Flowable]:
@@ -184,8 +185,8 @@ def _logo(data: bytes | None) -> Image | None:
 
 def _rule(brand_colour: str | None) -> HRFlowable:
     """The brand colour's only use: a thin accent rule, never text (contrast is unknown)."""
-    valid = brand_colour and HEX_COLOUR.fullmatch(brand_colour)
-    colour = colors.HexColor(brand_colour) if valid else HAIRLINE
+    valid = brand_colour is not None and HEX_COLOUR.fullmatch(brand_colour)
+    colour = colors.HexColor(brand_colour) if brand_colour is not None and valid else HAIRLINE
     return HRFlowable(width="100%", thickness=1.5, color=colour, spaceBefore=0, spaceAfter=0)
 
 
@@ -377,7 +378,8 @@ class _NumberedCanvas(Canvas):
 
     def showPage(self) -> None:
         self._pages.append(dict(self.__dict__))
-        self._startPage()
+        reportlab: Any = self  # its hook for "begin a fresh page", which the stubs leave out
+        reportlab._startPage()
 
     def save(self) -> None:
         total = len(self._pages)
@@ -388,7 +390,8 @@ class _NumberedCanvas(Canvas):
         super().save()
 
     def _draw_footer(self, number: int, total: int) -> None:
-        width, _height = self._pagesize
+        reportlab: Any = self  # the page size, private in the stubs
+        width, _height = reportlab._pagesize
         self.saveState()
         self.setStrokeColor(HAIRLINE)
         self.setLineWidth(0.5)

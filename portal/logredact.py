@@ -6,6 +6,8 @@ import logging
 import re
 from typing import Any
 
+from gunicorn.glogging import Logger
+
 TOKEN_IN_PATH = re.compile(r"(/verify/)[^/?#\s\"]+")
 
 
@@ -31,17 +33,11 @@ def install(logger_names: tuple[str, ...] = ("werkzeug", "gunicorn.access")) -> 
             logger.addFilter(RedactTokens())
 
 
-try:  # gunicorn is a dependency, but keep this module importable without it
-    from gunicorn.glogging import Logger as _GunicornLogger
-except ImportError:  # pragma: no cover
-    _GunicornLogger = object  # type: ignore[assignment,misc]
-
-
-class GunicornLogger(_GunicornLogger):  # type: ignore[misc,valid-type]
+class GunicornLogger(Logger):
     """gunicorn's logger with every access-log atom redacted."""
 
-    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
-        atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> Any:
+        atoms = super().atoms(resp, req, environ, request_time)
         # Every atom: the request line, path and query, and the environ and header atoms
         # ({raw_uri}e, {path_info}e, {referer}i) that a custom format might use.
         return {k: redact(v) if isinstance(v, str) else v for k, v in atoms.items()}

@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import audit, clock, crypto
 from portal.access import AccessError, canonical_email
+from portal.db import rowcount
 from portal.models import StaffRole, StaffSession, StaffUser
 
 PREFIX = "s:"
@@ -206,7 +207,7 @@ def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
             .values(totp_last_step=step)
             .execution_options(synchronize_session=False)
         )
-        return spent.rowcount == 1  # type: ignore[attr-defined]
+        return rowcount(spent) == 1
     return _spend_recovery_code(db, user, _sha256(code.strip().lower()))
 
 
@@ -228,7 +229,7 @@ def _spend_recovery_code(db: Session, user: StaffUser, hashed: str) -> bool:
             .values(recovery_code_hashes=after)
             .execution_options(synchronize_session=False)
         )
-        if swapped.rowcount == 1:  # type: ignore[attr-defined]
+        if rowcount(swapped) == 1:
             set_committed_value(user, "recovery_code_hashes", after)  # no second write
             audit.record(
                 db,

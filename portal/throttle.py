@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import threading
 import time
+from typing import TypeGuard
 
 from flask import Flask, current_app, has_request_context, request
 from flask_limiter import Limiter
@@ -143,14 +144,14 @@ return 1
 """
 
 
-def _scriptable(storage: object) -> bool:
+def _scriptable(storage: object) -> TypeGuard[RedisStorage]:
     # A cluster spreads the keys over nodes, where a script may touch only one.
     return isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage)
 
 
 def _acquire_all(storage: RedisStorage, windows: list[tuple[RateLimitItem, str, str]]) -> bool:
     # register_script only hashes the text; the server keeps the script (EVALSHA).
-    script = storage.get_connection().register_script(_ACQUIRE_ALL)
+    script = storage.get_connection().register_script(_ACQUIRE_ALL.encode())
     args: list[float | int] = [time.time()]
     for item, _budget, _key in windows:
         args += [item.amount, item.get_expiry()]
@@ -274,7 +275,7 @@ return 1
 
 def _redis_try(storage: RedisStorage, name: str) -> bool:
     config = current_app.config
-    script = storage.get_connection().register_script(_TRY_BACKOFF)
+    script = storage.get_connection().register_script(_TRY_BACKOFF.encode())
     args = [
         int(clock.now().timestamp() * 1000),
         int(config["STAFF_SIGNIN_FREE_FAILURES"]),
