@@ -14,8 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from api.base import ApiError, body, bp, page, record, requires
+from api.base import ApiError, body, bp, current_key, page, record, requires
 from portal import clock, db, downloads
+from portal.actions import ActionError, Actor
+from portal.actions.contacts import update_contact
 from portal.models import (
     Account,
     BillGroup,
@@ -178,6 +180,9 @@ def _write(action: str, detail: str, apply: Callable[[], upsert.Upserted]) -> up
             session.rollback()
             status = 409 if exc.code == "conflict" else 422
             raise ApiError(status, exc.message, field=exc.field) from None
+        except ActionError as exc:
+            session.rollback()
+            raise ApiError(exc.status, exc.message, field=exc.field) from None
         except IntegrityError:
             session.rollback()
             if attempt == 2:
@@ -306,6 +311,13 @@ def get_contact(external_id: str, kind: str) -> Response:
     return jsonify(serialize.contact(found))
 
 
+def _contact(group: BillGroup, kind: ContactKind, data: schemas.ContactIn) -> upsert.Upserted:
+    saved = update_contact(
+        db.session(), Actor.api_key(current_key().name), group, kind, data.model_dump()
+    )
+    return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
+
+
 @bp.put("/bill-groups/<external_id>/contacts/<kind>")
 @requires("write")
 def put_contact(external_id: str, kind: str) -> tuple[Response, int]:
@@ -315,7 +327,7 @@ def put_contact(external_id: str, kind: str) -> tuple[Response, int]:
     result = _write(
         f"api.contacts.{kind}.put",
         external_id,
-        lambda: upsert.contact(db.session(), group, kind, data),
+        lambda: _contact(group, ContactKind(kind), data),
     )
     db.session().expire_all()
     fresh = bill_group_or_404(external_id).contact(ContactKind(kind))

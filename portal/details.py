@@ -1,11 +1,18 @@
 """What customers may change about their bill group: PO, VAT and registration numbers,
-and the billing and shipping contacts. Validation lives here, not in the forms, so the
-API (later) refuses exactly what the pages refuse."""
+and the billing and shipping contacts, and the one definition of each field's rule.
+
+The customer forms (portal.forms), the API and import schemas (portal.sync.schemas) and
+the actions (portal.actions.details, portal.actions.contacts) all read the rules from
+BILLING_DETAILS and CONTACT here, so a value one face refuses every face refuses, with
+the same message."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from babel import Locale
 from stdnum import exceptions as stdnum_errors
@@ -14,13 +21,24 @@ from stdnum.eu import vat as eu_vat
 from stdnum.gb import vat as gb_vat
 from stdnum.no import mva as no_vat
 
-from portal.access import AccessError, canonical_email
+from portal.access import MAX_INPUT_LENGTH, AccessError, canonical_email
+from portal.actions import Invalid
 
 
 class DetailError(ValueError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class InvalidFields(Invalid):
+    """Some fields break their rules: `errors` maps each such field to its message, so a
+    form can show every one next to its field; `message` and `field` are the first."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        field, message = next(iter(errors.items()))
+        super().__init__(message, field=field)
+        self.errors = dict(errors)
 
 
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ./_#()-]*$")
@@ -114,3 +132,82 @@ def country(value: str | None) -> str:
     if code not in dict(countries()):
         raise DetailError("Choose a country from the list.")
     return code
+
+
+def po_number(value: str | None) -> str | None:
+    return reference_number(value, max_length=64, what="PO number")
+
+
+def registration_number(value: str | None) -> str | None:
+    return reference_number(value, max_length=64, what="registration number")
+
+
+def _text(max_length: int, what: str) -> Callable[[str | None], str | None]:
+    return lambda value: clean_text(value, max_length=max_length, what=what)
+
+
+def _required(
+    check: Callable[[str | None], str | None], message: str
+) -> Callable[[str | None], str]:
+    def run(value: str | None) -> str:
+        clean = check(value)
+        if clean is None:
+            raise DetailError(message)
+        return clean
+
+    return run
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One field's rule: `check` returns the clean value or raises DetailError with the
+    message for the person who typed it; `max_length` is what a form or schema may refuse
+    before the check runs (an input's maxlength, a body's size), None for no such limit;
+    `required` says whether a value must be given."""
+
+    check: Callable[[str | None], Any]
+    max_length: int | None = None
+    required: bool = False
+
+
+BILLING_DETAILS: dict[str, Rule] = {
+    "po_number": Rule(po_number, 64),
+    "vat_number": Rule(vat_number, 30),
+    "registration_number": Rule(registration_number, 64),
+}
+
+ADDRESS_FIELDS = ("company", "line1", "line2", "city", "region", "postal_code", "country")
+
+CONTACT: dict[str, Rule] = {
+    "name": Rule(_required(_text(200, "name"), "Enter a name."), 200, required=True),
+    "company": Rule(_text(200, "company"), 200),
+    "email": Rule(contact_email, MAX_INPUT_LENGTH),
+    "phone": Rule(phone, 40),
+    "line1": Rule(
+        _required(_text(200, "address"), "Enter the first line of the address."),
+        200,
+        required=True,
+    ),
+    "line2": Rule(_text(200, "address"), 200),
+    "city": Rule(
+        _required(_text(100, "town or city"), "Enter the town or city."), 100, required=True
+    ),
+    "region": Rule(_text(100, "region"), 100),
+    "postal_code": Rule(_text(20, "postcode"), 20),
+    "country": Rule(country, required=True),
+}
+
+
+def checked(rules: Mapping[str, Rule], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of `rules` run through its check; InvalidFields naming every field
+    that is wrong (nothing is half-checked, so the caller writes all or nothing)."""
+    clean: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, rule in rules.items():
+        try:
+            clean[name] = rule.check(values.get(name))
+        except DetailError as exc:
+            errors[name] = exc.message
+    if errors:
+        raise InvalidFields(errors)
+    return clean

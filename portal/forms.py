@@ -1,5 +1,6 @@
 """Customer-side forms. Flask-WTF supplies the CSRF token on every POST form; the rules
-of what a value may be live in portal.details and portal.access, not here."""
+of what a value may be live in portal.details and portal.access, not here (the forms
+take only their lengths from there, for the inputs' maxlength)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from wtforms.widgets import TextInput
 
 from portal.access import MAX_INPUT_LENGTH
+from portal.details import BILLING_DETAILS, CONTACT, Rule
 
 
 class EmailForm(FlaskForm):
@@ -80,52 +82,70 @@ class InvoiceFilterForm(FlaskForm):
             raise ValidationError("The end date must be on or after the start date.")
 
 
+def _limit(rule: Rule) -> list[Length]:
+    """The rule's length as the input's maxlength (and its message, for a browser that
+    ignores it); what a value may be is the rule's, checked by the action."""
+    return [] if rule.max_length is None else [Length(max=rule.max_length)]
+
+
 class BillingDetailsForm(FlaskForm):
-    po_number = StringField("Purchase order (PO) number", validators=[Length(max=64)])
-    vat_number = StringField(
-        "VAT number", validators=[Length(max=30)], render_kw={"spellcheck": "false"}
+    po_number = StringField(
+        "Purchase order (PO) number", validators=_limit(BILLING_DETAILS["po_number"])
     )
-    registration_number = StringField("Company registration number", validators=[Length(max=64)])
+    vat_number = StringField(
+        "VAT number",
+        validators=_limit(BILLING_DETAILS["vat_number"]),
+        render_kw={"spellcheck": "false"},
+    )
+    registration_number = StringField(
+        "Company registration number", validators=_limit(BILLING_DETAILS["registration_number"])
+    )
 
 
 class ContactForm(FlaskForm):
     same_as_billing = BooleanField("Same address as the billing contact")
     name = StringField(
         "Full name",
-        validators=[InputRequired("Enter a name."), Length(max=200)],
+        validators=[InputRequired("Enter a name."), *_limit(CONTACT["name"])],
         render_kw={"autocomplete": "name"},
     )
     company = StringField(
-        "Company", validators=[Length(max=200)], render_kw={"autocomplete": "organization"}
+        "Company", validators=_limit(CONTACT["company"]), render_kw={"autocomplete": "organization"}
     )
     email = StringField(
         "Email address",
-        validators=[Length(max=MAX_INPUT_LENGTH)],
+        validators=_limit(CONTACT["email"]),
         render_kw={"autocomplete": "email", "type": "email", "spellcheck": "false"},
     )
     phone = StringField(
         "Phone number",
-        validators=[Length(max=40)],
+        validators=_limit(CONTACT["phone"]),
         render_kw={"autocomplete": "tel", "type": "tel"},
     )
     line1 = StringField(
-        "Address line 1", validators=[Length(max=200)], render_kw={"autocomplete": "address-line1"}
+        "Address line 1",
+        validators=_limit(CONTACT["line1"]),
+        render_kw={"autocomplete": "address-line1"},
     )
     line2 = StringField(
         "Address line 2 (optional)",
-        validators=[Length(max=200)],
+        validators=_limit(CONTACT["line2"]),
         render_kw={"autocomplete": "address-line2"},
     )
     city = StringField(
-        "Town or city", validators=[Length(max=100)], render_kw={"autocomplete": "address-level2"}
+        "Town or city",
+        validators=_limit(CONTACT["city"]),
+        render_kw={"autocomplete": "address-level2"},
     )
     region = StringField(
         "County, state or region (optional)",
-        validators=[Length(max=100)],
+        validators=_limit(CONTACT["region"]),
         render_kw={"autocomplete": "address-level1"},
     )
     postal_code = StringField(
-        "Postcode", validators=[Length(max=20)], render_kw={"autocomplete": "postal-code"}
+        "Postcode",
+        validators=_limit(CONTACT["postal_code"]),
+        render_kw={"autocomplete": "postal-code"},
     )
     country = SelectField("Country", choices=[], render_kw={"autocomplete": "country"})
 

@@ -46,10 +46,13 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from portal import audit
+from portal.actions import ActionError, Actor
+from portal.actions.contacts import update_contact
 from portal.models import (
     Account,
     BillGroup,
     Contact,
+    ContactKind,
     Entity,
     Invoice,
     InvoiceLine,
@@ -292,13 +295,14 @@ def _body(kind: Kind, data: dict[str, Any]) -> schemas.Body:
 # --- writing --------------------------------------------------------------------------
 
 
-def _write(db: Session, kind: Kind, key: str, body: schemas.Body) -> upsert.Upserted:
+def _write(db: Session, actor: Actor, kind: Kind, key: str, body: schemas.Body) -> upsert.Upserted:
     if kind.name == "contact":
         group_id, contact_kind = key.split("/")
         group = upsert.find(db, BillGroup, group_id)
         if group is None:
             raise _Refused(("bill_group", f"There is no bill group with external id {group_id!r}."))
-        return upsert.contact(db, group, contact_kind, body)  # type: ignore[arg-type]
+        saved = update_contact(db, actor, group, ContactKind(contact_kind), body.model_dump())
+        return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
     return upsert.UPSERTS[kind.resource](db, key, body)  # type: ignore[operator]
 
 
@@ -329,13 +333,13 @@ class _Line:
     body: schemas.Body
 
 
-_WRITE_ERRORS = (_Refused, upsert.SyncError, IntegrityError, DataError)
+_WRITE_ERRORS = (_Refused, upsert.SyncError, ActionError, IntegrityError, DataError)
 
 
 def _reasons(exc: Exception) -> tuple[Reason, ...]:
     if isinstance(exc, _Refused):
         return exc.reasons
-    if isinstance(exc, upsert.SyncError):
+    if isinstance(exc, upsert.SyncError | ActionError):
         return ((f"data.{exc.field}" if exc.field else None, exc.message),)
     assert isinstance(exc, IntegrityError | DataError)
     return (_database_refused(exc),)
@@ -406,13 +410,13 @@ def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[
     return absent
 
 
-def _write_together(db: Session, lines: list[_Line]) -> list[upsert.Upserted] | None:
+def _write_together(db: Session, actor: Actor, lines: list[_Line]) -> list[upsert.Upserted] | None:
     """Every line in one savepoint with one flush; None, and nothing written, if any
     line or the flush fails (the caller then writes them one by one)."""
     db.info[upsert.DEFER_FLUSH] = True
     try:
         with db.begin_nested(), db.no_autoflush:
-            results = [_write(db, line.kind, line.key, line.body) for line in lines]
+            results = [_write(db, actor, line.kind, line.key, line.body) for line in lines]
             db.flush()
         return results
     except _WRITE_ERRORS:
@@ -421,10 +425,10 @@ def _write_together(db: Session, lines: list[_Line]) -> list[upsert.Upserted] | 
         del db.info[upsert.DEFER_FLUSH]
 
 
-def _write_one(db: Session, line: _Line) -> upsert.Upserted | Exception:
+def _write_one(db: Session, actor: Actor, line: _Line) -> upsert.Upserted | Exception:
     try:
         with db.begin_nested():
-            return _write(db, line.kind, line.key, line.body)
+            return _write(db, actor, line.kind, line.key, line.body)
     except _WRITE_ERRORS as exc:
         return exc
 
@@ -459,6 +463,7 @@ def import_records(
     exactly the failing lines are rejected. Records found by external id are kept for
     the next lookups (portal.sync.upsert.LOOKUPS), forgotten after any rollback."""
     summary = Summary(source=source, dry_run=dry_run)
+    actor = Actor.import_run(source)
     group: list[_Line] = []
     keys: set[tuple[str, str]] = set()  # (type, key) of the lines in `group`
     held: list[Rejection] = []  # reported once the lines before them are written
@@ -483,14 +488,14 @@ def import_records(
         results: list[upsert.Upserted | Exception] | None = None
         if len(group) > 1:
             transient = _prefetch(db, group, lookups)
-            results = _write_together(db, group)  # type: ignore[assignment]
+            results = _write_together(db, actor, group)  # type: ignore[assignment]
             for entry in transient:
                 lookups.pop(entry, None)
         if results is None:
             lookups.clear()
             results = []
             for line in group:
-                results.append(_write_one(db, line))
+                results.append(_write_one(db, actor, line))
                 if isinstance(results[-1], Exception):
                     lookups.clear()
         for line, result in zip(group, results, strict=True):

@@ -201,20 +201,11 @@ class BillGroupIn(Body):
     next_billing_date: Day | None = None
     auto_pay: StrictBool = False
     portal_enabled: StrictBool = True
-    po_number: Annotated[
-        StrictStr | None,
-        AfterValidator(
-            _detail(lambda v: details.reference_number(v, max_length=64, what="PO number"))
-        ),
-    ] = None
+    # The customer's billing details form's rules (portal.details.BILLING_DETAILS).
+    po_number: Annotated[StrictStr | None, AfterValidator(_detail(details.po_number))] = None
     vat_number: Annotated[StrictStr | None, AfterValidator(_detail(details.vat_number))] = None
     registration_number: Annotated[
-        StrictStr | None,
-        AfterValidator(
-            _detail(
-                lambda v: details.reference_number(v, max_length=64, what="registration number")
-            )
-        ),
+        StrictStr | None, AfterValidator(_detail(details.registration_number))
     ] = None
 
     @model_validator(mode="after")
@@ -224,19 +215,32 @@ class BillGroupIn(Body):
         return self
 
 
-class ContactIn(Body):
-    """The same rules as the customer's contact form."""
+def _check(field: str) -> AfterValidator:
+    """The contact field's rule in portal.details: the API and the import refuse what
+    the customer's form refuses, with the same message."""
+    return AfterValidator(_detail(details.CONTACT[field].check))
 
-    name: Name200
-    company: optional_text(200, "company") = None  # type: ignore[valid-type]
-    email: Annotated[StrictStr | None, AfterValidator(_detail(details.contact_email))] = None
-    phone: Annotated[StrictStr | None, AfterValidator(_detail(details.phone))] = None
-    line1: Annotated[StrictStr, AfterValidator(_required_text(200, "first line of the address"))]
-    line2: optional_text(200, "address") = None  # type: ignore[valid-type]
-    city: Annotated[StrictStr, AfterValidator(_required_text(100, "town or city"))]
-    region: optional_text(100, "region") = None  # type: ignore[valid-type]
-    postal_code: optional_text(20, "postcode") = None  # type: ignore[valid-type]
-    country: Annotated[StrictStr, AfterValidator(_detail(details.country))]
+
+def _limit(field: str) -> Any:
+    """The rule's length, documented as maxLength but refused by the rule itself (a
+    pydantic max_length would answer first, in its own words)."""
+    limit = details.CONTACT[field].max_length
+    return Field(json_schema_extra={"maxLength": limit} if limit is not None else None)
+
+
+class ContactIn(Body):
+    """The contact fields, under the same rules as the customer's contact form."""
+
+    name: Annotated[StrictStr, _limit("name"), _check("name")]
+    company: Annotated[StrictStr | None, _limit("company"), _check("company")] = None
+    email: Annotated[StrictStr | None, _limit("email"), _check("email")] = None
+    phone: Annotated[StrictStr | None, _limit("phone"), _check("phone")] = None
+    line1: Annotated[StrictStr, _limit("line1"), _check("line1")]
+    line2: Annotated[StrictStr | None, _limit("line2"), _check("line2")] = None
+    city: Annotated[StrictStr, _limit("city"), _check("city")]
+    region: Annotated[StrictStr | None, _limit("region"), _check("region")] = None
+    postal_code: Annotated[StrictStr | None, _limit("postal_code"), _check("postal_code")] = None
+    country: Annotated[StrictStr, _limit("country"), _check("country")]
 
 
 class ProductIn(Body):

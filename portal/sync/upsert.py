@@ -18,8 +18,6 @@ from portal import payments
 from portal.models import (
     Account,
     BillGroup,
-    Contact,
-    ContactKind,
     Entity,
     Invoice,
     InvoiceLine,
@@ -147,17 +145,6 @@ def bill_group(db: Session, external_id: str, body: schemas.BillGroupIn) -> Upse
     if changed and not created:
         # The relationships follow the new ids on their next load.
         db.expire(record, ["account", "entity"])
-    return _finish(db, record, created, changed)
-
-
-def contact(db: Session, group: BillGroup, kind: str, body: schemas.ContactIn) -> Upserted:
-    record = db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == kind)
-    )
-    created = record is None
-    if record is None:
-        record = Contact(bill_group=group, kind=ContactKind(kind))
-    changed = _assign(record, body.model_dump())
     return _finish(db, record, created, changed)
 
 
@@ -417,7 +404,8 @@ def payment_method(db: Session, external_id: str, body: schemas.PaymentMethodIn)
     return Upserted(record, created, created or changed)
 
 
-# What each resource name upserts with; contacts are keyed by bill group and kind instead.
+# What each resource name upserts with; contacts are keyed by bill group and kind instead,
+# and written by portal.actions.contacts.update_contact.
 UPSERTS = {
     "entities": entity,
     "accounts": account,

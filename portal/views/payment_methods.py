@@ -10,7 +10,9 @@ from __future__ import annotations
 from flask import abort, current_app, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, db, events, notices, payments
+from portal import db, payments
+from portal.actions import Actor, NotFound
+from portal.actions import payment_methods as actions
 from portal.forms import ButtonForm, CardForm
 from portal.models import PaymentMethod
 from portal.views.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
@@ -56,15 +58,13 @@ def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
             field = getattr(form, exc.field or "number", form.number)
             field.errors = [*field.errors, exc.message]
         else:
-            to = notices.recipients(group)
-            method = payments.add_payment_method(
-                db.session(), group, attached, make_default=bool(form.make_default.data)
+            method = actions.add_payment_method(
+                db.session(),
+                Actor.customer(viewer.email),
+                group,
+                attached,
+                make_default=bool(form.make_default.data),
             )
-            _audit(viewer, "payment_method.add", method)
-            notices.details_changed(
-                db.session(), group, viewer.email, "payment methods", ["payment method"], to
-            )
-            events.payment_method_added(db.session(), group, method, events.customer(viewer.email))
             db.session().commit()
             flash(f"{_label(method)} has been added.")
             return redirect(portal_url("payment_methods"), code=303)
@@ -82,18 +82,10 @@ def make_default(viewer: Viewer, method_id: int) -> BaseResponse:
     group = viewer.bill_group
     if not ButtonForm().validate_on_submit():
         abort(400)
-    to = notices.recipients(group)
     try:
-        method = payments.set_default(db.session(), group, method_id)
-    except LookupError:
+        method = actions.set_default(db.session(), Actor.customer(viewer.email), group, method_id)
+    except NotFound:
         abort(404)
-    _audit(viewer, "payment_method.default", method)
-    notices.details_changed(
-        db.session(), group, viewer.email, "payment methods", ["default payment method"], to
-    )
-    events.payment_method_default_changed(
-        db.session(), group, method, events.customer(viewer.email)
-    )
     db.session().commit()
     flash(f"{_label(method)} is now your default payment method.")
     return redirect(portal_url("payment_methods"), code=303)
@@ -101,15 +93,3 @@ def make_default(viewer: Viewer, method_id: int) -> BaseResponse:
 
 def _label(method: PaymentMethod) -> str:
     return payment_method_label(method)
-
-
-def _audit(viewer: Viewer, action: str, method: PaymentMethod) -> None:
-    audit.record(
-        db.session(),
-        action,
-        "changed",
-        actor_type="customer",
-        actor=viewer.email,
-        bill_group_id=viewer.bill_group.id,
-        detail=f"{method.type.value} {method.brand or ''} ending {method.last4} (id {method.id})",
-    )

@@ -8,7 +8,6 @@ read-only from inside their own staff session: the pages are identical by constr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -145,27 +144,6 @@ def portal_url(endpoint: str, **values: Any) -> str:
     """A URL to another portal page for the same viewer (customer or preview)."""
     blueprint = request.blueprint or bp.name
     return url_for(f"{blueprint}.{endpoint}", public_id=g.viewer.bill_group.public_id, **values)
-
-
-def record_change(
-    viewer: Viewer, action: str, before: dict[str, Any], after: dict[str, Any]
-) -> bool:
-    """Audit what changed, old -> new, in the caller's transaction; False if nothing did."""
-    changed = {
-        key: [before.get(key), value] for key, value in after.items() if before.get(key) != value
-    }
-    if not changed:
-        return False
-    audit.record(
-        db.session(),
-        action,
-        "changed",
-        actor_type="customer",
-        actor=viewer.email,
-        bill_group_id=viewer.bill_group.id,
-        detail=json.dumps(changed, default=str, ensure_ascii=False),
-    )
-    return True
 
 
 def payment_method_label(method: PaymentMethod) -> str:

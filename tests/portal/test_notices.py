@@ -459,7 +459,9 @@ def test_a_first_billing_contact_waits_for_confirmation_too(app, db, smtp, clock
 
 
 def test_an_address_the_billing_system_sets_counts_as_confirmed(app, db, group, smtp, clock):
-    from portal.sync import schemas, upsert
+    from portal.actions import Actor
+    from portal.actions.contacts import update_contact
+    from portal.sync import schemas
 
     with app.app_context():
         from portal import db as portal_db
@@ -476,7 +478,9 @@ def test_an_address_the_billing_system_sets_counts_as_confirmed(app, db, group, 
                 "country": "DE",
             }
         )
-        upsert.contact(session, found, ContactKind.BILLING.value, body)
+        update_contact(
+            session, Actor.import_run("test"), found, ContactKind.BILLING, body.model_dump()
+        )
         session.commit()
         assert notices.recipients(found) == ["ap-team@acme.com"]
     contact = contact_of(db, group)

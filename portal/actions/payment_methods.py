@@ -1,0 +1,57 @@
+"""A bill group's payment methods as its customer adds them and chooses the default.
+Only the gateway's token and display details are stored (portal.payments); the
+billing system writes its own through portal.sync.upsert.payment_method, which takes
+the same default under the same lock (payments.set_default)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from portal import audit, events, notices, payments
+from portal.actions import Actor, NotFound
+from portal.models import BillGroup, PaymentMethod
+
+
+def add_payment_method(
+    db: Session,
+    actor: Actor,
+    group: BillGroup,
+    attached: payments.PaymentMethodDetails,
+    *,
+    make_default: bool,
+) -> PaymentMethod:
+    """Store what the gateway attached (the default if asked, or if it is the first),
+    audit it, queue `payment_method.added` and the notice to the billing contact."""
+    to = notices.recipients(group)
+    method = payments.add_payment_method(db, group, attached, make_default=make_default)
+    _audit(db, actor, group, "payment_method.add", method)
+    notices.details_changed(db, group, actor.name, "payment methods", ["payment method"], to)
+    events.payment_method_added(db, group, method, actor.event())
+    return method
+
+
+def set_default(db: Session, actor: Actor, group: BillGroup, method_id: int) -> PaymentMethod:
+    """Make one of the bill group's payment methods its default (NotFound if it has no
+    such method), audited, evented and announced."""
+    to = notices.recipients(group)
+    try:
+        method = payments.set_default(db, group, method_id)
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+    _audit(db, actor, group, "payment_method.default", method)
+    notices.details_changed(
+        db, group, actor.name, "payment methods", ["default payment method"], to
+    )
+    events.payment_method_default_changed(db, group, method, actor.event())
+    return method
+
+
+def _audit(db: Session, actor: Actor, group: BillGroup, action: str, method: PaymentMethod) -> None:
+    audit.record(
+        db,
+        action,
+        "changed",
+        **actor.audit(),
+        bill_group_id=group.id,
+        detail=f"{method.type.value} {method.brand or ''} ending {method.last4} (id {method.id})",
+    )
