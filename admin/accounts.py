@@ -17,7 +17,7 @@ from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
 from admin.guard import NAV, PUBLIC, bp, staff_required
-from portal import audit, clock, db
+from portal import audit, clock, db, links
 from portal.forms import ButtonForm
 from portal.models import (
     AccessRule,
@@ -138,7 +138,7 @@ def has_invoices(database: Session, group: BillGroup) -> bool:
 
 def portal_link(group: BillGroup) -> str:
     """The customers' link. Always from PORTAL_BASE_URL, never from the request's Host."""
-    return f"{current_app.config['PORTAL_BASE_URL'].rstrip('/')}/p/{group.public_id}"
+    return links.portal_url(group)
 
 
 # --- helpers -------------------------------------------------------------------------

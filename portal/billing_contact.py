@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, events, notices
+from portal import audit, clock, events, links, notices
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, Contact, ContactConfirmation, ContactKind
 
@@ -123,7 +123,7 @@ def name_address(
             expires_at=expires,
         )
     )
-    link = f"{config['PORTAL_BASE_URL']}/p/{group.public_id}/billing-contact/confirm/{token}"
+    link = links.portal_url(group, f"/billing-contact/confirm/{token}")
     email = render(
         "contact_named",
         address,
