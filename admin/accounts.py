@@ -17,7 +17,7 @@ from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
 from admin.guard import NAV, PUBLIC, bp, staff_required
-from portal import audit, clock, db, links
+from portal import audit, clock, db, links, paging
 from portal.forms import ButtonForm
 from portal.models import (
     AccessRule,
@@ -208,7 +208,7 @@ def _status(form: Any) -> int:
 def accounts() -> tuple[str, int]:
     form = AccountSearchForm(request.args)
     term = (form.q.data or "") if form.validate() else ""
-    page = search_accounts(db.session(), term, request.args.get("page", 1, type=int))
+    page = search_accounts(db.session(), term, paging.page_number(request.args.get("page")))
     return render_template("admin/accounts.html", form=form, term=term, page=page), _status(form)
 
 
