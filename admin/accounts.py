@@ -17,7 +17,7 @@ from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
 from admin.guard import NAV, PUBLIC, bp, staff_required
-from portal import audit, clock, db
+from portal import audit, clock, db, links, paging
 from portal.forms import ButtonForm
 from portal.models import (
     AccessRule,
@@ -138,7 +138,7 @@ def has_invoices(database: Session, group: BillGroup) -> bool:
 
 def portal_link(group: BillGroup) -> str:
     """The customers' link. Always from PORTAL_BASE_URL, never from the request's Host."""
-    return f"{current_app.config['PORTAL_BASE_URL'].rstrip('/')}/p/{group.public_id}"
+    return links.portal_url(group)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def _status(form: Any) -> int:
 def accounts() -> tuple[str, int]:
     form = AccountSearchForm(request.args)
     term = (form.q.data or "") if form.validate() else ""
-    page = search_accounts(db.session(), term, request.args.get("page", 1, type=int))
+    page = search_accounts(db.session(), term, paging.page_number(request.args.get("page")))
     return render_template("admin/accounts.html", form=form, term=term, page=page), _status(form)
 
 

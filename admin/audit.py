@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from admin.forms import AuditFilterForm
 from admin.guard import NAV, bp, staff_required
-from portal import csvexport, db, downloads
+from portal import csvexport, db, downloads, paging
 from portal.models import AuditEvent, BillGroup
 
 PER_PAGE = 50
@@ -104,13 +104,6 @@ def _filters() -> tuple[AuditFilterForm, AuditFilter | None]:
     )
 
 
-def _page_number(text: str) -> int:
-    """ASCII digits only (str.isdigit() admits "²"); anything else is page 1."""
-    if not (text.isascii() and text.isdigit()):
-        return 1
-    return max(1, int(text)) if len(text) <= 9 else 10**9
-
-
 def _where(group_id: int | None, flt: AuditFilter) -> list[ColumnElement[bool]]:
     scope = [AuditEvent.bill_group_id == group_id] if group_id is not None else []
     return [*scope, *flt.conditions()]
@@ -163,7 +156,7 @@ def _render(group: BillGroup | None) -> tuple[str, int]:
     if flt is None:
         page, status = Page([], 0, 1), 400
     else:
-        wanted = _page_number(request.args.get("page", "1"))
+        wanted = paging.page_number(request.args.get("page"))
         page, status = _page(group.id if group is not None else None, flt, wanted), 200
     scope = {"bill_group_id": group.id} if group is not None else {}
     return render_template(

@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
 from admin.guard import NAV, bp, staff_required
-from portal import apikeys, audit, db, webhooks
+from portal import apikeys, audit, db, paging, webhooks
 from portal.forms import ButtonForm
 from portal.models import (
     ApiKey,
@@ -245,13 +245,6 @@ class DeliveryPage:
         return max(1, -(-self.total // PER_PAGE))
 
 
-def _page_number(text: str) -> int:
-    """ASCII digits only (str.isdigit() admits "²"); anything else is page 1."""
-    if not (text.isascii() and text.isdigit()):
-        return 1
-    return max(1, int(text)) if len(text) <= 9 else 10**9
-
-
 def _deliveries(endpoint: WebhookEndpoint, wanted: int) -> DeliveryPage:
     """One page of the delivery log, newest first, with each delivery's attempts: three
     queries whatever the page size."""
@@ -287,7 +280,7 @@ def _endpoint_page(
         "admin/webhook.html",
         endpoint=endpoint,
         form=form,
-        page=_deliveries(endpoint, _page_number(request.args.get("page", "1"))),
+        page=_deliveries(endpoint, paging.page_number(request.args.get("page"))),
         button=ButtonForm(formdata=None),
         when=_when,
     ), status
@@ -388,7 +381,7 @@ def resend_webhook_delivery(endpoint_id: int, delivery_id: int) -> Response:
     )
     if delivery is None:
         abort(404)
-    page = _page_number(request.args.get("page", "1"))
+    page = paging.page_number(request.args.get("page"))
     back = redirect(
         url_for("admin.webhook", endpoint_id=endpoint.id, page=page if page > 1 else None),
         code=303,

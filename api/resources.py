@@ -15,7 +15,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from api.base import ApiError, body, bp, current_key, page, record, requires
-from portal import clock, db, downloads
+from portal import clock, db, downloads, links
 from portal.actions import ActionError, Actor
 from portal.actions.contacts import update_contact
 from portal.models import (
@@ -265,7 +265,7 @@ def portal_link(external_id: str) -> Response:
     today = clock.today()
     return jsonify(
         {
-            "url": serialize.portal_url(group, _base_url()),
+            "url": links.portal_url(group),
             "available": bool(group.portal_available(today)),
             "portal_enabled": group.portal_enabled,
             "contract_active": bool(group.has_active_contract(today)),

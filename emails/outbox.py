@@ -17,13 +17,13 @@ import secrets
 import time
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from emails.render import Email
 from emails.transport import Sender
-from portal import clock, crypto
+from portal import clock, crypto, leases
 from portal.crypto import InvalidToken
 from portal.models import OutboxMessage
 
@@ -80,44 +80,10 @@ def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
 
 
 def claim(db: Session, worker: str, limit: int = 20) -> list[OutboxMessage]:
-    """Lease up to `limit` due messages to this worker and return them.
-
-    One UPDATE takes them all, and re-checks the condition on every row it changes: of
-    two workers racing for a message, exactly one gets it. On PostgreSQL the rows are
-    chosen FOR UPDATE SKIP LOCKED, so a second worker leases the next due messages
-    rather than waiting for the same ones and then finding them gone (and sleeping);
-    SQLite runs one writer at a time, so the second UPDATE sees the first's leases.
-    The choice is a CTE, which PostgreSQL runs once: as a plain IN (subquery) it may be
-    run again for every row of a nested loop, and each run, skipping the rows the
-    statement has just changed, would lease `limit` more.
-    """
+    """Lease up to `limit` due messages to this worker and return them, oldest first
+    (portal.leases: exactly one of two racing workers gets each)."""
     now = clock.now()
-    due = (
-        select(OutboxMessage.id)
-        .where(_due(now))
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("due")
-    )
-    claimed = db.scalars(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(select(due.c.id)), _due(now))
-        .values(claimed_by=worker, claimed_until=now + LEASE)
-        .returning(OutboxMessage.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    db.commit()
-    if not claimed:
-        return []
-    return list(
-        db.scalars(
-            select(OutboxMessage)
-            .where(OutboxMessage.id.in_(claimed), OutboxMessage.claimed_by == worker)
-            .order_by(OutboxMessage.id)
-            .execution_options(populate_existing=True)
-        )
-    )
+    return leases.lease(db, OutboxMessage, _due(now), worker=worker, until=now + LEASE, limit=limit)
 
 
 def send_due(db: Session, worker: str | None = None, limit: int = 20) -> int:

@@ -21,10 +21,11 @@ import disposable_email_domains
 import idna
 from email_validator import EmailNotValidError, validate_email
 from publicsuffixlist import PublicSuffixList
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from portal.locks import lock_bill_group
 from portal.models import AccessRule, BillGroup, RuleKind
 
 MAX_INPUT_LENGTH = 320
@@ -334,13 +335,8 @@ def add_rule(
     """
     try:
         spec = parse_rule(raw, include_subdomains, extra_providers)
-        # Serialise rule changes per bill group (a row lock on PostgreSQL), so two
-        # concurrent requests cannot add overlapping rules. SQLite ignores FOR UPDATE and
-        # reads outside a transaction, so there a no-op write takes its write lock first.
-        if db.get_bind().dialect.name == "sqlite":
-            db.execute(text("UPDATE bill_groups SET id = id WHERE id = :id"), {"id": bill_group.id})
-        else:
-            db.execute(select(BillGroup.id).where(BillGroup.id == bill_group.id).with_for_update())
+        # Serialised per bill group, so two concurrent requests cannot add overlapping rules.
+        lock_bill_group(db, bill_group.id)
         existing = db.scalars(
             select(AccessRule).where(AccessRule.bill_group_id == bill_group.id)
         ).all()

@@ -17,12 +17,13 @@ import json
 import secrets
 
 from flask import current_app
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, events, notices
+from portal import audit, clock, events, links, notices
+from portal.locks import lock_bill_group
 from portal.models import BillGroup, Contact, ContactConfirmation, ContactKind
 
 DAY = dt.timedelta(days=1)
@@ -49,12 +50,8 @@ def token_hash(token: str) -> str:
 
 def lock(db: Session, group: BillGroup) -> Contact | None:
     """Serialise billing contact changes per bill group, then read the contact afresh:
-    twenty concurrent saves then name an address once, not twenty times. A row lock on
-    PostgreSQL; SQLite ignores FOR UPDATE, so a no-op write takes its write lock."""
-    if db.get_bind().dialect.name == "sqlite":
-        db.execute(text("UPDATE bill_groups SET id = id WHERE id = :id"), {"id": group.id})
-    else:
-        db.execute(select(BillGroup.id).where(BillGroup.id == group.id).with_for_update())
+    twenty concurrent saves then name an address once, not twenty times."""
+    lock_bill_group(db, group.id)
     return db.scalar(
         select(Contact)
         .where(Contact.bill_group_id == group.id, Contact.kind == ContactKind.BILLING)
@@ -126,7 +123,7 @@ def name_address(
             expires_at=expires,
         )
     )
-    link = f"{config['PORTAL_BASE_URL']}/p/{group.public_id}/billing-contact/confirm/{token}"
+    link = links.portal_url(group, f"/billing-contact/confirm/{token}")
     email = render(
         "contact_named",
         address,

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from portal import links
 from portal.access import add_rule
 from portal.db import Base
 from portal.models import (
@@ -521,7 +522,7 @@ def describe(session: Session, base_url: str, loaded: bool, staff_password: str)
             email = f"ap@{rule.value}"
         state = "" if group.portal_available(today) else "  (not available: contract ended)"
         out.append(f"{group.account.name} — {group.name}{state}")
-        out.append(f"  portal link:  {base_url}/p/{group.public_id}")
+        out.append(f"  portal link:  {links.portal_url(group, base_url=base_url)}")
         out.append(f"  sign in as:   {email}")
     out += [
         "",

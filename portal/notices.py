@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from emails import outbox
 from emails.render import Email, render
-from portal import clock
+from portal import clock, links
 from portal.models import BillGroup, ContactKind, Notice, NoticeChange
 
 FIELD_NAMES = {
@@ -171,7 +171,7 @@ def notice_email(group: BillGroup, recipient: str, changes: Sequence[NoticeChang
         more=len(changes) - len(listed),
         first=changes[0].at,
         last=changes[-1].at,
-        portal_url=f"{current_app.config['PORTAL_BASE_URL']}/p/{group.public_id}",
+        portal_url=links.portal_url(group),
     )
 
 

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.db import utcnow
+from portal.locks import lock_bill_group
 from portal.models import BillGroup, PaymentMethod, PaymentMethodType
 
 log = logging.getLogger(__name__)
@@ -342,14 +343,6 @@ def get_gateway(app_config: Mapping[str, Any]) -> Gateway:
 # --- domain operations (the caller commits and records the audit event) --------------
 
 
-def _lock_bill_group(db: Session, bill_group: BillGroup) -> None:
-    """Serialise default changes per bill group on PostgreSQL (SQLite locks the whole
-    database on write anyway). NO KEY UPDATE does not block inserts that reference it."""
-    db.execute(
-        select(BillGroup.id).where(BillGroup.id == bill_group.id).with_for_update(key_share=True)
-    )
-
-
 def _clear_default(db: Session, bill_group: BillGroup) -> None:
     """Unset the current default and flush, so the one-default unique index never sees
     two at once, whatever order the next flush writes rows in."""
@@ -368,7 +361,7 @@ def add_payment_method(
 ) -> PaymentMethod:
     """Store a gateway's payment method in the bill group (which must be in `db`). It
     becomes the default if asked, or if the bill group has no payment method yet."""
-    _lock_bill_group(db, bill_group)
+    lock_bill_group(db, bill_group.id)
     has_any = (
         db.scalar(
             select(PaymentMethod.id).where(PaymentMethod.bill_group_id == bill_group.id).limit(1)
@@ -405,7 +398,7 @@ def set_default(db: Session, bill_group: BillGroup, payment_method_id: int) -> P
         raise TypeError("payment_method_id must be an int")
     if not 0 < payment_method_id <= _MAX_ID:
         raise LookupError("No such payment method in this bill group.")
-    _lock_bill_group(db, bill_group)
+    lock_bill_group(db, bill_group.id)
     method = db.scalar(
         select(PaymentMethod).where(
             PaymentMethod.id == payment_method_id,

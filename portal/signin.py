@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, devices, throttle
+from portal import audit, clock, devices, links, throttle
 from portal.access import may_access
 from portal.models import BillGroup, CustomerSession, SignInChallenge
 
@@ -206,17 +206,16 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     challenge.token_hash = sha256(token)
     challenge.code_hash = code_hash(challenge.id, code)
-    base = current_app.config["PORTAL_BASE_URL"]
     minutes = current_app.config["SIGNIN_TTL_MINUTES"]
     email = render(
         "signin_link",
         challenge.email,
         entity=group.entity,
         bill_group=group,
-        link=None if challenge.code_only else f"{base}/p/{group.public_id}/verify/{token}",
+        link=None if challenge.code_only else links.portal_url(group, f"/verify/{token}"),
         code=format_code(code),
         minutes=minutes,
-        portal_url=f"{base}/p/{group.public_id}",
+        portal_url=links.portal_url(group),
     )
     outbox.queue(db, email, discard_after=challenge.expires_at)
     audit.record(

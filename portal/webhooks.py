@@ -2,7 +2,7 @@
 
 `emit` writes an event, and one delivery per subscribed endpoint, in the caller's
 transaction: a change and its announcement commit together or not at all. The worker
-(`send_due`) claims due deliveries with a lease (one conditional UPDATE each, so two
+(`send_due`) claims due deliveries with a lease (portal.leases: one UPDATE, so two
 workers never send the same one), POSTs the JSON with an HMAC-SHA256 signature over the
 timestamp and body, and retries failures with exponential backoff. Every attempt is
 logged. Retries and resends carry the same event id, so a receiver that deduplicates by
@@ -31,10 +31,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from portal import clock, crypto
+from portal import clock, crypto, leases
 from portal.config import is_local
 from portal.models import (
     BillGroup,
@@ -232,34 +232,17 @@ def _due(now: dt.datetime):  # type: ignore[no-untyped-def]
 
 
 def claim(db: Session, worker: str, limit: int = 20) -> list[WebhookDelivery]:
+    """Lease up to `limit` due deliveries to this worker, the longest waiting first
+    (portal.leases: exactly one of two racing workers gets each)."""
     now = clock.now()
-    candidates = db.scalars(
-        select(WebhookDelivery.id)
-        .where(_due(now))
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-        .limit(limit)
-    ).all()
-    claimed = []
-    for delivery_id in candidates:
-        # Re-checked by the UPDATE itself: of two racing workers, one sees a row count of 1.
-        result = db.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id, _due(now))
-            .values(claimed_by=worker, claimed_until=now + LEASE)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(delivery_id)
-    db.commit()
-    if not claimed:
-        return []
-    return list(
-        db.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(claimed), WebhookDelivery.claimed_by == worker)
-            .order_by(WebhookDelivery.id)
-            .execution_options(populate_existing=True)
-        )
+    return leases.lease(
+        db,
+        WebhookDelivery,
+        _due(now),
+        worker=worker,
+        until=now + LEASE,
+        limit=limit,
+        order_by=(WebhookDelivery.next_attempt_at,),
     )
 
 

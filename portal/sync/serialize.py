@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from portal import links
 from portal.models import (
     AccessRule,
     Account,
@@ -70,13 +71,9 @@ def bill_group(record: BillGroup, base_url: str) -> dict[str, Any]:
         "po_number": record.po_number,
         "vat_number": record.vat_number,
         "registration_number": record.registration_number,
-        "portal_url": portal_url(record, base_url),
+        "portal_url": links.portal_url(record, base_url=base_url),
         **_stamps(record),
     }
-
-
-def portal_url(record: BillGroup, base_url: str) -> str:
-    return f"{base_url}/p/{record.public_id}"
 
 
 CONTACT_FIELDS = (

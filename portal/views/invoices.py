@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, abort, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from portal import billing, db, downloads
+from portal import billing, db, downloads, paging
 from portal.clock import today
 from portal.forms import InvoiceFilterForm
 from portal.models import DisplayStatus
@@ -37,14 +37,6 @@ def _filters() -> tuple[InvoiceFilterForm, billing.InvoiceFilter | None]:
     )
 
 
-def _page_number(text: str) -> int:
-    """The page asked for. Only ASCII digits count (str.isdigit() admits "²", which int()
-    refuses); anything else is page 1, and a huge number is simply past the end."""
-    if not (text.isascii() and text.isdigit()):
-        return 1
-    return int(text) if len(text) <= 9 else 10**9
-
-
 @bp.get("/invoices")
 @portal_page
 def invoices(viewer: Viewer) -> tuple[str, int]:
@@ -55,7 +47,7 @@ def invoices(viewer: Viewer) -> tuple[str, int]:
         status = 400
     else:
         page = billing.invoice_page(
-            db.session(), group, flt, today(), _page_number(request.args.get("page", "1"))
+            db.session(), group, flt, today(), paging.page_number(request.args.get("page"))
         )
         status = 200
     return render_template(

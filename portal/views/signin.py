@@ -21,8 +21,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, clock, db, devices, events, sessions, signin, throttle
-from portal.access import AccessError, canonical_email, may_access
+from portal import clock, db, devices, sessions, signin, throttle
+from portal.access import AccessError, canonical_email
+from portal.actions import signin as signin_actions
+from portal.actions.signin import SignInRefused
 from portal.clock import today
 from portal.forms import ButtonForm, CodeForm, EmailForm
 from portal.models import BillGroup, SignInChallenge
@@ -156,8 +158,7 @@ def confirm_post(public_id: str) -> BaseResponse:
         db.session().rollback()
         challenge = db.session().get(SignInChallenge, challenge_id)
         actor = challenge.email if challenge and challenge.bill_group_id == group.id else None
-        _audit_failure(group, "link_not_usable", actor)
-        return see_other("signin.link_invalid", public_id=public_id)
+        return _refuse(group, SignInRefused("link_not_usable", actor))
     return _complete(group, challenge_id)
 
 
@@ -225,49 +226,30 @@ def _session_challenge(group: BillGroup, key: str) -> SignInChallenge | None:
     return challenge
 
 
-def _audit_failure(group: BillGroup, outcome: str, actor: str | None = None) -> None:
-    audit.record(
-        db.session(),
-        "signin.complete",
-        outcome,
-        actor_type="anonymous",
-        actor=actor,
-        bill_group_id=group.id,
-    )
+def _refuse(group: BillGroup, refused: SignInRefused) -> BaseResponse:
+    """Record the refusal (and keep the challenge spent), then the one neutral page."""
+    signin_actions.record_refusal(db.session(), group, refused)
     db.session().commit()
+    return see_other("signin.link_invalid", public_id=group.public_id)
 
 
 def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
-    """The challenge is spent (uncommitted): check the rules again, start a fresh
-    session, retire the address's other links, and commit all of it at once."""
-    database = db.session()
-    challenge = database.get(SignInChallenge, challenge_id, populate_existing=True)
-    assert challenge is not None
-    if may_access(group, challenge.email, today()) is None:
-        database.commit()  # the challenge stays spent
-        _audit_failure(group, "access_revoked", challenge.email)
-        return see_other("signin.link_invalid", public_id=group.public_id)
+    """The challenge is spent (uncommitted): the action signs in; this commits it, then
+    gives the browser a fresh cookie session, remembers the device and redirects."""
     previous = sessions.current_customer()
-    if previous is not None:
-        sessions.revoke(database, previous.row, "replaced")
-    signin.retire_others(database, challenge)
-    sid, row = sessions.create(database, group, challenge.email)
-    audit.record(
-        database,
-        "signin.complete",
-        "signed_in",
-        actor_type="customer",
-        actor=challenge.email,
-        bill_group_id=group.id,
-    )
-    events.signed_in(database, group, challenge.email)
-    database.commit()
+    try:
+        signed_in = signin_actions.complete_sign_in(
+            db.session(), group, challenge_id, replacing=previous.row if previous else None
+        )
+    except SignInRefused as refused:
+        return _refuse(group, refused)
+    db.session().commit()
     # A new session: nothing from before sign-in survives, apart from a new nonce.
     logout_user()
     session.clear()
     session["nonce"] = signin.new_nonce()
-    login_user(sessions.Customer(sid, row), remember=False)
-    target = challenge.next_path or url_for("customer.overview", public_id=group.public_id)
+    login_user(sessions.Customer(signed_in.sid, signed_in.session), remember=False)
+    target = signed_in.next_path or url_for("customer.overview", public_id=group.public_id)
     response = redirect(target, code=303)
-    devices.remember(response, challenge.email)
+    devices.remember(response, signed_in.email)
     return response

@@ -1,0 +1,82 @@
+"""Finishing a customer's sign-in, once its challenge is spent.
+
+Spending the challenge (one conditional UPDATE, portal.signin.spend / check_code) proves
+that this request, and no other, holds the link or code. What follows is the same for
+the link and the typed code, so it is written once here: check the rules again (they may
+have changed since the link was sent), end the browser's old session, retire the other
+open links for that address and bill group, create the new server-side session, audit,
+and queue the `portal.signed_in` event. The face then replaces the browser's cookie
+session, remembers the device and redirects; it commits in every case, so a spent
+challenge stays spent even when the sign-in is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from portal import audit, events, sessions, signin
+from portal.access import may_access
+from portal.actions import Actor, Forbidden
+from portal.clock import today
+from portal.models import BillGroup, CustomerSession, SignInChallenge
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A new session: `sid` goes into the cookie (only its hash is stored), `next_path`
+    is where the customer asked to go, if anywhere."""
+
+    sid: str
+    session: CustomerSession
+    email: str
+    next_path: str | None
+
+
+class SignInRefused(Forbidden):
+    """The sign-in cannot complete. The customer only ever sees the one "link not usable"
+    page; `code` (the audit outcome) and `email` are for the record."""
+
+    def __init__(self, code: str, email: str | None = None) -> None:
+        super().__init__("This link or code can no longer be used.", code=code)
+        self.email = email
+
+
+def complete_sign_in(
+    db: Session,
+    group: BillGroup,
+    challenge_id: int,
+    *,
+    replacing: CustomerSession | None = None,
+) -> SignedIn:
+    """Sign in with a challenge this request has just spent (uncommitted), ending the
+    browser's session `replacing`. Raises SignInRefused (writing nothing) if the address
+    no longer has access."""
+    # Afresh: the spend was an UPDATE behind the ORM's back.
+    challenge = db.get(SignInChallenge, challenge_id, populate_existing=True)
+    if challenge is None or challenge.bill_group_id != group.id:
+        raise SignInRefused("link_not_usable")
+    if may_access(group, challenge.email, today()) is None:
+        raise SignInRefused("access_revoked", challenge.email)
+    if replacing is not None:
+        sessions.revoke(db, replacing, "replaced")
+    signin.retire_others(db, challenge)
+    sid, row = sessions.create(db, group, challenge.email)
+    actor = Actor.customer(challenge.email)
+    audit.record(db, "signin.complete", "signed_in", bill_group_id=group.id, **actor.audit())
+    events.signed_in(db, group, challenge.email)
+    return SignedIn(sid, row, challenge.email, challenge.next_path)
+
+
+def record_refusal(db: Session, group: BillGroup, refused: SignInRefused) -> None:
+    """Audit a sign-in that did not complete, by whoever held the link (not yet a
+    customer: the actor is anonymous). The caller commits."""
+    audit.record(
+        db,
+        "signin.complete",
+        refused.code,
+        actor_type="anonymous",
+        actor=refused.email,
+        bill_group_id=group.id,
+    )
