@@ -28,6 +28,7 @@ import portal.models  # noqa: F401
 from portal import create_app
 from portal import db as portal_db
 from portal.db import Base, make_engine
+from tests.clock import MIDDAY, Clock
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")
@@ -192,6 +193,14 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def clock(app: Flask) -> Clock:
+    """The app's clock, stopped at midday on the factories' TODAY; moves only when told
+    (`clock.advance(minutes=29)`, `clock.set(moment)`). Modules that want it for every test
+    say `pytestmark = pytest.mark.usefixtures("clock")`."""
+    return Clock(MIDDAY).install(app)
 
 
 # --- actions, through the real forms (CSRF stays on) ---------------------------------

@@ -29,6 +29,7 @@ from portal.payments import (
     get_gateway,
     set_default,
 )
+from tests.clock import Clock
 from tests.factories import make_bill_group, make_payment_method
 
 TODAY = dt.date(2026, 11, 21)
@@ -485,7 +486,7 @@ def test_default_clock_outside_the_app_is_utc_today() -> None:
 
 def test_default_clock_is_the_apps_inside_it(app) -> None:
     # The app's clock (which tests move) decides, not the wall clock.
-    app.extensions["portal.clock"] = lambda: dt.datetime(2031, 1, 1, tzinfo=dt.UTC)
+    Clock(dt.datetime(2031, 1, 1, tzinfo=dt.UTC)).install(app)
     with app.app_context():
         exc = refused(get_gateway(app.config), exp_month="12", exp_year="2030")
     assert exc.field == "exp_year"

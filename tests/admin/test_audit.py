@@ -20,25 +20,13 @@ from sqlalchemy.orm import Session
 
 from portal.access import add_rule
 from portal.models import AuditEvent, BillGroup, StaffRole, StaffUser
+from tests.clock import MIDDAY
 from tests.conftest import Inbox, csrf_token, sign_in
-from tests.factories import TODAY, make_bill_group
+from tests.factories import make_bill_group
 
-NOON = dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC)
+NOON = MIDDAY  # what the clock fixture says it is
 
-
-class Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def clock(app: Flask) -> Clock:
-    fixed = Clock(NOON)
-    app.extensions["portal.clock"] = fixed
-    return fixed
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture

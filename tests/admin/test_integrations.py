@@ -22,6 +22,7 @@ from portal.models import (
 )
 from portal.signin import sha256
 from tests.admin.conftest import make_staff, staff_sign_in
+from tests.clock import Clock
 from tests.conftest import csrf_token
 
 ADMIN = "integrations-admin@staff.example.com"
@@ -372,7 +373,7 @@ def _resend(admin, endpoint, delivery):
 
 @pytest.mark.parametrize("before", [DeliveryStatus.DELIVERED, DeliveryStatus.FAILED])
 def test_resend_queues_the_delivery_again_now(app, admin, db, before):
-    app.extensions["portal.clock"] = lambda: NOW
+    Clock(NOW).install(app)
     endpoint = endpoint_row(app, db, "https://billing.example.com/hooks")
     event = queue_event(app, db)
     delivery = delivery_of(db, endpoint)

@@ -55,20 +55,8 @@ ADDRESS = "ap@acme.com"
 GROUP_NAME = "Acme Europe"
 
 
-class Clock:
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def clock(app: Flask) -> Clock:
-    """One injected time for the customer and the preview alike."""
-    fixed = Clock(dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC))
-    app.extensions["portal.clock"] = fixed
-    return fixed
+# One injected time for the customer and the preview alike.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from portal import crypto, staffauth
-from portal.db import utcnow
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.admin.test_staff_auth import enrol, post_code
+from tests.clock import Clock
 from tests.conftest import csrf_token, run_worker
 
 SECRET_RE = re.compile(r"<code>([A-Z2-7]{16,})</code>")
@@ -37,9 +37,7 @@ def enrolled(app, db, role=StaffRole.ADMIN, email=None) -> tuple[StaffUser, str,
 
 def later(app, seconds: int) -> dt.datetime:
     """Move the clock on, so the next TOTP step has not been spent."""
-    moment = utcnow() + dt.timedelta(seconds=seconds)
-    app.extensions["portal.clock"] = lambda: moment
-    return moment
+    return Clock().install(app).advance(seconds=seconds)
 
 
 def actions(db, action: str) -> list[str]:
@@ -230,7 +228,7 @@ def test_an_admin_resets_a_lost_second_factor_and_it_must_be_set_up_again(app, d
     assert admin.email in notice.get_body(preferencelist=("plain",)).get_content()
 
     # A viewer (no second factor required by role) must now set one up to sign in.
-    app.extensions["portal.clock"] = utcnow  # enrol() answers with the real time's code
+    del app.extensions["portal.clock"]  # the wall clock again: enrol() answers with its code
     fresh = app.test_client()
     assert staff_sign_in(fresh, viewer.email).headers["Location"] == "/admin/enrol"
     assert fresh.get("/admin/").status_code == 302

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from portal import create_app, crypto, staffauth
-from portal.db import Base, utcnow
+from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
+from tests.clock import Clock
 from tests.conftest import CSRF_RE, csrf_token
-from tests.portal.test_signin_sessions import REDIS_URL, Clock, sibling  # noqa: F401 (a fixture)
+from tests.portal.test_signin_sessions import REDIS_URL, sibling  # noqa: F401 (a fixture)
 from tests.portal.test_signin_tokens import race
 
 
@@ -68,20 +69,8 @@ def staff_browser(app, ip: str):
     return client
 
 
-@pytest.fixture
-def ticking():
-    """Install a clock that moves only when told in an app: ticking(app) -> the clock."""
-
-    def install(app) -> Clock:
-        clock = Clock(utcnow())
-        app.extensions["portal.clock"] = clock
-        return clock
-
-    return install
-
-
-def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db, ticking):
-    clock = ticking(app)
+def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db):
+    clock = Clock().install(app)
     app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
     user = make_staff(db, StaffRole.VIEWER)
     for _ in range(3):
@@ -110,12 +99,11 @@ def test_an_inactive_user_cannot_sign_in_and_deactivation_ends_the_session(app, 
 def test_idle_and_absolute_staff_session_limits(app, db):
     user = make_staff(db, StaffRole.VIEWER)
     client = app.test_client()
-    start = utcnow()
-    app.extensions["portal.clock"] = lambda: start
+    clock = Clock().install(app)
     staff_sign_in(client, user.email)
-    app.extensions["portal.clock"] = lambda: start + dt.timedelta(minutes=29)
+    clock.advance(minutes=29)
     assert client.get("/admin/").status_code == 200
-    app.extensions["portal.clock"] = lambda: start + dt.timedelta(minutes=59, seconds=1)
+    clock.advance(minutes=30, seconds=1)  # 59:01 after signing in, 30:01 idle
     assert client.get("/admin/").status_code == 302
     [row] = db.scalars(select(StaffSession)).all()
     db.refresh(row)
@@ -134,8 +122,7 @@ def test_enrolment_then_totp_is_required_and_each_code_works_once(app, db):
         assert crypto.unseal(staffauth.TOTP_PURPOSE, user.totp_secret) == secret
 
     # The step used at enrolment is spent; the next 30-second step gives a fresh code.
-    later = utcnow() + dt.timedelta(seconds=30)
-    app.extensions["portal.clock"] = lambda: later
+    later = Clock().install(app).advance(seconds=30)
     second = app.test_client()
     response = staff_sign_in(second, user.email)
     assert response.headers["Location"] == "/admin/sign-in/code"
@@ -299,8 +286,8 @@ def test_twenty_concurrent_wrong_passwords_check_only_the_free_tries(staff_app, 
     assert staff_sign_in(staff_browser(staff_app, "192.0.2.44"), user.email).status_code == 303
 
 
-def test_each_try_after_the_free_ones_waits_twice_as_long_up_to_the_cap(staff_app, db, ticking):
-    clock = ticking(staff_app)
+def test_each_try_after_the_free_ones_waits_twice_as_long_up_to_the_cap(staff_app, db):
+    clock = Clock().install(staff_app)
     staff_app.config.update(
         STAFF_SIGNIN_FREE_FAILURES=2,
         STAFF_SIGNIN_FIRST_DELAY_SECONDS=10,
@@ -346,8 +333,7 @@ def test_wrong_second_factor_codes_slow_that_client_only(app, db):
     client = staff_browser(app, "192.0.2.44")
     staff_sign_in(client, user.email)
     secret, _codes = enrol(app, client)
-    later = utcnow() + dt.timedelta(seconds=30)
-    app.extensions["portal.clock"] = lambda: later
+    later = Clock().install(app).advance(seconds=30)
 
     attacker = staff_browser(app, "203.0.113.5")  # has the password, not the phone
     staff_sign_in(attacker, user.email)

@@ -20,22 +20,10 @@ from portal.models import (
     WebhookEvent,
 )
 from tests.api.conftest import push_bill_group
+from tests.clock import Clock
 from tests.conftest import csrf_token, run_worker, sign_in
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
-
-
-class Clock:
-    """app.extensions["portal.clock"]: time moves only when the test says."""
-
-    def __init__(self, now: dt.datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
 
 
 def endpoint(app, url, events=None):
@@ -86,8 +74,7 @@ def test_a_signature_verifies_and_anything_altered_does_not():
 
 
 def test_an_event_is_delivered_signed(app, db, receiver):
-    clock = Clock(dt.datetime.now(dt.UTC))
-    app.extensions["portal.clock"] = clock
+    Clock().install(app)
     secret, _ = endpoint(app, receiver.url)
     emit_some(app, 1)
     assert deliver(app) == 1
@@ -126,8 +113,7 @@ def test_an_endpoint_gets_only_the_events_it_chose(app, db, receiver):
 def test_down_then_up_every_event_arrives_exactly_once(app, db, receiver):
     """The receiver goes away mid-run; deliveries back off and retry; when it returns,
     every event arrives, and none is sent again once it has been accepted."""
-    clock = Clock()
-    app.extensions["portal.clock"] = clock
+    clock = Clock(NOW).install(app)
     endpoint(app, receiver.url)
     emit_some(app, 3)
     assert deliver(app) == 3
@@ -166,8 +152,7 @@ def test_down_then_up_every_event_arrives_exactly_once(app, db, receiver):
 
 
 def test_an_error_status_is_retried_and_a_dedupe_by_id_absorbs_a_resend(app, db, receiver):
-    clock = Clock()
-    app.extensions["portal.clock"] = clock
+    clock = Clock(NOW).install(app)
     endpoint(app, receiver.url)
     receiver.status = 500
     emit_some(app, 1)
@@ -193,8 +178,7 @@ def test_an_error_status_is_retried_and_a_dedupe_by_id_absorbs_a_resend(app, db,
 
 def test_after_the_last_attempt_a_delivery_is_failed(app, db, receiver):
     app.config["WEBHOOK_MAX_ATTEMPTS"] = 2
-    clock = Clock()
-    app.extensions["portal.clock"] = clock
+    clock = Clock(NOW).install(app)
     endpoint(app, receiver.url)
     receiver.status = 503
     emit_some(app, 1)

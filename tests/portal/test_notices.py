@@ -30,13 +30,12 @@ from portal.models import (
     Notice,
     NoticeChange,
 )
+from tests.clock import Clock
 from tests.conftest import Inbox, csrf_token, run_worker, sign_in
-from tests.factories import TODAY
 from tests.portal.test_pages import (
     ADDRESS,
     BILLING_EMAIL,
     GROUP_NAME,
-    Clock,
     contact_fields,
     flashes,
     form_data,
@@ -50,11 +49,7 @@ LINK_RE = re.compile(r"https://portal\.example\.test(/p/[\w-]+/billing-contact/c
 CHANGE_LINE = re.compile(r"- .* UTC: .* changed the .*\.")
 
 
-@pytest.fixture(autouse=True)
-def clock(app: Flask) -> Clock:
-    ticking = Clock(dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC))
-    app.extensions["portal.clock"] = ticking
-    return ticking
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture

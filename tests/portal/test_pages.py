@@ -58,22 +58,7 @@ DECLINED = "4000000000000002"
 # --- helpers ----------------------------------------------------------------------------
 
 
-class Clock:
-    """The app's injectable clock (app.extensions["portal.clock"]); moves only when told."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
-@pytest.fixture(autouse=True)
-def clock(app: Flask) -> Clock:
-    """Midday on the factories' TODAY, whatever the wall clock says."""
-    ticking = Clock(dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC))
-    app.extensions["portal.clock"] = ticking
-    return ticking
+pytestmark = pytest.mark.usefixtures("clock")  # midday on TODAY, whatever the wall clock says
 
 
 def portal_group(db: Session, name: str = GROUP_NAME, **overrides: Any) -> BillGroup:
@@ -169,7 +154,7 @@ def audit_rows(db: Session, action: str) -> list[AuditEvent]:
 def send_notices(app: Flask) -> None:
     """Let the notice window close, then run the worker: notices are merged, not sent
     from the request (portal.notices)."""
-    app.extensions["portal.clock"].now += dt.timedelta(minutes=app.config["NOTICE_WINDOW_MINUTES"])
+    app.extensions["portal.clock"].advance(minutes=app.config["NOTICE_WINDOW_MINUTES"])
     run_worker(app)
 
 

@@ -40,6 +40,7 @@ from portal.models import (
     SignInChallenge,
 )
 from portal.web import CSP
+from tests.clock import Clock
 from tests.conftest import (
     CSRF_RE,
     TEST_CONFIG,
@@ -57,32 +58,6 @@ REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-class Clock:
-    """An injectable clock (app.extensions["portal.clock"]) that moves only when told."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> dt.datetime:
-        self.now += dt.timedelta(**delta)
-        return self.now
-
-    def today(self) -> dt.date:
-        return self.now.date()
-
-
-@pytest.fixture
-def clock(app: Flask) -> Clock:
-    # Midday, so that 12 hours either way stay inside the contract's dates.
-    now = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
-    ticking = Clock(now)
-    app.extensions["portal.clock"] = ticking
-    return ticking
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from portal import hygiene, signin
 from portal.access import add_rule
 from portal.logredact import GunicornLogger, RedactTokens, redact
 from portal.models import AuditEvent, BillGroup, CustomerSession, OutboxMessage, SignInChallenge
+from tests.clock import Clock
 from tests.conftest import CODE_RE, LINK_RE, Inbox, csrf_token, link_and_code, run_worker
 from tests.factories import make_bill_group
 
@@ -138,10 +139,6 @@ def confirm(client: FlaskClient, pid: str):
 
 def type_code(client: FlaskClient, pid: str, code: str, csrf: str):
     return client.post(f"/p/{pid}/code", data={"csrf_token": csrf, "code": code})
-
-
-def set_clock(app: Flask, when: dt.datetime) -> None:
-    app.extensions["portal.clock"] = lambda: when
 
 
 def wrong(code: str, i: int = 0) -> str:
@@ -470,7 +467,7 @@ def test_the_link_and_the_code_expire_after_the_configured_lifetime(
         app.config["SIGNIN_TTL_MINUTES"] = ttl
     minutes = app.config["SIGNIN_TTL_MINUTES"]
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    set_clock(app, start)
+    clock = Clock(start).install(app)
     pid = portal(db)
     page = ask(client, pid)
     path, code = latest(app, smtp)
@@ -478,12 +475,12 @@ def test_the_link_and_the_code_expire_after_the_configured_lifetime(
     [row] = challenges(app, pid)
     assert row.expires_at == start + dt.timedelta(minutes=minutes)
 
-    set_clock(app, start + before)
+    clock.set(start + before)
     assert client.get(path).headers["Location"] == urls(pid).confirm
     late = clone(app, client)
     late_csrf = csrf_token(late.get(urls(pid).confirm).text)
 
-    set_clock(app, start + after)
+    clock.set(start + after)
     assert client.get(path).headers["Location"] == urls(pid).invalid
     assert type_code(client, pid, code, csrf).status_code == 400
     confirmed = late.post(urls(pid).confirm, data={"csrf_token": late_csrf})
@@ -491,7 +488,7 @@ def test_the_link_and_the_code_expire_after_the_configured_lifetime(
     assert sessions_count(app, pid) == 0
 
     # Back within the lifetime the very same code works: it was refused for its age.
-    set_clock(app, start + before)
+    clock.set(start + before)
     assert type_code(client, pid, code, csrf).headers["Location"] == urls(pid).overview
     assert sessions_count(app, pid) == 1
 
