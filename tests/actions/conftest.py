@@ -18,7 +18,6 @@ from portal.models import AuditEvent, BillGroup, Contact, NoticeChange, WebhookE
 from portal.sync import importer
 from tests.api.conftest import Api, make_key
 from tests.portal.test_pages import (  # noqa: F401 (the fixtures the tests here use)
-    clock,
     customer,
     field_errors,
     form_data,
@@ -26,6 +25,11 @@ from tests.portal.test_pages import (  # noqa: F401 (the fixtures the tests here
 from tests.portal.test_pages import group as group  # noqa: F401
 
 EXTERNAL_ID = "bg-actions"
+
+
+@pytest.fixture(autouse=True)
+def _stopped_clock(clock) -> None:
+    """The customer's pages here run at the clock fixture's midday, as in tests/portal."""
 
 
 @pytest.fixture
