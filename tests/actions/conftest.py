@@ -17,12 +17,9 @@ from sqlalchemy.orm import Session
 from portal.models import AuditEvent, BillGroup, Contact, NoticeChange, WebhookEvent
 from portal.sync import importer
 from tests.api.conftest import Api, make_key
-from tests.portal.test_pages import (  # noqa: F401 (the fixtures the tests here use)
-    customer,
-    field_errors,
-    form_data,
-)
-from tests.portal.test_pages import group as group  # noqa: F401
+from tests.portal.conftest import customer  # noqa: F401 (the fixtures the tests here use)
+from tests.portal.conftest import group as group  # noqa: F401
+from tests.portal.pages_helpers import field_errors, form_data
 
 EXTERNAL_ID = "bg-actions"
 

@@ -19,7 +19,7 @@ from tests.actions.conftest import (
     import_refusal,
     state,
 )
-from tests.portal.test_pages import BILLING_EMAIL, contact_fields, form_data, url
+from tests.portal.pages_helpers import BILLING_EMAIL, contact_fields, form_data, url
 
 PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
 

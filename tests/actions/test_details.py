@@ -10,7 +10,7 @@ import pytest
 
 from tests.actions.conftest import EXTERNAL_ID, api_refusal, form_refusal, import_refusal, state
 from tests.api.conftest import ACCOUNT, BILL_GROUP, ENTITY
-from tests.portal.test_pages import url
+from tests.portal.pages_helpers import url
 
 RULES = [
     (

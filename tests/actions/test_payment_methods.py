@@ -12,7 +12,7 @@ from portal.actions.payment_methods import set_default
 from portal.models import AuditEvent, PaymentMethod
 from tests.actions.conftest import EXTERNAL_ID, state
 from tests.factories import make_bill_group, make_payment_method
-from tests.portal.test_pages import form_data, url
+from tests.portal.pages_helpers import form_data, url
 
 
 def defaults(db, group) -> list[str]:

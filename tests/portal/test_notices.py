@@ -32,7 +32,7 @@ from portal.models import (
 )
 from tests.clock import Clock
 from tests.conftest import Inbox, csrf_token, run_worker, sign_in
-from tests.portal.test_pages import (
+from tests.portal.pages_helpers import (
     ADDRESS,
     BILLING_EMAIL,
     GROUP_NAME,
@@ -50,19 +50,6 @@ CHANGE_LINE = re.compile(r"- .* UTC: .* changed the .*\.")
 
 
 pytestmark = pytest.mark.usefixtures("clock")
-
-
-@pytest.fixture
-def group(db: Session) -> BillGroup:
-    return portal_group(db)
-
-
-@pytest.fixture
-def customer(app: Flask, client: FlaskClient, smtp: Inbox, group: BillGroup) -> FlaskClient:
-    response = sign_in(client, app, smtp, group.public_id, ADDRESS)
-    assert response.status_code == 303, response.text
-    smtp.clear()
-    return client
 
 
 def window(app: Flask) -> dt.timedelta:
