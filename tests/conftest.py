@@ -25,7 +25,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 import portal.models  # noqa: F401
-from portal import create_app
+from portal import create_app, throttle
 from portal import db as portal_db
 from portal.db import Base, make_engine
 from tests.clock import MIDDAY, Clock
@@ -174,6 +174,42 @@ def app(database_url: str, smtp_server) -> Iterator[Flask]:
     yield app
     with app.app_context():
         portal_db.engine().dispose()
+
+
+@pytest.fixture
+def sibling(app: Flask) -> Iterator:
+    """Build further apps on the test's database and SMTP server (another worker process,
+    or other settings fixed at start-up such as the rate-limit storage)."""
+    built: list[Flask] = []
+
+    def build(**overrides) -> Flask:
+        config = {
+            **TEST_CONFIG,
+            "DATABASE_URL": app.config["DATABASE_URL"],
+            "MAIL_SERVER": app.config["MAIL_SERVER"],
+            "MAIL_PORT": app.config["MAIL_PORT"],
+            "MAIL_TIMEOUT": app.config["MAIL_TIMEOUT"],
+            **overrides,
+        }
+        _close_limiter_storage()
+        other = create_app(config)
+        built.append(other)
+        return other
+
+    yield build
+    _close_limiter_storage()
+    for other in built:
+        with other.app_context():
+            portal_db.engine().dispose()
+
+
+def _close_limiter_storage() -> None:
+    """The limiter is one object per process, and each new app replaces its storage:
+    close the Redis connections of the one being replaced."""
+    client = getattr(throttle.limiter.storage, "storage", None)
+    if client is not None and hasattr(client, "connection_pool"):
+        client.close()
+        client.connection_pool.disconnect()
 
 
 @pytest.fixture

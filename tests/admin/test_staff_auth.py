@@ -14,9 +14,8 @@ from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.clock import Clock
-from tests.conftest import CSRF_RE, csrf_token
-from tests.portal.test_signin_sessions import REDIS_URL, sibling  # noqa: F401 (a fixture)
-from tests.portal.test_signin_tokens import race
+from tests.conftest import CSRF_RE, REDIS_URL, csrf_token
+from tests.portal.signin_helpers import race
 
 
 def post_code(client, code: str, path: str = "/admin/sign-in/code"):
@@ -233,7 +232,7 @@ def test_the_enrolment_qr_code_is_a_standalone_svg_image(app, db):
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def staff_app(request, app, sibling):  # noqa: F811 (sibling is a fixture)
+def staff_app(request, app, sibling):
     """The app with its tries counted on memory:// (the `app` itself) or on Redis."""
     if request.param == "memory":
         yield app

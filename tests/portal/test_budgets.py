@@ -8,7 +8,6 @@ email; on memory:// and, marked `redis`, on Redis.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -21,8 +20,15 @@ from sqlalchemy import event
 from portal import create_app, devices, throttle
 from portal import db as portal_db
 from portal.models import AuditEvent, SignInChallenge
-from tests.conftest import TEST_CONFIG, csrf_token, link_and_code, request_link, run_worker
-from tests.portal.test_signin_sessions import (  # noqa: F401 (sibling is a fixture)
+from tests.conftest import (
+    REDIS_URL,
+    TEST_CONFIG,
+    csrf_token,
+    link_and_code,
+    request_link,
+    run_worker,
+)
+from tests.portal.session_helpers import (
     audit_since,
     count,
     journey,
@@ -30,16 +36,14 @@ from tests.portal.test_signin_sessions import (  # noqa: F401 (sibling is a fixt
     person,
     portal,
     rows,
-    sibling,
 )
-from tests.portal.test_signin_tokens import race
+from tests.portal.signin_helpers import race
 
 ADDRESS = "ap@acme.com"
-REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def budgets(request, app: Flask, sibling) -> Iterator[Flask]:  # noqa: F811
+def budgets(request, app: Flask, sibling) -> Iterator[Flask]:
     """The app with its budgets on memory:// (the `app` itself) or on the test Redis."""
     if request.param == "memory":
         yield app
