@@ -15,13 +15,14 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from sqlalchemy import make_url, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.orm import Session
 
 import portal.models  # noqa: F401
@@ -237,6 +238,22 @@ def clock(app: Flask) -> Clock:
     (`clock.advance(minutes=29)`, `clock.set(moment)`). Modules that want it for every test
     say `pytestmark = pytest.mark.usefixtures("clock")`."""
     return Clock(MIDDAY).install(app)
+
+
+@contextmanager
+def statements(app: Flask) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine sends while the block runs."""
+    engine = app.extensions["portal.db"].kw["bind"]
+    seen: list[str] = []
+
+    def before(_conn, _cursor, statement, _params, _context, _many) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
 
 
 # --- actions, through the real forms (CSRF stays on) ---------------------------------

@@ -9,19 +9,17 @@ import datetime as dt
 import html
 import io
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from flask import Flask
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from portal.access import add_rule
 from portal.models import AuditEvent, BillGroup, StaffRole, StaffUser
 from tests.clock import MIDDAY
-from tests.conftest import Inbox, csrf_token, sign_in
+from tests.conftest import Inbox, csrf_token, sign_in, statements
 from tests.factories import make_bill_group
 
 NOON = MIDDAY  # what the clock fixture says it is
@@ -76,21 +74,6 @@ def details(page_html: str) -> list[str]:
 
 def csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text)))
-
-
-@contextmanager
-def statements(app: Flask) -> Iterator[list[str]]:
-    engine = app.extensions["portal.db"].kw["bind"]
-    seen: list[str] = []
-
-    def before(_conn, _cursor, statement, _params, _context, _many) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 def audit_url(group: BillGroup, query: str = "") -> str:

@@ -7,14 +7,12 @@ import datetime as dt
 import html
 import io
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.access import add_rule
@@ -156,22 +154,6 @@ def add_payment(db: Session, invoice: Invoice, amount_minor: int, reference: str
     db.add(payment)
     db.flush()
     return payment
-
-
-@contextmanager
-def statements(app: Flask) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends while the block runs."""
-    engine = app.extensions["portal.db"].kw["bind"]
-    seen: list[str] = []
-
-    def before(_conn, _cursor, statement, _params, _context, _many) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 def card_fields(**overrides: str) -> dict[str, str]:

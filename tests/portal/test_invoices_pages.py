@@ -16,7 +16,7 @@ from portal.models import (
     BillGroup,
     InvoiceStatus,
 )
-from tests.conftest import sign_in
+from tests.conftest import sign_in, statements
 from tests.factories import TODAY, make_invoice, make_payment_method
 from tests.portal.pages_helpers import (
     ADDRESS,
@@ -25,7 +25,6 @@ from tests.portal.pages_helpers import (
     field_errors,
     listed,
     portal_group,
-    statements,
     url,
 )
 
