@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import payments
+from portal.actions.accounts import InvoicedTermsFixed, check_terms
 from portal.models import (
     Account,
     BillGroup,
@@ -131,16 +132,11 @@ def bill_group(db: Session, external_id: str, body: schemas.BillGroupIn) -> Upse
     owner = _reference(db, Account, body.account, "account")
     seller = _reference(db, Entity, body.entity, "entity")
     record, created = _get_or_new(db, BillGroup, external_id)
-    if not created and (record.entity_id != seller.id or record.currency != body.currency):
-        has_invoices = db.scalar(
-            select(Invoice.id).where(Invoice.bill_group_id == record.id).limit(1)
-        )
-        if has_invoices is not None:
-            raise SyncError(
-                "conflict",
-                "This bill group has invoices: its entity and currency can no longer change.",
-                "currency" if record.currency != body.currency else "entity",
-            )
+    if not created:
+        try:
+            check_terms(db, record, entity_id=seller.id, currency=body.currency)
+        except InvoicedTermsFixed as exc:
+            raise SyncError(exc.code, exc.message, exc.field) from None
     values = body.model_dump(exclude={"account", "entity"})
     values |= {"account_id": owner.id, "entity_id": seller.id}
     changed = _assign(record, values)
