@@ -34,6 +34,7 @@ Both run inside an app context (the audit row takes the clock from the app).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
@@ -292,14 +293,16 @@ def _body(kind: Kind, data: dict[str, Any]) -> schemas.Body:
 # --- writing --------------------------------------------------------------------------
 
 
-def _write(db: Session, kind: Kind, key: str, body: schemas.Body) -> upsert.Upserted:
+def _write(
+    db: Session, kind: Kind, key: str, body: schemas.Body, batch: upsert.Batch
+) -> upsert.Upserted:
     if kind.name == "contact":
         group_id, contact_kind = key.split("/")
-        group = upsert.find(db, BillGroup, group_id)
+        group = upsert.find(db, BillGroup, group_id, batch)
         if group is None:
             raise _Refused(("bill_group", f"There is no bill group with external id {group_id!r}."))
-        return upsert.contact(db, group, contact_kind, body)  # type: ignore[arg-type]
-    return upsert.UPSERTS[kind.resource](db, key, body)  # type: ignore[operator]
+        return upsert.contact(db, group, contact_kind, body, batch=batch)  # type: ignore[arg-type]
+    return upsert.UPSERTS[kind.resource](db, key, body, batch=batch)  # type: ignore[operator]
 
 
 def _database_refused(exc: IntegrityError | DataError) -> Reason:
@@ -406,25 +409,25 @@ def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[
     return absent
 
 
-def _write_together(db: Session, lines: list[_Line]) -> list[upsert.Upserted] | None:
+def _write_together(
+    db: Session, lines: list[_Line], batch: upsert.Batch
+) -> list[upsert.Upserted] | None:
     """Every line in one savepoint with one flush; None, and nothing written, if any
     line or the flush fails (the caller then writes them one by one)."""
-    db.info[upsert.DEFER_FLUSH] = True
+    deferred = dataclasses.replace(batch, defer_flush=True)
     try:
         with db.begin_nested(), db.no_autoflush:
-            results = [_write(db, line.kind, line.key, line.body) for line in lines]
+            results = [_write(db, line.kind, line.key, line.body, deferred) for line in lines]
             db.flush()
         return results
     except _WRITE_ERRORS:
         return None
-    finally:
-        del db.info[upsert.DEFER_FLUSH]
 
 
-def _write_one(db: Session, line: _Line) -> upsert.Upserted | Exception:
+def _write_one(db: Session, line: _Line, batch: upsert.Batch) -> upsert.Upserted | Exception:
     try:
         with db.begin_nested():
-            return _write(db, line.kind, line.key, line.body)
+            return _write(db, line.kind, line.key, line.body, batch)
     except _WRITE_ERRORS as exc:
         return exc
 
@@ -457,7 +460,7 @@ def import_records(
     early before a line that names a record of the group), and when anything in a group
     fails, the group is rolled back and written again one line per savepoint, so that
     exactly the failing lines are rejected. Records found by external id are kept for
-    the next lookups (portal.sync.upsert.LOOKUPS), forgotten after any rollback."""
+    the next lookups (portal.sync.upsert.Batch), forgotten after any rollback."""
     summary = Summary(source=source, dry_run=dry_run)
     group: list[_Line] = []
     keys: set[tuple[str, str]] = set()  # (type, key) of the lines in `group`
@@ -465,6 +468,7 @@ def import_records(
     uncommitted = 0
     read_bytes = read_lines = 0
     lookups: dict[tuple[type, str], Any] = {}
+    batch = upsert.Batch(lookups)
 
     def reject(number: int, kind: str | None, key: str | None, reasons: tuple[Reason, ...]) -> None:
         held.append(Rejection(number, kind, key, reasons))
@@ -483,14 +487,14 @@ def import_records(
         results: list[upsert.Upserted | Exception] | None = None
         if len(group) > 1:
             transient = _prefetch(db, group, lookups)
-            results = _write_together(db, group)  # type: ignore[assignment]
+            results = _write_together(db, group, batch)  # type: ignore[assignment]
             for entry in transient:
                 lookups.pop(entry, None)
         if results is None:
             lookups.clear()
             results = []
             for line in group:
-                results.append(_write_one(db, line))
+                results.append(_write_one(db, line, batch))
                 if isinstance(results[-1], Exception):
                     lookups.clear()
         for line, result in zip(group, results, strict=True):
@@ -515,7 +519,6 @@ def import_records(
             uncommitted = 0
             _begin(db)
 
-    db.info[upsert.LOOKUPS] = lookups
     try:
         _begin(db)
         for number, raw, consumed in _lines(stream):
@@ -588,8 +591,6 @@ def import_records(
             except Exception:  # the database may be what failed
                 db.rollback()
         raise
-    finally:
-        db.info.pop(upsert.LOOKUPS, None)
 
 
 # --- export ---------------------------------------------------------------------------
