@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import AuditEvent, BillGroup, Contact, NoticeChange, WebhookEvent
 from portal.sync import importer
+from tests.admin.conftest import staff_client  # noqa: F401  (the staff face's client)
 from tests.api.conftest import Api, make_key
 from tests.portal.test_pages import (  # noqa: F401 (the fixtures the tests here use)
     clock,
