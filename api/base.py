@@ -232,7 +232,7 @@ def json_depth(text: str) -> int:
 def invalid(exc: ValidationError) -> ApiError:
     errors = [{"field": field, "message": message} for field, message in describe(exc)]
     first = errors[0]
-    return ApiError(422, first["message"], field=first["field"], errors=errors)
+    return ApiError(422, str(first["message"]), field=first["field"], errors=errors)
 
 
 # --- lists --------------------------------------------------------------------------

@@ -37,7 +37,8 @@ class SecretInput(TextInput):
 
     def __call__(self, field: Field, **kwargs: object) -> Markup:
         kwargs["value"] = ""
-        return super().__call__(field, **kwargs)
+        rendered: Markup = super().__call__(field, **kwargs)
+        return rendered
 
 
 class CodeForm(FlaskForm):

@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, jsonify, render_template, reques
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.wrappers import Response as BaseResponse
 
 from portal import hygiene
 from portal.config import is_local
@@ -170,7 +171,7 @@ def error_page(code: int) -> tuple[str, int] | Response:
     return _page(code, title, advice)
 
 
-def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
+def _http_error(exc: HTTPException) -> BaseResponse | tuple[str, int]:
     if exc.code is None or exc.code < 400:
         return exc.get_response()
     shown = error_page(exc.code)
@@ -200,8 +201,8 @@ def _database_down(exc: Exception) -> tuple[str, int] | Response:
     return error_page(503)
 
 
-def _unexpected(exc: Exception) -> tuple[str, int] | Response:
+def _unexpected(exc: Exception) -> tuple[str, int] | BaseResponse:
     if isinstance(exc, HTTPException):  # pragma: no cover - routed to _http_error first
-        return _http_error(exc)  # type: ignore[return-value]
+        return _http_error(exc)
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_page(InternalServerError.code)

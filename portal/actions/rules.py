@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from portal import audit, events
 from portal.access import store_rule
 from portal.actions import Actor, NotFound
+from portal.db import rowcount
 from portal.locks import lock_bill_group
 from portal.models import AccessRule, BillGroup
 from portal.sync import serialize
@@ -106,7 +107,7 @@ def remove_rule(db: Session, actor: Actor, group: BillGroup, rule_id: int) -> Re
     gone = serialize.access_rule(rule)
     lock_bill_group(db, group.id)
     # A conditional DELETE, so two people removing the same rule audit it once.
-    if db.execute(delete(AccessRule).where(AccessRule.id == rule.id)).rowcount != 1:
+    if rowcount(db.execute(delete(AccessRule).where(AccessRule.id == rule.id))) != 1:
         db.rollback()
         raise AlreadyRemoved(gone)
     _record(db, actor, group, "removed", gone["label"])

@@ -313,7 +313,7 @@ def _write(
             defer_flush=batch.defer_flush,
         )
         return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
-    return upsert.UPSERTS[kind.resource](db, key, body, batch=batch)  # type: ignore[operator]
+    return upsert.UPSERTS[kind.resource](db, key, body, batch=batch)
 
 
 def _database_refused(exc: IntegrityError | DataError) -> Reason:
@@ -329,7 +329,7 @@ def _begin(db: Session) -> None:
     connection = db.connection()
     if connection.dialect.name == "sqlite":
         raw = connection.connection.dbapi_connection
-        if raw is not None and not raw.in_transaction:  # type: ignore[attr-defined]
+        if raw is not None and not raw.in_transaction:
             connection.exec_driver_sql("BEGIN")
 
 

@@ -7,9 +7,9 @@ that the caller must undo beyond a rollback.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,9 +29,10 @@ from portal.models import (
     Subscription,
     SubscriptionItem,
 )
+from portal.models._base import ExternalIdMixin
 from portal.sync import schemas
 
-T = TypeVar("T")
+T = TypeVar("T", bound=ExternalIdMixin)
 
 
 class SyncError(Exception):
@@ -82,8 +83,8 @@ def find(db: Session, model: type[T], external_id: str, batch: Batch = NO_BATCH)
     if lookups is not None:
         hit = lookups.get((model, external_id))
         if hit is not None:
-            return None if hit is ABSENT else hit  # type: ignore[no-any-return]
-    record = db.scalar(select(model).where(model.external_id == external_id))  # type: ignore[attr-defined]
+            return None if hit is ABSENT else cast(T, hit)
+    record = db.scalar(select(model).where(model.external_id == external_id))
     if lookups is not None and record is not None:
         lookups[(model, external_id)] = record
     return record
@@ -440,7 +441,8 @@ def payment_method(
 
 # What each resource name upserts with; contacts are keyed by bill group and kind instead,
 # and written by portal.actions.contacts.update_contact.
-UPSERTS = {
+# Each takes (db, external id, its resource's body, *, batch) and returns Upserted.
+UPSERTS: dict[str, Callable[..., Upserted]] = {
     "entities": entity,
     "accounts": account,
     "bill-groups": bill_group,

@@ -6,6 +6,8 @@ whether or not an address has access.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     Response,
@@ -67,7 +69,7 @@ def ensure_nonce() -> str:
     return nonce
 
 
-def see_other(endpoint: str, **values: str) -> BaseResponse:
+def see_other(endpoint: str, **values: Any) -> BaseResponse:
     return redirect(url_for(endpoint, **values), code=303)
 
 

@@ -99,7 +99,7 @@ def _preview_viewer(public_id: str) -> Viewer | BaseResponse:
     """
     if request.method not in ("GET", "HEAD"):
         abort(403)
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     if not isinstance(user, Staff):
         return redirect(url_for("admin.sign_in", next=request.full_path.rstrip("?")))
     if not user.may(PREVIEW_PERMISSION):
