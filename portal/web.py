@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response as BaseResponse
@@ -36,6 +36,9 @@ ERROR_TEXT = {
     500: ("Something went wrong", "We have been told. Try again in a few minutes."),
     503: ("The service is unavailable", "We are working on it. Try again in a few minutes."),
 }
+
+# CSRF protection on every form; the API, which takes no cookies, is exempt.
+csrf = CSRFProtect()
 
 
 def init_app(app: Flask) -> None:

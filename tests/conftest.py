@@ -25,8 +25,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 import portal.models  # noqa: F401
-from portal import create_app
 from portal import db as portal_db
+from portal.app import create_app
 from portal.db import Base, make_engine
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, make_url, select, text
 from sqlalchemy.orm import Session
 
-from portal import create_app
 from portal import db as portal_db
+from portal.app import create_app
 from portal.db import Base, make_engine
 from portal.models import (
     Account,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from portal import create_app, throttle
+from portal.app import create_app, throttle
 from tests.conftest import TEST_CONFIG, free_port
 
 

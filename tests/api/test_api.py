@@ -641,7 +641,7 @@ def test_the_document_check_catches_a_response_that_drifts(app, api):
 
 
 def test_a_database_that_is_down_is_a_json_503():
-    from portal import create_app
+    from portal.app import create_app
     from tests.conftest import TEST_CONFIG
 
     down = create_app(

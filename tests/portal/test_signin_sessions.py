@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import Email
-from portal import create_app, sessions, signin, throttle
 from portal import db as portal_db
 from portal.access import add_rule
+from portal.app import create_app, sessions, signin, throttle
 from portal.db import Base
 from portal.models import (
     AccessRule,

@@ -28,7 +28,8 @@ from portal.access import AccessError, canonical_email
 from portal.actions import signin as signin_actions
 from portal.actions.signin import SignInRefused
 from portal.clock import today
-from portal.forms import ButtonForm, CodeForm, EmailForm
+from portal.customer.forms import CodeForm, EmailForm
+from portal.forms import ButtonForm
 from portal.models import BillGroup, SignInChallenge
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")

@@ -20,10 +20,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from portal import audit, db, sessions
 from portal.clock import today
+from portal.customer.signin import available_bill_group
 from portal.forms import ButtonForm
 from portal.models import BillGroup, PaymentMethod
 from portal.staffauth import Staff
-from portal.views.signin import available_bill_group
 
 bp = Blueprint("customer", __name__, url_prefix="/p/<public_id>")
 
