@@ -19,7 +19,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 
 from portal import db as portal_db
-from portal.app import create_app, devices, throttle
+from portal import devices, throttle
+from portal.app import create_app
 from portal.models import AuditEvent, SignInChallenge
 from tests.conftest import TEST_CONFIG, csrf_token, link_and_code, request_link, run_worker
 from tests.portal.test_signin_sessions import (  # noqa: F401 (sibling is a fixture)

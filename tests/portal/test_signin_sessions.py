@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 from emails import outbox
 from emails.render import Email
 from portal import db as portal_db
+from portal import sessions, signin, throttle
 from portal.access import add_rule
-from portal.app import create_app, sessions, signin, throttle
+from portal.app import create_app
 from portal.db import Base
 from portal.models import (
     AccessRule,
