@@ -34,6 +34,7 @@ test-e2e: install node_modules/.package-lock.json
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## Build the wheel, install it into a fresh venv outside the checkout, migrate, load the
 ## demo and serve a few pages with gunicorn: the README's production path.

@@ -8,22 +8,18 @@ transaction with its audit row, and ends in a 303 back to the page.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import delete, event, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
 from admin.guard import bp, staff_required
-from portal import audit, clock, db, events, sessions
+from portal import audit, clock, db, sessions
 from portal.access import (
     AccessError,
     OverlappingRules,
-    add_rule,
     admitting_rule,
     canonical_domain,
     canonical_email,
@@ -31,9 +27,10 @@ from portal.access import (
     may_access,
     parse_rule,
 )
+from portal.actions import Actor, rules
+from portal.actions.rules import Added
 from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
-from portal.sync import serialize
 
 PAGE = "admin.bill_group_access"
 
@@ -158,21 +155,6 @@ def bill_group_access(bill_group_id: int) -> tuple[str, int]:
 # --- rules --------------------------------------------------------------------------
 
 
-@contextmanager
-def _deletions(database: Session) -> Iterator[list[object]]:
-    """The objects this session deletes while the block runs (the folded-in rules)."""
-    deleted: list[object] = []
-
-    def collect(_session: Session, instance: object) -> None:
-        deleted.append(instance)
-
-    event.listen(database, "persistent_to_deleted", collect)
-    try:
-        yield deleted
-    finally:
-        event.remove(database, "persistent_to_deleted", collect)
-
-
 def _not_a_domain(raw: str) -> str | None:
     """Why the domain form cannot take this (an address typed into it), or None."""
     if "@" not in raw:
@@ -202,30 +184,31 @@ def _not_an_address(raw: str) -> str | None:
     )
 
 
+def _anchor(rule: dict[str, object]) -> str:
+    """The page section a (serialised) rule is listed in."""
+    return "domains" if rule["kind"] == RuleKind.DOMAIN.value else "emails"
+
+
+def _actor() -> Actor:
+    return Actor.staff(g.staff.email)
+
+
 def _add(
     group: BillGroup, raw: str, *, include_subdomains: bool = False, fold_in: bool = False
-) -> tuple[AccessRule, list[AccessRule]]:
-    """Add the rule and audit it, in one transaction; AccessError leaves nothing behind."""
+) -> Added:
+    """Add the rule through the one action and commit; AccessError leaves nothing behind."""
     database = db.session()
-    with _deletions(database) as deleted:
-        rule = add_rule(
-            database,
-            group,
-            raw,
-            created_by=g.staff.email,
-            include_subdomains=include_subdomains,
-            fold_in=fold_in,
-            extra_providers=current_app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"],
-        )
-    folded = sorted((r for r in deleted if isinstance(r, AccessRule)), key=lambda r: r.id)
-    _record(group, "access_rule.add", "added", rule.label)
-    actor = events.staff(g.staff.email)
-    events.access_rule_created(database, group, rule, actor)
-    for old in folded:
-        _record(group, "access_rule.remove", "folded_in", old.label)
-        events.access_rule_deleted(database, group, serialize.access_rule(old), actor)
+    added = rules.add_rule(
+        database,
+        _actor(),
+        group,
+        raw,
+        include_subdomains=include_subdomains,
+        fold_in=fold_in,
+        extra_providers=current_app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"],
+    )
     database.commit()
-    return rule, folded
+    return added
 
 
 @bp.post("/bill-groups/<int:bill_group_id>/access/domains")
@@ -238,7 +221,7 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
         problem = _not_a_domain(raw)
         if problem is None:
             try:
-                rule, folded = _add(
+                added = _add(
                     group,
                     raw,
                     include_subdomains=form.include_subdomains.data,
@@ -250,9 +233,11 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
             except AccessError as exc:
                 problem = exc.message
             else:
-                message = f"Added {rule.label}: everyone with an address there can now sign in."
-                if folded:
-                    names = ", ".join(r.label for r in folded)
+                message = (
+                    f"Added {added.rule.label}: everyone with an address there can now sign in."
+                )
+                if added.folded:
+                    names = ", ".join(old["label"] for old in added.folded)
                     message += f" Removed the address rules it covers: {names}."
                 flash(message)
                 return _back(group, "domains")
@@ -270,11 +255,11 @@ def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
         problem = _not_an_address(raw)
         if problem is None:
             try:
-                rule, _folded = _add(group, raw)
+                added = _add(group, raw)
             except AccessError as exc:
                 problem = exc.message
             else:
-                flash(f"Added {rule.label}: they can now sign in.")
+                flash(f"Added {added.rule.label}: they can now sign in.")
                 return _back(group, "emails")
         form.email.errors = [problem]
     return _page(group, email_form=form, status=400)
@@ -287,24 +272,16 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
     if not ButtonForm().validate_on_submit():
         abort(400)
     database = db.session()
-    rule = database.scalar(
-        select(AccessRule).where(AccessRule.id == rule_id, AccessRule.bill_group_id == group.id)
-    )
-    if rule is None:
+    try:
+        removed = rules.remove_rule(database, _actor(), group, rule_id)
+    except rules.NoSuchRule:
         abort(404)
-    label = rule.label
-    gone = serialize.access_rule(rule)
-    anchor = "domains" if rule.kind == RuleKind.DOMAIN else "emails"
-    # A conditional DELETE, so two people removing the same rule audit it once.
-    if database.execute(delete(AccessRule).where(AccessRule.id == rule.id)).rowcount != 1:
-        database.rollback()
-        flash(f"{label} had already been removed.")
-        return _back(group, anchor)
-    _record(group, "access_rule.remove", "removed", label)
-    events.access_rule_deleted(database, group, gone, events.staff(g.staff.email))
+    except rules.AlreadyRemoved as exc:
+        flash(f"{exc.rule['label']} had already been removed.")
+        return _back(group, _anchor(exc.rule))
     database.commit()
-    flash(f"Removed {label}. Anyone it let in is signed out at their next click.")
-    return _back(group, anchor)
+    flash(f"Removed {removed.label}. Anyone it let in is signed out at their next click.")
+    return _back(group, _anchor(removed.rule))
 
 
 # --- customer sessions --------------------------------------------------------------

@@ -4,20 +4,21 @@ hand, the bill group page with its portal link, and switching a portal on or off
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
 from admin.guard import NAV, PUBLIC, bp, staff_required
-from portal import audit, clock, db, links, paging
+from portal import clock, db, links, paging
+from portal.actions import ActionError, Actor
+from portal.actions import accounts as accounts_actions
+from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
 from portal.forms import ButtonForm
 from portal.models import (
     AccessRule,
@@ -26,11 +27,9 @@ from portal.models import (
     BillingFrequency,
     CustomerSession,
     Entity,
-    Invoice,
 )
 
 PER_PAGE = 50
-EXTERNAL_ID_TAKEN = "Another record already has that external id."
 
 NAV.append(("admin.accounts", "Accounts", "read"))
 
@@ -131,11 +130,6 @@ def account_groups(database: Session, account: Account, today: dt.date) -> list[
     ]
 
 
-def has_invoices(database: Session, group: BillGroup) -> bool:
-    first = database.scalar(select(Invoice.id).where(Invoice.bill_group_id == group.id).limit(1))
-    return first is not None
-
-
 def portal_link(group: BillGroup) -> str:
     """The customers' link. Always from PORTAL_BASE_URL, never from the request's Host."""
     return links.portal_url(group)
@@ -151,49 +145,18 @@ def _get_or_404(model: type[Account] | type[BillGroup], object_id: int) -> Any:
     return found
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
-    return {key: [before.get(key), new] for key, new in after.items() if before.get(key) != new}
+def _actor() -> Actor:
+    return Actor.staff(g.staff.email)
 
 
-def _audit(action: str, outcome: str, account_id: int, changes: dict[str, Any], **kw: Any) -> None:
+def _audit(action: str, outcome: str, account_id: int, changed: dict[str, Any], **kw: Any) -> None:
     """Old -> new for each changed field, in the caller's transaction."""
-    audit.record(
-        db.session(),
-        action,
-        outcome,
-        actor_type="staff",
-        actor=g.staff.email,
-        detail=json.dumps(
-            {"account_id": account_id, "changes": changes}, default=str, ensure_ascii=False
-        ),
-        **kw,
-    )
+    accounts_actions.record(db.session(), _actor(), action, outcome, account_id, changed, **kw)
 
 
-def _external_id_free(form: AccountForm, account: Account | None) -> bool:
-    wanted = form.external_id.data or None
-    if wanted is None or (account is not None and account.external_id == wanted):
-        return True
-    if db.session().scalar(select(Account.id).where(Account.external_id == wanted)) is None:
-        return True
-    form.external_id.errors.append(EXTERNAL_ID_TAKEN)
-    return False
-
-
-def _save(form: AccountForm, account: Account, action: str, changes: dict[str, Any]) -> bool:
-    """Write the change and its audit row in one transaction. The external id was checked,
-    but a concurrent request may have taken it since: then say so, and write nothing."""
-    database = db.session()
-    try:
-        database.flush()  # the new account's id, for the audit row
-        outcome = "created" if action.endswith(".create") else "changed"
-        _audit(action, outcome, account.id, changes)
-        database.commit()
-    except IntegrityError:
-        database.rollback()
-        form.external_id.errors.append(EXTERNAL_ID_TAKEN)
-        return False
-    return True
+def _refused(form: Any, exc: ActionError) -> None:
+    """Put the action's message next to the field it is about."""
+    form[exc.field].errors.append(exc.message)
 
 
 def _status(form: Any) -> int:
@@ -216,11 +179,19 @@ def accounts() -> tuple[str, int]:
 @staff_required("manage_accounts")
 def new_account() -> View:
     form = AccountForm()
-    if form.validate_on_submit() and _external_id_free(form, None):
-        after = {"name": form.name.data, "external_id": form.external_id.data or None}
-        account = Account(**after)
-        db.session().add(account)
-        if _save(form, account, "account.create", _changes({}, after)):
+    if form.validate_on_submit():
+        database = db.session()
+        try:
+            account = accounts_actions.create_account(
+                database,
+                _actor(),
+                name=form.name.data or "",
+                external_id=form.external_id.data or None,
+            )
+        except ActionError as exc:
+            _refused(form, exc)
+        else:
+            database.commit()
             flash(f"Account “{account.name}” created.")
             return redirect(url_for("admin.account", account_id=account.id), code=303)
     return render_template("admin/account_form.html", form=form, account=None), _status(form)
@@ -231,15 +202,21 @@ def new_account() -> View:
 def edit_account(account_id: int) -> View:
     account: Account = _get_or_404(Account, account_id)
     form = AccountForm(obj=account)
-    if form.validate_on_submit() and _external_id_free(form, account):
-        after = {"name": form.name.data, "external_id": form.external_id.data or None}
-        changes = _changes({"name": account.name, "external_id": account.external_id}, after)
-        if not changes:
-            flash("Nothing changed.")
-            return redirect(url_for("admin.account", account_id=account.id), code=303)
-        account.name, account.external_id = after["name"], after["external_id"]
-        if _save(form, account, "account.update", changes):
-            flash("Account saved.")
+    if form.validate_on_submit():
+        database = db.session()
+        try:
+            changed = accounts_actions.update_account(
+                database,
+                _actor(),
+                account,
+                name=form.name.data or "",
+                external_id=form.external_id.data or None,
+            )
+        except ActionError as exc:
+            _refused(form, exc)
+        else:
+            database.commit()
+            flash("Account saved." if changed else "Nothing changed.")
             return redirect(url_for("admin.account", account_id=account.id), code=303)
     return render_template("admin/account_form.html", form=form, account=account), _status(form)
 
@@ -253,18 +230,6 @@ def account(account_id: int) -> str:
 
 
 # --- bill groups ---------------------------------------------------------------------
-
-GROUP_FIELDS = (
-    "entity_id",
-    "name",
-    "currency",
-    "billing_frequency",
-    "next_billing_date",
-    "auto_pay",
-    "contract_start",
-    "contract_end",
-    "portal_enabled",
-)
 
 
 def _group_form(**kwargs: Any) -> BillGroupForm:
@@ -285,25 +250,6 @@ def _group_values(form: BillGroupForm) -> dict[str, Any]:
     return values
 
 
-def _locked_by_invoices(form: BillGroupForm, group: BillGroup) -> bool:
-    """Invoices are tied to their group's entity and currency: neither may change."""
-    currency_changes = form.currency.data != group.currency
-    entity_changes = form.entity_id.data != group.entity_id
-    if not (currency_changes or entity_changes) or not has_invoices(db.session(), group):
-        return False
-    if currency_changes:
-        form.currency.errors.append(
-            f"This bill group already has invoices in {group.currency}, so its currency "
-            "cannot change. Create a new bill group for the new currency."
-        )
-    if entity_changes:
-        form.entity_id.errors.append(
-            f"This bill group already has invoices from {group.entity.name}, so its entity "
-            "cannot change."
-        )
-    return True
-
-
 @bp.route("/accounts/<int:account_id>/bill-groups/new", methods=["GET", "POST"])
 @staff_required("manage_accounts")
 def new_bill_group(account_id: int) -> View:
@@ -312,12 +258,7 @@ def new_bill_group(account_id: int) -> View:
     form = _group_form(data=None if request.method == "POST" else defaults)
     if form.validate_on_submit():
         database = db.session()
-        values = _group_values(form)
-        group = BillGroup(account_id=owner.id, **values)
-        database.add(group)
-        database.flush()
-        changes = _changes({}, values)
-        _audit("bill_group.create", "created", owner.id, changes, bill_group_id=group.id)
+        group = accounts_actions.create_bill_group(database, _actor(), owner, _group_values(form))
         database.commit()
         flash(f"Bill group “{group.name}” created.")
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
@@ -331,19 +272,19 @@ def new_bill_group(account_id: int) -> View:
 def edit_bill_group(bill_group_id: int) -> View:
     group: BillGroup = _get_or_404(BillGroup, bill_group_id)
     form = _group_form(obj=group)
-    if form.validate_on_submit() and not _locked_by_invoices(form, group):
-        values = _group_values(form)
-        changes = _changes({name: getattr(group, name) for name in GROUP_FIELDS}, values)
-        if not changes:
-            flash("Nothing changed.")
+    if form.validate_on_submit():
+        database = db.session()
+        try:
+            changed = accounts_actions.update_bill_group(
+                database, _actor(), group, _group_values(form)
+            )
+        except InvoicedTermsFixed as exc:
+            for name, message in exc.errors.items():
+                form[name].errors.append(message)
         else:
-            for name, value in values.items():
-                setattr(group, name, value)
-            account_id = group.account_id
-            _audit("bill_group.update", "changed", account_id, changes, bill_group_id=group.id)
-            db.session().commit()
-            flash("Bill group saved.")
-        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+            database.commit()
+            flash("Bill group saved." if changed else "Nothing changed.")
+            return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=group.account, group=group
     ), _status(form)

@@ -109,7 +109,7 @@ def _where(group_id: int | None, flt: AuditFilter) -> list[ColumnElement[bool]]:
     return [*scope, *flt.conditions()]
 
 
-def _events(group_id: int | None, flt: AuditFilter) -> Select[tuple[AuditEvent, str | None]]:
+def _events(group_id: int | None, flt: AuditFilter) -> Select[AuditEvent, str | None]:
     """Newest first. Ids are assigned in commit order, so they are the order things
     happened in even when clocks disagree; the bill group's name comes in the same query."""
     return (

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
 from admin.guard import NAV, bp, staff_required
 from portal import apikeys, audit, db, paging, webhooks
+from portal.db import rowcount
 from portal.forms import ButtonForm
 from portal.models import (
     ApiKey,
@@ -357,7 +358,7 @@ def delete_webhook(endpoint_id: int) -> Response:
     # A conditional DELETE, so two admins deleting the same endpoint audit it once. Its
     # deliveries and their attempts go with it (ON DELETE CASCADE); the events stay.
     gone = database.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
-    if gone.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(gone) != 1:
         database.rollback()
         flash(f"{url} had already been deleted.")
         return back

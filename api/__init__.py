@@ -12,7 +12,7 @@ from api.base import PREFIX, bp
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the blueprint when imported.
     from api import openapi, resources, rules
-    from portal import csrf
+    from portal.web import csrf
 
     assert openapi and resources and rules
     # Bearer keys, never cookies, authenticate here: there is no ambient credential for

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from functools import wraps
 from itertools import accumulate
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel, ValidationError
@@ -189,19 +189,30 @@ def body(model: type[M]) -> M:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
-    unclean = hygiene.unclean_json_field(data)
-    if unclean is not None:
-        raise ApiError(
-            400,
-            "Text in the body contains a NUL, another control character or a lone surrogate.",
-            field=unclean or None,
-        )
+    # NUL and lone surrogates can be neither stored nor encoded: refused before anything.
+    # Other control characters go to the fields first, so a field with a rule of its own
+    # answers with the same message as on the customer's form; any left over are refused.
+    unstorable = hygiene.unclean_json_field(data, forbidden=hygiene.FORM_FORBIDDEN)
+    if unstorable is not None:
+        _unclean(unstorable)
     if not isinstance(data, dict):
         raise ApiError(422, "The body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         raise invalid(exc) from None
+    unclean = hygiene.unclean_json_field(data)
+    if unclean is not None:
+        _unclean(unclean)
+    return parsed
+
+
+def _unclean(field: str) -> NoReturn:
+    raise ApiError(
+        400,
+        "Text in the body contains a NUL, another control character or a lone surrogate.",
+        field=field or None,
+    )
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
@@ -221,7 +232,7 @@ def json_depth(text: str) -> int:
 def invalid(exc: ValidationError) -> ApiError:
     errors = [{"field": field, "message": message} for field, message in describe(exc)]
     first = errors[0]
-    return ApiError(422, first["message"], field=first["field"], errors=errors)
+    return ApiError(422, str(first["message"]), field=first["field"], errors=errors)
 
 
 # --- lists --------------------------------------------------------------------------

@@ -331,4 +331,5 @@ def put_contact(external_id: str, kind: str) -> tuple[Response, int]:
     )
     db.session().expire_all()
     fresh = bill_group_or_404(external_id).contact(ContactKind(kind))
+    assert fresh is not None  # written just now
     return jsonify(serialize.contact(fresh)), 201 if result.created else 200

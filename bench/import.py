@@ -103,8 +103,8 @@ def build(path: Path, invoices: int, groups: int) -> dict[str, int]:
 
 def child(url: str, path: str) -> None:
     """In a process of its own: create the schema, import, import again, export."""
-    from portal import create_app
     from portal import db as portal_db
+    from portal.app import create_app
     from portal.db import Base
     from portal.sync import importer
     from tests.conftest import TEST_CONFIG

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event, insert  # noqa: E402
 
-from portal import create_app  # noqa: E402
 from portal import db as portal_db  # noqa: E402
 from portal.access import add_rule  # noqa: E402
+from portal.app import create_app  # noqa: E402
 from portal.db import Base  # noqa: E402
 from portal.models import Invoice, InvoiceStatus  # noqa: E402
 from tests.conftest import TEST_CONFIG, csrf_token  # noqa: E402

@@ -431,9 +431,10 @@ class Data:
 def build_data(config: dict[str, str]) -> tuple[object, Data]:
     """A bill group with an access rule for acme.com and one invoice, a customer session
     and a (viewer) staff session, each as the session cookie the app would have set."""
-    from portal import create_app, sessions, staffauth
     from portal import db as portal_db
+    from portal import sessions, staffauth
     from portal.access import add_rule
+    from portal.app import create_app
     from portal.models import StaffRole, StaffUser
     from tests.factories import make_bill_group, make_invoice
 

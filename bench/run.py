@@ -59,9 +59,10 @@ import pdf as pdf_bench  # noqa: E402  (bench/pdf.py: invoices with lines, the b
 from sqlalchemy import event, make_url, select, text  # noqa: E402
 from sqlalchemy.orm import selectinload  # noqa: E402
 
-from portal import create_app, sessions, signin  # noqa: E402
 from portal import db as portal_db  # noqa: E402
+from portal import sessions, signin  # noqa: E402
 from portal.access import add_rule  # noqa: E402
+from portal.app import create_app  # noqa: E402
 from portal.db import make_engine  # noqa: E402
 from portal.invoice_pdf import render as render_pdf  # noqa: E402
 from portal.models import BillGroup, Invoice, OutboxMessage, PaymentApplication  # noqa: E402

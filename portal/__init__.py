@@ -1,21 +1,17 @@
-"""The billing portal: application factory, shared core, and the customer face."""
+"""The billing portal's core: the billing model, access rules, sign-in, the use-case
+layer (portal.actions) and the parts every face shares. The faces are portal.customer
+(the customers' pages), admin (staff) and api (the billing system); portal.app is the
+factory that puts them together. The core never imports a face or the factory
+(tests/test_boundaries.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from flask import Flask
-from flask_wtf.csrf import CSRFProtect
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 PACKAGE = Path(__file__).resolve().parent
 # The checkout (pyproject.toml, templates/, migrations/); in an installed wheel only
 # site-packages, so nothing at run time may rely on it: use resource_dir.
 ROOT = PACKAGE.parent
-
-csrf = CSRFProtect()
 
 
 def resource_dir(name: str) -> Path:
@@ -25,61 +21,3 @@ def resource_dir(name: str) -> Path:
     folders that hold Python packages, and leaves these where they are in the checkout."""
     packaged = PACKAGE / name
     return packaged if packaged.is_dir() else ROOT / name
-
-
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: config, then extensions, blueprints, filters and CLI commands."""
-    # Flask's default instance folder: instance/ in a checkout, <venv>/var/portal-instance
-    # when installed, never site-packages. Production sets PORTAL_DATABASE_URL anyway.
-    app = Flask(__name__, template_folder=str(resource_dir("templates")))
-
-    import emails
-    from portal import cli, db, logredact, money, sessions, throttle, web, worker
-    from portal import config as settings
-
-    settings.load(app, config)
-    if app.config["PROXY_FIX_X_FOR"]:
-        # Trust X-Forwarded-For only for the proxies we actually have.
-        hops = int(app.config["PROXY_FIX_X_FOR"])
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    logredact.install()
-    db.init_app(app)
-    web.init_app(app)
-    csrf.init_app(app)
-    throttle.init_app(app)
-    sessions.init_app(app)
-    emails.init_app(app)
-    money.init_app(app)
-    worker.init_app(app)
-    cli.init_app(app)
-
-    # The portal pages join viewer.bp when their modules are imported.
-    from portal.views import (
-        contact_confirmation,
-        details,
-        devmail,
-        invoices,
-        pages,
-        payment_methods,
-        public,
-        signin,
-        viewer,
-    )
-
-    assert details and invoices and pages and payment_methods  # imported for their routes
-    app.register_blueprint(public.bp)
-    app.register_blueprint(signin.bp)
-    app.register_blueprint(contact_confirmation.bp)
-    app.register_blueprint(viewer.bp)
-    # The same pages again for staff: a read-only preview inside the staff session.
-    app.register_blueprint(viewer.bp, name=viewer.PREVIEW, url_prefix=viewer.PREVIEW_PREFIX)
-    viewer.init_app(app)
-
-    import admin
-    import api
-
-    admin.init_app(app)
-    api.init_app(app)
-    if app.debug:
-        app.register_blueprint(devmail.bp)
-    return app

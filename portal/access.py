@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from portal.actions import Conflict, Invalid
 from portal.locks import lock_bill_group
 from portal.models import AccessRule, BillGroup, RuleKind
 
@@ -43,22 +44,26 @@ _AT_LOOKALIKES = "\uff20\ufe6b"  # full-width and small commercial at
 ONE_AT_A_TIME = "Add addresses one at a time: enter a single email address or domain."
 
 
-class AccessError(ValueError):
+class AccessError(Invalid):
     """Input that cannot become, or be checked against, an access rule. The message is
     written for the person who typed it."""
 
     def __init__(self, message: str, field: str = "value") -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+        super().__init__(message, field)
 
 
-class DuplicateRule(AccessError):
+# The two below are conflicts (409) but stay AccessErrors too, so that every caller that
+# catches AccessError for "this cannot be a rule" keeps catching them.
+class DuplicateRule(AccessError, Conflict):
     """The rule, or one that covers it, already exists."""
 
+    code = "duplicate_rule"
 
-class OverlappingRules(AccessError):
+
+class OverlappingRules(AccessError, Conflict):
     """A new domain rule would make existing address rules redundant."""
+
+    code = "overlapping_rules"
 
     def __init__(self, message: str, redundant: Sequence[AccessRule]) -> None:
         super().__init__(message)
@@ -317,7 +322,15 @@ def check_new_rule(spec: RuleSpec, existing: Sequence[AccessRule]) -> list[Acces
     return [r for r in existing if r.kind == RuleKind.EMAIL and rule_admits(spec, r.value)]
 
 
-def add_rule(
+@dataclass(frozen=True)
+class Stored:
+    """A rule just written, and the address rules it folded in (deleted, still readable)."""
+
+    rule: AccessRule
+    folded: list[AccessRule]
+
+
+def store_rule(
     db: Session,
     bill_group: BillGroup,
     raw: str,
@@ -326,12 +339,13 @@ def add_rule(
     include_subdomains: bool = False,
     fold_in: bool = False,
     extra_providers: Iterable[str] = (),
-) -> AccessRule:
-    """Add one rule to a bill group; the caller commits.
+) -> Stored:
+    """Check and write one rule under the bill group's lock; the caller commits.
 
     With fold_in, address rules that the new domain makes redundant are removed in the
-    same transaction; without it they are named in an OverlappingRules error. On any
-    AccessError the session has been rolled back.
+    same transaction and returned in id order; without it they are named in an
+    OverlappingRules error. On any AccessError the session has been rolled back. This is
+    the write only: portal.actions.rules.add_rule adds the audit rows and the events.
     """
     try:
         spec = parse_rule(raw, include_subdomains, extra_providers)
@@ -366,4 +380,27 @@ def add_rule(
         # The same rule committed by a concurrent request after our check.
         db.rollback()
         raise DuplicateRule(f"{spec.label} already has access.") from None
-    return rule
+    return Stored(rule, sorted(redundant, key=lambda r: r.id))
+
+
+def add_rule(
+    db: Session,
+    bill_group: BillGroup,
+    raw: str,
+    *,
+    created_by: str,
+    include_subdomains: bool = False,
+    fold_in: bool = False,
+    extra_providers: Iterable[str] = (),
+) -> AccessRule:
+    """The rule written by store_rule, with no audit row or event: for seeding (the demo
+    data) and for the rule tests. Every face adds rules with portal.actions.rules."""
+    return store_rule(
+        db,
+        bill_group,
+        raw,
+        created_by=created_by,
+        include_subdomains=include_subdomains,
+        fold_in=fold_in,
+        extra_providers=extra_providers,
+    ).rule

@@ -53,7 +53,7 @@ def summary(db: Session, group: BillGroup, today: dt.date, recent: int = 5) -> S
 # putting a select together (and the balance's CASE expression) costs more than
 # compiling it, which SQLAlchemy caches anyway.
 @cache
-def _totals_statement() -> Select[tuple[int, int, int]]:
+def _totals_statement() -> Select[int, int, int]:
     overdue = Invoice.due_date < bindparam("today")
     return select(
         func.coalesce(func.sum(Invoice.balance_minor), 0),
@@ -115,7 +115,7 @@ def _status_condition(status: DisplayStatus) -> ColumnElement[bool]:
 
 
 @lru_cache(maxsize=64)
-def _filtered_statement(shape: InvoiceShape) -> Select[tuple[Invoice]]:
+def _filtered_statement(shape: InvoiceShape) -> Select[Invoice]:
     """A bill group's visible invoices with this shape of filter, newest first. Bound
     parameters: group_id, and today, issued_from, issued_to, number as the shape needs
     (`InvoiceFilter.params`)."""
@@ -134,7 +134,7 @@ def _filtered_statement(shape: InvoiceShape) -> Select[tuple[Invoice]]:
 
 
 @lru_cache(maxsize=64)
-def _count_statement(shape: InvoiceShape) -> Select[tuple[int]]:
+def _count_statement(shape: InvoiceShape) -> Select[int]:
     listed = _filtered_statement(shape).order_by(None).subquery()
     return select(func.count()).select_from(listed)
 

@@ -1,7 +1,7 @@
 """What customers may change about their bill group: PO, VAT and registration numbers,
 and the billing and shipping contacts, and the one definition of each field's rule.
 
-The customer forms (portal.forms), the API and import schemas (portal.sync.schemas) and
+The customer forms (portal.customer.forms), the API and import schemas (portal.sync.schemas) and
 the actions (portal.actions.details, portal.actions.contacts) all read the rules from
 BILLING_DETAILS and CONTACT here, so a value one face refuses every face refuses, with
 the same message."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.wrappers import Response as BaseResponse
 
 from portal.config import is_local
 
@@ -63,7 +64,7 @@ def is_known(email: str) -> bool:
     return any([hmac.compare_digest(digest, d) for d in _remembered()])
 
 
-def remember(response: Response, email: str) -> None:
+def remember(response: BaseResponse, email: str) -> None:
     """After a successful sign-in: add the address to this browser's cookie."""
     digest = _digest(email)
     digests = [digest] + [d for d in _remembered() if d != digest]

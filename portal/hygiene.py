@@ -82,11 +82,13 @@ def clean_fields(fields: Iterable[tuple[str, str]], forbidden: re.Pattern[str] =
     )
 
 
-def unclean_json_field(data: object, path: str = "") -> str | None:
+def unclean_json_field(
+    data: object, path: str = "", forbidden: re.Pattern[str] = JSON_FORBIDDEN
+) -> str | None:
     """The dotted path of the first JSON key or string value with a forbidden
     character ("" for the top level), or None. Call it only on depth-checked data."""
     if isinstance(data, str):
-        return path if JSON_FORBIDDEN.search(data) else None
+        return path if forbidden.search(data) else None
     if isinstance(data, list):
         items: Iterable[tuple[str, object]] = ((str(i), v) for i, v in enumerate(data))
     elif isinstance(data, dict):
@@ -95,9 +97,9 @@ def unclean_json_field(data: object, path: str = "") -> str | None:
         return None
     for key, value in items:
         where = f"{path}.{key}" if path else key
-        if JSON_FORBIDDEN.search(key):
+        if forbidden.search(key):
             return where
-        found = unclean_json_field(value, where)
+        found = unclean_json_field(value, where, forbidden)
         if found is not None:
             return found
     return None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from portal.models import OutboxMessage, WebhookDelivery
 
@@ -33,7 +33,7 @@ def lease(
     worker: str,
     until: dt.datetime,
     limit: int,
-    order_by: Sequence[ColumnElement[Any]] = (),
+    order_by: Sequence[ColumnElement[Any] | InstrumentedAttribute[Any]] = (),
 ) -> list[Leased]:
     """Lease up to `limit` rows of `model` matching `due` (which must exclude rows under
     a live lease) to `worker` until `until`, and return them in id order. Commits: a

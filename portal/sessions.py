@@ -64,7 +64,7 @@ def load_user(user_id: str) -> Customer | Staff | None:
 
 def current_customer() -> Customer | None:
     """The signed-in customer, or None (no one, or staff: staff are never customers)."""
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     return user if isinstance(user, Customer) else None
 
 

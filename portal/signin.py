@@ -26,6 +26,7 @@ from emails import outbox
 from emails.render import render
 from portal import audit, clock, devices, links, throttle
 from portal.access import may_access
+from portal.db import rowcount
 from portal.models import BillGroup, CustomerSession, SignInChallenge
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def evaluate_pending(db: Session, limit: int = 50) -> int:
             .values(evaluated_at=now)
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(claimed) != 1:
             db.rollback()
             continue  # another worker has it
         challenge = db.get(SignInChallenge, challenge_id, populate_existing=True)
@@ -309,7 +310,7 @@ def spend(db: Session, challenge_id: int, bill_group: BillGroup, nonce: str | No
         .values(spent_at=clock.now())
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
 def _open(now: dt.datetime):  # type: ignore[no-untyped-def]
@@ -365,7 +366,7 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
             .values(code_attempts=SignInChallenge.code_attempts + 1)
             .execution_options(synchronize_session=False)
         )
-        if attempt.rowcount == 1:  # type: ignore[attr-defined]
+        if rowcount(attempt) == 1:
             taken.append(candidate)
     candidates = taken
     if not candidates:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.wrappers import Response as BaseResponse
 
 from portal import hygiene
 from portal.config import is_local
@@ -35,6 +36,9 @@ ERROR_TEXT = {
     500: ("Something went wrong", "We have been told. Try again in a few minutes."),
     503: ("The service is unavailable", "We are working on it. Try again in a few minutes."),
 }
+
+# CSRF protection on every form; the API, which takes no cookies, is exempt.
+csrf = CSRFProtect()
 
 
 def init_app(app: Flask) -> None:
@@ -170,7 +174,7 @@ def error_page(code: int) -> tuple[str, int] | Response:
     return _page(code, title, advice)
 
 
-def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
+def _http_error(exc: HTTPException) -> BaseResponse | tuple[str, int]:
     if exc.code is None or exc.code < 400:
         return exc.get_response()
     shown = error_page(exc.code)
@@ -200,8 +204,8 @@ def _database_down(exc: Exception) -> tuple[str, int] | Response:
     return error_page(503)
 
 
-def _unexpected(exc: Exception) -> tuple[str, int] | Response:
+def _unexpected(exc: Exception) -> tuple[str, int] | BaseResponse:
     if isinstance(exc, HTTPException):  # pragma: no cover - routed to _http_error first
-        return _http_error(exc)  # type: ignore[return-value]
+        return _http_error(exc)
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_page(InternalServerError.code)

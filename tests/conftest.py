@@ -26,8 +26,9 @@ from sqlalchemy import event, make_url, text
 from sqlalchemy.orm import Session
 
 import portal.models  # noqa: F401
-from portal import create_app, throttle
 from portal import db as portal_db
+from portal import throttle
+from portal.app import create_app
 from portal.db import Base, make_engine
 from tests.clock import MIDDAY, Clock
 

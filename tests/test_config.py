@@ -7,7 +7,8 @@ import tomllib
 
 import pytest
 
-from portal import ROOT, create_app
+from portal import ROOT
+from portal.app import create_app
 from portal.config import DEFAULTS, DEV_SECRET_KEY, ConfigError
 
 GOOD_SECRET = "s" * 40

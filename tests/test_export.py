@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import make_url, select, text
 
-from portal import create_app
 from portal import db as portal_db
+from portal.app import create_app
 from portal.db import Base, make_engine
 from portal.models import (
     Account,

@@ -159,7 +159,7 @@ def test_a_database_failure_stops_the_run_keeps_committed_batches_and_is_audited
 ):
     from sqlalchemy.exc import OperationalError
 
-    def down(session: Session, external_id: str, body: Any) -> upsert.Upserted:
+    def down(session: Session, external_id: str, body: Any, **context: Any) -> upsert.Upserted:
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
     monkeypatch.setitem(upsert.UPSERTS, "invoices", down)

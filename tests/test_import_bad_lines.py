@@ -93,8 +93,8 @@ def test_a_write_that_fails_after_flushing_leaves_no_trace(app, db, monkeypatch)
     written, then the upsert fails; neither the invoice nor a line remains."""
     real = upsert.UPSERTS["invoices"]
 
-    def failing(session: Session, external_id: str, body: Any) -> upsert.Upserted:
-        result = real(session, external_id, body)
+    def failing(session: Session, external_id: str, body: Any, **context: Any) -> upsert.Upserted:
+        result = real(session, external_id, body, **context)
         session.flush()  # the import may have deferred it
         assert session.scalar(select(func.count()).select_from(InvoiceLine)) >= 2
         if external_id == "inv-2":
@@ -116,8 +116,8 @@ def test_an_update_that_fails_keeps_the_old_record_whole(app, db, monkeypatch):
     run(app, db, jsonl(DATASET))
     real = upsert.UPSERTS["invoices"]
 
-    def failing(session: Session, external_id: str, body: Any) -> upsert.Upserted:
-        real(session, external_id, body)  # replaces the lines
+    def failing(session: Session, external_id: str, body: Any, **context: Any) -> upsert.Upserted:
+        real(session, external_id, body, **context)  # replaces the lines
         session.flush()
         raise upsert.SyncError("conflict", "Refused after writing.")
 
@@ -230,8 +230,8 @@ def test_a_database_error_rejects_only_its_line(app, db, monkeypatch):
 
     real = upsert.UPSERTS["accounts"]
 
-    def racing(session: Session, external_id: str, body: Any) -> upsert.Upserted:
-        result = real(session, external_id, body)
+    def racing(session: Session, external_id: str, body: Any, **context: Any) -> upsert.Upserted:
+        result = real(session, external_id, body, **context)
         if external_id == "acc-race":  # another writer takes the external id meanwhile
             session.execute(insert(Account).values(name="Other", external_id=external_id))
         return result

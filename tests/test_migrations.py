@@ -26,8 +26,9 @@ from sqlalchemy import Engine, inspect, make_url, text
 
 import portal.cli
 import portal.models  # noqa: F401  (registers every table on Base.metadata)
-from portal import ROOT, create_app
+from portal import ROOT
 from portal import db as portal_db
+from portal.app import create_app
 from portal.cli import alembic_config, db_group
 from portal.db import Base, make_engine
 from tests.conftest import POSTGRES_URL, TEST_CONFIG

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from portal import create_app, throttle
+from portal import throttle
+from portal.app import create_app
 from tests.conftest import TEST_CONFIG, free_port
 
 

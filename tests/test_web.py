@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal import create_app
+from portal.app import create_app
 from portal.web import CSP
 from tests.conftest import TEST_CONFIG
 from tests.factories import make_entity

@@ -18,7 +18,7 @@ is called `db` everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ActorKind = Literal["customer", "staff", "api", "import", "system"]
@@ -32,6 +32,9 @@ class Actor:
 
     kind: ActorKind
     name: str
+    # How the audit trail names this actor when it is not just `name`: an API key is
+    # recorded with its hint ("key billing (pk_ab12…)") so a rotated key can be told apart.
+    audited_as: str | None = field(default=None, compare=False)
 
     @classmethod
     def customer(cls, email: str) -> Actor:
@@ -42,8 +45,8 @@ class Actor:
         return cls("staff", email)
 
     @classmethod
-    def api_key(cls, name: str) -> Actor:
-        return cls("api", name)
+    def api_key(cls, name: str, hint: str | None = None) -> Actor:
+        return cls("api", name, None if hint is None else f"key {name} ({hint}…)")
 
     @classmethod
     def import_run(cls, label: str) -> Actor:
@@ -62,7 +65,7 @@ class Actor:
 
     def audit(self) -> dict[str, str]:
         """The actor_type and actor of an audit row."""
-        return {"actor_type": self.kind, "actor": self.name[:254]}
+        return {"actor_type": self.kind, "actor": (self.audited_as or self.name)[:254]}
 
     def event(self) -> dict[str, Any]:
         """The `actor` of a webhook event, as the API documents it."""

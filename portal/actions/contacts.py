@@ -16,7 +16,6 @@ from portal import billing_contact, details, events, notices
 from portal.actions import Actor, TooMany
 from portal.actions.details import record_change
 from portal.models import BillGroup, Contact, ContactKind
-from portal.sync import upsert
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ def update_contact(
     values: Mapping[str, Any],
     *,
     same_as_billing: bool = False,
+    defer_flush: bool = False,
 ) -> Saved:
     """Check every field by its rule (InvalidFields names each wrong one; nothing is
     written) and save the contact. `same_as_billing` (a shipping contact) takes the
@@ -56,15 +56,18 @@ def update_contact(
             values |= {field: getattr(billing, field) for field in details.ADDRESS_FIELDS}
     new = details.checked(details.CONTACT, values)
     if actor.kind != "customer":
-        return _set(db, group, kind, new)
+        return _set(db, group, kind, new, defer_flush)
     if kind == ContactKind.BILLING:
         return _save_billing(db, actor, group, new)
     return _save_shipping(db, actor, group, new)
 
 
-def _set(db: Session, group: BillGroup, kind: ContactKind, new: dict[str, Any]) -> Saved:
+def _set(
+    db: Session, group: BillGroup, kind: ContactKind, new: dict[str, Any], defer_flush: bool
+) -> Saved:
     """The billing system's write: idempotent (the same values twice change nothing,
-    not even updated_at), flushed unless the import defers its flushes."""
+    not even updated_at), flushed unless the import defers its flushes (`defer_flush`:
+    it flushes many records at once, see portal.sync.upsert.Batch)."""
     record = db.scalar(
         select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == kind)
     )
@@ -76,7 +79,7 @@ def _set(db: Session, group: BillGroup, kind: ContactKind, new: dict[str, Any]) 
         setattr(record, key, new[key])
     if created:
         db.add(record)
-    if not db.info.get(upsert.DEFER_FLUSH):
+    if not defer_flush:
         db.flush()
     return Saved(record, created, changed)
 

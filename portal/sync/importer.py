@@ -34,6 +34,7 @@ Both run inside an app context (the audit row takes the clock from the app).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
@@ -295,15 +296,24 @@ def _body(kind: Kind, data: dict[str, Any]) -> schemas.Body:
 # --- writing --------------------------------------------------------------------------
 
 
-def _write(db: Session, actor: Actor, kind: Kind, key: str, body: schemas.Body) -> upsert.Upserted:
+def _write(
+    db: Session, actor: Actor, kind: Kind, key: str, body: schemas.Body, batch: upsert.Batch
+) -> upsert.Upserted:
     if kind.name == "contact":
         group_id, contact_kind = key.split("/")
-        group = upsert.find(db, BillGroup, group_id)
+        group = upsert.find(db, BillGroup, group_id, batch)
         if group is None:
             raise _Refused(("bill_group", f"There is no bill group with external id {group_id!r}."))
-        saved = update_contact(db, actor, group, ContactKind(contact_kind), body.model_dump())
+        saved = update_contact(
+            db,
+            actor,
+            group,
+            ContactKind(contact_kind),
+            body.model_dump(),
+            defer_flush=batch.defer_flush,
+        )
         return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
-    return upsert.UPSERTS[kind.resource](db, key, body)  # type: ignore[operator]
+    return upsert.UPSERTS[kind.resource](db, key, body, batch=batch)
 
 
 def _database_refused(exc: IntegrityError | DataError) -> Reason:
@@ -319,7 +329,7 @@ def _begin(db: Session) -> None:
     connection = db.connection()
     if connection.dialect.name == "sqlite":
         raw = connection.connection.dbapi_connection
-        if raw is not None and not raw.in_transaction:  # type: ignore[attr-defined]
+        if raw is not None and not raw.in_transaction:
             connection.exec_driver_sql("BEGIN")
 
 
@@ -410,25 +420,29 @@ def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[
     return absent
 
 
-def _write_together(db: Session, actor: Actor, lines: list[_Line]) -> list[upsert.Upserted] | None:
+def _write_together(
+    db: Session, actor: Actor, lines: list[_Line], batch: upsert.Batch
+) -> list[upsert.Upserted] | None:
     """Every line in one savepoint with one flush; None, and nothing written, if any
     line or the flush fails (the caller then writes them one by one)."""
-    db.info[upsert.DEFER_FLUSH] = True
+    deferred = dataclasses.replace(batch, defer_flush=True)
     try:
         with db.begin_nested(), db.no_autoflush:
-            results = [_write(db, actor, line.kind, line.key, line.body) for line in lines]
+            results = [
+                _write(db, actor, line.kind, line.key, line.body, deferred) for line in lines
+            ]
             db.flush()
         return results
     except _WRITE_ERRORS:
         return None
-    finally:
-        del db.info[upsert.DEFER_FLUSH]
 
 
-def _write_one(db: Session, actor: Actor, line: _Line) -> upsert.Upserted | Exception:
+def _write_one(
+    db: Session, actor: Actor, line: _Line, batch: upsert.Batch
+) -> upsert.Upserted | Exception:
     try:
         with db.begin_nested():
-            return _write(db, actor, line.kind, line.key, line.body)
+            return _write(db, actor, line.kind, line.key, line.body, batch)
     except _WRITE_ERRORS as exc:
         return exc
 
@@ -461,7 +475,7 @@ def import_records(
     early before a line that names a record of the group), and when anything in a group
     fails, the group is rolled back and written again one line per savepoint, so that
     exactly the failing lines are rejected. Records found by external id are kept for
-    the next lookups (portal.sync.upsert.LOOKUPS), forgotten after any rollback."""
+    the next lookups (portal.sync.upsert.Batch), forgotten after any rollback."""
     summary = Summary(source=source, dry_run=dry_run)
     actor = Actor.import_run(source)
     group: list[_Line] = []
@@ -470,6 +484,7 @@ def import_records(
     uncommitted = 0
     read_bytes = read_lines = 0
     lookups: dict[tuple[type, str], Any] = {}
+    batch = upsert.Batch(lookups)
 
     def reject(number: int, kind: str | None, key: str | None, reasons: tuple[Reason, ...]) -> None:
         held.append(Rejection(number, kind, key, reasons))
@@ -488,14 +503,14 @@ def import_records(
         results: list[upsert.Upserted | Exception] | None = None
         if len(group) > 1:
             transient = _prefetch(db, group, lookups)
-            results = _write_together(db, actor, group)  # type: ignore[assignment]
+            results = _write_together(db, actor, group, batch)  # type: ignore[assignment]
             for entry in transient:
                 lookups.pop(entry, None)
         if results is None:
             lookups.clear()
             results = []
             for line in group:
-                results.append(_write_one(db, actor, line))
+                results.append(_write_one(db, actor, line, batch))
                 if isinstance(results[-1], Exception):
                     lookups.clear()
         for line, result in zip(group, results, strict=True):
@@ -520,7 +535,6 @@ def import_records(
             uncommitted = 0
             _begin(db)
 
-    db.info[upsert.LOOKUPS] = lookups
     try:
         _begin(db)
         for number, raw, consumed in _lines(stream):
@@ -593,8 +607,6 @@ def import_records(
             except Exception:  # the database may be what failed
                 db.rollback()
         raise
-    finally:
-        db.info.pop(upsert.LOOKUPS, None)
 
 
 # --- export ---------------------------------------------------------------------------

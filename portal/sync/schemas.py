@@ -67,7 +67,7 @@ def _text(max_length: int, what: str) -> Any:
 
 def _required_text(max_length: int, what: str) -> Any:
     def run(value: str | None) -> str:
-        text = _text(max_length, what)(value)
+        text: str | None = _text(max_length, what)(value)
         if text is None:
             raise ValueError(f"Enter the {what}.")
         return text

@@ -7,14 +7,15 @@ that the caller must undo beyond a rollback.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import payments
+from portal.actions.accounts import InvoicedTermsFixed, check_terms
 from portal.models import (
     Account,
     BillGroup,
@@ -28,9 +29,10 @@ from portal.models import (
     Subscription,
     SubscriptionItem,
 )
+from portal.models._base import ExternalIdMixin
 from portal.sync import schemas
 
-T = TypeVar("T")
+T = TypeVar("T", bound=ExternalIdMixin)
 
 
 class SyncError(Exception):
@@ -52,32 +54,46 @@ class Upserted:
     changed: bool
 
 
-# Two switches the bulk import sets in its session's info; nothing else sets them, and
-# without them every function here behaves as it always has.
-# LOOKUPS: a dict {(model, external id): record or ABSENT} that find() reads before the
-# database, and adds the records it finds to. Its owner empties it whenever a savepoint
-# is rolled back, and drops its ABSENT entries before anything can have created them.
-LOOKUPS = "portal.sync.lookups"
 ABSENT = object()
-# DEFER_FLUSH: the caller flushes (and holds autoflush off) for many records at once,
-# and redoes them one by one if that flush or any record fails.
-DEFER_FLUSH = "portal.sync.defer_flush"
 
 
-def find(db: Session, model: type[T], external_id: str) -> T | None:
-    lookups = db.info.get(LOOKUPS)
+@dataclass(frozen=True)
+class Batch:
+    """How a bulk import steers the upserts, passed to each one explicitly; the API and
+    a single import line pass nothing (NO_BATCH) and every function behaves as it
+    always has.
+
+    `lookups`: {(model, external id): record or ABSENT} that find() reads before the
+    database, and adds the records it finds to. Its owner empties it whenever a
+    savepoint is rolled back, and drops its ABSENT entries before anything can have
+    created them. `defer_flush`: the caller flushes (and holds autoflush off) for many
+    records at once, and redoes them one by one if that flush or any record fails; the
+    unique keys then refuse a clash at that flush instead of a query before it.
+    """
+
+    lookups: dict[tuple[type, str], Any] | None = None
+    defer_flush: bool = False
+
+
+NO_BATCH = Batch()
+
+
+def find(db: Session, model: type[T], external_id: str, batch: Batch = NO_BATCH) -> T | None:
+    lookups = batch.lookups
     if lookups is not None:
         hit = lookups.get((model, external_id))
         if hit is not None:
-            return None if hit is ABSENT else hit  # type: ignore[no-any-return]
-    record = db.scalar(select(model).where(model.external_id == external_id))  # type: ignore[attr-defined]
+            return None if hit is ABSENT else cast(T, hit)
+    record = db.scalar(select(model).where(model.external_id == external_id))
     if lookups is not None and record is not None:
         lookups[(model, external_id)] = record
     return record
 
 
-def _reference(db: Session, model: type[T], external_id: str, field: str) -> T:
-    record = find(db, model, external_id)
+def _reference(
+    db: Session, model: type[T], external_id: str, field: str, batch: Batch = NO_BATCH
+) -> T:
+    record = find(db, model, external_id, batch)
     if record is None:
         what = model.__tablename__.removesuffix("s").replace("_", " ")  # type: ignore[attr-defined]
         raise SyncError("invalid", f"There is no {what} with external id {external_id!r}.", field)
@@ -94,18 +110,22 @@ def _assign(record: Any, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _get_or_new(db: Session, model: type[T], external_id: str) -> tuple[T, bool]:
-    record = find(db, model, external_id)
+def _get_or_new(
+    db: Session, model: type[T], external_id: str, batch: Batch = NO_BATCH
+) -> tuple[T, bool]:
+    record = find(db, model, external_id, batch)
     if record is not None:
         return record, False
     record = model(external_id=external_id)  # type: ignore[call-arg]
     return record, True
 
 
-def _finish(db: Session, record: Any, created: bool, changed: bool) -> Upserted:
+def _finish(
+    db: Session, record: Any, created: bool, changed: bool, batch: Batch = NO_BATCH
+) -> Upserted:
     if created:
         db.add(record)
-    if not db.info.get(DEFER_FLUSH):
+    if not batch.defer_flush:
         db.flush()
     return Upserted(record, created, created or changed)
 
@@ -113,55 +133,62 @@ def _finish(db: Session, record: Any, created: bool, changed: bool) -> Upserted:
 # --- the records ----------------------------------------------------------------------
 
 
-def entity(db: Session, external_id: str, body: schemas.EntityIn) -> Upserted:
-    record, created = _get_or_new(db, Entity, external_id)
+def entity(
+    db: Session, external_id: str, body: schemas.EntityIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    record, created = _get_or_new(db, Entity, external_id, batch)
     changed = _assign(record, body.model_dump())
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
-def account(db: Session, external_id: str, body: schemas.AccountIn) -> Upserted:
-    record, created = _get_or_new(db, Account, external_id)
+def account(
+    db: Session, external_id: str, body: schemas.AccountIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    record, created = _get_or_new(db, Account, external_id, batch)
     changed = _assign(record, body.model_dump())
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
-def bill_group(db: Session, external_id: str, body: schemas.BillGroupIn) -> Upserted:
-    owner = _reference(db, Account, body.account, "account")
-    seller = _reference(db, Entity, body.entity, "entity")
-    record, created = _get_or_new(db, BillGroup, external_id)
-    if not created and (record.entity_id != seller.id or record.currency != body.currency):
-        has_invoices = db.scalar(
-            select(Invoice.id).where(Invoice.bill_group_id == record.id).limit(1)
-        )
-        if has_invoices is not None:
-            raise SyncError(
-                "conflict",
-                "This bill group has invoices: its entity and currency can no longer change.",
-                "currency" if record.currency != body.currency else "entity",
-            )
+def bill_group(
+    db: Session, external_id: str, body: schemas.BillGroupIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    owner = _reference(db, Account, body.account, "account", batch)
+    seller = _reference(db, Entity, body.entity, "entity", batch)
+    record, created = _get_or_new(db, BillGroup, external_id, batch)
+    if not created:
+        try:
+            check_terms(db, record, entity_id=seller.id, currency=body.currency)
+        except InvoicedTermsFixed as exc:
+            raise SyncError(exc.code, exc.message, exc.field) from None
     values = body.model_dump(exclude={"account", "entity"})
     values |= {"account_id": owner.id, "entity_id": seller.id}
     changed = _assign(record, values)
     if changed and not created:
         # The relationships follow the new ids on their next load.
         db.expire(record, ["account", "entity"])
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
-def product(db: Session, external_id: str, body: schemas.ProductIn) -> Upserted:
-    seller = _reference(db, Entity, body.entity, "entity")
-    record, created = _get_or_new(db, Product, external_id)
+def product(
+    db: Session, external_id: str, body: schemas.ProductIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    seller = _reference(db, Entity, body.entity, "entity", batch)
+    record, created = _get_or_new(db, Product, external_id, batch)
     values = body.model_dump(exclude={"entity"}) | {"entity_id": seller.id}
     changed = _assign(record, values)
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
 def _products(
-    db: Session, group: BillGroup, external_ids: Sequence[str | None], field: str
+    db: Session,
+    group: BillGroup,
+    external_ids: Sequence[str | None],
+    field: str,
+    batch: Batch = NO_BATCH,
 ) -> dict[str, Product]:
     """The products named, each checked to belong to the bill group's entity."""
     wanted = {ext for ext in external_ids if ext is not None}
-    lookups = db.info.get(LOOKUPS)
+    lookups = batch.lookups
     found: dict[str, Product] = {}
     if lookups is not None:
         found = {
@@ -201,11 +228,13 @@ def _same_group(record: Any, group: BillGroup, created: bool, what: str) -> None
         )
 
 
-def subscription(db: Session, external_id: str, body: schemas.SubscriptionIn) -> Upserted:
-    group = _reference(db, BillGroup, body.bill_group, "bill_group")
-    record, created = _get_or_new(db, Subscription, external_id)
+def subscription(
+    db: Session, external_id: str, body: schemas.SubscriptionIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
+    record, created = _get_or_new(db, Subscription, external_id, batch)
     _same_group(record, group, created, "subscription")
-    found = _products(db, group, [item.product for item in body.items], "items")
+    found = _products(db, group, [item.product for item in body.items], "items", batch)
     values = body.model_dump(exclude={"bill_group", "items"}) | {"bill_group_id": group.id}
     changed = _assign(record, values)
     wanted = [(found[i.product].id, i.quantity, i.unit_price_minor) for i in body.items]
@@ -220,7 +249,7 @@ def subscription(db: Session, external_id: str, body: schemas.SubscriptionIn) ->
             )
         changed = True
         _touch(record)
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
 def _replace(db: Session, children: list[Any], created: bool) -> None:
@@ -235,15 +264,17 @@ def _touch(record: Any) -> None:
     record.updated_at = dt.datetime.now(dt.UTC)
 
 
-def invoice(db: Session, external_id: str, body: schemas.InvoiceIn) -> Upserted:
-    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+def invoice(
+    db: Session, external_id: str, body: schemas.InvoiceIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
     if body.currency is not None and body.currency != group.currency:
         raise SyncError(
             "invalid",
             f"The bill group is billed in {group.currency}; the invoice must be too.",
             "currency",
         )
-    record, created = _get_or_new(db, Invoice, external_id)
+    record, created = _get_or_new(db, Invoice, external_id, batch)
     _same_group(record, group, created, "invoice")
     same_number = select(Invoice.id).where(
         Invoice.entity_id == group.entity_id, Invoice.number == body.number
@@ -252,13 +283,13 @@ def invoice(db: Session, external_id: str, body: schemas.InvoiceIn) -> Upserted:
         same_number = same_number.where(Invoice.id != record.id)
     # Deferred, the unique key (entity_id, number) refuses a clash at the flush, and the
     # caller redoes the record alone, here.
-    if not db.info.get(DEFER_FLUSH) and db.scalar(same_number.limit(1)) is not None:
+    if not batch.defer_flush and db.scalar(same_number.limit(1)) is not None:
         raise SyncError(
             "conflict",
             f"Invoice number {body.number} is already used by another invoice of this seller.",
             "number",
         )
-    found = _products(db, group, [line.product for line in body.lines], "lines")
+    found = _products(db, group, [line.product for line in body.lines], "lines", batch)
     values = body.model_dump(exclude={"bill_group", "lines", "currency", "total_minor"})
     values |= {"bill_group_id": group.id, "entity_id": group.entity_id, "currency": group.currency}
     wanted = [
@@ -319,22 +350,24 @@ def invoice(db: Session, external_id: str, body: schemas.InvoiceIn) -> Upserted:
     changed = _assign(record, values)
     if lines_changed and not changed and not created:
         _touch(record)
-    return _finish(db, record, created, changed or lines_changed)
+    return _finish(db, record, created, changed or lines_changed, batch)
 
 
-def payment(db: Session, external_id: str, body: schemas.PaymentIn) -> Upserted:
-    group = _reference(db, BillGroup, body.bill_group, "bill_group")
+def payment(
+    db: Session, external_id: str, body: schemas.PaymentIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
     if body.currency != group.currency:
         raise SyncError(
             "invalid",
             f"The bill group is billed in {group.currency}; the payment must be too.",
             "currency",
         )
-    record, created = _get_or_new(db, Payment, external_id)
+    record, created = _get_or_new(db, Payment, external_id, batch)
     _same_group(record, group, created, "payment")
     method_id = None
     if body.payment_method is not None:
-        method = _reference(db, PaymentMethod, body.payment_method, "payment_method")
+        method = _reference(db, PaymentMethod, body.payment_method, "payment_method", batch)
         if method.bill_group_id != group.id:
             raise SyncError(
                 "invalid", "That payment method belongs to another bill group.", "payment_method"
@@ -370,12 +403,14 @@ def payment(db: Session, external_id: str, body: schemas.PaymentIn) -> Upserted:
         if not changed and not created:
             _touch(record)
         changed = True
-    return _finish(db, record, created, changed)
+    return _finish(db, record, created, changed, batch)
 
 
-def payment_method(db: Session, external_id: str, body: schemas.PaymentMethodIn) -> Upserted:
-    group = _reference(db, BillGroup, body.bill_group, "bill_group")
-    record, created = _get_or_new(db, PaymentMethod, external_id)
+def payment_method(
+    db: Session, external_id: str, body: schemas.PaymentMethodIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
+    record, created = _get_or_new(db, PaymentMethod, external_id, batch)
     _same_group(record, group, created, "payment method")
     clash = db.scalar(
         select(PaymentMethod.id).where(
@@ -406,7 +441,8 @@ def payment_method(db: Session, external_id: str, body: schemas.PaymentMethodIn)
 
 # What each resource name upserts with; contacts are keyed by bill group and kind instead,
 # and written by portal.actions.contacts.update_contact.
-UPSERTS = {
+# Each takes (db, external id, its resource's body, *, batch) and returns Upserted.
+UPSERTS: dict[str, Callable[..., Upserted]] = {
     "entities": entity,
     "accounts": account,
     "bill-groups": bill_group,

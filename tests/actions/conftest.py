@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from portal.models import AuditEvent, BillGroup, Contact, NoticeChange, WebhookEvent
 from portal.sync import importer
+from tests.admin.conftest import staff_client  # noqa: F401  (the staff face's client)
 from tests.api.conftest import Api, make_key
 from tests.portal.conftest import customer  # noqa: F401 (the fixtures the tests here use)
 from tests.portal.conftest import group as group  # noqa: F401

@@ -26,7 +26,7 @@ PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
 # (the field, what is sent, what every face answers)
 RULES = [
     ("name", "   ", "Enter a name."),
-    ("name", "Jo\x00Bloggs", "The name contains characters that are not allowed."),
+    ("name", "Jo\x01Bloggs", "The name contains characters that are not allowed."),
     ("company", "Acme\u202eGmbH", "The company contains characters that are not allowed."),
     (
         "email",

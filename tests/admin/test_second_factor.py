@@ -316,7 +316,7 @@ def test_two_different_recovery_codes_used_at_once_both_work(app, db):
 
 @pytest.mark.parametrize("reset", [False, True])
 def test_demo_refuses_outside_local_development(tmp_path, reset):
-    from portal import create_app
+    from portal.app import create_app
     from portal.db import Base
 
     app = create_app(

@@ -9,7 +9,8 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from portal import create_app, crypto, staffauth
+from portal import crypto, staffauth
+from portal.app import create_app
 from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in

@@ -17,8 +17,9 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from portal import create_app, devices, throttle
 from portal import db as portal_db
+from portal import devices, throttle
+from portal.app import create_app
 from portal.models import AuditEvent, SignInChallenge
 from tests.conftest import (
     REDIS_URL,

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from portal import create_app, sessions
 from portal import db as portal_db
+from portal import sessions
+from portal.app import create_app
 from portal.db import Base
 from portal.models import (
     AccessRule,

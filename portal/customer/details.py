@@ -13,15 +13,15 @@ from portal import billing_contact, db, details
 from portal.actions import Actor, TooMany
 from portal.actions.contacts import update_contact
 from portal.actions.details import update_billing_details
-from portal.forms import BillingDetailsForm, ContactForm
-from portal.models import Contact, ContactKind
-from portal.views.viewer import (
+from portal.customer.forms import BillingDetailsForm, ContactForm
+from portal.customer.viewer import (
     Viewer,
     bp,
     current_viewer,
     portal_page,
     portal_url,
 )
+from portal.models import Contact, ContactKind
 
 
 @bp.route("/billing-details", methods=["GET", "POST"])

@@ -6,6 +6,8 @@ whether or not an address has access.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import (
     Blueprint,
     Response,
@@ -26,7 +28,8 @@ from portal.access import AccessError, canonical_email
 from portal.actions import signin as signin_actions
 from portal.actions.signin import SignInRefused
 from portal.clock import today
-from portal.forms import ButtonForm, CodeForm, EmailForm
+from portal.customer.forms import CodeForm, EmailForm
+from portal.forms import ButtonForm
 from portal.models import BillGroup, SignInChallenge
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
@@ -67,7 +70,7 @@ def ensure_nonce() -> str:
     return nonce
 
 
-def see_other(endpoint: str, **values: str) -> BaseResponse:
+def see_other(endpoint: str, **values: Any) -> BaseResponse:
     return redirect(url_for(endpoint, **values), code=303)
 
 

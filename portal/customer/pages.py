@@ -6,7 +6,7 @@ from flask import render_template
 
 from portal import billing, db
 from portal.clock import today
-from portal.views.viewer import Viewer, bp, portal_page
+from portal.customer.viewer import Viewer, bp, portal_page
 
 
 @bp.get("/overview")

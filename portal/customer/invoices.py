@@ -9,9 +9,9 @@ from werkzeug.datastructures import MultiDict
 
 from portal import billing, db, downloads, paging
 from portal.clock import today
-from portal.forms import InvoiceFilterForm
+from portal.customer.forms import InvoiceFilterForm
+from portal.customer.viewer import Viewer, bp, portal_page
 from portal.models import DisplayStatus
-from portal.views.viewer import Viewer, bp, portal_page
 
 
 def _filters() -> tuple[InvoiceFilterForm, billing.InvoiceFilter | None]:

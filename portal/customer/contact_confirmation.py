@@ -13,9 +13,9 @@ from flask import Blueprint, render_template, request, session
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import billing_contact, db, throttle
+from portal.customer.signin import available_bill_group, see_other
 from portal.forms import ButtonForm
 from portal.models import BillGroup, ContactConfirmation
-from portal.views.signin import available_bill_group, see_other
 
 bp = Blueprint("contact_confirmation", __name__, url_prefix="/p/<public_id>/billing-contact")
 

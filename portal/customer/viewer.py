@@ -20,10 +20,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from portal import audit, db, sessions
 from portal.clock import today
+from portal.customer.signin import available_bill_group
 from portal.forms import ButtonForm
 from portal.models import BillGroup, PaymentMethod
 from portal.staffauth import Staff
-from portal.views.signin import available_bill_group
 
 bp = Blueprint("customer", __name__, url_prefix="/p/<public_id>")
 
@@ -99,7 +99,7 @@ def _preview_viewer(public_id: str) -> Viewer | BaseResponse:
     """
     if request.method not in ("GET", "HEAD"):
         abort(403)
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     if not isinstance(user, Staff):
         return redirect(url_for("admin.sign_in", next=request.full_path.rstrip("?")))
     if not user.may(PREVIEW_PERMISSION):

@@ -13,9 +13,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from portal import db, payments
 from portal.actions import Actor, NotFound
 from portal.actions import payment_methods as actions
-from portal.forms import ButtonForm, CardForm
+from portal.customer.forms import CardForm
+from portal.customer.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
+from portal.forms import ButtonForm
 from portal.models import PaymentMethod
-from portal.views.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
 
 
 def _gateway() -> payments.Gateway | None:

@@ -1,0 +1,176 @@
+"""Accounts and bill groups: creating and changing them, and the rule that a bill
+group's invoices pin its entity and currency. The staff forms call these actions; the
+API's and the importer's upserts (portal.sync.upsert) call the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal import audit
+from portal.actions import Actor, Conflict
+from portal.models import Account, BillGroup, Invoice
+
+EXTERNAL_ID_TAKEN = "Another record already has that external id."
+
+# The bill group columns the staff form edits, in the order the audit lists them.
+GROUP_FIELDS = (
+    "entity_id",
+    "name",
+    "currency",
+    "billing_frequency",
+    "next_billing_date",
+    "auto_pay",
+    "contract_start",
+    "contract_end",
+    "portal_enabled",
+)
+
+
+class ExternalIdTaken(Conflict):
+    """Another account already has that external id."""
+
+    def __init__(self) -> None:
+        super().__init__(EXTERNAL_ID_TAKEN, "external_id")
+
+
+class InvoicedTermsFixed(Conflict):
+    """A bill group with invoices cannot change entity or currency. `message` and
+    `field` are the API's and the importer's (one field: currency first); `errors` says
+    it per field, as the staff form shows it."""
+
+    def __init__(self, group: BillGroup, *, currency: bool, entity: bool) -> None:
+        super().__init__(
+            "This bill group has invoices: its entity and currency can no longer change.",
+            "currency" if currency else "entity",
+        )
+        self.errors: dict[str, str] = {}
+        if currency:
+            self.errors["currency"] = (
+                f"This bill group already has invoices in {group.currency}, so its currency "
+                "cannot change. Create a new bill group for the new currency."
+            )
+        if entity:
+            self.errors["entity_id"] = (
+                f"This bill group already has invoices from {group.entity.name}, so its "
+                "entity cannot change."
+            )
+
+
+def has_invoices(db: Session, group: BillGroup) -> bool:
+    first = db.scalar(select(Invoice.id).where(Invoice.bill_group_id == group.id).limit(1))
+    return first is not None
+
+
+def check_terms(db: Session, group: BillGroup, *, entity_id: int | None, currency: str) -> None:
+    """Invoices are tied to their group's entity and currency: raise InvoicedTermsFixed
+    if either would change on a group that has any."""
+    currency_changes = currency != group.currency
+    entity_changes = entity_id != group.entity_id
+    if (currency_changes or entity_changes) and has_invoices(db, group):
+        raise InvoicedTermsFixed(group, currency=currency_changes, entity=entity_changes)
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
+    """Old and new value of each field that differs."""
+    return {key: [before.get(key), new] for key, new in after.items() if before.get(key) != new}
+
+
+def record(
+    db: Session,
+    actor: Actor,
+    action: str,
+    outcome: str,
+    account_id: int,
+    changed: dict[str, Any],
+    bill_group_id: int | None = None,
+) -> None:
+    """Old -> new for each changed field, in the caller's transaction."""
+    audit.record(
+        db,
+        action,
+        outcome,
+        bill_group_id=bill_group_id,
+        detail=json.dumps(
+            {"account_id": account_id, "changes": changed}, default=str, ensure_ascii=False
+        ),
+        **actor.audit(),
+    )
+
+
+# --- accounts -------------------------------------------------------------------------
+
+
+def _external_id_free(db: Session, wanted: str | None, account: Account | None) -> None:
+    if wanted is None or (account is not None and account.external_id == wanted):
+        return
+    if db.scalar(select(Account.id).where(Account.external_id == wanted)) is not None:
+        raise ExternalIdTaken()
+
+
+def _flush_account(db: Session) -> None:
+    """The external id was checked, but a concurrent request may have taken it since:
+    then say so, and leave nothing written."""
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        raise ExternalIdTaken() from None
+
+
+def create_account(db: Session, actor: Actor, *, name: str, external_id: str | None) -> Account:
+    _external_id_free(db, external_id, None)
+    after = {"name": name, "external_id": external_id}
+    account = Account(**after)
+    db.add(account)
+    _flush_account(db)  # the new account's id, for the audit row
+    record(db, actor, "account.create", "created", account.id, changes({}, after))
+    return account
+
+
+def update_account(
+    db: Session, actor: Actor, account: Account, *, name: str, external_id: str | None
+) -> dict[str, list[Any]]:
+    """The changes made (none: nothing written)."""
+    _external_id_free(db, external_id, account)
+    after = {"name": name, "external_id": external_id}
+    changed = changes({"name": account.name, "external_id": account.external_id}, after)
+    if not changed:
+        return changed
+    account.name, account.external_id = name, external_id
+    _flush_account(db)
+    record(db, actor, "account.update", "changed", account.id, changed)
+    return changed
+
+
+# --- bill groups ----------------------------------------------------------------------
+
+
+def create_bill_group(
+    db: Session, actor: Actor, account: Account, values: dict[str, Any]
+) -> BillGroup:
+    group = BillGroup(account_id=account.id, **values)
+    db.add(group)
+    db.flush()
+    record(db, actor, "bill_group.create", "created", account.id, changes({}, values), group.id)
+    return group
+
+
+def update_bill_group(
+    db: Session, actor: Actor, group: BillGroup, values: dict[str, Any]
+) -> dict[str, list[Any]]:
+    """Change the group's fields; the changes made (none: nothing written). Raises
+    InvoicedTermsFixed before writing anything."""
+    check_terms(db, group, entity_id=values.get("entity_id"), currency=values["currency"])
+    changed = changes({name: getattr(group, name) for name in GROUP_FIELDS}, values)
+    if not changed:
+        return changed
+    for name, value in values.items():
+        setattr(group, name, value)
+    record(db, actor, "bill_group.update", "changed", group.account_id, changed, group.id)
+    return changed
