@@ -46,25 +46,6 @@ class AccountRow:
 
 
 @dataclass(frozen=True)
-class AccountPage:
-    rows: list[AccountRow]
-    total: int
-    number: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // PER_PAGE))
-
-    @property
-    def first_item(self) -> int:
-        return (self.number - 1) * PER_PAGE + 1 if self.rows else 0
-
-    @property
-    def last_item(self) -> int:
-        return (self.number - 1) * PER_PAGE + len(self.rows)
-
-
-@dataclass(frozen=True)
 class GroupRow:
     group: BillGroup
     contract_active: bool
@@ -79,13 +60,13 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def search_accounts(database: Session, term: str, page: int) -> AccountPage:
+def search_accounts(database: Session, term: str, page: int) -> paging.Page[AccountRow]:
     """One page of accounts whose name contains `term` (any case), newest first."""
     query = select(Account)
     if term:
         query = query.where(Account.name.ilike(_like_pattern(term), escape="\\"))
     total = database.scalar(select(func.count()).select_from(query.subquery())) or 0
-    number = min(max(page, 1), max(1, -(-total // PER_PAGE)))
+    number = paging.clamp(page, total, PER_PAGE)
     counts = (
         select(BillGroup.account_id, func.count().label("n"))
         .group_by(BillGroup.account_id)
@@ -98,7 +79,7 @@ def search_accounts(database: Session, term: str, page: int) -> AccountPage:
         .limit(PER_PAGE)
         .offset((number - 1) * PER_PAGE)
     ).all()
-    return AccountPage([AccountRow(a, n) for a, n in rows], total, number)
+    return paging.Page([AccountRow(a, n) for a, n in rows], total, number, PER_PAGE)
 
 
 def account_groups(database: Session, account: Account, today: dt.date) -> list[GroupRow]:

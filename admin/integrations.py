@@ -234,25 +234,15 @@ def create_webhook() -> tuple[str, int]:
     ), 200
 
 
-@dataclass(frozen=True)
-class DeliveryPage:
-    deliveries: list[WebhookDelivery]
-    attempts: dict[int, list[WebhookAttempt]]  # by delivery id, oldest first
-    total: int
-    number: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // PER_PAGE))
-
-
-def _deliveries(endpoint: WebhookEndpoint, wanted: int) -> DeliveryPage:
-    """One page of the delivery log, newest first, with each delivery's attempts: three
-    queries whatever the page size."""
+def _deliveries(
+    endpoint: WebhookEndpoint, wanted: int
+) -> paging.Page[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+    """One page of the delivery log, newest first, each delivery with its attempts (oldest
+    first): three queries whatever the page size."""
     database = db.session()
     mine = WebhookDelivery.endpoint_id == endpoint.id
     total = database.scalar(select(func.count(WebhookDelivery.id)).where(mine)) or 0
-    number = min(wanted, max(1, -(-total // PER_PAGE)))
+    number = paging.clamp(wanted, total, PER_PAGE)
     deliveries = list(
         database.scalars(
             select(WebhookDelivery)
@@ -271,7 +261,8 @@ def _deliveries(endpoint: WebhookEndpoint, wanted: int) -> DeliveryPage:
             .order_by(WebhookAttempt.id)
         ):
             attempts[row.delivery_id].append(row)
-    return DeliveryPage(deliveries, attempts, total, number)
+    rows = [(delivery, attempts[delivery.id]) for delivery in deliveries]
+    return paging.Page(rows, total, number, PER_PAGE)
 
 
 def _endpoint_page(
