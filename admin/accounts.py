@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
-from admin.guard import NAV, PUBLIC, bp, staff_required
+from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from portal import clock, db, links, paging
-from portal.actions import ActionError, Actor
+from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
 from portal.forms import ButtonForm
@@ -126,13 +126,11 @@ def _get_or_404(model: type[Account] | type[BillGroup], object_id: int) -> Any:
     return found
 
 
-def _actor() -> Actor:
-    return Actor.staff(g.staff.email)
-
-
 def _audit(action: str, outcome: str, account_id: int, changed: dict[str, Any], **kw: Any) -> None:
     """Old -> new for each changed field, in the caller's transaction."""
-    accounts_actions.record(db.session(), _actor(), action, outcome, account_id, changed, **kw)
+    accounts_actions.record(
+        db.session(), acting_staff(), action, outcome, account_id, changed, **kw
+    )
 
 
 def _refused(form: Any, exc: ActionError) -> None:
@@ -165,7 +163,7 @@ def new_account() -> View:
         try:
             account = accounts_actions.create_account(
                 database,
-                _actor(),
+                acting_staff(),
                 name=form.name.data or "",
                 external_id=form.external_id.data or None,
             )
@@ -188,7 +186,7 @@ def edit_account(account_id: int) -> View:
         try:
             changed = accounts_actions.update_account(
                 database,
-                _actor(),
+                acting_staff(),
                 account,
                 name=form.name.data or "",
                 external_id=form.external_id.data or None,
@@ -239,7 +237,9 @@ def new_bill_group(account_id: int) -> View:
     form = _group_form(data=None if request.method == "POST" else defaults)
     if form.validate_on_submit():
         database = db.session()
-        group = accounts_actions.create_bill_group(database, _actor(), owner, _group_values(form))
+        group = accounts_actions.create_bill_group(
+            database, acting_staff(), owner, _group_values(form)
+        )
         database.commit()
         flash(f"Bill group “{group.name}” created.")
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
@@ -257,7 +257,7 @@ def edit_bill_group(bill_group_id: int) -> View:
         database = db.session()
         try:
             changed = accounts_actions.update_bill_group(
-                database, _actor(), group, _group_values(form)
+                database, acting_staff(), group, _group_values(form)
             )
         except InvoicedTermsFixed as exc:
             for name, message in exc.errors.items():

@@ -21,7 +21,7 @@ from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
 
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
-from admin.guard import NAV, bp, staff_required
+from admin.guard import NAV, acting_staff, bp, staff_required
 from portal import apikeys, audit, db, paging, webhooks
 from portal.db import rowcount
 from portal.forms import ButtonForm
@@ -49,8 +49,7 @@ def _record(action: str, outcome: str, detail: dict[str, Any]) -> None:
         db.session(),
         action,
         outcome,
-        actor_type="staff",
-        actor=g.staff.email,
+        **acting_staff().audit(),
         detail=json.dumps(detail, sort_keys=True),
     )
 
