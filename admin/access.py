@@ -15,7 +15,7 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
-from admin.guard import bp, staff_required
+from admin.guard import acting_staff, bp, staff_required
 from portal import audit, clock, db, sessions
 from portal.access import (
     AccessError,
@@ -27,7 +27,7 @@ from portal.access import (
     may_access,
     parse_rule,
 )
-from portal.actions import Actor, rules
+from portal.actions import rules
 from portal.actions.rules import Added
 from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
@@ -44,18 +44,6 @@ def _group(bill_group_id: int) -> BillGroup:
 
 def _back(group: BillGroup, anchor: str) -> Response:
     return redirect(url_for(PAGE, bill_group_id=group.id, _anchor=anchor), code=303)
-
-
-def _record(group: BillGroup, action: str, outcome: str, detail: str) -> None:
-    audit.record(
-        db.session(),
-        action,
-        outcome,
-        actor_type="staff",
-        actor=g.staff.email,
-        bill_group_id=group.id,
-        detail=detail,
-    )
 
 
 # --- the page -----------------------------------------------------------------------
@@ -189,10 +177,6 @@ def _anchor(rule: dict[str, object]) -> str:
     return "domains" if rule["kind"] == RuleKind.DOMAIN.value else "emails"
 
 
-def _actor() -> Actor:
-    return Actor.staff(g.staff.email)
-
-
 def _add(
     group: BillGroup, raw: str, *, include_subdomains: bool = False, fold_in: bool = False
 ) -> Added:
@@ -200,7 +184,7 @@ def _add(
     database = db.session()
     added = rules.add_rule(
         database,
-        _actor(),
+        acting_staff(),
         group,
         raw,
         include_subdomains=include_subdomains,
@@ -273,7 +257,7 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
         abort(400)
     database = db.session()
     try:
-        removed = rules.remove_rule(database, _actor(), group, rule_id)
+        removed = rules.remove_rule(database, acting_staff(), group, rule_id)
     except rules.NoSuchRule:
         abort(404)
     except rules.AlreadyRemoved as exc:
@@ -305,7 +289,14 @@ def revoke_customer_session(bill_group_id: int, session_id: int) -> Response:
         flash(f"{row.email} was already signed out.")
         return _back(group, "sessions")
     sessions.revoke(database, row, "revoked_by_staff")
-    _record(group, "session.revoke", "revoked_by_staff", row.email)
+    audit.record(
+        database,
+        "session.revoke",
+        "revoked_by_staff",
+        **acting_staff().audit(),
+        bill_group_id=group.id,
+        detail=row.email,
+    )
     database.commit()
     flash(f"Signed out {row.email}.")
     return _back(group, "sessions")
@@ -319,7 +310,14 @@ def revoke_all_customer_sessions(bill_group_id: int) -> Response:
         abort(400)
     database = db.session()
     ended = sessions.revoke_all(database, group.id, "revoked_by_staff")
-    _record(group, "session.revoke_all", "revoked_by_staff", f"{ended} sessions ended")
+    audit.record(
+        database,
+        "session.revoke_all",
+        "revoked_by_staff",
+        **acting_staff().audit(),
+        bill_group_id=group.id,
+        detail=f"{ended} sessions ended",
+    )
     database.commit()
     flash("Signed out everyone: they must sign in again to see this bill group.")
     return _back(group, "sessions")

@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
-from admin.guard import NAV, PUBLIC, bp, staff_required
+from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from portal import clock, db, links, paging
-from portal.actions import ActionError, Actor
+from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
 from portal.forms import ButtonForm
@@ -46,25 +46,6 @@ class AccountRow:
 
 
 @dataclass(frozen=True)
-class AccountPage:
-    rows: list[AccountRow]
-    total: int
-    number: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // PER_PAGE))
-
-    @property
-    def first_item(self) -> int:
-        return (self.number - 1) * PER_PAGE + 1 if self.rows else 0
-
-    @property
-    def last_item(self) -> int:
-        return (self.number - 1) * PER_PAGE + len(self.rows)
-
-
-@dataclass(frozen=True)
 class GroupRow:
     group: BillGroup
     contract_active: bool
@@ -79,13 +60,13 @@ def _like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def search_accounts(database: Session, term: str, page: int) -> AccountPage:
+def search_accounts(database: Session, term: str, page: int) -> paging.Page[AccountRow]:
     """One page of accounts whose name contains `term` (any case), newest first."""
     query = select(Account)
     if term:
         query = query.where(Account.name.ilike(_like_pattern(term), escape="\\"))
     total = database.scalar(select(func.count()).select_from(query.subquery())) or 0
-    number = min(max(page, 1), max(1, -(-total // PER_PAGE)))
+    number = paging.clamp(page, total, PER_PAGE)
     counts = (
         select(BillGroup.account_id, func.count().label("n"))
         .group_by(BillGroup.account_id)
@@ -98,7 +79,7 @@ def search_accounts(database: Session, term: str, page: int) -> AccountPage:
         .limit(PER_PAGE)
         .offset((number - 1) * PER_PAGE)
     ).all()
-    return AccountPage([AccountRow(a, n) for a, n in rows], total, number)
+    return paging.Page([AccountRow(a, n) for a, n in rows], total, number, PER_PAGE)
 
 
 def account_groups(database: Session, account: Account, today: dt.date) -> list[GroupRow]:
@@ -145,13 +126,11 @@ def _get_or_404(model: type[Account] | type[BillGroup], object_id: int) -> Any:
     return found
 
 
-def _actor() -> Actor:
-    return Actor.staff(g.staff.email)
-
-
 def _audit(action: str, outcome: str, account_id: int, changed: dict[str, Any], **kw: Any) -> None:
     """Old -> new for each changed field, in the caller's transaction."""
-    accounts_actions.record(db.session(), _actor(), action, outcome, account_id, changed, **kw)
+    accounts_actions.record(
+        db.session(), acting_staff(), action, outcome, account_id, changed, **kw
+    )
 
 
 def _refused(form: Any, exc: ActionError) -> None:
@@ -184,7 +163,7 @@ def new_account() -> View:
         try:
             account = accounts_actions.create_account(
                 database,
-                _actor(),
+                acting_staff(),
                 name=form.name.data or "",
                 external_id=form.external_id.data or None,
             )
@@ -207,7 +186,7 @@ def edit_account(account_id: int) -> View:
         try:
             changed = accounts_actions.update_account(
                 database,
-                _actor(),
+                acting_staff(),
                 account,
                 name=form.name.data or "",
                 external_id=form.external_id.data or None,
@@ -258,7 +237,9 @@ def new_bill_group(account_id: int) -> View:
     form = _group_form(data=None if request.method == "POST" else defaults)
     if form.validate_on_submit():
         database = db.session()
-        group = accounts_actions.create_bill_group(database, _actor(), owner, _group_values(form))
+        group = accounts_actions.create_bill_group(
+            database, acting_staff(), owner, _group_values(form)
+        )
         database.commit()
         flash(f"Bill group “{group.name}” created.")
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
@@ -276,7 +257,7 @@ def edit_bill_group(bill_group_id: int) -> View:
         database = db.session()
         try:
             changed = accounts_actions.update_bill_group(
-                database, _actor(), group, _group_values(form)
+                database, acting_staff(), group, _group_values(form)
             )
         except InvoicedTermsFixed as exc:
             for name, message in exc.errors.items():

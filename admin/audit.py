@@ -68,25 +68,6 @@ class AuditFilter:
         return found
 
 
-@dataclass(frozen=True)
-class Page:
-    events: list[tuple[AuditEvent, str | None]]  # each event with its bill group's name
-    total: int
-    number: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // PER_PAGE))
-
-    @property
-    def first_item(self) -> int:
-        return (self.number - 1) * PER_PAGE + 1
-
-    @property
-    def last_item(self) -> int:
-        return self.first_item + len(self.events) - 1
-
-
 def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
 
@@ -120,13 +101,17 @@ def _events(group_id: int | None, flt: AuditFilter) -> Select[AuditEvent, str | 
     )
 
 
-def _page(group_id: int | None, flt: AuditFilter, wanted: int) -> Page:
+# Each event with its bill group's name.
+EventPage = paging.Page[tuple[AuditEvent, str | None]]
+
+
+def _page(group_id: int | None, flt: AuditFilter, wanted: int) -> EventPage:
     """One page: two queries (count, rows) whatever the page size or number."""
     database = db.session()
     total = database.scalar(select(func.count(AuditEvent.id)).where(*_where(group_id, flt))) or 0
-    number = min(wanted, max(1, -(-total // PER_PAGE)))
+    number = paging.clamp(wanted, total, PER_PAGE)
     rows = database.execute(_events(group_id, flt).limit(PER_PAGE).offset((number - 1) * PER_PAGE))
-    return Page(events=[(event, name) for event, name in rows], total=total, number=number)
+    return paging.Page([(event, name) for event, name in rows], total, number, PER_PAGE)
 
 
 def _csv(database: Session, group_id: int | None, flt: AuditFilter) -> Iterator[str]:
@@ -154,7 +139,7 @@ def _csv(database: Session, group_id: int | None, flt: AuditFilter) -> Iterator[
 def _render(group: BillGroup | None) -> tuple[str, int]:
     form, flt = _filters()
     if flt is None:
-        page, status = Page([], 0, 1), 400
+        page, status = EventPage([], 0, 1, PER_PAGE), 400
     else:
         wanted = paging.page_number(request.args.get("page"))
         page, status = _page(group.id if group is not None else None, flt, wanted), 200

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, abort, g, redirect, request, url_for
 from flask_login import current_user
 
+from portal.actions import Actor
 from portal.staffauth import Staff
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -23,6 +24,12 @@ NAV: list[tuple[str, str, str]] = []
 def current_staff() -> Staff | None:
     user = current_user._get_current_object()
     return user if isinstance(user, Staff) else None
+
+
+def acting_staff() -> Actor:
+    """The staff member of this (staff_required) request, as the actor of a write and
+    of its audit row."""
+    return Actor.staff(g.staff.email)
 
 
 def staff_required(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
 
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
-from admin.guard import NAV, bp, staff_required
+from admin.guard import NAV, acting_staff, bp, staff_required
 from portal import apikeys, audit, db, paging, webhooks
 from portal.db import rowcount
 from portal.forms import ButtonForm
@@ -49,8 +49,7 @@ def _record(action: str, outcome: str, detail: dict[str, Any]) -> None:
         db.session(),
         action,
         outcome,
-        actor_type="staff",
-        actor=g.staff.email,
+        **acting_staff().audit(),
         detail=json.dumps(detail, sort_keys=True),
     )
 
@@ -234,25 +233,15 @@ def create_webhook() -> tuple[str, int]:
     ), 200
 
 
-@dataclass(frozen=True)
-class DeliveryPage:
-    deliveries: list[WebhookDelivery]
-    attempts: dict[int, list[WebhookAttempt]]  # by delivery id, oldest first
-    total: int
-    number: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // PER_PAGE))
-
-
-def _deliveries(endpoint: WebhookEndpoint, wanted: int) -> DeliveryPage:
-    """One page of the delivery log, newest first, with each delivery's attempts: three
-    queries whatever the page size."""
+def _deliveries(
+    endpoint: WebhookEndpoint, wanted: int
+) -> paging.Page[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+    """One page of the delivery log, newest first, each delivery with its attempts (oldest
+    first): three queries whatever the page size."""
     database = db.session()
     mine = WebhookDelivery.endpoint_id == endpoint.id
     total = database.scalar(select(func.count(WebhookDelivery.id)).where(mine)) or 0
-    number = min(wanted, max(1, -(-total // PER_PAGE)))
+    number = paging.clamp(wanted, total, PER_PAGE)
     deliveries = list(
         database.scalars(
             select(WebhookDelivery)
@@ -271,7 +260,8 @@ def _deliveries(endpoint: WebhookEndpoint, wanted: int) -> DeliveryPage:
             .order_by(WebhookAttempt.id)
         ):
             attempts[row.delivery_id].append(row)
-    return DeliveryPage(deliveries, attempts, total, number)
+    rows = [(delivery, attempts[delivery.id]) for delivery in deliveries]
+    return paging.Page(rows, total, number, PER_PAGE)
 
 
 def _endpoint_page(

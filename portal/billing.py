@@ -27,6 +27,7 @@ from portal.models import (
     SubscriptionItem,
 )
 from portal.money import to_decimal
+from portal.paging import Page, clamp
 
 PER_PAGE = 25
 
@@ -139,26 +140,6 @@ def _count_statement(shape: InvoiceShape) -> Select[int]:
     return select(func.count()).select_from(listed)
 
 
-@dataclass(frozen=True)
-class Page:
-    invoices: list[Invoice]
-    total: int
-    number: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-    @property
-    def first_item(self) -> int:
-        return 0 if not self.total else (self.number - 1) * self.per_page + 1
-
-    @property
-    def last_item(self) -> int:
-        return min(self.total, self.number * self.per_page)
-
-
 def invoice_page(
     db: Session,
     group: BillGroup,
@@ -166,11 +147,11 @@ def invoice_page(
     today: dt.date,
     page: int = 1,
     per_page: int = PER_PAGE,
-) -> Page:
+) -> Page[Invoice]:
     """One page of the filtered list, newest first: two statements, always."""
     shape, params = flt.shape(), flt.params(group, today)
     total = db.scalar(_count_statement(shape), params) or 0
-    page = min(max(page, 1), max(1, -(-total // per_page)))
+    page = clamp(page, total, per_page)
     listed = _filtered_statement(shape).limit(per_page).offset((page - 1) * per_page)
     invoices = db.scalars(listed, params).all()
     return Page(list(invoices), total, page, per_page)

@@ -19,9 +19,16 @@ is called `db` everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 ActorKind = Literal["customer", "staff", "api", "import", "system"]
+
+
+class AuditActor(TypedDict):
+    """The actor_type and actor columns of an audit row, as audit.record takes them."""
+
+    actor_type: str
+    actor: str
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class Actor:
             :254
         ]
 
-    def audit(self) -> dict[str, str]:
+    def audit(self) -> AuditActor:
         """The actor_type and actor of an audit row."""
         return {"actor_type": self.kind, "actor": (self.audited_as or self.name)[:254]}
 

@@ -11,7 +11,7 @@ from portal import billing, db, downloads, paging
 from portal.clock import today
 from portal.customer.forms import InvoiceFilterForm
 from portal.customer.viewer import Viewer, bp, portal_page
-from portal.models import DisplayStatus
+from portal.models import DisplayStatus, Invoice
 
 
 def _filters() -> tuple[InvoiceFilterForm, billing.InvoiceFilter | None]:
@@ -43,7 +43,7 @@ def invoices(viewer: Viewer) -> tuple[str, int]:
     group = viewer.bill_group
     form, flt = _filters()
     if flt is None:
-        page = billing.Page([], 0, 1, billing.PER_PAGE)
+        page = paging.Page[Invoice]([], 0, 1, billing.PER_PAGE)
         status = 400
     else:
         page = billing.invoice_page(

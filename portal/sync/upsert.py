@@ -130,23 +130,28 @@ def _finish(
     return Upserted(record, created, created or changed)
 
 
+def _upsert(
+    db: Session, model: type[Any], external_id: str, values: dict[str, Any], batch: Batch
+) -> Upserted:
+    """A record that is only its own columns: found or made, assigned, flushed."""
+    record, created = _get_or_new(db, model, external_id, batch)
+    changed = _assign(record, values)
+    return _finish(db, record, created, changed, batch)
+
+
 # --- the records ----------------------------------------------------------------------
 
 
 def entity(
     db: Session, external_id: str, body: schemas.EntityIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
-    record, created = _get_or_new(db, Entity, external_id, batch)
-    changed = _assign(record, body.model_dump())
-    return _finish(db, record, created, changed, batch)
+    return _upsert(db, Entity, external_id, body.model_dump(), batch)
 
 
 def account(
     db: Session, external_id: str, body: schemas.AccountIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
-    record, created = _get_or_new(db, Account, external_id, batch)
-    changed = _assign(record, body.model_dump())
-    return _finish(db, record, created, changed, batch)
+    return _upsert(db, Account, external_id, body.model_dump(), batch)
 
 
 def bill_group(
@@ -173,10 +178,8 @@ def product(
     db: Session, external_id: str, body: schemas.ProductIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     seller = _reference(db, Entity, body.entity, "entity", batch)
-    record, created = _get_or_new(db, Product, external_id, batch)
     values = body.model_dump(exclude={"entity"}) | {"entity_id": seller.id}
-    changed = _assign(record, values)
-    return _finish(db, record, created, changed, batch)
+    return _upsert(db, Product, external_id, values, batch)
 
 
 def _products(
