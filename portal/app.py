@@ -13,9 +13,10 @@ from portal import resource_dir
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: config, then extensions, blueprints, filters and CLI commands."""
-    # Flask's default instance folder: instance/ in a checkout, <venv>/var/portal-instance
-    # when installed, never site-packages. Production sets PORTAL_DATABASE_URL anyway.
-    app = Flask(__name__, template_folder=str(resource_dir("templates")))
+    # Named after the package (not this module): its static/ folder, and Flask's default
+    # instance folder, instance/ in a checkout, <venv>/var/portal-instance when installed,
+    # never site-packages. Production sets PORTAL_DATABASE_URL anyway.
+    app = Flask("portal", template_folder=str(resource_dir("templates")))
 
     import emails
     from portal import cli, db, logredact, money, sessions, throttle, web, worker
