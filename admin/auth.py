@@ -136,7 +136,6 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
         db.session().commit()
         form.code.errors = ["That code is not right. Codes change every 30 seconds."]
     status = 400 if form.code.errors else 200
-    form.code.data = ""  # a code is a secret, even a refused one: never written back
     return render_template("admin/second_factor.html", form=form), status
 
 
@@ -185,8 +184,6 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
                 )
             form.code.errors = ["That code has just been used. Wait for the next one."]
     status = 400 if any(field.errors for field in form) else 200
-    # Nothing typed is written back: a code is a secret, even a refused one.
-    form.code.data = form.current_code.data = ""
     return render_template(
         "admin/enrol.html", form=form, secret=secret, replacing=replacing
     ), status

@@ -21,6 +21,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from portal import apikeys, webhooks
+from portal.forms import SecretInput
 from portal.models import BillingFrequency
 from portal.money import MoneyError, check_currency
 
@@ -43,6 +44,7 @@ class CodeForm(FlaskForm):
     code = StringField(
         "Code from your authenticator app, or a recovery code",
         validators=[InputRequired("Enter the code."), Length(max=20)],
+        widget=SecretInput(),  # a code is a secret, even a refused one: never written back
         render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
     )
 
@@ -54,11 +56,13 @@ class EnrolForm(FlaskForm):
     code = StringField(
         "Code from the new authenticator app",
         validators=[InputRequired("Enter the code."), Length(max=20)],
+        widget=SecretInput(),  # a code is a secret, even a refused one: never written back
         render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
     )
     current_code = StringField(
         "Code from your current authenticator app, or a recovery code",
         validators=[Length(max=20)],
+        widget=SecretInput(),
         render_kw={"autocomplete": "one-time-code"},
     )
 

@@ -352,3 +352,12 @@ def test_every_demo_run_prints_a_new_random_staff_password(runner, db):
     db.expire_all()
     staff = db.scalar(select(StaffUser))
     assert staff.check_password(found[1]) and not staff.check_password(found[0])
+
+
+def test_a_refused_staff_code_is_not_written_back(app, db):
+    user, _secret, _codes = enrolled(app, db, StaffRole.VIEWER)
+    client = app.test_client()
+    staff_sign_in(client, user.email)
+    refused = post_code(client, "123456")
+    assert refused.status_code == 400
+    assert 'value="123456"' not in refused.text and 'name="code"' in refused.text
