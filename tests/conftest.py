@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -303,3 +304,24 @@ def sign_in(client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, addre
     path, _code = link_and_code(inbox.to(canonical_email(address))[-1])
     confirm = client.get(client.get(path).headers["Location"])
     return client.post(f"/p/{public_id}/confirm", data={"csrf_token": csrf_token(confirm.text)})
+
+
+def queue_emails(app: Flask, db: Session, n: int, **kwargs: Any) -> None:
+    """Queue `n` plain test messages in the outbox, to user0@acme.com and on."""
+    from emails import outbox
+    from emails.render import Email
+
+    with app.app_context():
+        for i in range(n):
+            outbox.queue(
+                db,
+                Email(
+                    kind="test",
+                    to=f"user{i}@acme.com",
+                    subject=f"Message {i:03d}",
+                    text=f"Body {i}",
+                    html=f"<p>Body {i}</p>",
+                ),
+                **kwargs,
+            )
+        db.commit()

@@ -9,25 +9,9 @@ import smtplib
 from sqlalchemy import select
 
 from emails import outbox, transport
-from emails.render import Email
 from portal import db as portal_db
 from portal.models import OutboxMessage
-
-
-def _queue(app, db, n: int) -> None:
-    with app.app_context():
-        for i in range(n):
-            outbox.queue(
-                db,
-                Email(
-                    kind="test",
-                    to=f"user{i}@acme.com",
-                    subject=f"Message {i:03d}",
-                    text=f"Body {i}",
-                    html=f"<p>Body {i}</p>",
-                ),
-            )
-        db.commit()
+from tests.conftest import queue_emails
 
 
 def _count_connections(monkeypatch) -> list[int]:
@@ -43,7 +27,7 @@ def _count_connections(monkeypatch) -> list[int]:
 
 
 def test_a_batch_goes_over_one_smtp_connection(app, db, smtp, monkeypatch):
-    _queue(app, db, 5)
+    queue_emails(app, db, 5)
     opened = _count_connections(monkeypatch)
     with app.app_context():
         assert outbox.send_due(portal_db.session(), worker="w", limit=20) == 5
@@ -54,7 +38,7 @@ def test_a_batch_goes_over_one_smtp_connection(app, db, smtp, monkeypatch):
 
 
 def test_a_connection_dropped_between_messages_is_opened_again(app, db, smtp, monkeypatch):
-    _queue(app, db, 3)
+    queue_emails(app, db, 3)
     opened = _count_connections(monkeypatch)
     send = transport.Connection.send
     dropped: list[str] = []
@@ -79,7 +63,7 @@ def test_a_connection_dropped_between_messages_is_opened_again(app, db, smtp, mo
 
 
 def test_a_message_that_fails_is_retried_later_and_the_rest_still_go(app, db, smtp, monkeypatch):
-    _queue(app, db, 3)
+    queue_emails(app, db, 3)
     send = transport.Connection.send
 
     def refuse(self, message, envelope_from=None):  # type: ignore[no-untyped-def]
@@ -99,7 +83,7 @@ def test_a_message_that_fails_is_retried_later_and_the_rest_still_go(app, db, sm
 def test_a_claim_leases_at_most_its_limit_and_the_next_claim_the_next_ones(app, db, smtp):
     # On PostgreSQL a LIMIT ... FOR UPDATE SKIP LOCKED subquery under IN was run again
     # for every row of a nested loop, and one worker leased every due message at once.
-    _queue(app, db, 30)
+    queue_emails(app, db, 30)
     with app.app_context():
         first = [m.id for m in outbox.claim(portal_db.session(), "a", limit=4)]
     with app.app_context(), app.extensions["portal.db"]() as other:

@@ -7,13 +7,10 @@ import socket
 import threading
 import time
 
-from flask import Flask
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from emails import outbox
-from emails.render import Email
 from portal import db as portal_db
 from portal import signin
 from portal.models import (
@@ -21,6 +18,7 @@ from portal.models import (
 )
 from tests.conftest import (
     free_port,
+    queue_emails,
     request_link,
     run_worker,
 )
@@ -73,25 +71,8 @@ def test_an_email_waits_in_the_outbox_while_smtp_is_down_and_goes_once_it_is_up(
     assert len(smtp.messages) == 1
 
 
-def _queue(app: Flask, db: Session, n: int, **kwargs) -> None:
-    with app.app_context():
-        for i in range(n):
-            outbox.queue(
-                db,
-                Email(
-                    kind="test",
-                    to=f"user{i}@acme.com",
-                    subject=f"Message {i:03d}",
-                    text=f"Body {i}",
-                    html=f"<p>Body {i}</p>",
-                ),
-                **kwargs,
-            )
-        db.commit()
-
-
 def test_two_workers_send_each_message_exactly_once(app, db, smtp):
-    _queue(app, db, 50)
+    queue_emails(app, db, 50)
     start = threading.Barrier(2)
     errors: list[BaseException] = []
     rounds: dict[str, list[int]] = {"a": [], "b": []}
@@ -136,7 +117,7 @@ def test_two_workers_send_each_message_exactly_once(app, db, smtp):
 def test_of_two_workers_that_saw_the_same_due_messages_only_one_claims_them(app, db, smtp):
     """The race made deterministic: between our worker's SELECT of due messages and its
     claiming UPDATE, another worker claims them all."""
-    _queue(app, db, 3)
+    queue_emails(app, db, 3)
     raced: list[list[OutboxMessage]] = []
     with app.app_context():
         mine = portal_db.session()
@@ -160,7 +141,7 @@ def test_of_two_workers_that_saw_the_same_due_messages_only_one_claims_them(app,
 def test_a_claimed_message_is_not_sent_by_another_worker_until_the_lease_runs_out(
     app, db, smtp, clock
 ):
-    _queue(app, db, 1)
+    queue_emails(app, db, 1)
     with app.app_context():
         (claimed,) = outbox.claim(portal_db.session(), "crashed-worker")
     with app.app_context():
@@ -173,7 +154,7 @@ def test_a_claimed_message_is_not_sent_by_another_worker_until_the_lease_runs_ou
 
 
 def test_a_message_past_discard_after_is_discarded_not_sent(app, db, smtp, clock):
-    _queue(app, db, 1, discard_after=clock.now + dt.timedelta(minutes=15))
+    queue_emails(app, db, 1, discard_after=clock.now + dt.timedelta(minutes=15))
     clock.advance(minutes=15, seconds=1)
     with app.app_context():
         assert outbox.send_due(portal_db.session()) == 0
@@ -186,7 +167,7 @@ def test_a_message_past_discard_after_is_discarded_not_sent(app, db, smtp, clock
 
 
 def test_a_silent_smtp_server_times_out_instead_of_hanging_the_worker(app, db, smtp, clock):
-    _queue(app, db, 1)
+    queue_emails(app, db, 1)
     results: list[int] = []
 
     def send() -> None:
