@@ -155,6 +155,8 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
     replacing = user.has_totp
     secret = _enrol_secret(user)
     form = EnrolForm()
+    if not replacing:  # a first app is not a "new" one
+        form.code.label.text = "Code from your authenticator app"
     if form.validate_on_submit():
         code = form.code.data or ""
         if not staffauth.code_matches(secret, code):
