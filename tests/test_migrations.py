@@ -31,6 +31,7 @@ from portal import db as portal_db
 from portal.app import create_app
 from portal.cli import alembic_config, db_group
 from portal.db import Base, make_engine
+from portal.models import Account
 from tests.conftest import POSTGRES_URL, TEST_CONFIG
 
 MODEL_TABLES = set(Base.metadata.tables)
@@ -190,6 +191,56 @@ def test_migrations_match_the_models_on_postgresql():
     assert POSTGRES_URL is not None
     with throwaway_database(POSTGRES_URL) as url, throwaway_database(POSTGRES_URL) as reference:
         check_migrations(url, reference)
+
+
+def check_change_numbers_backfilled(url: str) -> None:
+    """0007 numbers the records already there in the feed's old order, (updated_at, id),
+    and the counter carries on after them: the next commit's number is larger."""
+    with migration_app(url) as app:
+        flask_db(app, "upgrade", "0006")
+        engine = portal_db.engine()
+        with engine.begin() as connection:
+            # Ids 1, 2, 3 from the database, changed on the 3rd, 1st and 2nd.
+            for row_id, day in ((1, 3), (2, 1), (3, 2)):
+                connection.execute(
+                    text(
+                        "INSERT INTO accounts (name, created_at, updated_at) "
+                        "VALUES (:name, :at, :at)"
+                    ),
+                    {"name": f"Account {row_id}", "at": f"2026-11-0{day} 09:00:00"},
+                )
+        flask_db(app, "upgrade")
+        with engine.connect() as connection:
+            numbered = connection.execute(text("SELECT id, change_seq FROM accounts ORDER BY id"))
+            assert numbered.all() == [(1, 3), (2, 1), (3, 2)]
+            assert connection.scalar(text("SELECT value FROM change_counter")) == 3
+
+        session = portal_db.session()
+        renamed = session.get(Account, 2)
+        assert renamed is not None
+        renamed.name = "Renamed"
+        session.add(Account(name="New"))
+        session.commit()
+        with engine.connect() as connection:
+            numbered = connection.execute(text("SELECT name, change_seq FROM accounts ORDER BY id"))
+            assert numbered.all() == [
+                ("Account 1", 3),
+                ("Renamed", 4),
+                ("Account 3", 2),
+                ("New", 4),
+            ]
+
+
+def test_existing_records_are_numbered_in_feed_order_on_sqlite(tmp_path):
+    check_change_numbers_backfilled(f"sqlite:///{tmp_path / 'portal.db'}")
+
+
+@pytest.mark.db
+@pytest.mark.postgres
+def test_existing_records_are_numbered_in_feed_order_on_postgresql():
+    assert POSTGRES_URL is not None
+    with throwaway_database(POSTGRES_URL) as url:
+        check_change_numbers_backfilled(url)
 
 
 def test_every_model_table_is_created_by_the_migrations(tmp_path):

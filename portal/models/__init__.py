@@ -15,6 +15,7 @@ from portal.models.billing import (
     SubscriptionItem,
     SubscriptionStatus,
 )
+from portal.models.changes import ChangeCounter, ChangeMixin
 from portal.models.entity import Entity
 from portal.models.integration import (
     ApiKey,
@@ -37,6 +38,8 @@ __all__ = [
     "AuditEvent",
     "BillGroup",
     "BillingFrequency",
+    "ChangeCounter",
+    "ChangeMixin",
     "Contact",
     "ContactConfirmation",
     "ContactKind",

@@ -31,6 +31,7 @@ from portal.models._base import (
     currency_column,
     str_enum,
 )
+from portal.models.changes import ChangeMixin
 
 if TYPE_CHECKING:
     from portal.models.access import AccessRule
@@ -60,7 +61,7 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-class Account(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Account(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "accounts"
 
     name: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
@@ -85,7 +86,7 @@ def _portal_available_sql(cls: type[BillGroup], today: dt.date) -> ColumnElement
     return and_(cls.portal_enabled.is_(True), cls.has_active_contract(today))
 
 
-class BillGroup(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class BillGroup(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     """Subscriptions and invoices of one account billed together; each has its own portal."""
 
     __tablename__ = "bill_groups"
@@ -175,7 +176,7 @@ class BillGroup(IdMixin, TimestampMixin, ExternalIdMixin, Base):
         return f"<BillGroup {self.id} {self.name!r}>"
 
 
-class Contact(IdMixin, TimestampMixin, Base):
+class Contact(IdMixin, TimestampMixin, ChangeMixin, Base):
     __tablename__ = "contacts"
     __table_args__ = (
         UniqueConstraint("bill_group_id", "kind"),

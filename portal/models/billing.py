@@ -36,6 +36,7 @@ from portal.models._base import (
     str_enum,
 )
 from portal.models.account import BillingFrequency
+from portal.models.changes import ChangeMixin
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
@@ -77,7 +78,7 @@ class PaymentStatus(enum.StrEnum):
     REFUNDED = "refunded"
 
 
-class Product(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Product(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "products"
 
     entity_id: Mapped[int] = mapped_column(
@@ -90,7 +91,7 @@ class Product(IdMixin, TimestampMixin, ExternalIdMixin, Base):
     entity: Mapped[Entity] = relationship()
 
 
-class Subscription(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Subscription(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "subscriptions"
     __table_args__ = (CheckConstraint("end_date IS NULL OR end_date >= start_date", name="dates"),)
 
@@ -141,7 +142,7 @@ class SubscriptionItem(IdMixin, Base):
         return self.quantity * self.unit_price_minor
 
 
-class Invoice(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "invoices"
     __table_args__ = (
         UniqueConstraint("entity_id", "number"),
@@ -156,7 +157,7 @@ class Invoice(IdMixin, TimestampMixin, ExternalIdMixin, Base):
         Index("ix_invoices_bill_group_issued", "bill_group_id", "issue_date", "id"),
         # Outstanding balance and overdue alerts: open invoices by due date.
         Index("ix_invoices_bill_group_status_due", "bill_group_id", "status", "due_date"),
-        # The API's change feed: ?updated_since=, in (updated_at, id) order.
+        # The API feed's ?updated_since= (the feed itself is in change_seq order).
         Index("ix_invoices_updated", "updated_at", "id"),
         CheckConstraint("due_date >= issue_date", name="dates"),
         CheckConstraint("subtotal_minor >= 0 AND tax_minor >= 0", name="amounts"),
@@ -256,7 +257,7 @@ class InvoiceLine(IdMixin, Base):
     product: Mapped[Product | None] = relationship()
 
 
-class Payment(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Payment(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "payments"
     __table_args__ = (
         Index("ix_payments_bill_group_received", "bill_group_id", "received_at"),

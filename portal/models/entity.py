@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base
 from portal.models._base import ExternalIdMixin, IdMixin, TimestampMixin
+from portal.models.changes import ChangeMixin
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
@@ -17,7 +18,7 @@ LOGO_MAX_BYTES = 256 * 1024
 LOGO_TYPES = ("image/png", "image/jpeg")
 
 
-class Entity(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "entities"
     __table_args__ = (
         # #rrggbb only: it goes into a style attribute and a PDF.

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base
 from portal.models._base import BigId, ExternalIdMixin, IdMixin, TimestampMixin, str_enum
+from portal.models.changes import ChangeMixin
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
@@ -36,7 +37,7 @@ class PaymentMethodType(enum.StrEnum):
         ]
 
 
-class PaymentMethod(IdMixin, TimestampMixin, ExternalIdMixin, Base):
+class PaymentMethod(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "payment_methods"
     __table_args__ = (
         UniqueConstraint("gateway", "gateway_token"),
