@@ -18,7 +18,8 @@ from sqlalchemy import Select, tuple_
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal import apikeys, audit, db, hygiene, throttle
-from portal.models import ApiKey
+from portal.models import ApiKey, changes
+from portal.models.changes import AFTER_ALL
 from portal.sync.schemas import describe
 
 PREFIX = "/api/v1"
@@ -262,17 +263,20 @@ def datetime_arg(name: str) -> dt.datetime | None:
     return value.astimezone(dt.UTC)
 
 
-def _encode_cursor(updated_at: dt.datetime, row_id: int) -> str:
-    raw = json.dumps([updated_at.astimezone(dt.UTC).isoformat(), row_id]).encode()
+def _encode_cursor(position: tuple[int, int]) -> str:
+    raw = json.dumps(list(position)).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    """A (change_seq, id) position this API gave out: after that row of that change."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, row_id = json.loads(raw)
-        when = dt.datetime.fromisoformat(stamp)
-        if when.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
+        change, row_id = json.loads(raw)
+        if not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= AFTER_ALL
+            for n in (change, row_id)
+        ):
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(
@@ -280,23 +284,37 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
             "That cursor is not one this API gave out; start again without it.",
             field="cursor",
         ) from None
-    return when, row_id
+    return change, row_id
 
 
 def page(query: Select[Any], model: Any, serialize: Callable[[Any], dict[str, Any]]) -> Response:
-    """One page of `query`, in (updated_at, id) order, so that a client that follows
-    next_cursor (with or without ?updated_since=) sees every record at least once and a
-    record changed meanwhile again at the end."""
+    """One page of `query` in commit order, (change_seq, id): see portal.models.changes.
+
+    next_cursor is set when more rows were waiting; resume_cursor always is, so that a
+    client that keeps the last one and asks again (now or tomorrow, with an empty page in
+    between) reads every change once it has committed, at least once and in commit order:
+    a record changed again is read again, later. ?updated_since= only narrows the rows;
+    a poll that resumes from its time instead of a cursor can miss what commits late."""
     limit = limit_arg()
     since = datetime_arg("updated_since")
     if since is not None:
         query = query.where(model.updated_at >= since)
     cursor = request.args.get("cursor")
-    if cursor:
-        when, row_id = _decode_cursor(cursor)
-        query = query.where(tuple_(model.updated_at, model.id) > tuple_(when, row_id))
-    rows = db.session().scalars(query.order_by(model.updated_at, model.id).limit(limit + 1)).all()
+    after = _decode_cursor(cursor) if cursor else (0, 0)
+    session = db.session()
+    # Read before the page: every change up to this one has committed, so the page
+    # below sees all of them, and a page that reaches the end has read past them all.
+    settled = (changes.last_change(session), AFTER_ALL)
+    query = query.where(tuple_(model.change_seq, model.id) > tuple_(*after))
+    rows = session.scalars(query.order_by(model.change_seq, model.id).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].updated_at, rows[-1].id) if more else None
-    return jsonify({"data": [serialize(row) for row in rows], "next_cursor": next_cursor})
+    last = (rows[-1].change_seq, rows[-1].id) if rows else after
+    resume = last if more else max(last, settled)
+    return jsonify(
+        {
+            "data": [serialize(row) for row in rows],
+            "next_cursor": _encode_cursor(last) if more else None,
+            "resume_cursor": _encode_cursor(resume),
+        }
+    )

@@ -259,6 +259,23 @@ def _list_of(name: str) -> dict[str, Any]:
     }
 
 
+def _feed_of(name: str) -> dict[str, Any]:
+    """A list that is a change feed: a page of it also says where to resume."""
+    listed = _list_of(name)
+    resume = {
+        "type": "string",
+        "description": (
+            "Always set, even on an empty page: keep it and pass it as ?cursor= on your "
+            "next poll to read every change committed since, in commit order. The same "
+            "as next_cursor while more rows are waiting."
+        ),
+    }
+    return listed | {
+        "required": [*listed["required"], "resume_cursor"],
+        "properties": listed["properties"] | {"resume_cursor": resume},
+    }
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     return {
         str(status): {"description": ERROR_CODES[status].replace("_", " "), **_json(_ref("Error"))}
@@ -287,12 +304,21 @@ LIST_PARAMETERS = [
         "in": "query",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
     },
-    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "cursor",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "Where to continue: a next_cursor or resume_cursor from this list.",
+    },
     {
         "name": "updated_since",
         "in": "query",
         "schema": {"type": "string", "format": "date-time"},
-        "description": "Only records changed at or after this time (ISO 8601 with a zone).",
+        "description": (
+            "Only records changed at or after this time (ISO 8601 with a zone): a place "
+            "to start. Resume with resume_cursor, not with a time: a change stamped "
+            "earlier can commit later."
+        ),
     },
 ]
 
@@ -345,7 +371,7 @@ def _paths() -> dict[str, Any]:
                 f"List {name.replace('-', ' ')}, oldest change first",
                 "read",
                 {
-                    "200": {"description": "A page", **_json(_list_of(schema))},
+                    "200": {"description": "A page", **_json(_feed_of(schema))},
                     **_errors(400, *READ_ERRORS),
                 },
                 parameters=[*LIST_PARAMETERS, *(_filter(f) for f in FILTERS.get(name, []))],
@@ -415,7 +441,7 @@ def _paths() -> dict[str, Any]:
             "List contacts, oldest change first: what customers changed",
             "read",
             {
-                "200": {"description": "A page", **_json(_list_of("Contact"))},
+                "200": {"description": "A page", **_json(_feed_of("Contact"))},
                 **_errors(400, *READ_ERRORS),
             },
             parameters=[*LIST_PARAMETERS, _filter("bill_group")],
@@ -520,7 +546,8 @@ def document() -> dict[str, Any]:
                 "Keep the portal in step with your billing system. Authenticate with "
                 "`Authorization: Bearer <key>` (admins create keys under Staff → API keys). "
                 "PUT is an idempotent upsert by your own external id; money is integer "
-                "minor units; lists are in (updated_at, id) order with cursor pagination. "
+                "minor units; lists are change feeds in commit order with cursor pagination: "
+                "resume from resume_cursor to read every change at least once. "
                 f"Webhook events: {', '.join(webhooks.EVENT_TYPES)}; each is signed with "
                 "`Portal-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>`."
             ),
