@@ -232,8 +232,7 @@ def install(app: Flask, built: Settings) -> None:
     into app.config. `load` calls it once; tests that need other settings once the app
     is built call it with a `dataclasses.replace` of the app's settings."""
     app.extensions[EXTENSION] = built
-    # Every key, until no module reads app.config for the portal's own ones any more.
-    for key in DEFAULTS:
+    for key in FOR_FLASK:
         value = getattr(built, key)
         app.config[key] = list(value) if isinstance(value, tuple) else value
 
