@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
@@ -29,6 +29,7 @@ from portal.access import (
 )
 from portal.actions import rules
 from portal.actions.rules import Added
+from portal.config import settings
 from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
 
@@ -79,7 +80,7 @@ def _check(group: BillGroup, raw: str) -> CheckResult:
 
 def _active_sessions(group: BillGroup) -> list[CustomerSession]:
     now = clock.now()
-    idle = dt.timedelta(minutes=current_app.config["CUSTOMER_SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
     return list(
         db.session().scalars(
             select(CustomerSession)
@@ -189,7 +190,7 @@ def _add(
         raw,
         include_subdomains=include_subdomains,
         fold_in=fold_in,
-        extra_providers=current_app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"],
+        extra_providers=settings().PUBLIC_MAIL_PROVIDERS_EXTRA,
     )
     database.commit()
     return added

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
 from admin.guard import NAV, acting_staff, bp, staff_required
 from portal import apikeys, audit, db, paging, webhooks
+from portal.config import settings
 from portal.db import rowcount
 from portal.forms import ButtonForm
 from portal.models import (
@@ -104,7 +105,7 @@ def create_api_key() -> tuple[str, int]:
         "admin/api_key_created.html",
         key=key,
         row=row,
-        api_base=str(current_app.config["PORTAL_BASE_URL"]).rstrip("/") + "/api/v1",
+        api_base=str(settings().PORTAL_BASE_URL).rstrip("/") + "/api/v1",
     ), 200
 
 
@@ -222,14 +223,14 @@ def create_webhook() -> tuple[str, int]:
         },
     )
     database.commit()
-    config = current_app.config
+    config = settings()
     return render_template(
         "admin/webhook_created.html",
         endpoint=endpoint,
         secret=secret,
         replay_minutes=webhooks.REPLAY_WINDOW // 60,
-        timeout=config["WEBHOOK_TIMEOUT"],
-        max_attempts=config["WEBHOOK_MAX_ATTEMPTS"],
+        timeout=config.WEBHOOK_TIMEOUT,
+        max_attempts=config.WEBHOOK_MAX_ATTEMPTS,
     ), 200
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response, current_app, jsonify, request, url_for
+from flask import Response, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -18,6 +18,7 @@ from api.base import ApiError, body, bp, current_key, page, record, requires
 from portal import clock, db, downloads, links
 from portal.actions import ActionError, Actor
 from portal.actions.contacts import update_contact
+from portal.config import settings
 from portal.models import (
     Account,
     BillGroup,
@@ -37,7 +38,7 @@ from portal.sync import schemas, serialize, upsert
 
 
 def _base_url() -> str:
-    return str(current_app.config["PORTAL_BASE_URL"])
+    return str(settings().PORTAL_BASE_URL)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def put_record(resource: str, external_id: str) -> tuple[Response, int]:
 @requires("read")
 def invoice_pdf_download(external_id: str) -> Response:
     found = _one(RESOURCES["invoices"], external_id)
-    return downloads.invoice_pdf_response(found, clock.today(), current_app.config["LOCALE"])
+    return downloads.invoice_pdf_response(found, clock.today(), settings().LOCALE)
 
 
 # --- bill groups: portal link and contacts --------------------------------------------

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify
+from flask import Response, jsonify
 
 from api.base import ApiError, body, bp, current_key, requires
 from api.resources import bill_group_or_404
 from portal import db
 from portal.actions import ActionError, Actor, rules
+from portal.config import settings
 from portal.sync import schemas, serialize
 
 
@@ -45,7 +46,7 @@ def create_rule(external_id: str) -> tuple[Response, int]:
             data.value,
             include_subdomains=data.include_subdomains,
             fold_in=data.fold_in,
-            extra_providers=current_app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"],
+            extra_providers=settings().PUBLIC_MAIL_PROVIDERS_EXTRA,
         )
     except ActionError as exc:  # an overlap's message names the redundant rules
         raise _refused(exc, field="value") from None

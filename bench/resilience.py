@@ -469,9 +469,10 @@ class Database:
     """Counting what the app wrote, from the bench's own connection."""
 
     def __init__(self, app: object, bill_group_id: int) -> None:
+        from portal.config import settings_of
         from portal.db import make_engine
 
-        self.engine = make_engine(app.config["DATABASE_URL"])  # type: ignore[attr-defined]
+        self.engine = make_engine(settings_of(app).DATABASE_URL)  # type: ignore[arg-type]
         self.bill_group_id = bill_group_id
 
     def audit(self, after: int = 0) -> list[tuple[int, str, str, str | None, str | None]]:

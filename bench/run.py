@@ -63,6 +63,7 @@ from portal import db as portal_db  # noqa: E402
 from portal import sessions, signin  # noqa: E402
 from portal.access import add_rule  # noqa: E402
 from portal.app import create_app  # noqa: E402
+from portal.config import settings_of  # noqa: E402
 from portal.db import make_engine  # noqa: E402
 from portal.invoice_pdf import render as render_pdf  # noqa: E402
 from portal.models import BillGroup, Invoice, OutboxMessage, PaymentApplication  # noqa: E402
@@ -1116,7 +1117,7 @@ def run_outbox(args, dbs: Databases, folder: Path) -> dict[str, Any]:  # type: i
         with app.app_context():
             session = portal_db.session()
             group = make_bill_group(session, currency="GBP")
-            base = app.config["PORTAL_BASE_URL"]
+            base = settings_of(app).PORTAL_BASE_URL
             for i in range(count):
                 # A details-changed notice (portal/notices.py), each to an address of its
                 # own: the sink counts arrivals per address, so a duplicate shows.

@@ -16,7 +16,6 @@ import logging
 import secrets
 import time
 
-from flask import current_app
 from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 from emails.render import Email
 from emails.transport import Sender
 from portal import clock, crypto, leases
+from portal.config import settings
 from portal.crypto import InvalidToken
 from portal.models import OutboxMessage
 
@@ -135,7 +135,7 @@ def _record_sent(db: Session, message: OutboxMessage) -> None:
         "sent_at": clock.now(),
         "claimed_until": None,
     }
-    if current_app.config["MAIL_TRANSPORT"] != "console":  # the dev mailbox reads them
+    if settings().MAIL_TRANSPORT != "console":  # the dev mailbox reads them
         values |= {"text_body": "", "html_body": ""}
     deadline = time.monotonic() + RECORD_SENT_FOR.total_seconds()
     while True:

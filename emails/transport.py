@@ -10,6 +10,8 @@ import smtplib
 from flask import current_app
 from flask_mail import Connection, Mail, Message
 
+from portal.config import settings
+
 log = logging.getLogger(__name__)
 
 
@@ -18,7 +20,7 @@ class _TimeoutConnection(Connection):
     worker for ever; this passes MAIL_TIMEOUT through."""
 
     def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
-        timeout = float(current_app.config["MAIL_TIMEOUT"])
+        timeout = float(settings().MAIL_TIMEOUT)
         host: smtplib.SMTP | smtplib.SMTP_SSL
         if self.mail.use_ssl:
             host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=timeout)
@@ -85,10 +87,10 @@ class Sender:
         self.close()
 
     def deliver(self, to: str, subject: str, text: str, html: str) -> None:
-        if current_app.config["MAIL_TRANSPORT"] == "console":
+        if settings().MAIL_TRANSPORT == "console":
             # The body holds sign-in secrets, which never go to a log: read it on the
             # debug-only mailbox page instead.
-            base = current_app.config["PORTAL_BASE_URL"]
+            base = settings().PORTAL_BASE_URL
             log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
             return
         message = _Message(subject=subject, recipients=[to], body=text, html=html)

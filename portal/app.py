@@ -20,12 +20,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     import emails
     from portal import cli, db, logredact, money, sessions, throttle, web, worker
-    from portal import config as settings
+    from portal.config import load, settings_of
 
-    settings.load(app, config)
-    if app.config["PROXY_FIX_X_FOR"]:
+    load(app, config)
+    hops = settings_of(app).PROXY_FIX_X_FOR
+    if hops:
         # Trust X-Forwarded-For only for the proxies we actually have.
-        hops = int(app.config["PROXY_FIX_X_FOR"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     logredact.install()
     db.init_app(app)

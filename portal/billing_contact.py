@@ -16,13 +16,13 @@ import hashlib
 import json
 import secrets
 
-from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
 from portal import audit, clock, events, links, notices
+from portal.config import settings
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, Contact, ContactConfirmation, ContactKind
 
@@ -82,7 +82,7 @@ def name_address(
     """Make `address` the contact's pending address and email it a confirmation link,
     unless it was emailed lately (then that link works again). The caller holds `lock`
     and commits; raises TooManyNamed, having written nothing, over the daily limit."""
-    config = current_app.config
+    config = settings()
     now = clock.now()
     recent = db.scalar(
         select(ContactConfirmation)
@@ -90,7 +90,7 @@ def name_address(
             ContactConfirmation.bill_group_id == group.id,
             ContactConfirmation.email == address,
             ContactConfirmation.created_at
-            > now - dt.timedelta(hours=int(config["CONTACT_NAMED_INTERVAL_HOURS"])),
+            > now - dt.timedelta(hours=config.CONTACT_NAMED_INTERVAL_HOURS),
         )
         .order_by(ContactConfirmation.id.desc())
         .limit(1)
@@ -102,7 +102,7 @@ def name_address(
                 ContactConfirmation.created_at > now - DAY,
             )
         )
-        if (named_today or 0) >= int(config["CONTACT_NAMED_LIMIT_PER_DAY"]):
+        if (named_today or 0) >= config.CONTACT_NAMED_LIMIT_PER_DAY:
             raise TooManyNamed()
     retire(db, group, keep=address)
     contact.pending_email = address
@@ -111,7 +111,7 @@ def name_address(
             recent.retired_at = None  # A, then B, then A again: A's link works again
         return Named.ALREADY_SENT
     token = secrets.token_urlsafe(32)
-    hours = int(config["CONTACT_CONFIRM_TTL_HOURS"])
+    hours = config.CONTACT_CONFIRM_TTL_HOURS
     expires = now + dt.timedelta(hours=hours)
     db.add(
         ContactConfirmation(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from portal import db, resource_dir
 from portal.access import AccessError, canonical_email
+from portal.config import settings
 from portal.models import StaffRole, StaffUser
 
 
@@ -39,7 +40,7 @@ def alembic_config() -> AlembicConfig:
     config = AlembicConfig(stdout=sys.stdout)
     config.set_main_option("script_location", str(resource_dir("migrations")))
     # ConfigParser interpolation: a literal % in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", current_app.config["DATABASE_URL"].replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", settings().DATABASE_URL.replace("%", "%%"))
     return config
 
 
@@ -185,7 +186,7 @@ def demo(reset: bool, production: bool) -> None:
     loaded = demo_data.load(session)
     password = demo_data.new_staff_password(session)
     session.commit()
-    click.echo(demo_data.describe(session, current_app.config["PORTAL_BASE_URL"], loaded, password))
+    click.echo(demo_data.describe(session, settings().PORTAL_BASE_URL, loaded, password))
 
 
 @click.command("worker")

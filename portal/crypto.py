@@ -8,13 +8,14 @@ import base64
 import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken
-from flask import current_app
+
+from portal.config import settings
 
 __all__ = ["InvalidToken", "seal", "unseal"]
 
 
 def _fernet(purpose: str) -> Fernet:
-    secret = current_app.config["SECRET_KEY"].encode()
+    secret = settings().SECRET_KEY.encode()
     key = hashlib.sha256(purpose.encode() + b"\x00" + secret).digest()
     return Fernet(base64.urlsafe_b64encode(key))
 

@@ -11,6 +11,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from portal.config import settings_of
+
 # Stable constraint names, so Alembic migrations can name what they drop.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -82,7 +84,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def init_app(app: Flask) -> None:
-    engine = make_engine(app.config["DATABASE_URL"])
+    engine = make_engine(settings_of(app).DATABASE_URL)
     app.extensions["portal.db"] = sessionmaker(engine, expire_on_commit=False)
     app.teardown_appcontext(_remove_session)
 

@@ -16,7 +16,7 @@ from flask import current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal.config import is_local
+from portal.config import is_local, settings
 
 SALT = "portal known device"
 # The addresses remembered per browser, newest first.
@@ -29,17 +29,17 @@ def cookie_name() -> str:
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=SALT)
+    return URLSafeTimedSerializer(settings().SECRET_KEY, salt=SALT)
 
 
 def _digest(email: str) -> str:
-    secret = current_app.config["SECRET_KEY"].encode()
+    secret = settings().SECRET_KEY.encode()
     key = hashlib.sha256(b"portal known device address\x00" + secret).digest()
     return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _max_age() -> int:
-    return int(current_app.config["KNOWN_DEVICE_DAYS"]) * 24 * 60 * 60
+    return settings().KNOWN_DEVICE_DAYS * 24 * 60 * 60
 
 
 def _remembered() -> list[str]:

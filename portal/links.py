@@ -7,8 +7,7 @@ customer's sign-in token to whoever forged it.
 
 from __future__ import annotations
 
-from flask import current_app
-
+from portal.config import settings
 from portal.models import BillGroup
 
 
@@ -16,5 +15,5 @@ def portal_url(group: BillGroup, path: str = "", *, base_url: str | None = None)
     """The absolute link to the bill group's portal, or to `path` under it ("/verify/x").
     `base_url` stands in for PORTAL_BASE_URL where the caller has its own (the API's
     serialisers, the demo's description)."""
-    base = current_app.config["PORTAL_BASE_URL"] if base_url is None else base_url
+    base = settings().PORTAL_BASE_URL if base_url is None else base_url
     return f"{str(base).rstrip('/')}/p/{group.public_id}{path}"

@@ -18,6 +18,8 @@ from babel.numbers import (
 )
 from flask import Flask
 
+from portal.config import settings_of
+
 DEFAULT_LOCALE = "en_GB"
 
 
@@ -94,7 +96,7 @@ def format_rate(basis_points: int, locale: str = DEFAULT_LOCALE) -> str:
 
 
 def init_app(app: Flask) -> None:
-    locale = app.config["LOCALE"]
+    locale = settings_of(app).LOCALE
 
     def money_filter(minor: int, currency: str) -> str:
         return format_money(minor, currency, locale)

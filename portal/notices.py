@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session, joinedload
 from emails import outbox
 from emails.render import Email, render
 from portal import clock, links
+from portal.config import settings
 from portal.models import BillGroup, ContactKind, Notice, NoticeChange
 
 FIELD_NAMES = {
@@ -84,8 +84,8 @@ def send_due(db: Session, limit: int = BATCH) -> int:
     """Queue one notice email in the outbox for each (bill group, recipient) whose
     window has closed and whose daily limit allows one; returns how many."""
     now = clock.now()
-    window = dt.timedelta(minutes=int(current_app.config["NOTICE_WINDOW_MINUTES"]))
-    cap = int(current_app.config["NOTICE_LIMIT_PER_DAY"])
+    window = dt.timedelta(minutes=settings().NOTICE_WINDOW_MINUTES)
+    cap = settings().NOTICE_LIMIT_PER_DAY
     sent_lately = (
         select(func.count(Notice.id))
         .where(

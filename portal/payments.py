@@ -39,6 +39,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import clock
+from portal.config import Settings
 from portal.db import utcnow
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, PaymentMethod, PaymentMethodType
@@ -325,19 +326,19 @@ def _new_token(number: str) -> str:
 
 # --- the registry -------------------------------------------------------------------
 
-_GATEWAYS: dict[str, Callable[[Mapping[str, Any]], Gateway]] = {
+_GATEWAYS: dict[str, Callable[[Settings], Gateway]] = {
     "sandbox": lambda config: SandboxGateway(),
 }
 
 
-def get_gateway(app_config: Mapping[str, Any]) -> Gateway:
+def get_gateway(config: Settings) -> Gateway:
     """The gateway PAYMENT_GATEWAY names ("sandbox" when unset)."""
-    name = app_config.get("PAYMENT_GATEWAY") or "sandbox"
+    name = config.PAYMENT_GATEWAY or "sandbox"
     factory = _GATEWAYS.get(name) if isinstance(name, str) else None
     if factory is None:
         known = ", ".join(sorted(_GATEWAYS))
         raise ValueError(f"Unknown PAYMENT_GATEWAY {name!r}: use one of {known}.")
-    return factory(app_config)
+    return factory(config)
 
 
 # --- domain operations (the caller commits and records the audit event) --------------

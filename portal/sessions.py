@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 
-from flask import Flask, current_app, request, session
+from flask import Flask, request, session
 from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from portal import audit, clock, db, staffauth
 from portal.access import may_access
+from portal.config import settings
 from portal.models import BillGroup, CustomerSession
 from portal.signin import sha256
 from portal.staffauth import Staff
@@ -72,7 +73,7 @@ def create(db_session: Session, bill_group: BillGroup, email: str) -> tuple[str,
     """A new session row, and the random id for the cookie (only its hash is stored)."""
     now = clock.now()
     sid = secrets.token_urlsafe(32)
-    hours = current_app.config["CUSTOMER_SESSION_MAX_HOURS"]
+    hours = settings().CUSTOMER_SESSION_MAX_HOURS
     row = CustomerSession(
         sid_hash=sha256(sid),
         bill_group_id=bill_group.id,
@@ -110,7 +111,7 @@ def load(db_session: Session, sid: str) -> Customer | None:
     if row is None:
         return None
     now = clock.now()
-    idle = dt.timedelta(minutes=current_app.config["CUSTOMER_SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
     reason = None
     if now >= row.expires_at:
         reason = "expired"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import unquote, urlsplit
 
-from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from emails import outbox
 from emails.render import render
 from portal import audit, clock, devices, links, throttle
 from portal.access import may_access
+from portal.config import settings
 from portal.db import rowcount
 from portal.models import BillGroup, CustomerSession, SignInChallenge
 
@@ -44,7 +44,7 @@ def new_nonce() -> str:
 
 def _code_key() -> bytes:
     # A key of its own, so a code hash is useless without SECRET_KEY.
-    secret = current_app.config["SECRET_KEY"]
+    secret = settings().SECRET_KEY
     return hashlib.sha256(b"portal sign-in code\x00" + secret.encode()).digest()
 
 
@@ -130,7 +130,7 @@ def request_link(
             next_path=next_path,
             ip=audit.client_ip(),
             created_at=now,
-            expires_at=now + dt.timedelta(minutes=current_app.config["SIGNIN_TTL_MINUTES"]),
+            expires_at=now + dt.timedelta(minutes=settings().SIGNIN_TTL_MINUTES),
             code_only=code_only,
         )
     )
@@ -207,7 +207,7 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     challenge.token_hash = sha256(token)
     challenge.code_hash = code_hash(challenge.id, code)
-    minutes = current_app.config["SIGNIN_TTL_MINUTES"]
+    minutes = settings().SIGNIN_TTL_MINUTES
     email = render(
         "signin_link",
         challenge.email,
@@ -342,7 +342,7 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
     code = normalise_code(raw)
     if not nonce:
         return None
-    max_attempts = current_app.config["CODE_ATTEMPTS_PER_CHALLENGE"]
+    max_attempts = settings().CODE_ATTEMPTS_PER_CHALLENGE
     candidates = db.scalars(
         select(SignInChallenge).where(
             SignInChallenge.bill_group_id == bill_group.id,

@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal import audit, clock, crypto
 from portal.access import AccessError, canonical_email
+from portal.config import settings
 from portal.db import rowcount
 from portal.models import StaffRole, StaffSession, StaffUser
 
@@ -95,7 +96,7 @@ def new_totp_secret() -> str:
 
 
 def provisioning_uri(user: StaffUser, secret: str) -> str:
-    issuer = current_app.config["TOTP_ISSUER"]
+    issuer = settings().TOTP_ISSUER
     return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=issuer)
 
 
@@ -185,8 +186,8 @@ def _notify(db: Session, user: StaffUser, change: str, by: str | None = None) ->
             change=change,
             by=by,
             when=clock.now(),
-            issuer=current_app.config["TOTP_ISSUER"],
-            sign_in_url=f"{current_app.config['PORTAL_BASE_URL']}/admin/sign-in",
+            issuer=settings().TOTP_ISSUER,
+            sign_in_url=f"{settings().PORTAL_BASE_URL}/admin/sign-in",
         ),
     )
 
@@ -254,7 +255,7 @@ def start_session(db: Session, user: StaffUser) -> tuple[str, StaffSession]:
         user=user,
         created_at=now,
         last_seen_at=now,
-        expires_at=now + dt.timedelta(hours=current_app.config["STAFF_SESSION_MAX_HOURS"]),
+        expires_at=now + dt.timedelta(hours=settings().STAFF_SESSION_MAX_HOURS),
         ip=audit.client_ip(),
         user_agent=(request.user_agent.string or "")[:200] or None,
     )
@@ -273,7 +274,7 @@ def load(db: Session, sid: str) -> Staff | None:
     if row is None:
         return None
     now = clock.now()
-    idle = dt.timedelta(minutes=current_app.config["STAFF_SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=settings().STAFF_SESSION_IDLE_MINUTES)
     reason = None
     if now >= row.expires_at:
         reason = "expired"

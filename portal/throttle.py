@@ -26,6 +26,7 @@ from limits.storage import RedisClusterStorage, RedisStorage
 from redis.exceptions import RedisError
 
 from portal import clock
+from portal.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ def client_key_of(address: str | None) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv4Address):
-        prefix = int(current_app.config["RATELIMIT_IPV4_PREFIX"])
+        prefix = settings().RATELIMIT_IPV4_PREFIX
     else:
-        prefix = int(current_app.config["RATELIMIT_IPV6_PREFIX"])
+        prefix = settings().RATELIMIT_IPV6_PREFIX
     if prefix == ip.max_prefixlen:
         return str(ip)
     return str(ipaddress.ip_network(f"{ip.compressed.split('%')[0]}/{prefix}", strict=False))
@@ -57,11 +58,9 @@ def client_key() -> str:
 limiter = Limiter(key_func=client_key, strategy="moving-window")
 
 # Per client, across every endpoint (customer or staff) that sends email or checks a secret.
-secret_limit = limiter.shared_limit(
-    lambda: current_app.config["SECRET_ENDPOINT_LIMIT"], scope="secrets"
-)
+secret_limit = limiter.shared_limit(lambda: settings().SECRET_ENDPOINT_LIMIT, scope="secrets")
 
-# Budget name -> config key holding its limits ("3 per 15 minutes; 10 per day").
+# Budget name -> the setting holding its limits ("3 per 15 minutes; 10 per day").
 BUDGETS = {
     "signin-address": "SIGNIN_LIMIT_PER_ADDRESS",
     "signin-known-device": "SIGNIN_LIMIT_PER_KNOWN_DEVICE",
@@ -79,9 +78,6 @@ BUDGETS = {
 # see, not a quiet "no" to every sign-in.
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError)
 
-# Every config key that holds a rate limit ("N per period; ..."): checked at start-up.
-LIMIT_KEYS = frozenset(BUDGETS.values()) | {"SECRET_ENDPOINT_LIMIT"}
-
 
 def init_app(app: Flask) -> None:
     app.extensions["portal.backoff"] = _MemoryBackoff()
@@ -93,7 +89,7 @@ def init_app(app: Flask) -> None:
 
 
 def _limits(budget: str):  # type: ignore[no-untyped-def]
-    return parse_many(current_app.config[BUDGETS[budget]])
+    return parse_many(getattr(settings(), BUDGETS[budget]))
 
 
 def within(*checks: tuple[str, str]) -> bool:
@@ -184,12 +180,12 @@ BACKOFF_MEMORY_SECONDS = 24 * 60 * 60
 
 def _delay(tries: int) -> float:
     """Seconds the next try must wait after `tries` unforgiven tries."""
-    config = current_app.config
-    free = int(config["STAFF_SIGNIN_FREE_FAILURES"])
+    config = settings()
+    free = config.STAFF_SIGNIN_FREE_FAILURES
     if tries < free:
         return 0.0
-    first = float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"])
-    cap = float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"])
+    first = float(config.STAFF_SIGNIN_FIRST_DELAY_SECONDS)
+    cap = float(config.STAFF_SIGNIN_MAX_DELAY_SECONDS)
     return min(cap, first * 2.0 ** min(tries - free, 64))
 
 
@@ -274,13 +270,13 @@ return 1
 
 
 def _redis_try(storage: RedisStorage, name: str) -> bool:
-    config = current_app.config
+    config = settings()
     script = storage.get_connection().register_script(_TRY_BACKOFF.encode())
     args = [
         int(clock.now().timestamp() * 1000),
-        int(config["STAFF_SIGNIN_FREE_FAILURES"]),
-        int(float(config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"]) * 1000),
-        int(float(config["STAFF_SIGNIN_MAX_DELAY_SECONDS"]) * 1000),
+        config.STAFF_SIGNIN_FREE_FAILURES,
+        int(float(config.STAFF_SIGNIN_FIRST_DELAY_SECONDS) * 1000),
+        int(float(config.STAFF_SIGNIN_MAX_DELAY_SECONDS) * 1000),
         BACKOFF_MEMORY_SECONDS,
     ]
     return bool(script(keys=[storage.prefixed_key(name)], args=args))

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import hygiene
-from portal.config import is_local
+from portal.config import is_local, settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_NAME="session" if local else "__Host-session",
         PREFERRED_URL_SCHEME="http" if local else "https",
     )
+    # Templates read the settings as the code does: {{ settings().SIGNIN_TTL_MINUTES }}.
+    app.jinja_env.globals["settings"] = settings
 
     # First of the app's before_request functions (web.init_app runs before the other
     # extensions'), so no session lookup, throttle or CSRF check sees a bad value.

@@ -35,7 +35,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from portal import clock, crypto, leases
-from portal.config import is_local
+from portal.config import is_local, settings
 from portal.models import (
     BillGroup,
     DeliveryStatus,
@@ -315,7 +315,7 @@ def _resolve(host: str, port: int) -> tuple[str | None, str | None]:
 
 
 def _private_allowed() -> bool:
-    allow = current_app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"]
+    allow = settings().WEBHOOK_ALLOW_PRIVATE_NETWORKS
     return is_local(current_app) if allow is None else bool(allow)
 
 
@@ -351,7 +351,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
     address, refused = _resolve(host, port)
     if address is None:
         return Outcome(None, refused, 0)
-    timeout = float(current_app.config["WEBHOOK_TIMEOUT"])
+    timeout = float(settings().WEBHOOK_TIMEOUT)
     pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
     connection = pinned(host, address, port, timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -409,7 +409,7 @@ def attempt(db: Session, delivery: WebhookDelivery, trigger: str = "worker") -> 
     if outcome.ok:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = now
-    elif secret is None or delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
+    elif secret is None or delivery.attempts >= settings().WEBHOOK_MAX_ATTEMPTS:
         delivery.status = DeliveryStatus.FAILED
     else:
         delivery.status = DeliveryStatus.PENDING
@@ -457,7 +457,7 @@ def _postpone(db: Session, delivery_id: int, error: str) -> None:
     delivery.attempts += 1
     delivery.claimed_until = None
     delivery.last_error = error[:500]
-    if delivery.attempts >= int(current_app.config["WEBHOOK_MAX_ATTEMPTS"]):
+    if delivery.attempts >= settings().WEBHOOK_MAX_ATTEMPTS:
         delivery.status = DeliveryStatus.FAILED
     else:
         delivery.next_attempt_at = clock.now() + backoff(delivery.attempts)

@@ -15,6 +15,7 @@ from flask import Flask
 
 from emails import outbox
 from portal import db, notices, signin, webhooks
+from portal.config import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def start_in_process(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    if app.config["WORKER_IN_PROCESS"]:
+    if settings_of(app).WORKER_IN_PROCESS:
         # Started by the first request, so the reloader's watcher process never runs it.
         @app.before_request
         def _start_worker() -> None:

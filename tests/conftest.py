@@ -30,6 +30,7 @@ import portal.models  # noqa: F401
 from portal import db as portal_db
 from portal import throttle
 from portal.app import create_app
+from portal.config import settings_of
 from portal.db import Base, make_engine
 from tests.clock import MIDDAY, Clock
 
@@ -188,10 +189,10 @@ def sibling(app: Flask) -> Iterator:
     def build(**overrides) -> Flask:
         config = {
             **TEST_CONFIG,
-            "DATABASE_URL": app.config["DATABASE_URL"],
-            "MAIL_SERVER": app.config["MAIL_SERVER"],
-            "MAIL_PORT": app.config["MAIL_PORT"],
-            "MAIL_TIMEOUT": app.config["MAIL_TIMEOUT"],
+            "DATABASE_URL": settings_of(app).DATABASE_URL,
+            "MAIL_SERVER": settings_of(app).MAIL_SERVER,
+            "MAIL_PORT": settings_of(app).MAIL_PORT,
+            "MAIL_TIMEOUT": settings_of(app).MAIL_TIMEOUT,
             **overrides,
         }
         _close_limiter_storage()

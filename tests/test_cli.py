@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from portal.access import may_access
+from portal.config import settings_of
 from portal.models import (
     Account,
     BillGroup,
@@ -71,7 +72,7 @@ def test_demo_loads_a_realistic_dataset(runner, db):
 
 def test_demo_prints_working_links_and_addresses(runner, db, app):
     output = runner.invoke(args=["demo"]).output
-    base = app.config["PORTAL_BASE_URL"]
+    base = settings_of(app).PORTAL_BASE_URL
     today = dt.date.today()
     for group in db.scalars(select(BillGroup)):
         block = output.split(f"{base}/p/{group.public_id}", 1)

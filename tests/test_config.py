@@ -9,7 +9,7 @@ import pytest
 
 from portal import ROOT
 from portal.app import create_app
-from portal.config import DEFAULTS, DEV_SECRET_KEY, ConfigError
+from portal.config import DEFAULTS, DEV_SECRET_KEY, ConfigError, settings_of
 
 GOOD_SECRET = "s" * 40
 PRODUCTION = {"DATABASE_URL": "sqlite://", "SECRET_KEY": GOOD_SECRET}
@@ -51,14 +51,14 @@ def test_refuses_a_base_url_that_is_not_a_url():
 def test_debug_mode_runs_on_the_defaults(monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app({"DATABASE_URL": "sqlite://"})
-    assert app.config["SECRET_KEY"] == DEV_SECRET_KEY
-    assert app.config["PORTAL_BASE_URL"] == "http://127.0.0.1:5000"
+    assert settings_of(app).SECRET_KEY == DEV_SECRET_KEY
+    assert settings_of(app).PORTAL_BASE_URL == "http://127.0.0.1:5000"
 
 
 def test_sqlite_under_instance_is_the_embedded_default(monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app()
-    assert app.config["DATABASE_URL"] == f"sqlite:///{ROOT / 'instance' / 'portal.db'}"
+    assert settings_of(app).DATABASE_URL == f"sqlite:///{ROOT / 'instance' / 'portal.db'}"
 
 
 def test_precedence_defaults_file_environment_overrides(tmp_path, monkeypatch):
@@ -73,18 +73,18 @@ def test_precedence_defaults_file_environment_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("PORTAL_CONFIG", str(config_file))
     monkeypatch.setenv("PORTAL_MAIL_PORT", "2526")
     app = create_app({"MAIL_SERVER": "smtp.override.example.com"})
-    assert app.config["SECRET_KEY"] == GOOD_SECRET  # file over default
-    assert app.config["MAIL_PORT"] == 2526  # environment over file, parsed as JSON
-    assert app.config["MAIL_SERVER"] == "smtp.override.example.com"  # override over all
-    assert app.config["PORTAL_BASE_URL"] == "https://from-file.example.com"  # no slash
-    assert app.config["MAIL_DEFAULT_SENDER"] == DEFAULTS["MAIL_DEFAULT_SENDER"]
+    assert settings_of(app).SECRET_KEY == GOOD_SECRET  # file over default
+    assert settings_of(app).MAIL_PORT == 2526  # environment over file, parsed as JSON
+    assert settings_of(app).MAIL_SERVER == "smtp.override.example.com"  # override over all
+    assert settings_of(app).PORTAL_BASE_URL == "https://from-file.example.com"  # no slash
+    assert settings_of(app).MAIL_DEFAULT_SENDER == DEFAULTS["MAIL_DEFAULT_SENDER"]
 
 
 @pytest.mark.parametrize("variable", ["PORTAL_BASE_URL", "PORTAL_PORTAL_BASE_URL"])
 def test_base_url_from_the_environment(monkeypatch, variable):
     monkeypatch.setenv(variable, "https://env.example.com")
     app = create_app(PRODUCTION)
-    assert app.config["PORTAL_BASE_URL"] == "https://env.example.com"
+    assert settings_of(app).PORTAL_BASE_URL == "https://env.example.com"
 
 
 def test_only_the_base_url_host_is_trusted_in_production():
@@ -119,7 +119,7 @@ def test_example_config_loads_and_still_demands_a_secret(monkeypatch):
         create_app({"DATABASE_URL": "sqlite://"})
     monkeypatch.setenv("PORTAL_SECRET_KEY", GOOD_SECRET)
     app = create_app({"DATABASE_URL": "sqlite://"})
-    assert app.config["PORTAL_BASE_URL"].startswith("https://")
+    assert settings_of(app).PORTAL_BASE_URL.startswith("https://")
 
 
 def test_extra_public_providers_must_be_domains():
@@ -138,12 +138,12 @@ def test_the_sandbox_payment_gateway_is_refused_in_production():
     base = {**PRODUCTION, "PORTAL_BASE_URL": "https://b.example.com"}
     with pytest.raises(ConfigError, match="sandbox"):
         create_app({**base, "PAYMENT_GATEWAY": "sandbox"})
-    assert create_app(base).config["PAYMENT_GATEWAY"] == "none"
+    assert settings_of(create_app(base)).PAYMENT_GATEWAY == "none"
 
 
 def test_the_sandbox_is_the_local_default(monkeypatch):
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    assert create_app({"DATABASE_URL": "sqlite://"}).config["PAYMENT_GATEWAY"] == "sandbox"
+    assert settings_of(create_app({"DATABASE_URL": "sqlite://"})).PAYMENT_GATEWAY == "sandbox"
 
 
 # --- a config that checks itself -----------------------------------------------------
@@ -214,8 +214,9 @@ def test_a_good_file_of_every_kind_of_value_starts(tmp_path, monkeypatch):
         'MAIL_USERNAME = "portal"\nSIGNIN_LIMIT_PER_ADDRESS = "2 per 15 minutes; 5 per day"\n',
     )
     app = create_app({"PORTAL_BASE_URL": "https://b.example.com"})
-    assert app.config["MAIL_PORT"] == 2525 and app.config["TRUSTED_HOSTS"] == ["b.example.com"]
-    assert app.config["SIGNIN_LIMIT_PER_ADDRESS"] == "2 per 15 minutes; 5 per day"
+    assert settings_of(app).MAIL_PORT == 2525
+    assert settings_of(app).TRUSTED_HOSTS == ("b.example.com",)
+    assert settings_of(app).SIGNIN_LIMIT_PER_ADDRESS == "2 per 15 minutes; 5 per day"
 
 
 def test_an_unreadable_or_broken_config_file_is_named(tmp_path, monkeypatch):

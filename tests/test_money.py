@@ -51,11 +51,13 @@ def test_currency_codes_are_checked():
             check_currency(code)
 
 
-def test_the_money_filter_uses_the_configured_locale(app):
-    app.config["LOCALE"] = "en_GB"
+@pytest.mark.parametrize(("locale", "text"), [("en_GB", "£2,500.00"), ("de_DE", "2.500,00\xa0£")])
+def test_the_money_filter_uses_the_configured_locale(sibling, locale, text):
+    # The filter takes the locale at start-up: a built app with another one.
+    app = sibling(LOCALE=locale)
     with app.app_context():
         template = app.jinja_env.from_string("{{ 250000 | money('GBP') }}")
-        assert template.render() == "£2,500.00"
+        assert template.render() == text
 
 
 @pytest.mark.parametrize(

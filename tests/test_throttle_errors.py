@@ -10,12 +10,13 @@ import pytest
 from portal import throttle
 from portal.app import create_app
 from tests.conftest import TEST_CONFIG, free_port
+from tests.settings import change_settings
 
 
 def test_a_broken_limit_string_raises_instead_of_refusing_quietly(app, caplog):
     with app.app_context():
         assert throttle.within(("signin-address", "ap@acme.com"))
-        app.config["SIGNIN_LIMIT_PER_ADDRESS"] = "3 per 15 minuts"  # a typo after start-up
+        change_settings(app, SIGNIN_LIMIT_PER_ADDRESS="3 per 15 minuts")  # a typo after start-up
         caplog.set_level(logging.WARNING, logger="portal.throttle")
         with pytest.raises(ValueError):
             throttle.within(("signin-address", "ap@acme.com"))

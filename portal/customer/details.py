@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import abort, current_app, flash, redirect, render_template
+from flask import abort, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
@@ -13,6 +13,7 @@ from portal import billing_contact, db, details
 from portal.actions import Actor, TooMany
 from portal.actions.contacts import update_contact
 from portal.actions.details import update_billing_details
+from portal.config import settings
 from portal.customer.forms import BillingDetailsForm, ContactForm
 from portal.customer.viewer import (
     Viewer,
@@ -56,7 +57,7 @@ def contacts(viewer: Viewer) -> str:
         group=group,
         billing=group.contact(ContactKind.BILLING),
         shipping=group.contact(ContactKind.SHIPPING),
-        country_names=dict(details.countries(current_app.config["LOCALE"])),
+        country_names=dict(details.countries(settings().LOCALE)),
     )
 
 
@@ -72,10 +73,7 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
     form = ContactForm(obj=existing)
     form.country.choices = [
         SelectChoice("", "Choose a country"),
-        *(
-            SelectChoice(code, name)
-            for code, name in details.countries(current_app.config["LOCALE"])
-        ),
+        *(SelectChoice(code, name) for code, name in details.countries(settings().LOCALE)),
     ]
     if form.validate_on_submit():
         try:

@@ -9,6 +9,7 @@ from werkzeug.datastructures import MultiDict
 
 from portal import billing, db, downloads, paging
 from portal.clock import today
+from portal.config import settings
 from portal.customer.forms import InvoiceFilterForm
 from portal.customer.viewer import Viewer, bp, portal_page
 from portal.models import DisplayStatus, Invoice
@@ -98,4 +99,4 @@ def invoice_pdf_download(viewer: Viewer, invoice_id: int) -> Response:
     found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
     if found is None:
         abort(404)
-    return downloads.invoice_pdf_response(found, today(), current_app.config["LOCALE"])
+    return downloads.invoice_pdf_response(found, today(), settings().LOCALE)

@@ -7,12 +7,13 @@ real processor tokenises in the browser and posts back a token instead.
 
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template
+from flask import abort, flash, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import db, payments
 from portal.actions import Actor, NotFound
 from portal.actions import payment_methods as actions
+from portal.config import settings
 from portal.customer.forms import CardForm
 from portal.customer.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
 from portal.forms import ButtonForm
@@ -20,8 +21,8 @@ from portal.models import PaymentMethod
 
 
 def _gateway() -> payments.Gateway | None:
-    name = current_app.config["PAYMENT_GATEWAY"]
-    return None if name == "none" else payments.get_gateway(current_app.config)
+    name = settings().PAYMENT_GATEWAY
+    return None if name == "none" else payments.get_gateway(settings())
 
 
 @bp.get("/payment-methods")

@@ -12,6 +12,7 @@ from portal.models import AccessRule, AuditEvent, CustomerSession, StaffRole
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import csrf_token, sign_in
 from tests.factories import TODAY, make_bill_group
+from tests.settings import change_settings
 
 MANAGER = "manager@staff.example.com"
 VIEWER = "viewer@staff.example.com"
@@ -153,7 +154,7 @@ def test_a_public_mail_provider_is_refused(app, manager, db, group):
     assert response.status_code == 400
     assert "gmail.com is a public email provider" in response.text
 
-    app.config["PUBLIC_MAIL_PROVIDERS_EXTRA"] = ["staffmail-example.com"]
+    change_settings(app, PUBLIC_MAIL_PROVIDERS_EXTRA=("staffmail-example.com",))
     response = post(manager, group, "/domains", {"domain": "staffmail-example.com"})
     assert response.status_code == 400
     assert "staffmail-example.com is a public email provider" in response.text

@@ -18,6 +18,7 @@ from portal.models import PERMISSIONS, StaffRole, StaffSession, WebhookDelivery
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import sign_in
 from tests.factories import make_bill_group, make_invoice
+from tests.settings import change_settings
 
 PRINCIPALS = ["anonymous", "customer", *[role.value for role in StaffRole]]
 
@@ -153,7 +154,7 @@ def test_a_pending_sign_in_reaches_only_its_second_step(app, db, smtp, second_fa
     else:
         user.must_enrol = True
     db.commit()
-    app.config["SECRET_ENDPOINT_LIMIT"] = "10000 per minute"
+    change_settings(app, SECRET_ENDPOINT_LIMIT="10000 per minute")
     step = "admin.second_factor" if second_factor else "admin.enrol"
     client = app.test_client()
     expected_location = "/admin/sign-in/code" if second_factor else "/admin/enrol"

@@ -20,6 +20,7 @@ from tests.admin.conftest import make_staff, staff_sign_in
 from tests.admin.test_staff_auth import enrol, post_code
 from tests.clock import Clock
 from tests.conftest import csrf_token, run_worker
+from tests.settings import change_settings
 
 SECRET_RE = re.compile(r"<code>([A-Z2-7]{16,})</code>")
 CODES_RE = re.compile(r"<code>([0-9a-f]{8}-[0-9a-f]{8})</code>")
@@ -181,7 +182,7 @@ def test_a_current_totp_code_also_proves_it(app, db):
 
 
 def test_guessing_the_current_code_runs_out_of_tries(app, db):
-    app.config["STAFF_REAUTH_LIMIT_PER_USER"] = "3 per 15 minutes"
+    change_settings(app, STAFF_REAUTH_LIMIT_PER_USER="3 per 15 minutes")
     user, secret, codes = enrolled(app, db, StaffRole.VIEWER)
     moment = later(app, 60)
     client = app.test_client()
@@ -256,8 +257,8 @@ def test_an_admin_cannot_reset_their_own_second_factor(app, db):
 
 def test_twenty_concurrent_uses_of_one_recovery_code_sign_in_once(app, db):
     user, _secret, codes = enrolled(app, db, StaffRole.VIEWER)
-    app.config["SECRET_ENDPOINT_LIMIT"] = "1000 per minute"
-    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 100  # the password is right twenty times
+    # The password is right twenty times.
+    change_settings(app, SECRET_ENDPOINT_LIMIT="1000 per minute", STAFF_SIGNIN_FREE_FAILURES=100)
     browsers = []
     for _ in range(20):
         browser = app.test_client()
@@ -286,8 +287,8 @@ def test_twenty_concurrent_uses_of_one_recovery_code_sign_in_once(app, db):
 def test_two_different_recovery_codes_used_at_once_both_work(app, db):
     """The compare-and-swap on the list retries a swap lost to another code."""
     user, _secret, codes = enrolled(app, db, StaffRole.VIEWER)
-    app.config["SECRET_ENDPOINT_LIMIT"] = "1000 per minute"
-    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 100  # the password is right twenty times
+    # The password is right twenty times.
+    change_settings(app, SECRET_ENDPOINT_LIMIT="1000 per minute", STAFF_SIGNIN_FREE_FAILURES=100)
     browsers = []
     for code in codes[:6]:
         browser = app.test_client()

@@ -11,12 +11,14 @@ from sqlalchemy import select
 
 from portal import crypto, staffauth
 from portal.app import create_app
+from portal.config import settings_of
 from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.clock import Clock
 from tests.conftest import CSRF_RE, REDIS_URL, csrf_token
 from tests.portal.signin_helpers import race
+from tests.settings import change_settings
 
 
 def post_code(client, code: str, path: str = "/admin/sign-in/code"):
@@ -71,7 +73,7 @@ def staff_browser(app, ip: str):
 
 def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db):
     clock = Clock().install(app)
-    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
+    change_settings(app, STAFF_SIGNIN_FREE_FAILURES=3)
     user = make_staff(db, StaffRole.VIEWER)
     for _ in range(3):
         wrong = staff_sign_in(staff_browser(app, "198.51.100.9"), user.email, "wrong password")
@@ -82,7 +84,7 @@ def test_failed_sign_ins_slow_that_address_from_that_client_only(app, db):
     # The same address from another client signs in at once.
     assert staff_sign_in(staff_browser(app, "192.0.2.44"), user.email).status_code == 303
     # And the first client, after the first delay, too: a delay, not a lock.
-    clock.advance(seconds=app.config["STAFF_SIGNIN_FIRST_DELAY_SECONDS"])
+    clock.advance(seconds=settings_of(app).STAFF_SIGNIN_FIRST_DELAY_SECONDS)
     assert staff_sign_in(staff_browser(app, "198.51.100.9"), user.email).status_code == 303
 
 
@@ -259,7 +261,7 @@ def test_ten_wrong_passwords_from_strangers_do_not_lock_the_staff_member_out(sta
 
 
 def test_twenty_concurrent_wrong_passwords_check_only_the_free_tries(staff_app, db, monkeypatch):
-    staff_app.config["SECRET_ENDPOINT_LIMIT"] = "1000 per minute"  # not the 429 here
+    change_settings(staff_app, SECRET_ENDPOINT_LIMIT="1000 per minute")  # not the 429 here
     user = make_staff(db, StaffRole.VIEWER)
     checked = []
     real = staffauth.authenticate
@@ -281,14 +283,15 @@ def test_twenty_concurrent_wrong_passwords_check_only_the_free_tries(staff_app, 
         ),
     )
     assert [r.status_code for r in responses] == [400] * 20
-    assert len(checked) == staff_app.config["STAFF_SIGNIN_FREE_FAILURES"]
+    assert len(checked) == settings_of(staff_app).STAFF_SIGNIN_FREE_FAILURES
     # Another client is not slowed at all.
     assert staff_sign_in(staff_browser(staff_app, "192.0.2.44"), user.email).status_code == 303
 
 
 def test_each_try_after_the_free_ones_waits_twice_as_long_up_to_the_cap(staff_app, db):
     clock = Clock().install(staff_app)
-    staff_app.config.update(
+    change_settings(
+        staff_app,
         STAFF_SIGNIN_FREE_FAILURES=2,
         STAFF_SIGNIN_FIRST_DELAY_SECONDS=10,
         STAFF_SIGNIN_MAX_DELAY_SECONDS=50,
@@ -328,7 +331,7 @@ def test_each_try_after_the_free_ones_waits_twice_as_long_up_to_the_cap(staff_ap
 
 
 def test_wrong_second_factor_codes_slow_that_client_only(app, db):
-    app.config["STAFF_SIGNIN_FREE_FAILURES"] = 3
+    change_settings(app, STAFF_SIGNIN_FREE_FAILURES=3)
     user = make_staff(db, StaffRole.VIEWER)
     client = staff_browser(app, "192.0.2.44")
     staff_sign_in(client, user.email)

@@ -24,6 +24,7 @@ from tests.api.conftest import (
     make_key,
     push_bill_group,
 )
+from tests.settings import change_settings
 
 
 def error_of(response):
@@ -86,7 +87,7 @@ def test_a_staff_or_customer_cookie_is_no_api_credential(app, db, client):
 
 
 def test_wrong_keys_are_rate_limited_per_ip(app, client):
-    app.config["API_AUTH_FAILURE_LIMIT"] = "5 per 15 minutes"
+    change_settings(app, API_AUTH_FAILURE_LIMIT="5 per 15 minutes")
     anonymous = Api(client, "bp_" + "B" * 43)
     statuses = [anonymous.get("/accounts").status_code for _ in range(7)]
     assert statuses[:5] == [401] * 5
@@ -97,7 +98,7 @@ def test_wrong_keys_are_rate_limited_per_ip(app, client):
 
 
 def test_each_key_has_a_request_budget(app, client):
-    app.config["API_LIMIT_PER_KEY"] = "3 per minute"
+    change_settings(app, API_LIMIT_PER_KEY="3 per minute")
     api = Api(client, make_key(app))
     statuses = [api.get("/accounts").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
@@ -282,7 +283,7 @@ def test_a_body_that_is_not_an_object_is_422(api):
 
 
 def test_a_body_over_the_limit_is_413_in_json(app, api):
-    app.config["MAX_CONTENT_LENGTH"] = 1000
+    change_settings(app, MAX_CONTENT_LENGTH=1000)
     response = api.put("/accounts/acc-1", {"name": "x" * 2000})
     assert response.status_code == 413
     assert error_of(response)["code"] == "too_large"

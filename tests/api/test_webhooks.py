@@ -22,6 +22,7 @@ from portal.models import (
 from tests.api.conftest import push_bill_group
 from tests.clock import Clock
 from tests.conftest import csrf_token, run_worker, sign_in
+from tests.settings import change_settings
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
 
@@ -177,7 +178,7 @@ def test_an_error_status_is_retried_and_a_dedupe_by_id_absorbs_a_resend(app, db,
 
 
 def test_after_the_last_attempt_a_delivery_is_failed(app, db, receiver):
-    app.config["WEBHOOK_MAX_ATTEMPTS"] = 2
+    change_settings(app, WEBHOOK_MAX_ATTEMPTS=2)
     clock = Clock(NOW).install(app)
     endpoint(app, receiver.url)
     receiver.status = 503
@@ -208,7 +209,7 @@ def test_private_addresses_are_refused_outside_local_development(app, db, receiv
     # Registered while allowed (a literal address is refused at registration otherwise);
     # every delivery checks again.
     endpoint(app, receiver.url)
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     emit_some(app, 1)
     assert deliver(app) == 0
     assert receiver.requests == []
@@ -283,7 +284,7 @@ def fake_resolver(monkeypatch, address):
 
 @pytest.mark.parametrize("address", NOT_PUBLIC)
 def test_a_name_resolving_inside_is_refused_without_saying_where(app, monkeypatch, address):
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     connected = fake_resolver(monkeypatch, address)
     with app.app_context():
         outcome = webhooks.post("https://hooks.internal.example.com/x", b"{}", {})
@@ -294,7 +295,7 @@ def test_a_name_resolving_inside_is_refused_without_saying_where(app, monkeypatc
 
 @pytest.mark.parametrize("address", PUBLIC)
 def test_a_name_resolving_to_a_public_address_is_connected_to(app, monkeypatch, address):
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     connected = fake_resolver(monkeypatch, address)
     with app.app_context():
         webhooks.post("https://hooks.example.com/x", b"{}", {})
@@ -303,10 +304,10 @@ def test_a_name_resolving_to_a_public_address_is_connected_to(app, monkeypatch, 
 
 @pytest.mark.parametrize("address", ["::7f00:1", "2002:7f00:1::1", "64:ff9b::7f00:1", "fec0::1"])
 def test_an_endpoint_at_a_private_literal_is_refused_when_registered(app, address):
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     with app.app_context(), pytest.raises(webhooks.WebhookURLError, match="private or reserved"):
         webhooks.check_url(f"https://[{address}]/hooks")
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = True
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=True)
     with app.app_context():
         assert webhooks.check_url(f"https://[{address}]/hooks")
 
@@ -317,7 +318,7 @@ def test_a_name_that_does_not_resolve_says_so_without_an_address(app, monkeypatc
     def fail(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     with app.app_context():
         outcome = webhooks.post("https://nowhere.example.com/x", b"{}", {})
@@ -342,7 +343,7 @@ def test_bad_endpoint_urls_are_refused(app, url):
 def test_a_slow_receiver_times_out(app, db):
     import socket
 
-    app.config["WEBHOOK_TIMEOUT"] = 0.5
+    change_settings(app, WEBHOOK_TIMEOUT=0.5)
     # The kernel completes the connection from the backlog; nobody ever answers.
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -421,7 +422,7 @@ def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
 def test_a_changed_secret_key_fails_the_delivery_instead_of_sending_it_unsigned(app, db, receiver):
     endpoint(app, receiver.url)
     emit_some(app, 1)
-    app.config["SECRET_KEY"] = "another-secret-key-" + "y" * 32
+    change_settings(app, SECRET_KEY="another-secret-key-" + "y" * 32)
     assert deliver(app) == 0
     delivery = db.scalar(select(WebhookDelivery))
     assert delivery.status == DeliveryStatus.FAILED
@@ -466,7 +467,7 @@ def test_one_delivery_that_raises_does_not_stop_the_others(app, db, receiver, mo
 def test_the_connection_goes_to_the_address_that_was_checked(app, monkeypatch):
     """A name that resolves to a public address when checked is connected to at that
     address, whatever a second lookup would say (DNS rebinding)."""
-    app.config["WEBHOOK_ALLOW_PRIVATE_NETWORKS"] = False
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
     connected = []
 
     def fake_getaddrinfo(host, port, *args, **kwargs):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.access import add_rule
+from portal.config import settings_of
 from portal.models import (
     AuditEvent,
     BillGroup,
@@ -128,7 +129,7 @@ def audit_rows(db: Session, action: str) -> list[AuditEvent]:
 def send_notices(app: Flask) -> None:
     """Let the notice window close, then run the worker: notices are merged, not sent
     from the request (portal.notices)."""
-    app.extensions["portal.clock"].advance(minutes=app.config["NOTICE_WINDOW_MINUTES"])
+    app.extensions["portal.clock"].advance(minutes=settings_of(app).NOTICE_WINDOW_MINUTES)
     run_worker(app)
 
 

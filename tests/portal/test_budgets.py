@@ -39,6 +39,7 @@ from tests.portal.session_helpers import (
     rows,
 )
 from tests.portal.signin_helpers import race
+from tests.settings import change_settings
 
 ADDRESS = "ap@acme.com"
 
@@ -96,7 +97,7 @@ def known_browser(app: Flask, signed_in: FlaskClient, ip: str) -> FlaskClient:
 def test_the_client_key_is_the_ipv4_address_or_the_ipv6_64(
     app, address, ipv4_prefix, ipv6_prefix, key
 ):
-    app.config.update(RATELIMIT_IPV4_PREFIX=ipv4_prefix, RATELIMIT_IPV6_PREFIX=ipv6_prefix)
+    change_settings(app, RATELIMIT_IPV4_PREFIX=ipv4_prefix, RATELIMIT_IPV6_PREFIX=ipv6_prefix)
     with app.app_context():
         assert throttle.client_key_of(address) == key
 
@@ -139,7 +140,7 @@ def test_under_a_domain_rule_invented_addresses_cannot_crowd_out_a_returning_one
     group = portal(db, "acme.com")
     journey(person(budgets, "192.0.2.80"), budgets, smtp, group.public_id)
     smtp.clear()
-    budgets.config["SIGNIN_LIMIT_PER_DOMAIN"] = "30 per 15 minutes"
+    change_settings(budgets, SIGNIN_LIMIT_PER_DOMAIN="30 per 15 minutes")
     for i in range(31):
         attacker = person(budgets, f"203.0.113.{i % 4 + 1}")
         request_link(attacker, group.public_id, f"invented{i}@acme.com")
@@ -177,7 +178,7 @@ def test_a_global_flood_for_domains_without_access_sends_nothing_and_spends_noth
 
 def test_the_global_budget_counts_emails_sent_to_first_sign_ins(budgets, db, smtp):
     group = portal(db, "acme.com", "acme.org")
-    budgets.config["SIGNIN_LIMIT_GLOBAL"] = "2 per 15 minutes"
+    change_settings(budgets, SIGNIN_LIMIT_GLOBAL="2 per 15 minutes")
     for i, address in enumerate(["a@acme.com", "nobody@else.example", "b@acme.org", "c@acme.com"]):
         request_link(person(budgets, f"198.51.100.{i + 1}"), group.public_id, address)
     assert run_worker(budgets) == (4, 2)
@@ -196,7 +197,7 @@ def test_the_global_budget_counts_emails_sent_to_first_sign_ins(budgets, db, smt
 def test_one_ipv6_64_is_one_client_however_many_addresses_it_uses(budgets, db, smtp):
     # On main every address of a /64 had a budget of its own: unlimited "IPs".
     group = portal(db, ADDRESS)
-    budgets.config["SIGNIN_LIMIT_PER_IP"] = "10 per 15 minutes"
+    change_settings(budgets, SIGNIN_LIMIT_PER_IP="10 per 15 minutes")
     for i in range(30):  # the per-client 429 (30 a minute) would answer the rest
         flood = person(budgets, f"2001:db8:1:2::{i + 1:x}")
         assert request_link(flood, group.public_id, f"u{i}@elsewhere.example").status_code == 200
@@ -214,7 +215,7 @@ def test_one_ipv6_64_is_one_client_however_many_addresses_it_uses(budgets, db, s
 
 def test_the_per_client_429_counts_an_ipv6_64_as_one_client(budgets, db, smtp):
     group = portal(db, ADDRESS)
-    budgets.config["SECRET_ENDPOINT_LIMIT"] = "3 per minute"
+    change_settings(budgets, SECRET_ENDPOINT_LIMIT="3 per minute")
     statuses = [
         request_link(person(budgets, f"2001:db8:9:9::{i + 1}"), group.public_id, ADDRESS)
         for i in range(4)
@@ -302,7 +303,7 @@ def test_the_device_cookie_is_set_at_sign_in_only_and_says_nothing_readable(app,
 
 def test_a_forged_or_foreign_device_cookie_is_worth_nothing(app, db, smtp):
     group = portal(db, ADDRESS)
-    app.config["SIGNIN_LIMIT_PER_ADDRESS"] = "1 per 15 minutes"
+    change_settings(app, SIGNIN_LIMIT_PER_ADDRESS="1 per 15 minutes")
     request_link(person(app, "203.0.113.1"), group.public_id, ADDRESS)  # spends the budget
     with app.test_request_context():
         from itsdangerous import URLSafeTimedSerializer

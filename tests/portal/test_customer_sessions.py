@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from portal import db as portal_db
 from portal import sessions
 from portal.app import create_app
+from portal.config import settings_of
 from portal.db import Base
 from portal.models import (
     AccessRule,
@@ -120,7 +121,7 @@ def test_an_idle_session_ends_after_the_idle_timeout(app, client, db, smtp, cloc
     group = portal(db)
     pid = group.public_id
     journey(client, app, smtp, pid)
-    idle = dt.timedelta(minutes=app.config["CUSTOMER_SESSION_IDLE_MINUTES"])
+    idle = dt.timedelta(minutes=settings_of(app).CUSTOMER_SESSION_IDLE_MINUTES)
     assert idle == dt.timedelta(minutes=30)
 
     clock.advance(seconds=idle.total_seconds() - 1)
@@ -144,7 +145,7 @@ def test_activity_keeps_a_session_alive_until_the_absolute_cap(app, client, db, 
     pid = group.public_id
     journey(client, app, smtp, pid)
     start = clock.now
-    cap = dt.timedelta(hours=app.config["CUSTOMER_SESSION_MAX_HOURS"])
+    cap = dt.timedelta(hours=settings_of(app).CUSTOMER_SESSION_MAX_HOURS)
     assert cap == dt.timedelta(hours=12)
 
     # A request every 20 minutes: well past the idle timeout, always signed in.

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import notices
+from portal.config import settings_of
 from portal.models import (
     AuditEvent,
     BillGroup,
@@ -43,6 +44,7 @@ from tests.portal.pages_helpers import (
     portal_group,
     url,
 )
+from tests.settings import change_settings
 
 NEW = "finance@acme.com"
 LINK_RE = re.compile(r"https://portal\.example\.test(/p/[\w-]+/billing-contact/confirm/[\w-]+)")
@@ -53,7 +55,7 @@ pytestmark = pytest.mark.usefixtures("clock")
 
 
 def window(app: Flask) -> dt.timedelta:
-    return dt.timedelta(minutes=app.config["NOTICE_WINDOW_MINUTES"])
+    return dt.timedelta(minutes=settings_of(app).NOTICE_WINDOW_MINUTES)
 
 
 def after_window(app: Flask, clock: Clock) -> None:
@@ -192,7 +194,7 @@ def test_two_workers_racing_send_the_notice_once(app, db, group, customer, smtp,
 def test_the_daily_cap_holds_changes_for_the_next_allowed_notice(
     app, db, group, customer, smtp, clock
 ):
-    app.config["NOTICE_LIMIT_PER_DAY"] = 3
+    change_settings(app, NOTICE_LIMIT_PER_DAY=3)
     for n in range(6):
         save_po(customer, group, f"PO-{n}")
         after_window(app, clock)
@@ -217,7 +219,7 @@ def test_the_daily_cap_holds_changes_for_the_next_allowed_notice(
 
 
 def test_a_window_of_zero_sends_on_the_next_pass(app, db, group, customer, smtp):
-    app.config["NOTICE_WINDOW_MINUTES"] = 0
+    change_settings(app, NOTICE_WINDOW_MINUTES=0)
     save_po(customer, group, "PO-1")
     run_worker(app)
     assert len(smtp.to(BILLING_EMAIL)) == 1
@@ -341,7 +343,7 @@ def test_the_link_expires(app, db, group, customer, smtp, clock):
     path = confirm_path(app, smtp)
     browser = app.test_client()
     page = browser.get(browser.get(path).headers["Location"])
-    clock.now += dt.timedelta(hours=app.config["CONTACT_CONFIRM_TTL_HOURS"], seconds=1)
+    clock.now += dt.timedelta(hours=settings_of(app).CONTACT_CONFIRM_TTL_HOURS, seconds=1)
 
     late = browser.post(
         f"/p/{group.public_id}/billing-contact/confirm",
@@ -404,7 +406,7 @@ def test_going_back_to_the_confirmed_address_cancels_the_pending_one(
 def test_a_bill_group_names_a_bounded_number_of_addresses_a_day(
     app, db, group, customer, smtp, clock
 ):
-    app.config["CONTACT_NAMED_LIMIT_PER_DAY"] = 2
+    change_settings(app, CONTACT_NAMED_LIMIT_PER_DAY=2)
     save_billing_contact(customer, group, email="one@acme.com")
     save_billing_contact(customer, group, email="two@acme.com")
 

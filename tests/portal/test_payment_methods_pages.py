@@ -29,6 +29,7 @@ from tests.portal.pages_helpers import (
     send_notices,
     url,
 )
+from tests.settings import change_settings
 
 pytestmark = pytest.mark.usefixtures("clock")  # midday on TODAY, whatever the wall clock says
 
@@ -145,7 +146,7 @@ def test_make_default_switches_exactly_one(app, db, group, customer, smtp):
 def test_without_a_gateway_customers_are_told_to_contact_support(app, db, group, customer):
     make_payment_method(db, group, is_default=True)
     db.commit()
-    app.config["PAYMENT_GATEWAY"] = "none"  # read on every request
+    change_settings(app, PAYMENT_GATEWAY="none")  # read on every request
     assert customer.get(url(group, "/payment-methods/new")).status_code == 404
     listing = customer.get(url(group, "/payment-methods"))
     assert listing.status_code == 200

@@ -10,6 +10,7 @@ from portal.access import add_rule
 from portal.models import AuditEvent, OutboxMessage, SignInChallenge
 from tests.conftest import request_link, run_worker
 from tests.factories import make_bill_group
+from tests.settings import change_settings
 
 ADDRESS = "burst@acme.com"
 
@@ -24,7 +25,7 @@ def test_a_burst_that_measured_the_budget_at_once_gets_no_more_than_the_budget(
     group = make_bill_group(db)
     add_rule(db, group, "acme.com", created_by="test")
     db.commit()
-    app.config["SIGNIN_LIMIT_PER_ADDRESS"] = "3 per 15 minutes"
+    change_settings(app, SIGNIN_LIMIT_PER_ADDRESS="3 per 15 minutes")
     monkeypatch.setattr(throttle.limiter.limiter, "test", lambda *_args, **_kwargs: True)
 
     for i in range(6):

@@ -30,6 +30,7 @@ from tests.portal.session_helpers import (
     rows,
     session_id,
 )
+from tests.settings import change_settings
 
 # --- 10. the audit trail ----------------------------------------------------------------
 
@@ -37,8 +38,11 @@ from tests.portal.session_helpers import (
 def test_every_step_is_audited_with_group_actor_outcome_and_ip_and_no_secret(app, db, smtp, clock):
     group = portal(db)
     pid = group.public_id
-    app.config["SIGNIN_LIMIT_PER_ADDRESS"] = "3 per 15 minutes"
-    app.config["SIGNIN_LIMIT_PER_KNOWN_DEVICE"] = "2 per 15 minutes"
+    change_settings(
+        app,
+        SIGNIN_LIMIT_PER_ADDRESS="3 per 15 minutes",
+        SIGNIN_LIMIT_PER_KNOWN_DEVICE="2 per 15 minutes",
+    )
     browser = person(app, "192.0.2.10")
     stranger = person(app, "192.0.2.11")
 

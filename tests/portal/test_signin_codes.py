@@ -7,6 +7,7 @@ import secrets
 import pytest
 from flask import Flask
 
+from portal.config import settings_of
 from tests.conftest import Inbox, csrf_token
 from tests.portal.signin_helpers import (
     ask,
@@ -19,6 +20,7 @@ from tests.portal.signin_helpers import (
     urls,
     wrong,
 )
+from tests.settings import change_settings
 
 
 def test_forged_foreign_truncated_and_huge_tokens_get_the_same_neutral_page(app, client, db, smtp):
@@ -98,14 +100,15 @@ def _fail_codes(app: Flask, pid: str, inbox: Inbox, failures: int, per_challenge
 def test_wrong_codes_per_address_per_day_lock_even_a_fresh_challenge(
     app, db, smtp, limit, failures, works
 ):
-    app.config.update(
+    change_settings(
+        app,
         CODE_FAILURE_LIMIT_PER_ADDRESS=limit,
         SIGNIN_LIMIT_PER_ADDRESS="100 per day",
         SIGNIN_LIMIT_PER_IP="100 per day",
         SECRET_ENDPOINT_LIMIT="1000 per minute",
     )
     pid = portal(db)
-    _fail_codes(app, pid, smtp, failures, app.config["CODE_ATTEMPTS_PER_CHALLENGE"])
+    _fail_codes(app, pid, smtp, failures, settings_of(app).CODE_ATTEMPTS_PER_CHALLENGE)
 
     fresh = app.test_client()
     csrf = csrf_token(ask(fresh, pid).text)

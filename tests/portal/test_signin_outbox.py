@@ -28,6 +28,7 @@ from tests.portal.session_helpers import (
     portal,
     rows,
 )
+from tests.settings import change_settings
 
 # --- 9. the outbox ----------------------------------------------------------------------
 
@@ -178,7 +179,7 @@ def test_a_silent_smtp_server_times_out_instead_of_hanging_the_worker(app, db, s
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)  # the kernel accepts the connection; nobody ever says a word
         app.extensions["mail"].port = silent.getsockname()[1]
-        app.config["MAIL_TIMEOUT"] = 1
+        change_settings(app, MAIL_TIMEOUT=1)
         worker = threading.Thread(target=send)
         started = time.monotonic()
         worker.start()

@@ -34,6 +34,7 @@ from tests.portal.session_helpers import (
     portal,
     rows,
 )
+from tests.settings import change_settings
 
 # --- 8. rate limits ---------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ def _ip_case(i: int) -> tuple[str, str]:
 def test_a_sign_in_budget_bites_silently(app, db, smtp, budget, attempt, unaffected):
     group = portal(db, "acme.com", "acme.org")
     pid = group.public_id
-    app.config[budget] = "2 per 15 minutes"
+    change_settings(app, **{budget: "2 per 15 minutes"})
 
     pages = []
     for i in range(3):
@@ -88,7 +89,7 @@ def test_a_sign_in_budget_bites_silently(app, db, smtp, budget, attempt, unaffec
 def test_the_per_ip_secret_endpoint_limit_answers_429(app, db, smtp):
     group = portal(db)
     pid = group.public_id
-    app.config["SECRET_ENDPOINT_LIMIT"] = "3 per minute"
+    change_settings(app, SECRET_ENDPOINT_LIMIT="3 per minute")
     browser = person(app, "198.51.100.20")
     token = csrf_token(browser.get(f"/p/{pid}").text)
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from portal import signin
+from portal.config import settings_of
 from tests.clock import Clock
 from tests.conftest import csrf_token
 from tests.portal.signin_helpers import (
@@ -24,6 +25,7 @@ from tests.portal.signin_helpers import (
     urls,
     wrong,
 )
+from tests.settings import change_settings
 
 # --- 3. single use, under concurrency -------------------------------------------------
 
@@ -98,7 +100,7 @@ def test_concurrent_wrong_codes_get_no_more_than_the_allowed_attempts(
         lambda job: job[0].post(f"/p/{pid}/code", data={"csrf_token": csrf, "code": job[1]}),
     )
 
-    limit = app.config["CODE_ATTEMPTS_PER_CHALLENGE"]
+    limit = settings_of(app).CODE_ATTEMPTS_PER_CHALLENGE
     assert [r.status_code for r in responses] == [400] * CONCURRENT
     assert len(compared) <= limit
     [row] = challenges(app, pid)
@@ -171,8 +173,8 @@ def test_the_link_and_the_code_expire_after_the_configured_lifetime(
     app, client, db, smtp, ttl, before, after
 ):
     if ttl is not None:
-        app.config["SIGNIN_TTL_MINUTES"] = ttl
-    minutes = app.config["SIGNIN_TTL_MINUTES"]
+        change_settings(app, SIGNIN_TTL_MINUTES=ttl)
+    minutes = settings_of(app).SIGNIN_TTL_MINUTES
     start = dt.datetime.now(dt.UTC).replace(microsecond=0)
     clock = Clock(start).install(app)
     pid = portal(db)

@@ -11,6 +11,7 @@ from sqlalchemy import event, select
 
 from portal import db as portal_db
 from portal import signin
+from portal.config import settings_of
 from portal.models import CustomerSession, OutboxMessage
 from tests.conftest import CODE_RE, LINK_RE, run_worker
 from tests.portal.signin_helpers import (
@@ -29,6 +30,7 @@ from tests.portal.signin_helpers import (
     token_of,
     urls,
 )
+from tests.settings import change_settings
 
 # --- 1. tokens and codes: random, and stored only as hashes ------------------------
 
@@ -100,12 +102,12 @@ def test_the_code_hash_is_an_hmac_keyed_by_secret_key(app, client, db, smtp):
 
     with app.app_context():
         expected = signin.code_hash(row.id, digits)
-        original = app.config["SECRET_KEY"]
+        original = settings_of(app).SECRET_KEY
         try:
-            app.config["SECRET_KEY"] = "another-secret-key-" + "y" * 32
+            change_settings(app, SECRET_KEY="another-secret-key-" + "y" * 32)
             under_another_key = signin.code_hash(row.id, digits)
         finally:
-            app.config["SECRET_KEY"] = original
+            change_settings(app, SECRET_KEY=original)
     key = hashlib.sha256(b"portal sign-in code\x00" + original.encode()).digest()
 
     assert row.code_hash == expected
