@@ -9,6 +9,7 @@ from flask import Flask, Response, current_app, jsonify, render_template, reques
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import hygiene
@@ -52,6 +53,9 @@ def init_app(app: Flask) -> None:
         PREFERRED_URL_SCHEME="http" if local else "https",
     )
 
+    # Before any blueprint adds a rule: a rule takes its converters when it is added.
+    app.url_map.converters["int"] = IdConverter
+
     # First of the app's before_request functions (web.init_app runs before the other
     # extensions'), so no session lookup, throttle or CSRF check sees a bad value.
     app.before_request(refuse_bad_input)
@@ -83,6 +87,19 @@ def init_app(app: Flask) -> None:
 # No row id is larger than PostgreSQL's BIGINT.
 MAX_ID = 2**63 - 1
 
+
+class IdConverter(IntegerConverter):
+    """<int:...> in every route: ASCII digits, at most MAX_ID, or the path matches no
+    route (404). Werkzeug's own takes any Unicode digit ("١٢" is 12: a second spelling
+    of every id) and any size (beyond BIGINT PostgreSQL answers "out of range", which
+    would read as an outage)."""
+
+    regex = r"[0-9]+"
+
+    def __init__(self, map: Map, fixed_digits: int = 0, min: int | None = None) -> None:
+        super().__init__(map, fixed_digits, min, MAX_ID)
+
+
 CONTROL_TITLE = "Something in that request was not right"
 CONTROL_ADVICE = (
     "It contained invisible or control characters (a line break, perhaps), or text that "
@@ -96,9 +113,9 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     query string or form, before any view, session lookup or query sees them.
 
     A bad path answers 404: the only paths routing admits them in are id segments
-    (/p/<public id>), and a malformed id must answer like every unknown one; so does a
-    numeric id too large for any row. A bad query or form value answers 400, as a page
-    or, under the API, as its JSON error. Form values are held to less
+    (/p/<public id>), and a malformed id must answer like every unknown one (a numeric
+    id too large for any row matches no route: IdConverter). A bad query or form value
+    answers 400, as a page or, under the API, as its JSON error. Form values are held to less
     (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
     next to the field, keeping what was typed.
     """
@@ -107,9 +124,6 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
         if request.path.startswith("/p/"):
             # The customer face's one page for a portal link that leads nowhere.
             return _template_page("portal/unavailable.html", 404)
-        return error_page(404)
-    if any(isinstance(v, int) and v > MAX_ID for v in (request.view_args or {}).values()):
-        # Beyond BIGINT, PostgreSQL answers "out of range", which would read as an outage.
         return error_page(404)
     bad = not hygiene.clean_urlencoded(hygiene.wsgi_bytes(environ.get("QUERY_STRING", "")))
     if not bad and request.method not in ("GET", "HEAD", "OPTIONS"):
