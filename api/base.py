@@ -20,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from portal import apikeys, audit, db, hygiene, throttle
 from portal.models import ApiKey
 from portal.sync.schemas import describe
+from portal.web import MAX_ID
 
 PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -238,9 +239,14 @@ def invalid(exc: ValidationError) -> ApiError:
 # --- lists --------------------------------------------------------------------------
 
 
+# ASCII digits only: str.isdigit() and int() also take "²" (which int() then refuses)
+# and "١٢" (which it reads as 12), and int() refuses more than 4,300 digits.
+_LIMIT = re.compile(r"[0-9]{1,3}")
+
+
 def limit_arg() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}.", field="limit")
     return int(raw)
 
@@ -259,7 +265,12 @@ def datetime_arg(name: str) -> dt.datetime | None:
             f"{name} must be an ISO 8601 time with a zone, like 2026-11-30T09:00:00Z.",
             field=name,
         )
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time in year 0
+        raise ApiError(
+            400, f"{name} is outside the years 1 to 9999 once in UTC.", field=name
+        ) from None
 
 
 def _encode_cursor(updated_at: dt.datetime, row_id: int) -> str:
@@ -273,6 +284,8 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
         stamp, row_id = json.loads(raw)
         when = dt.datetime.fromisoformat(stamp)
         if when.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise ValueError
+        if not 1 <= row_id <= MAX_ID:  # beyond BIGINT the database would fail, not answer
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(

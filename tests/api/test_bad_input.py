@@ -4,6 +4,8 @@ written. The `api` client checks every answer against the OpenAPI document too."
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -75,3 +77,89 @@ def test_a_rule_id_in_other_digits_is_not_a_second_name_for_the_rule(db, api, ru
         assert api.delete(f"/bill-groups/bg-1/access-rules/{spelling}").status_code == 404
     assert db.scalar(select(func.count()).select_from(AccessRule)) == 1
     assert api.delete(f"/bill-groups/bg-1/access-rules/{rule_id}").status_code == 204
+
+
+# --- integer and time query parameters ------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["²", "%C2%B2"], ids=["literal", "encoded"])
+def test_a_superscript_limit_is_a_400(api, raw):
+    error = error_of(api.get(f"/accounts?limit={raw}"), 400)
+    assert error == {
+        "code": "bad_request",
+        "field": "limit",
+        "message": "limit must be a whole number from 1 to 200.",
+    }
+
+
+@pytest.mark.parametrize("spelling", [*ODD_INTEGERS.values(), "0", "201"], ids=str)
+def test_every_odd_limit_is_a_400(api, spelling):
+    assert error_of(api.get(f"/accounts?limit={spelling}"), 400)["field"] == "limit"
+
+
+def test_plain_limits_still_work(api):
+    for number in range(3):
+        api.put(f"/accounts/acc-{number}", {"name": f"Account {number}"})
+    assert len(api.get("/accounts?limit=2").get_json()["data"]) == 2
+    assert len(api.get("/accounts?limit=002").get_json()["data"]) == 2
+    assert len(api.get("/accounts?limit=200").get_json()["data"]) == 3
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00"], ids=["year-0", "10000"]
+)
+def test_updated_since_outside_the_calendar_in_utc_is_a_400(api, stamp):
+    error = error_of(api.get(f"/accounts?updated_since={stamp}"), 400)
+    assert error["field"] == "updated_since"
+    assert "outside the years 1 to 9999" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-12-31T23:59:60Z",  # a leap second: Python has no such time
+        "2026-11-01T00:00:00%2B24:00",
+        "2026-11-01T00:00:00",
+        "2026-11-01",
+        "%D9%A2%D9%A0%D9%A2%D9%A6-11-01T00:00:00Z",  # Arabic-Indic digits
+    ],
+)
+def test_other_odd_times_are_a_400(api, stamp):
+    assert error_of(api.get(f"/accounts?updated_since={stamp}"), 400)["field"] == "updated_since"
+
+
+def test_z_and_every_spelling_of_utc_mean_the_same(api):
+    api.put("/accounts/acc-1", {"name": "Acme"})
+    expected = api.get("/accounts?updated_since=2026-01-01T00:00:00Z").get_json()
+    assert len(expected["data"]) == 1
+    for stamp in (
+        "2026-01-01T00:00:00%2B00:00",
+        "2026-01-01T00:00:00+00:00",  # an unencoded "+" arrives as a space
+        "2026-01-01T00:00:00-00:00",
+        "2026-01-01T01:30:00%2B01:30",
+        "2025-12-31T00:00:01-23:59:59",
+    ):
+        assert api.get(f"/accounts?updated_since={stamp}").get_json() == expected, stamp
+    # The calendar's edges themselves are fine.
+    assert len(api.get("/accounts?updated_since=0001-01-01T00:00:00Z").get_json()["data"]) == 1
+    assert api.get("/accounts?updated_since=9999-12-31T23:59:59Z").get_json()["data"] == []
+
+
+def crafted_cursor(row_id: object) -> str:
+    """A cursor as this API writes them (base64url of [updated_at, id]) with any id."""
+    raw = f'["2026-01-01T00:00:00+00:00", {json.dumps(row_id)}]'.encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("row_id", [99999999999999999999, 2**63, 0, -1, True, 1.5, "1"])
+def test_a_crafted_cursor_with_an_impossible_id_is_a_400(api, row_id):
+    error = error_of(api.get(f"/accounts?cursor={crafted_cursor(row_id)}"), 400)
+    assert error["field"] == "cursor"
+
+
+def test_a_crafted_cursor_with_a_possible_id_is_followed(api):
+    """So that the test above fails if the cursor's encoding changes under it."""
+    api.put("/accounts/acc-1", {"name": "Acme"})
+    response = api.get(f"/accounts?cursor={crafted_cursor(1)}")
+    assert response.status_code == 200
+    assert [row["external_id"] for row in response.get_json()["data"]] == ["acc-1"]
