@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable
 from functools import wraps
@@ -187,7 +188,12 @@ def body(model: type[M]) -> M:
             400, f"The body is not valid JSON here: it nests deeper than {MAX_JSON_DEPTH} levels."
         )
     try:
-        data = json.loads(text)
+        data = json.loads(
+            text,
+            parse_constant=_not_json,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
     # NUL and lone surrogates can be neither stored nor encoded: refused before anything.
@@ -206,6 +212,28 @@ def body(model: type[M]) -> M:
     if unclean is not None:
         _unclean(unclean)
     return parsed
+
+
+# Python's json reads more than RFC 8259 allows, and what it adds could only surprise
+# the sender: NaN and Infinity, 1e309 as infinity, and a repeated key as its last value.
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal[:40]} is too large for a number")
+    return number
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        found[key] = value
+    return found
 
 
 def _unclean(field: str) -> NoReturn:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from portal.models import AccessRule, AuditEvent
-from tests.api.conftest import Api, push_bill_group
+from portal.models import AccessRule, Account, AuditEvent
+from tests.api.conftest import BILLING_CONTACT, Api, invoice_body, push_bill_group
 
 # Integers as people and programs mistype them, percent-encoded for a path or query.
 ODD_INTEGERS = {
@@ -163,3 +163,115 @@ def test_a_crafted_cursor_with_a_possible_id_is_followed(api):
     response = api.get(f"/accounts?cursor={crafted_cursor(1)}")
     assert response.status_code == 200
     assert [row["external_id"] for row in response.get_json()["data"]] == ["acc-1"]
+
+
+# --- bodies ---------------------------------------------------------------------------------
+
+
+def test_a_lone_surrogate_in_a_name_is_a_400_naming_the_field(db, api):
+    response = api.put("/accounts/acc-1", {"name": "Acme \udc00"})
+    error = error_of(response, 400)
+    assert error["field"] == "name" and "lone surrogate" in error["message"]
+    assert db.scalar(select(func.count()).select_from(Account)) == 0
+    assert written(db) == 0
+
+
+@pytest.mark.parametrize("field", ["name", "line1", "city", "email"])
+def test_a_lone_surrogate_in_a_contact_field_is_a_400(db, api, field):
+    push_bill_group(api)
+    before = written(db)
+    response = api.put("/bill-groups/bg-1/contacts/shipping", BILLING_CONTACT | {field: "x\udc00"})
+    assert error_of(response, 400)["field"] == field
+    assert api.get("/bill-groups/bg-1/contacts/shipping").status_code == 404
+    assert written(db) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/accounts/acc-1", "/bill-groups/bg-1/contacts/shipping", "/invoices/inv-9"],
+)
+def test_deeply_nested_json_is_a_400_on_every_write(db, api, url):
+    push_bill_group(api)
+    before = written(db)
+    for raw in ("[" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+        error = error_of(raw_put(api, url, raw), 400)
+        assert "nests deeper than 32 levels" in error["message"]
+    rules = "/bill-groups/bg-1/access-rules"
+    response = api.request("POST", rules, data="[" * 100_000, content_type="application/json")
+    assert error_of(response, 400)["code"] == "bad_request"
+    assert written(db) == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ('{"name": NaN}', "NaN is not a JSON number"),
+        ('{"name": Infinity}', "Infinity is not a JSON number"),
+        ('{"name": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"name": 1e309}', "too large"),
+        ('{"name": "Acme", "name": "Acme Holdings"}', "'name' appears twice"),
+        ('{"name": "Acme", "x": {"k": 1, "k": 2}}', "'k' appears twice"),
+    ],
+)
+def test_what_python_reads_but_json_does_not_have_is_a_400(db, api, raw, words):
+    error = error_of(raw_put(api, "/accounts/acc-1", raw), 400)
+    assert error["code"] == "bad_request"
+    assert words in error["message"]
+    assert db.scalar(select(func.count()).select_from(Account)) == 0
+
+
+def test_nan_in_a_money_field_is_refused_by_the_parser_not_the_schema(db, api):
+    push_bill_group(api)
+    raw = json.dumps(invoice_body("INV-2")).replace('"tax_minor": 6900', '"tax_minor": NaN')
+    assert "NaN" in raw
+    error = error_of(raw_put(api, "/invoices/inv-2", raw), 400)
+    assert "NaN is not a JSON number" in error["message"]
+    assert api.get("/invoices/inv-2").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"], ids=["year-0", "10000"]
+)
+def test_a_payment_time_outside_the_calendar_in_utc_is_a_422(db, api, when):
+    push_bill_group(api)
+    payment = {
+        "bill_group": "bg-1",
+        "amount_minor": 100,
+        "currency": "EUR",
+        "status": "succeeded",
+        "received_at": when,
+    }
+    error = error_of(api.put("/payments/pay-1", payment), 422)
+    assert error["field"] == "received_at"
+    assert "outside the years 1 to 9999" in error["message"]
+    assert api.get("/payments/pay-1").status_code == 404
+    stored = api.put("/payments/pay-1", payment | {"received_at": "2026-11-20T10:00:00-23:59"})
+    assert stored.status_code == 201
+    assert stored.get_json()["received_at"] == "2026-11-21T09:59:00Z"
+
+
+@pytest.mark.parametrize("quantity", ["١٢", "+5", " 5", "5 ", "1e3", "5_0", "٥.5", "0x10", ""])
+def test_a_quantity_is_written_one_way_only(db, api, quantity):
+    push_bill_group(api)
+    line = invoice_body()["lines"][0] | {"quantity": quantity}
+    error = error_of(api.put("/invoices/inv-2", invoice_body("INV-2", lines=[line])), 422)
+    assert error["field"] == "lines.0.quantity"
+    assert api.get("/invoices/inv-2").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(f, v) for f in ("amount_minor", "tax_rate_bp") for v in (2**63, -1, 10**400)]
+    + [("amount_minor", "12"), ("amount_minor", 5.0), ("amount_minor", True)],
+)
+def test_odd_integers_in_a_body_are_a_422_naming_the_field(db, api, field, value):
+    push_bill_group(api)
+    line = invoice_body()["lines"][0] | {field: value}
+    error = error_of(api.put("/invoices/inv-2", invoice_body("INV-2", lines=[line])), 422)
+    assert error["field"] == f"lines.0.{field}"
+    assert api.get("/invoices/inv-2").status_code == 404
+
+
+def test_an_unknown_entity_is_named_in_the_singular(api):
+    error = error_of(api.get("/entities/ent-404"), 404)
+    assert error["message"] == "There is no entity with external id 'ent-404'."
