@@ -178,6 +178,8 @@ def body(model: type[M]) -> M:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise ApiError(413, "The request body is too large.") from None
+    if not raw.strip():
+        raise ApiError(400, "The body is empty: send the record as a JSON object.")
     try:
         # RFC 8259: JSON between systems is UTF-8.
         text = raw.decode("utf-8")

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import hygiene
+from portal import bodies, hygiene
 from portal.config import is_local
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ ERROR_TEXT = {
     404: ("Page not found", "The address may be mistyped, or the page is no longer available."),
     405: ("Something in that request was not right", "Go back and try again."),
     413: ("That was too large", "Send something smaller and try again."),
+    415: ("Something in that request was not right", "Go back and try again."),
     429: ("Too many attempts", "Wait a few minutes and try again."),
     500: ("Something went wrong", "We have been told. Try again in a few minutes."),
     503: ("The service is unavailable", "We are working on it. Try again in a few minutes."),
@@ -53,6 +54,8 @@ def init_app(app: Flask) -> None:
         PREFERRED_URL_SCHEME="http" if local else "https",
     )
 
+    # Bodies read whole, however framed, when refuse_bad_input asks for them.
+    app.request_class = bodies.Request
     # Before any blueprint adds a rule: a rule takes its converters when it is added.
     app.url_map.converters["int"] = IdConverter
 
@@ -119,6 +122,11 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
     next to the field, keeping what was typed.
     """
+    try:
+        # The body, read whole here (bodies.Request), before anything else can read it.
+        request.get_data(cache=True)
+    except HTTPException as exc:
+        return _refused_body(exc)
     environ = request.environ
     if not hygiene.clean_bytes(hygiene.wsgi_bytes(environ.get("PATH_INFO", ""))):
         if request.path.startswith("/p/"):
@@ -143,6 +151,17 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     if as_json is not None:
         return as_json
     return _page(400, CONTROL_TITLE, CONTROL_ADVICE)
+
+
+def _refused_body(exc: HTTPException) -> tuple[str, int] | Response:
+    """A body too large, cut short or compressed (portal.bodies): the API says which."""
+    code = exc.code or 400
+    log.info("refused the body (%s): %s %s", code, request.method, request.endpoint)
+    as_json = _json_error(code, exc.description or ERROR_TEXT[400][0])
+    if as_json is not None:
+        return as_json
+    title, advice = ERROR_TEXT.get(code, ERROR_TEXT[400])
+    return _page(code, title, advice)
 
 
 def _template_page(template: str, code: int) -> tuple[str, int] | Response:
@@ -172,6 +191,7 @@ def _json_error(code: int, message: str) -> Response | None:
     if not prefixes or not request.path.startswith(prefixes):
         return None
     names = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    names |= {415: "unsupported_media_type"}
     names |= {429: "rate_limited", 500: "internal_error", 503: "unavailable"}
     response = jsonify(
         {"error": {"code": names.get(code, "error"), "message": message, "field": None}}
