@@ -59,6 +59,7 @@ class ApiError(Exception):
         field: str | None = None,
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -66,6 +67,7 @@ class ApiError(Exception):
         self.field = field
         self.code = code or ERROR_CODES.get(status, "error")
         self.errors = errors
+        self.retry_after = retry_after
 
 
 def error_response(
@@ -75,8 +77,10 @@ def error_response(
     field: str | None = None,
     code: str | None = None,
     errors: list[dict[str, Any]] | None = None,
+    retry_after: int | None = None,
 ) -> Response:
-    """The one error shape: {"error": {"code", "message", "field"}}."""
+    """The one error shape: {"error": {"code", "message", "field"}}; a 429 says in
+    Retry-After how many seconds to wait."""
     body: dict[str, Any] = {
         "code": code or ERROR_CODES.get(status, "error"),
         "message": message,
@@ -88,13 +92,20 @@ def error_response(
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
     return error_response(
-        exc.status, exc.message, field=exc.field, code=exc.code, errors=exc.errors
+        exc.status,
+        exc.message,
+        field=exc.field,
+        code=exc.code,
+        errors=exc.errors,
+        retry_after=exc.retry_after,
     )
 
 
@@ -117,17 +128,24 @@ def _presented_key() -> str | None:
 
 def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A valid, unrevoked key with `scope`: 401 without one, 403 without the scope, 429
-    over its budget. Wrong keys are budgeted per client IP, like every secret check."""
+    over its budget. Wrong keys are budgeted per client IP, like every secret check, and
+    apart from valid ones: a flood of wrong keys from an address (a NAT, a proxy, the
+    billing system's own host) must not lock out the valid key behind it. Keys are 256
+    random bits, so the budget bounds the noise of guessing, not its odds."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ip = audit.client_ip() or "unknown"
-            if not throttle.has_room("api-auth-failures", ip):
-                raise ApiError(429, "Too many failed attempts to authenticate. Wait and retry.")
             presented = _presented_key()
             key = apikeys.authenticate(db.session(), presented) if presented else None
             if key is None:
+                ip = audit.client_ip() or "unknown"
+                if not throttle.has_room("api-auth-failures", ip):
+                    raise ApiError(
+                        429,
+                        "Too many failed attempts to authenticate. Wait and retry.",
+                        retry_after=throttle.retry_after("api-auth-failures", ip),
+                    )
                 throttle.spend("api-auth-failures", ip)
                 raise ApiError(
                     401,
@@ -136,7 +154,11 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     else "That API key is not valid or has been revoked.",
                 )
             if not throttle.within(("api-key", str(key.id))):
-                raise ApiError(429, "This key has made too many requests. Wait and retry.")
+                raise ApiError(
+                    429,
+                    "This key has made too many requests. Wait and retry.",
+                    retry_after=throttle.retry_after("api-key", str(key.id)),
+                )
             if scope not in key.scope_set:
                 raise ApiError(403, f"This key does not have the {scope} scope.")
             g.api_key = key

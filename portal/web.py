@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import bodies, hygiene
+from portal import bodies, hygiene, throttle
 from portal.config import is_local
 
 log = logging.getLogger(__name__)
@@ -217,6 +217,8 @@ def _http_error(exc: HTTPException) -> BaseResponse | tuple[str, int]:
     else:
         page, code = shown
         response = Response(page, code, mimetype="text/html")
+    if exc.code == 429:  # Flask-Limiter's: when its broken limit has room again
+        response.headers["Retry-After"] = str(throttle.limiter_retry_after())
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
