@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import threading
+import urllib.request
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from werkzeug.serving import make_server
 
 from portal.models import AccessRule, Account, AuditEvent
-from tests.api.conftest import BILLING_CONTACT, Api, invoice_body, push_bill_group
+from tests.api.conftest import BILLING_CONTACT, PREFIX, Api, invoice_body, push_bill_group
+from tests.conftest import sign_in
 
 # Integers as people and programs mistype them, percent-encoded for a path or query.
 ODD_INTEGERS = {
@@ -275,3 +280,53 @@ def test_odd_integers_in_a_body_are_a_422_naming_the_field(db, api, field, value
 def test_an_unknown_entity_is_named_in_the_singular(api):
     error = error_of(api.get("/entities/ent-404"), 404)
     assert error["message"] == "There is no entity with external id 'ent-404'."
+
+
+# --- the PDF of an invoice numbered 請求書-0001 -------------------------------------------
+
+CJK_DISPOSITION = (
+    "attachment; filename=\"___-0001.pdf\"; filename*=UTF-8''%E8%AB%8B%E6%B1%82%E6%9B%B8-0001.pdf"
+)
+
+
+def test_the_pdf_of_a_non_latin_invoice_number_downloads_in_both_faces(app, smtp, api):
+    push_bill_group(api)
+    assert api.put("/invoices/inv-cjk", invoice_body("請求書-0001")).status_code == 201
+    assert api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).status_code == 201
+    from_api = api.get("/invoices/inv-cjk/pdf")
+    assert from_api.status_code == 200 and from_api.data.startswith(b"%PDF")
+    assert from_api.headers["Content-Disposition"] == CJK_DISPOSITION
+
+    public_id = api.get("/bill-groups/bg-1").get_json()["portal_url"].rsplit("/", 1)[1]
+    customer = app.test_client()
+    assert sign_in(customer, app, smtp, public_id, "ap@acme.com").status_code == 303
+    page = customer.get(f"/p/{public_id}/invoices")
+    invoice = re.search(r'href="(/p/[^"]+/invoices/\d+)"', page.text)
+    assert invoice, page.text
+    from_portal = customer.get(invoice[1] + ".pdf")
+    assert from_portal.status_code == 200 and from_portal.data.startswith(b"%PDF")
+    assert from_portal.headers["Content-Disposition"] == CJK_DISPOSITION
+
+
+def test_a_real_server_sends_the_non_latin_pdf_instead_of_dropping_the_connection(app, api):
+    """The WSGI server writes headers as Latin-1: a raw 請求書 in Content-Disposition made
+    it drop the connection, which the test client never shows."""
+    push_bill_group(api)
+    assert api.put("/invoices/inv-cjk", invoice_body("請求書-0001")).status_code == 201
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_port}{PREFIX}/invoices/inv-cjk/pdf",
+            headers={"Authorization": f"Bearer {api.key}"},
+        )
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with direct.open(request, timeout=30) as answer:
+            assert answer.status == 200
+            assert answer.headers["Content-Disposition"] == CJK_DISPOSITION
+            assert answer.read().startswith(b"%PDF")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
