@@ -63,54 +63,44 @@ def as_server_dechunks(body: bytes) -> dict[str, Any]:
     }
 
 
+def put_account(api: Any, **kwargs: Any) -> Any:
+    """PUT /accounts/acc-1 as JSON, framed as `kwargs` say."""
+    kwargs.setdefault("content_type", "application/json")
+    return api.request("PUT", "/accounts/acc-1", **kwargs)
+
+
 # --- the test client ------------------------------------------------------------------------
 
 
 def test_a_chunked_body_over_the_limit_is_a_413_not_cut_and_accepted(db, api):
-    response = api.request(
-        "PUT", "/accounts/acc-1", content_type="application/json", **as_server_dechunks(PADDED)
-    )
+    response = put_account(api, **as_server_dechunks(PADDED))
     assert error_of(response, 413)["code"] == "too_large"
     assert accounts(db) == 0
 
 
 def test_a_chunked_body_within_the_limit_is_read_whole(db, api):
     body = b'{"name": "Acme"}' + b" " * (MIB - 100)
-    response = api.request(
-        "PUT", "/accounts/acc-1", content_type="application/json", **as_server_dechunks(body)
-    )
+    response = put_account(api, **as_server_dechunks(body))
     assert response.status_code == 201, response.get_json()
     assert accounts(db) == 1
 
 
-def test_a_body_shorter_than_its_content_length_is_a_400(db, api):
-    response = api.request(
-        "PUT",
-        "/accounts/acc-1",
-        input_stream=io.BytesIO(SMALL),
-        content_type="application/json",
-        environ_overrides={"CONTENT_LENGTH": "100"},
+@pytest.mark.parametrize(
+    ("length", "words"),
+    [("100", "ended before it was complete"), ("5", "not valid JSON")],
+    ids=["larger-than-the-body", "smaller-than-the-body"],
+)
+def test_a_content_length_that_is_not_the_body_s_is_a_400(db, api, length, words):
+    """Larger: the client stopped early. Smaller: the body is read to the length only."""
+    response = put_account(
+        api, input_stream=io.BytesIO(SMALL), environ_overrides={"CONTENT_LENGTH": length}
     )
-    assert "ended before it was complete" in error_of(response, 400)["message"]
-    assert accounts(db) == 0
-
-
-def test_a_body_longer_than_its_content_length_is_read_to_the_length(db, api):
-    response = api.request(
-        "PUT",
-        "/accounts/acc-1",
-        input_stream=io.BytesIO(SMALL),
-        content_type="application/json",
-        environ_overrides={"CONTENT_LENGTH": "5"},
-    )
-    assert "not valid JSON" in error_of(response, 400)["message"]
+    assert words in error_of(response, 400)["message"]
     assert accounts(db) == 0
 
 
 def test_a_content_length_over_the_limit_is_a_413_on_any_route(db, api):
-    response = api.request(
-        "PUT", "/accounts/acc-1", data=b" " * (MIB + 1), content_type="application/json"
-    )
+    response = put_account(api, data=b" " * (MIB + 1))
     assert error_of(response, 413)["code"] == "too_large"
     # Even where the view would never read it.
     response = api.client.get(
@@ -123,39 +113,27 @@ def test_a_content_length_over_the_limit_is_a_413_on_any_route(db, api):
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "gzip, identity"])
 def test_a_compressed_body_is_a_415(db, api, coding):
-    response = api.request(
-        "PUT",
-        "/accounts/acc-1",
-        data=gzip.compress(SMALL),
-        content_type="application/json",
-        headers={"Content-Encoding": coding},
-    )
+    response = put_account(api, data=gzip.compress(SMALL), headers={"Content-Encoding": coding})
     error = error_of(response, 415)
     assert error["code"] == "unsupported_media_type" and "uncompressed" in error["message"]
     assert accounts(db) == 0
 
 
 def test_content_encoding_identity_is_no_encoding(db, api):
-    response = api.request(
-        "PUT",
-        "/accounts/acc-1",
-        data=SMALL,
-        content_type="application/json",
-        headers={"Content-Encoding": "identity"},
-    )
+    response = put_account(api, data=SMALL, headers={"Content-Encoding": "identity"})
     assert response.status_code == 201
 
 
 @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
 def test_a_body_that_is_not_json_is_a_415(db, api, content_type):
-    response = api.request("PUT", "/accounts/acc-1", data=SMALL, content_type=content_type)
+    response = put_account(api, data=SMALL, content_type=content_type)
     assert error_of(response, 415)["code"] == "unsupported_media_type"
     assert accounts(db) == 0
 
 
 @pytest.mark.parametrize("body", [b"", b"   ", b"\r\n"])
 def test_an_empty_body_is_a_400_that_says_so(db, api, body):
-    response = api.request("PUT", "/accounts/acc-1", data=body, content_type="application/json")
+    response = put_account(api, data=body)
     assert error_of(response, 400)["message"] == (
         "The body is empty: send the record as a JSON object."
     )
