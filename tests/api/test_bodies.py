@@ -279,6 +279,10 @@ def test_the_development_server_refuses_every_odd_framing(app, db, werkzeug_port
         port, api_head("PUT", "/accounts/a-2", key, "Transfer-Encoding: chunked"), chunked(SMALL)
     )
     assert status == 201
+    # Both framings: the chunks count, not the length (RFC 9112 6.3).
+    both = api_head("PUT", "/accounts/a-2", key, "Transfer-Encoding: chunked", "Content-Length: 5")
+    status, _, content = exchange(port, both, chunked(b'{"name": "Acme Two"}'))
+    assert status == 200 and json.loads(content)["name"] == "Acme Two"
     status, _, content = exchange(
         port,
         api_head("PUT", "/accounts/a-3", key, "Content-Length: 100"),
@@ -373,5 +377,9 @@ def test_gunicorn_answers_a_chunked_body_over_the_limit_with_a_413(app, db, guni
         chunked(SMALL),
     )
     assert status == 201
+    # Both framings: gunicorn itself refuses the request (its own 400, before the app).
+    both = api_head("PUT", "/accounts/a-4", key, "Transfer-Encoding: chunked", "Content-Length: 5")
+    status, _, _ = exchange(gunicorn_port, both, chunked(SMALL))
+    assert status == 400
     db.expire_all()
     assert db.scalars(select(Account.external_id)).all() == ["a-3"]
