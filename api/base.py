@@ -6,6 +6,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable
 from functools import wraps
@@ -21,6 +22,7 @@ from portal import apikeys, audit, db, hygiene, throttle
 from portal.models import ApiKey, changes
 from portal.models.changes import AFTER_ALL
 from portal.sync.schemas import describe
+from portal.web import MAX_ID
 
 PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -58,6 +60,7 @@ class ApiError(Exception):
         field: str | None = None,
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -65,6 +68,7 @@ class ApiError(Exception):
         self.field = field
         self.code = code or ERROR_CODES.get(status, "error")
         self.errors = errors
+        self.retry_after = retry_after
 
 
 def error_response(
@@ -74,8 +78,10 @@ def error_response(
     field: str | None = None,
     code: str | None = None,
     errors: list[dict[str, Any]] | None = None,
+    retry_after: int | None = None,
 ) -> Response:
-    """The one error shape: {"error": {"code", "message", "field"}}."""
+    """The one error shape: {"error": {"code", "message", "field"}}; a 429 says in
+    Retry-After how many seconds to wait."""
     body: dict[str, Any] = {
         "code": code or ERROR_CODES.get(status, "error"),
         "message": message,
@@ -87,13 +93,20 @@ def error_response(
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
     return error_response(
-        exc.status, exc.message, field=exc.field, code=exc.code, errors=exc.errors
+        exc.status,
+        exc.message,
+        field=exc.field,
+        code=exc.code,
+        errors=exc.errors,
+        retry_after=exc.retry_after,
     )
 
 
@@ -116,17 +129,24 @@ def _presented_key() -> str | None:
 
 def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A valid, unrevoked key with `scope`: 401 without one, 403 without the scope, 429
-    over its budget. Wrong keys are budgeted per client IP, like every secret check."""
+    over its budget. Wrong keys are budgeted per client IP, like every secret check, and
+    apart from valid ones: a flood of wrong keys from an address (a NAT, a proxy, the
+    billing system's own host) must not lock out the valid key behind it. Keys are 256
+    random bits, so the budget bounds the noise of guessing, not its odds."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ip = audit.client_ip() or "unknown"
-            if not throttle.has_room("api-auth-failures", ip):
-                raise ApiError(429, "Too many failed attempts to authenticate. Wait and retry.")
             presented = _presented_key()
             key = apikeys.authenticate(db.session(), presented) if presented else None
             if key is None:
+                ip = audit.client_ip() or "unknown"
+                if not throttle.has_room("api-auth-failures", ip):
+                    raise ApiError(
+                        429,
+                        "Too many failed attempts to authenticate. Wait and retry.",
+                        retry_after=throttle.retry_after("api-auth-failures", ip),
+                    )
                 throttle.spend("api-auth-failures", ip)
                 raise ApiError(
                     401,
@@ -135,7 +155,11 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     else "That API key is not valid or has been revoked.",
                 )
             if not throttle.within(("api-key", str(key.id))):
-                raise ApiError(429, "This key has made too many requests. Wait and retry.")
+                raise ApiError(
+                    429,
+                    "This key has made too many requests. Wait and retry.",
+                    retry_after=throttle.retry_after("api-key", str(key.id)),
+                )
             if scope not in key.scope_set:
                 raise ApiError(403, f"This key does not have the {scope} scope.")
             g.api_key = key
@@ -177,6 +201,8 @@ def body(model: type[M]) -> M:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise ApiError(413, "The request body is too large.") from None
+    if not raw.strip():
+        raise ApiError(400, "The body is empty: send the record as a JSON object.")
     try:
         # RFC 8259: JSON between systems is UTF-8.
         text = raw.decode("utf-8")
@@ -187,7 +213,12 @@ def body(model: type[M]) -> M:
             400, f"The body is not valid JSON here: it nests deeper than {MAX_JSON_DEPTH} levels."
         )
     try:
-        data = json.loads(text)
+        data = json.loads(
+            text,
+            parse_constant=_not_json,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
     # NUL and lone surrogates can be neither stored nor encoded: refused before anything.
@@ -206,6 +237,28 @@ def body(model: type[M]) -> M:
     if unclean is not None:
         _unclean(unclean)
     return parsed
+
+
+# Python's json reads more than RFC 8259 allows, and what it adds could only surprise
+# the sender: NaN and Infinity, 1e309 as infinity, and a repeated key as its last value.
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal[:40]} is too large for a number")
+    return number
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        found[key] = value
+    return found
 
 
 def _unclean(field: str) -> NoReturn:
@@ -239,9 +292,14 @@ def invalid(exc: ValidationError) -> ApiError:
 # --- lists --------------------------------------------------------------------------
 
 
+# ASCII digits only: str.isdigit() and int() also take "²" (which int() then refuses)
+# and "١٢" (which it reads as 12), and int() refuses more than 4,300 digits.
+_LIMIT = re.compile(r"[0-9]{1,3}")
+
+
 def limit_arg() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}.", field="limit")
     return int(raw)
 
@@ -260,7 +318,12 @@ def datetime_arg(name: str) -> dt.datetime | None:
             f"{name} must be an ISO 8601 time with a zone, like 2026-11-30T09:00:00Z.",
             field=name,
         )
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time in year 0
+        raise ApiError(
+            400, f"{name} is outside the years 1 to 9999 once in UTC.", field=name
+        ) from None
 
 
 def _encode_cursor(position: tuple[int, int]) -> str:
@@ -277,6 +340,8 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
             isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= AFTER_ALL
             for n in (change, row_id)
         ):
+            raise ValueError
+        if not 1 <= row_id <= MAX_ID:  # beyond BIGINT the database would fail, not answer
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(

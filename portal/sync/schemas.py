@@ -89,11 +89,18 @@ def _email(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
+# Decimal() also reads " 5", "+5", "1e3", "5_0" and "١٢" (Arabic-Indic digits): one
+# spelling per number, as the billing system's own export writes it.
+_DECIMAL = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+
+
 def _quantity(value: Any) -> Decimal:
     """A quantity as a JSON string or integer ("2.5", 3): never a float, which would
     carry binary rounding into an invoice."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError('Send the quantity as a string like "2.5" or an integer.')
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError(f'{value!r} is not a quantity: send digits, like "2.5" or "12".')
     try:
         number = Decimal(value)
     except InvalidOperation:
@@ -128,6 +135,24 @@ Quantity = Annotated[
     Field(description='Positive decimal as a string ("2.5") or an integer; 4 places at most.'),
 ]
 Day = Annotated[dt.date, Field(description="ISO 8601 date, YYYY-MM-DD")]
+
+
+def _storable_time(value: dt.datetime) -> dt.datetime:
+    """A time that exists in UTC, where it is stored: 0001-01-01T00:00:00+01:00 is in
+    year 0 there, and would fail at the write instead of here."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("The time is outside the years 1 to 9999 once in UTC.") from None
+    return value
+
+
+Moment = Annotated[
+    dt.datetime,
+    AfterValidator(_storable_time),
+    Field(description="ISO 8601 with a time zone"),
+]
 Name200 = Annotated[StrictStr, AfterValidator(_required_text(200, "name"))]
 
 
@@ -335,7 +360,7 @@ class PaymentIn(Body):
     amount_minor: Annotated[StrictInt, Field(ge=1, le=MAX_MINOR)]
     currency: Currency
     status: PaymentStatus
-    received_at: Annotated[dt.datetime, Field(description="ISO 8601 with a time zone")]
+    received_at: Moment
     method_description: optional_text(100, "method description") = None  # type: ignore[valid-type]
     reference: optional_text(100, "reference") = None  # type: ignore[valid-type]
     payment_method: ExternalId | None = None
