@@ -151,8 +151,8 @@ def test_z_and_every_spelling_of_utc_mean_the_same(api):
 
 
 def crafted_cursor(row_id: object) -> str:
-    """A cursor as this API writes them (base64url of [updated_at, id]) with any id."""
-    raw = f'["2026-01-01T00:00:00+00:00", {json.dumps(row_id)}]'.encode()
+    """A cursor as this API writes them (base64url of [change_seq, id]) with any id."""
+    raw = f"[0, {json.dumps(row_id)}]".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -12,6 +12,7 @@ from flask import Flask
 from tests.api.conftest import Api, make_key
 from tests.conftest import REDIS_URL, csrf_token
 from tests.factories import make_bill_group
+from tests.settings import change_settings
 
 WRONG = "bp_" + "B" * 43
 
@@ -21,7 +22,7 @@ def limited(request, app: Flask, sibling) -> Iterator[Flask]:
     """The app with small limits, its budgets in memory or in the test Redis database."""
     limits = {"API_AUTH_FAILURE_LIMIT": "5 per 15 minutes", "API_LIMIT_PER_KEY": "3 per minute"}
     if request.param == "memory":
-        app.config.update(limits)
+        change_settings(app, **limits)
         yield app
         return
     import redis
@@ -65,7 +66,7 @@ def test_a_key_over_its_budget_is_told_when_to_retry(limited):
 def test_the_per_client_429_page_says_when_to_retry(app, db):
     group = make_bill_group(db)
     db.commit()
-    app.config["SECRET_ENDPOINT_LIMIT"] = "2 per minute"
+    change_settings(app, SECRET_ENDPOINT_LIMIT="2 per minute")
     browser = app.test_client()
     token = csrf_token(browser.get(f"/p/{group.public_id}").text)
     answers = [
