@@ -11,8 +11,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin.forms import StaffUserForm
 from admin.guard import NAV, bp, current_staff, staff_required
-from portal import audit, clock, db, staffauth
+from portal import audit, clock, db
 from portal.access import AccessError, canonical_email
+from portal.actions import ActionError
+from portal.actions import staff as staff_actions
 from portal.forms import ButtonForm
 from portal.models import StaffRole, StaffSession, StaffUser
 
@@ -121,15 +123,16 @@ def reset_second_factor(staff_id: int) -> BaseResponse:
     me = current_staff()
     if not ButtonForm().validate_on_submit():
         abort(400)
-    if me is not None and me.user.id == user.id:
-        flash(
-            "You cannot reset your own two-step sign-in: move it to a new app from the "
-            "home page, or ask another admin."
-        )
-    elif me is not None:
-        staffauth.reset(session, user, by=me.user)
-        session.commit()
-        flash(f"Two-step sign-in of {user.email} was reset; they set it up again at next sign-in.")
+    if me is not None:
+        try:
+            staff_actions.reset_second_factor(session, me.user, user)
+        except ActionError as exc:
+            flash(exc.message)
+        else:
+            session.commit()
+            flash(
+                f"Two-step sign-in of {user.email} was reset; they set it up again at next sign-in."
+            )
     return redirect(url_for("admin.edit_staff_user", staff_id=user.id), code=303)
 
 
