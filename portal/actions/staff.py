@@ -1,5 +1,6 @@
 """Staff sign-in and second factors, whoever triggers them: the staff member signing in,
-setting up or moving their authenticator app, or an admin resetting a lost one.
+setting up or moving their authenticator app, or an admin resetting a lost one; and the
+staff accounts admins create and change.
 
 portal.staffauth holds the primitives (password hashes, TOTP steps spent by a
 conditional UPDATE, recovery codes spent by compare-and-swap, session rows); these
@@ -10,15 +11,18 @@ backoff, replacing the cookie, and the commit.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
 from flask import current_app
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from portal import audit, clock, staffauth, throttle
-from portal.actions import Actor, Forbidden, Invalid
-from portal.models import StaffSession, StaffUser
+from portal.access import AccessError, canonical_email
+from portal.actions import Actor, Conflict, Forbidden, Invalid
+from portal.models import StaffRole, StaffSession, StaffUser
 
 # How a sign-in is being completed: with the password alone, with a code of the
 # second factor just spent, or with a second factor just set up.
@@ -178,3 +182,83 @@ def _notify(db: Session, user: StaffUser, change: str, by: str | None = None) ->
             sign_in_url=f"{current_app.config['PORTAL_BASE_URL']}/admin/sign-in",
         ),
     )
+
+
+# --- staff users, as admins manage them -------------------------------------------------
+
+
+def _record_staff(db: Session, actor: Actor, action: str, email: str, changes: object) -> None:
+    audit.record(
+        db,
+        action,
+        "changed",
+        **actor.audit(),
+        detail=json.dumps({"staff": email, "changes": changes}),
+    )
+
+
+def create_staff_user(
+    db: Session,
+    actor: Actor,
+    *,
+    email: str,
+    name: str | None,
+    role: StaffRole,
+    is_active: bool,
+    password: str,
+) -> StaffUser:
+    """A new staff account under the canonical form of `email`, audited. Raises Invalid
+    (email, password) or Conflict (an address that has an account already)."""
+    try:
+        email = canonical_email(email)
+    except AccessError as exc:
+        raise Invalid(exc.message, "email") from None
+    if db.scalar(select(func.count()).where(StaffUser.email == email)):
+        raise Conflict(f"{email} already has a staff account.", "email")
+    user = StaffUser(email=email, name=name, role=role, is_active=is_active)
+    try:
+        user.set_password(password)
+    except ValueError as exc:
+        raise Invalid(str(exc), "password") from None
+    db.add(user)
+    _record_staff(db, actor, "staff.create", email, {"role": [None, role.value]})
+    return user
+
+
+def update_staff_user(
+    db: Session,
+    actor: Actor,
+    by: StaffUser,
+    user: StaffUser,
+    *,
+    name: str | None,
+    role: StaffRole,
+    is_active: bool,
+    password: str = "",
+) -> None:
+    """Change a staff account (`by` is the admin changing it), audited. A changed role,
+    a new password or a deactivation ends every session of theirs: they start again from
+    a new sign-in. Nobody changes their own role or deactivates themselves (Forbidden),
+    and a short password is refused (Invalid); either way nothing is written."""
+    if by.id == user.id and (role != user.role or not is_active):
+        raise Forbidden(
+            "You cannot change your own role or deactivate yourself; ask another admin.", "role"
+        )
+    before = {"role": user.role.value, "is_active": user.is_active}
+    if password:
+        try:
+            user.set_password(password)
+        except ValueError as exc:
+            raise Invalid(str(exc), "password") from None
+    user.role, user.is_active, user.name = role, is_active, name
+    after = {"role": role.value, "is_active": is_active}
+    changes = {k: [before[k], v] for k, v in after.items() if before[k] != v}
+    if password:
+        changes["password"] = ["(set)", "(reset)"]
+    if not is_active or password or "role" in changes:
+        db.execute(
+            update(StaffSession)
+            .where(StaffSession.staff_user_id == user.id, StaffSession.revoked_at.is_(None))
+            .values(revoked_at=clock.now(), revoked_reason="changed_by_admin")
+        )
+    _record_staff(db, actor, "staff.update", user.email, changes)

@@ -10,7 +10,7 @@ import pyotp
 import pytest
 from sqlalchemy import func, select
 
-from portal.actions import Forbidden
+from portal.actions import Actor, Forbidden
 from portal.actions import staff as staff_actions
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import make_staff, staff_sign_in
@@ -152,3 +152,76 @@ def test_the_staff_page_refuses_to_reset_ones_own_second_factor(app, db, staff_c
     db.refresh(me)
     assert not me.must_enrol
     assert audited(db, "staff.totp") == []
+
+
+# --- staff accounts: no second account for an address, no change to one's own role ----
+
+TAKEN = "new@staff.example.com already has a staff account."
+OWN_ROLE = "You cannot change your own role or deactivate yourself; ask another admin."
+
+
+def test_the_action_refuses_a_second_account_for_an_address(app, db):
+    must_enrol(db)
+    with app.test_request_context(), pytest.raises(staff_actions.Conflict) as refused:
+        staff_actions.create_staff_user(
+            db,
+            Actor.staff("admin@staff.example.com"),
+            email=" NEW@staff.example.com",
+            name=None,
+            role=StaffRole.ADMIN,
+            is_active=True,
+            password="a long enough password",
+        )
+    db.rollback()
+    assert (refused.value.field, refused.value.message) == ("email", TAKEN)
+    assert db.scalar(select(func.count(StaffUser.id))) == 1
+
+
+def test_the_staff_page_refuses_a_second_account_for_an_address(app, db, staff_client):
+    must_enrol(db)
+    client = staff_client(StaffRole.ADMIN)
+    page = client.get("/admin/staff/new")
+    response = client.post(
+        "/admin/staff/new",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "email": "NEW@staff.example.com",
+            "role": "admin",
+            "password": "a long enough password",
+        },
+    )
+    assert response.status_code == 400 and TAKEN in response.text
+    assert db.scalar(select(func.count(StaffUser.id))) == 2  # theirs and the admin's
+    assert audited(db, "staff.create") == []
+
+
+def test_the_action_refuses_to_change_ones_own_role(app, db):
+    me = make_staff(db, StaffRole.ADMIN)
+    with app.test_request_context(), pytest.raises(Forbidden) as refused:
+        staff_actions.update_staff_user(
+            db, Actor.staff(me.email), me, me, name=None, role=StaffRole.VIEWER, is_active=True
+        )
+    db.rollback()
+    assert (refused.value.field, refused.value.message) == ("role", OWN_ROLE)
+    db.refresh(me)
+    assert me.role == StaffRole.ADMIN
+
+
+def test_the_staff_page_refuses_to_change_ones_own_role(app, db, staff_client):
+    client = staff_client(StaffRole.ADMIN)
+    me = db.scalar(select(StaffUser).order_by(StaffUser.id.desc()).limit(1))
+    url = f"/admin/staff/{me.id}/edit"
+    page = client.get(url)
+    response = client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(page.text),
+            "email": me.email,
+            "role": "viewer",
+            "is_active": "y",
+        },
+    )
+    assert response.status_code == 400 and OWN_ROLE in response.text
+    db.refresh(me)
+    assert me.role == StaffRole.ADMIN
+    assert audited(db, "staff.update") == []
