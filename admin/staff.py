@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from flask import abort, flash, redirect, render_template, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
@@ -24,6 +26,23 @@ def staff_users() -> str:
     return render_template("admin/staff_users.html", users=users)
 
 
+class _Submitted(TypedDict):
+    name: str | None
+    role: StaffRole
+    is_active: bool
+    password: str
+
+
+def _submitted(form: StaffUserForm) -> _Submitted:
+    """What the form asks for, as the staff-account actions take it."""
+    return {
+        "name": (form.name.data or "").strip() or None,
+        "role": StaffRole(form.role.data),
+        "is_active": bool(form.is_active.data),
+        "password": form.password.data or "",
+    }
+
+
 @bp.route("/staff/new", methods=["GET", "POST"])
 @staff_required("manage_staff")
 def new_staff_user() -> str | tuple[str, int] | BaseResponse:
@@ -35,10 +54,7 @@ def new_staff_user() -> str | tuple[str, int] | BaseResponse:
                 session,
                 acting_staff(),
                 email=form.email.data or "",
-                name=(form.name.data or "").strip() or None,
-                role=StaffRole(form.role.data),
-                is_active=bool(form.is_active.data),
-                password=form.password.data or "",
+                **_submitted(form),
             )
         except ActionError as exc:
             form[exc.field or "email"].errors = [exc.message]
@@ -66,10 +82,7 @@ def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
                 acting_staff(),
                 me.user,
                 user,
-                name=(form.name.data or "").strip() or None,
-                role=StaffRole(form.role.data),
-                is_active=bool(form.is_active.data),
-                password=form.password.data or "",
+                **_submitted(form),
             )
         except ActionError as exc:
             form[exc.field or "role"].errors = [exc.message]

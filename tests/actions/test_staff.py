@@ -8,12 +8,14 @@ import re
 
 import pyotp
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from portal.actions import Actor, Forbidden
 from portal.actions import staff as staff_actions
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import make_staff, staff_sign_in
+from tests.admin.test_accounts import submit
 from tests.admin.test_staff_auth import post_code
 from tests.clock import Clock
 from tests.conftest import csrf_token
@@ -108,15 +110,9 @@ def test_the_enrolment_page_refuses_a_new_app_without_the_current_one(app, db, c
     client = app.test_client()
     staff_sign_in(client, user.email)
     assert post_code(client, codes[0]).status_code == 303
-    page = client.get("/admin/enrol")
-    new = SECRET.search(page.text).group(1)
-    response = client.post(
-        "/admin/enrol",
-        data={
-            "csrf_token": csrf_token(page.text),
-            "code": pyotp.TOTP(new).at(moment),
-            "current_code": "000000",
-        },
+    new = SECRET.search(client.get("/admin/enrol").text).group(1)
+    response = submit(
+        client, "/admin/enrol", {"code": pyotp.TOTP(new).at(moment), "current_code": "000000"}
     )
     assert response.status_code == 400
     assert staff_actions.ReplaceRefused().message in response.text
@@ -138,11 +134,14 @@ def test_the_action_refuses_to_reset_ones_own_second_factor(app, db, clock):
     assert admin.has_totp and audited(db, "staff.totp") == ["enrolled"]
 
 
-def test_the_staff_page_refuses_to_reset_ones_own_second_factor(app, db, staff_client):
+def signed_in_admin(db, staff_client) -> tuple[FlaskClient, StaffUser]:
     client = staff_client(StaffRole.ADMIN)
-    me = db.scalar(select(StaffUser).order_by(StaffUser.id.desc()).limit(1))
-    url = f"/admin/staff/{me.id}/edit"
-    page = client.get(url)
+    return client, db.scalar(select(StaffUser).order_by(StaffUser.id.desc()).limit(1))
+
+
+def test_the_staff_page_refuses_to_reset_ones_own_second_factor(app, db, staff_client):
+    client, me = signed_in_admin(db, staff_client)
+    page = client.get(f"/admin/staff/{me.id}/edit")
     response = client.post(
         f"/admin/staff/{me.id}/second-factor/reset",
         data={"csrf_token": csrf_token(page.text)},
@@ -180,15 +179,10 @@ def test_the_action_refuses_a_second_account_for_an_address(app, db):
 def test_the_staff_page_refuses_a_second_account_for_an_address(app, db, staff_client):
     must_enrol(db)
     client = staff_client(StaffRole.ADMIN)
-    page = client.get("/admin/staff/new")
-    response = client.post(
+    response = submit(
+        client,
         "/admin/staff/new",
-        data={
-            "csrf_token": csrf_token(page.text),
-            "email": "NEW@staff.example.com",
-            "role": "admin",
-            "password": "a long enough password",
-        },
+        {"email": "NEW@staff.example.com", "role": "admin", "password": "a long enough password"},
     )
     assert response.status_code == 400 and TAKEN in response.text
     assert db.scalar(select(func.count(StaffUser.id))) == 2  # theirs and the admin's
@@ -208,18 +202,11 @@ def test_the_action_refuses_to_change_ones_own_role(app, db):
 
 
 def test_the_staff_page_refuses_to_change_ones_own_role(app, db, staff_client):
-    client = staff_client(StaffRole.ADMIN)
-    me = db.scalar(select(StaffUser).order_by(StaffUser.id.desc()).limit(1))
-    url = f"/admin/staff/{me.id}/edit"
-    page = client.get(url)
-    response = client.post(
-        url,
-        data={
-            "csrf_token": csrf_token(page.text),
-            "email": me.email,
-            "role": "viewer",
-            "is_active": "y",
-        },
+    client, me = signed_in_admin(db, staff_client)
+    response = submit(
+        client,
+        f"/admin/staff/{me.id}/edit",
+        {"email": me.email, "role": "viewer", "is_active": "y"},
     )
     assert response.status_code == 400 and OWN_ROLE in response.text
     db.refresh(me)
