@@ -14,8 +14,10 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin.forms import CodeForm, EnrolForm, SignInForm
 from admin.guard import bp, current_staff, public
-from portal import audit, crypto, db, staffauth, throttle
+from portal import crypto, db, staffauth, throttle
 from portal.access import AccessError, canonical_email
+from portal.actions import ActionError
+from portal.actions import staff as staff_actions
 from portal.forms import ButtonForm
 from portal.models import StaffUser
 
@@ -69,16 +71,21 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
             user = staffauth.authenticate(
                 db.session(), form.email.data or "", form.password.data or ""
             )
-        if user is None:
-            audit.record(db.session(), "staff.signin", "failed", actor_type="anonymous", actor=key)
+        signed: staff_actions.StaffSignedIn | None = None
+        if user is not None:
+            try:
+                signed = staff_actions.complete_sign_in(db.session(), user, "password")
+            except staff_actions.SecondStepRequired:
+                return _pending_second_step(user, _safe_next(form.next.data))
+            except ActionError:
+                pass  # the account changed meanwhile: the same answer as a wrong password
+        if signed is None:
+            staff_actions.record_refusal(db.session(), key, "failed")
             db.session().commit()
             form.password.errors = [WRONG]
         else:
-            nxt = _safe_next(form.next.data)
-            if staffauth.mfa_required(user):
-                return _pending_second_step(user, nxt)
             throttle.forgive("staff-signin", _backoff_key(key))
-            return _complete(user, nxt)
+            return _signed_in(signed, form.next.data)
     status = 400 if any(field.errors for field in form) else 200
     return render_template("admin/sign_in.html", form=form), status
 
@@ -124,17 +131,19 @@ def second_factor() -> str | tuple[str, int] | BaseResponse:
         return redirect(url_for("admin.sign_in"))
     form = CodeForm()
     if form.validate_on_submit():
-        if throttle.try_backoff(
-            "staff-signin", _backoff_key(user.email)
-        ) and staffauth.verify_second_factor(db.session(), user, form.code.data or ""):
-            throttle.forgive("staff-signin", _backoff_key(user.email))
-            return _complete(user, session["staff_pending"].get("next") or "")
-        db.session().rollback()
-        audit.record(
-            db.session(), "staff.signin", "wrong_code", actor_type="anonymous", actor=user.email
-        )
-        db.session().commit()
-        form.code.errors = ["That code is not right. Codes change every 30 seconds."]
+        database = db.session()
+        if throttle.try_backoff("staff-signin", _backoff_key(user.email)):
+            try:
+                signed = staff_actions.sign_in_with_code(database, user, form.code.data or "")
+            except ActionError:
+                pass  # one answer for every refusal, below
+            else:
+                throttle.forgive("staff-signin", _backoff_key(user.email))
+                return _signed_in(signed, session["staff_pending"].get("next"))
+        database.rollback()
+        staff_actions.record_refusal(database, user.email, "wrong_code")
+        database.commit()
+        form.code.errors = [staff_actions.WRONG_CODE]
     status = 400 if form.code.errors else 200
     return render_template("admin/second_factor.html", form=form), status
 
@@ -158,33 +167,33 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
     if not replacing:  # a first app is not a "new" one
         form.code.label.text = "Code from your authenticator app"
     if form.validate_on_submit():
-        code = form.code.data or ""
-        if not staffauth.code_matches(secret, code):
-            form.code.errors = [
-                "That code is not right. Check the time on your phone and try again."
-            ]
-        elif replacing and not _proved_current_factor(user, form.current_code.data or ""):
-            form.current_code.errors = [
-                "Enter a code from your current authenticator app, or one of your recovery "
-                "codes, to move two-step sign-in to a new app."
-            ]
+        database = db.session()
+        try:
+            codes = staff_actions.enrol(
+                database,
+                user,
+                secret,
+                form.code.data or "",
+                current_code=form.current_code.data or "",
+                signed_in=staff.row if staff else None,
+            )
+            signed = None if staff else staff_actions.complete_sign_in(database, user, "enrolment")
+        except staff_actions.ReplaceRefused as exc:
+            database.rollback()
+            staff_actions.record_replace_refused(database, user)
+            database.commit()
+            form.current_code.errors = [exc.message]
+        except ActionError as exc:
+            form[exc.field or "code"].errors = [exc.message]
         else:
-            codes = staffauth.enrol(db.session(), user, secret, code)
-            if codes is not None:
-                session.pop("totp_enrol", None)
-                if staff is None:
-                    throttle.forgive("staff-signin", _backoff_key(user.email))
-                    response = _complete(user, session["staff_pending"].get("next") or "")
-                else:
-                    staffauth.end_all(db.session(), user, "second_factor_replaced", keep=staff.row)
-                    db.session().commit()
-                    response = None
-                return render_template(
-                    "admin/recovery_codes.html",
-                    codes=codes,
-                    next_url=response.location if response else url_for("admin.home"),
-                )
-            form.code.errors = ["That code has just been used. Wait for the next one."]
+            session.pop("totp_enrol", None)
+            if signed is None:
+                database.commit()
+                next_url = url_for("admin.home")
+            else:
+                throttle.forgive("staff-signin", _backoff_key(user.email))
+                next_url = _signed_in(signed, session["staff_pending"].get("next")).location
+            return render_template("admin/recovery_codes.html", codes=codes, next_url=next_url)
     status = 400 if any(field.errors for field in form) else 200
     return render_template(
         "admin/enrol.html", form=form, secret=secret, replacing=replacing
@@ -201,19 +210,6 @@ def _enrol_secret(user: StaffUser) -> str:
         }
         session["totp_enrol"] = sealed
     return crypto.unseal(staffauth.TOTP_PURPOSE, sealed["seed"])
-
-
-def _proved_current_factor(user: StaffUser, code: str) -> bool:
-    """A code of the second factor being replaced, spent as at sign-in; a failure is
-    audited and spends from the user's re-authentication budget."""
-    database = db.session()
-    if throttle.within(("staff-reauth", str(user.id))) and code:
-        if staffauth.verify_second_factor(database, user, code):
-            return True
-    database.rollback()
-    audit.record(database, "staff.totp", "replace_refused", actor_type="staff", actor=user.email)
-    database.commit()
-    return False
 
 
 @bp.get("/enrol/qr.svg")
@@ -248,12 +244,11 @@ def sign_out() -> BaseResponse:
     return redirect(url_for("admin.sign_in"), code=303)
 
 
-def _complete(user: StaffUser, next_url: str) -> BaseResponse:
-    """A fresh session: nothing from before sign-in survives."""
-    database = db.session()
-    sid, row = staffauth.start_session(database, user)
-    database.commit()
+def _signed_in(signed: staff_actions.StaffSignedIn, next_url: str | None) -> BaseResponse:
+    """Commit the new session and hand the browser its cookie: nothing from before
+    sign-in (the pending sign-in, an enrolment seed) survives."""
+    db.session().commit()
     logout_user()
     session.clear()
-    login_user(staffauth.Staff(sid, row), remember=False)
+    login_user(staffauth.Staff(signed.sid, signed.session), remember=False)
     return redirect(_safe_next(next_url), code=303)

@@ -19,6 +19,7 @@ from sqlalchemy import Select, tuple_
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from portal import apikeys, audit, db, hygiene, throttle
+from portal.actions import Actor
 from portal.models import ApiKey, changes
 from portal.models.changes import AFTER_ALL
 from portal.sync.schemas import describe
@@ -174,6 +175,12 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 def current_key() -> ApiKey:
     key: ApiKey = g.api_key
     return key
+
+
+def acting_key() -> Actor:
+    """The key making this request, as the actions (portal.actions) name it."""
+    key = current_key()
+    return Actor.api_key(key.name, key.hint)
 
 
 def record(action: str, outcome: str, *, bill_group_id: int | None, detail: str) -> None:

@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from api.base import ApiError, body, bp, current_key, page, record, requires
+from api.base import ApiError, acting_key, body, bp, page, record, requires
 from portal import clock, db, downloads, links
-from portal.actions import ActionError, Actor, TooMany
+from portal.actions import ActionError, TooMany
 from portal.actions.contacts import update_contact
 from portal.config import settings
 from portal.models import (
@@ -235,9 +235,10 @@ def put_record(resource: str, external_id: str) -> tuple[Response, int]:
     found = _resource(resource)
     external_id = _external_id(external_id)
     data = body(found.body)
-    apply = upsert.UPSERTS[found.name]
     result = _write(
-        f"api.{found.name}.put", external_id, lambda: apply(db.session(), external_id, data)
+        f"api.{found.name}.put",
+        external_id,
+        lambda: upsert.put(db.session(), acting_key(), found.name, external_id, data),
     )
     return _upserted(found, result)
 
@@ -314,9 +315,7 @@ def get_contact(external_id: str, kind: str) -> Response:
 
 
 def _contact(group: BillGroup, kind: ContactKind, data: schemas.ContactIn) -> upsert.Upserted:
-    saved = update_contact(
-        db.session(), Actor.api_key(current_key().name), group, kind, data.model_dump()
-    )
+    saved = update_contact(db.session(), acting_key(), group, kind, data.model_dump())
     return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
 
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from api.base import ApiError, body, bp, current_key, requires
+from api.base import ApiError, acting_key, body, bp, requires
 from api.resources import bill_group_or_404
 from portal import db
-from portal.actions import ActionError, Actor, rules
+from portal.actions import ActionError, rules
 from portal.config import settings
 from portal.sync import schemas, serialize
-
-
-def _actor() -> Actor:
-    key = current_key()
-    return Actor.api_key(key.name, key.hint)
 
 
 def _refused(exc: ActionError, field: str | None = None) -> ApiError:
@@ -41,7 +36,7 @@ def create_rule(external_id: str) -> tuple[Response, int]:
     try:
         added = rules.add_rule(
             session,
-            _actor(),
+            acting_key(),
             group,
             data.value,
             include_subdomains=data.include_subdomains,
@@ -60,7 +55,7 @@ def delete_rule(external_id: str, rule_id: int) -> tuple[str, int]:
     group = bill_group_or_404(external_id)
     session = db.session()
     try:
-        rules.remove_rule(session, _actor(), group, rule_id)
+        rules.remove_rule(session, acting_key(), group, rule_id)
     except ActionError as exc:
         raise _refused(exc) from None
     session.commit()

@@ -434,6 +434,7 @@ def build_data(config: dict[str, str]) -> tuple[object, Data]:
     from portal import db as portal_db
     from portal import sessions, staffauth
     from portal.access import add_rule
+    from portal.actions.staff import complete_sign_in
     from portal.app import create_app
     from portal.models import StaffRole, StaffUser
     from tests.factories import make_bill_group, make_invoice
@@ -449,7 +450,7 @@ def build_data(config: dict[str, str]) -> tuple[object, Data]:
         staff = StaffUser(email="viewer@seller.example.com", role=StaffRole.VIEWER)
         staff.set_password(secrets.token_urlsafe(24))
         db.add(staff)
-        staff_sid, _staff_row = staffauth.start_session(db, staff)
+        staff_sid = complete_sign_in(db, staff, "password").sid
         db.commit()
         serializer = app.session_interface.get_signing_serializer(app)
         assert serializer is not None

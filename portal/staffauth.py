@@ -121,75 +121,30 @@ def code_matches(secret: str, code: str) -> bool:
     return _matching_step(secret, code, clock.now()) is not None
 
 
-def enrol(db: Session, user: StaffUser, secret: str, code: str) -> list[str] | None:
-    """Confirm enrolment with a first code; returns fresh recovery codes, or None.
-
-    Only for a user with no second factor, or one who has just proved the current one
-    (`verify_second_factor` in the same request): the callers decide which, and a
-    replacement is audited and announced by `replaced`.
-    """
+def set_totp(user: StaffUser, secret: str, code: str) -> list[str] | None:
+    """Store the seed `secret`, confirmed by its first `code`, and fresh recovery codes
+    on `user`; returns the codes, or None (nothing set) if the code is not right now.
+    Only portal.actions.staff.enrol calls this: it decides who may, audits and tells."""
     now = clock.now()
     step = _matching_step(secret, code, now)
     if step is None:
         return None
-    replacing = user.has_totp
     user.totp_secret = crypto.seal(TOTP_PURPOSE, secret)
     user.totp_enabled_at = now
     user.totp_last_step = step
     user.must_enrol = False
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODES)]
     user.recovery_code_hashes = " ".join(_sha256(c) for c in codes)
-    audit.record(
-        db,
-        "staff.totp",
-        "replaced" if replacing else "enrolled",
-        actor_type="staff",
-        actor=user.email,
-    )
-    if replacing:
-        _notify(db, user, "replaced")
     return codes
 
 
-def reset(db: Session, user: StaffUser, by: StaffUser) -> None:
-    """An admin clears another user's second factor: every session of theirs ends and
-    they must set up a new one at their next sign-in."""
+def clear_totp(user: StaffUser) -> None:
+    """Forget the user's second factor; they must set up a new one at their next sign-in."""
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_step = None
     user.recovery_code_hashes = None
     user.must_enrol = True
-    end_all(db, user, "second_factor_reset")
-    audit.record(
-        db,
-        "staff.totp",
-        "reset_by_admin",
-        actor_type="staff",
-        actor=by.email,
-        detail=f"second factor of {user.email} reset; must set up a new one",
-    )
-    _notify(db, user, "reset", by=by.email)
-
-
-def _notify(db: Session, user: StaffUser, change: str, by: str | None = None) -> None:
-    """Tell the staff member: a second factor they did not replace themselves means
-    somebody else holds their password and a session."""
-    from emails import outbox
-    from emails.render import render
-
-    outbox.queue(
-        db,
-        render(
-            "staff_second_factor",
-            user.email,
-            account=user.email,
-            change=change,
-            by=by,
-            when=clock.now(),
-            issuer=settings().TOTP_ISSUER,
-            sign_in_url=f"{settings().PORTAL_BASE_URL}/admin/sign-in",
-        ),
-    )
 
 
 def verify_second_factor(db: Session, user: StaffUser, code: str) -> bool:
@@ -247,7 +202,9 @@ def _spend_recovery_code(db: Session, user: StaffUser, hashed: str) -> bool:
 # --- sessions --------------------------------------------------------------------------
 
 
-def start_session(db: Session, user: StaffUser) -> tuple[str, StaffSession]:
+def new_session(user: StaffUser) -> tuple[str, StaffSession]:
+    """A session row for `user` (not yet added) and the random id its cookie carries;
+    the row stores only the id's SHA-256. portal.actions.staff.complete_sign_in adds it."""
     now = clock.now()
     sid = secrets.token_urlsafe(32)
     row = StaffSession(
@@ -259,9 +216,6 @@ def start_session(db: Session, user: StaffUser) -> tuple[str, StaffSession]:
         ip=audit.client_ip(),
         user_agent=(request.user_agent.string or "")[:200] or None,
     )
-    db.add(row)
-    user.last_sign_in_at = now
-    audit.record(db, "staff.signin", "signed_in", actor_type="staff", actor=user.email)
     return sid, row
 
 

@@ -1,7 +1,7 @@
 """The use-case layer: every write the portal makes, written once.
 
 An action is a function `verb(db, actor, ...)` in a module of this package (rules,
-accounts, details, contacts, payment_methods, signin, imports). It validates with the one
+accounts, details, contacts, payment_methods, signin, staff). It validates with the one
 rule for that write, takes the lock the write needs, writes, records the audit row,
 queues the webhook event and the notice, and returns a result, or raises an
 `ActionError` (a subclass says which kind) whose message is written for the person who

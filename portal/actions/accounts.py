@@ -1,6 +1,10 @@
 """Accounts and bill groups: creating and changing them, and the rule that a bill
-group's invoices pin its entity and currency. The staff forms call these actions; the
-API's and the importer's upserts (portal.sync.upsert) call the same rule.
+group's invoices pin its entity and currency. The staff forms, the API and the importer
+(through portal.sync.upsert, which finds the record by its external id) all call these
+actions.
+
+The billing system (an API key, an import run) is audited by its face, as for contacts:
+the API writes one row per request, the import one per run; an action audits staff.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ GROUP_FIELDS = (
     "contract_end",
     "portal_enabled",
 )
+
+
+def _audited_here(actor: Actor) -> bool:
+    """Whether the action writes the audit row: not for the billing system (above)."""
+    return actor.kind not in ("api", "import")
 
 
 class ExternalIdTaken(Conflict):
@@ -113,9 +122,15 @@ def _external_id_free(db: Session, wanted: str | None, account: Account | None) 
         raise ExternalIdTaken()
 
 
-def _flush_account(db: Session) -> None:
+def _flush_account(db: Session, actor: Actor) -> None:
     """The external id was checked, but a concurrent request may have taken it since:
-    then say so, and leave nothing written."""
+    then say so, and leave nothing written. The billing system names its records by
+    that id, so for it the clash is the same record written at once by another request:
+    the IntegrityError goes to its face, which retries it as an update (the API) or
+    rejects the line in its own savepoint (the import)."""
+    if not _audited_here(actor):
+        db.flush()
+        return
     try:
         db.flush()
     except IntegrityError:
@@ -123,18 +138,37 @@ def _flush_account(db: Session) -> None:
         raise ExternalIdTaken() from None
 
 
-def create_account(db: Session, actor: Actor, *, name: str, external_id: str | None) -> Account:
-    _external_id_free(db, external_id, None)
+def create_account(
+    db: Session,
+    actor: Actor,
+    *,
+    name: str,
+    external_id: str | None,
+    defer_flush: bool = False,
+) -> Account:
+    """`defer_flush`: the import flushes many records at once and its unique keys refuse
+    a clash then (portal.sync.upsert.Batch); only for the billing system."""
     after = {"name": name, "external_id": external_id}
     account = Account(**after)
+    if defer_flush and not _audited_here(actor):
+        db.add(account)
+        return account
+    _external_id_free(db, external_id, None)
     db.add(account)
-    _flush_account(db)  # the new account's id, for the audit row
-    record(db, actor, "account.create", "created", account.id, changes({}, after))
+    _flush_account(db, actor)  # the new account's id, for the audit row
+    if _audited_here(actor):
+        record(db, actor, "account.create", "created", account.id, changes({}, after))
     return account
 
 
 def update_account(
-    db: Session, actor: Actor, account: Account, *, name: str, external_id: str | None
+    db: Session,
+    actor: Actor,
+    account: Account,
+    *,
+    name: str,
+    external_id: str | None,
+    defer_flush: bool = False,
 ) -> dict[str, list[Any]]:
     """The changes made (none: nothing written)."""
     _external_id_free(db, external_id, account)
@@ -143,8 +177,11 @@ def update_account(
     if not changed:
         return changed
     account.name, account.external_id = name, external_id
-    _flush_account(db)
-    record(db, actor, "account.update", "changed", account.id, changed)
+    if defer_flush and not _audited_here(actor):
+        return changed
+    _flush_account(db, actor)
+    if _audited_here(actor):
+        record(db, actor, "account.update", "changed", account.id, changed)
     return changed
 
 
@@ -152,25 +189,40 @@ def update_account(
 
 
 def create_bill_group(
-    db: Session, actor: Actor, account: Account, values: dict[str, Any]
+    db: Session,
+    actor: Actor,
+    account: Account,
+    values: dict[str, Any],
+    *,
+    defer_flush: bool = False,
 ) -> BillGroup:
+    """`values`: the staff form's GROUP_FIELDS, or what the billing system sends (also
+    its external id and billing details). `defer_flush` as for create_account."""
     group = BillGroup(account_id=account.id, **values)
     db.add(group)
+    if defer_flush and not _audited_here(actor):
+        return group
     db.flush()
-    record(db, actor, "bill_group.create", "created", account.id, changes({}, values), group.id)
+    if _audited_here(actor):
+        record(db, actor, "bill_group.create", "created", account.id, changes({}, values), group.id)
     return group
 
 
 def update_bill_group(
     db: Session, actor: Actor, group: BillGroup, values: dict[str, Any]
 ) -> dict[str, list[Any]]:
-    """Change the group's fields; the changes made (none: nothing written). Raises
-    InvoicedTermsFixed before writing anything."""
+    """Change the group's fields (`values` as for create_bill_group, the billing system's
+    with its account_id); the changes made (none: nothing written, not even updated_at).
+    Raises InvoicedTermsFixed before writing anything. The caller flushes."""
     check_terms(db, group, entity_id=values.get("entity_id"), currency=values["currency"])
-    changed = changes({name: getattr(group, name) for name in GROUP_FIELDS}, values)
+    changed = changes({name: getattr(group, name) for name in values}, values)
     if not changed:
         return changed
-    for name, value in values.items():
-        setattr(group, name, value)
-    record(db, actor, "bill_group.update", "changed", group.account_id, changed, group.id)
+    for name in changed:
+        setattr(group, name, values[name])
+    if changed.keys() & {"account_id", "entity_id"}:
+        # The relationships follow the new ids on their next load.
+        db.expire(group, ["account", "entity"])
+    if _audited_here(actor):
+        record(db, actor, "bill_group.update", "changed", group.account_id, changed, group.id)
     return changed

@@ -313,7 +313,7 @@ def _write(
             defer_flush=batch.defer_flush,
         )
         return upsert.Upserted(saved.contact, saved.created, bool(saved.changed))
-    return upsert.UPSERTS[kind.resource](db, key, body, batch=batch)
+    return upsert.put(db, actor, kind.resource, key, body, batch=batch)
 
 
 def _database_refused(exc: IntegrityError | DataError) -> Reason:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import payments
-from portal.actions.accounts import InvoicedTermsFixed, check_terms
+from portal.actions import Actor, accounts
 from portal.models import (
     Account,
     BillGroup,
@@ -148,30 +148,50 @@ def entity(
     return _upsert(db, Entity, external_id, body.model_dump(), batch)
 
 
+# Accounts and bill groups are the staff forms' records too: found here by external id,
+# written by the same actions (portal.actions.accounts), which take the actor.
+
+
 def account(
-    db: Session, external_id: str, body: schemas.AccountIn, *, batch: Batch = NO_BATCH
+    db: Session,
+    external_id: str,
+    body: schemas.AccountIn,
+    *,
+    actor: Actor,
+    batch: Batch = NO_BATCH,
 ) -> Upserted:
-    return _upsert(db, Account, external_id, body.model_dump(), batch)
+    record = find(db, Account, external_id, batch)
+    if record is None:
+        record = accounts.create_account(
+            db, actor, name=body.name, external_id=external_id, defer_flush=batch.defer_flush
+        )
+        return Upserted(record, True, True)
+    changed = accounts.update_account(
+        db, actor, record, name=body.name, external_id=external_id, defer_flush=batch.defer_flush
+    )
+    return Upserted(record, False, bool(changed))
 
 
 def bill_group(
-    db: Session, external_id: str, body: schemas.BillGroupIn, *, batch: Batch = NO_BATCH
+    db: Session,
+    external_id: str,
+    body: schemas.BillGroupIn,
+    *,
+    actor: Actor,
+    batch: Batch = NO_BATCH,
 ) -> Upserted:
     owner = _reference(db, Account, body.account, "account", batch)
     seller = _reference(db, Entity, body.entity, "entity", batch)
-    record, created = _get_or_new(db, BillGroup, external_id, batch)
-    if not created:
-        try:
-            check_terms(db, record, entity_id=seller.id, currency=body.currency)
-        except InvoicedTermsFixed as exc:
-            raise SyncError(exc.code, exc.message, exc.field) from None
-    values = body.model_dump(exclude={"account", "entity"})
-    values |= {"account_id": owner.id, "entity_id": seller.id}
-    changed = _assign(record, values)
-    if changed and not created:
-        # The relationships follow the new ids on their next load.
-        db.expire(record, ["account", "entity"])
-    return _finish(db, record, created, changed, batch)
+    values = body.model_dump(exclude={"account", "entity"}) | {"entity_id": seller.id}
+    record = find(db, BillGroup, external_id, batch)
+    if record is None:
+        values["external_id"] = external_id
+        created = accounts.create_bill_group(
+            db, actor, owner, values, defer_flush=batch.defer_flush
+        )
+        return Upserted(created, True, True)
+    changed = accounts.update_bill_group(db, actor, record, values | {"account_id": owner.id})
+    return _finish(db, record, False, bool(changed), batch)
 
 
 def product(
@@ -444,7 +464,8 @@ def payment_method(
 
 # What each resource name upserts with; contacts are keyed by bill group and kind instead,
 # and written by portal.actions.contacts.update_contact.
-# Each takes (db, external id, its resource's body, *, batch) and returns Upserted.
+# Each takes (db, external id, its resource's body, *, batch) and returns Upserted; those
+# in BY_ACTION also take the actor (call them through put()).
 UPSERTS: dict[str, Callable[..., Upserted]] = {
     "entities": entity,
     "accounts": account,
@@ -455,3 +476,21 @@ UPSERTS: dict[str, Callable[..., Upserted]] = {
     "payments": payment,
     "payment-methods": payment_method,
 }
+# The resources whose upserts are actions the staff forms make too.
+BY_ACTION = frozenset({"accounts", "bill-groups"})
+
+
+def put(
+    db: Session,
+    actor: Actor,
+    resource: str,
+    external_id: str,
+    body: schemas.Body,
+    *,
+    batch: Batch = NO_BATCH,
+) -> Upserted:
+    """Write one record as the API or an import line sends it, as `actor`."""
+    write = UPSERTS[resource]
+    if resource in BY_ACTION:
+        return write(db, external_id, body, actor=actor, batch=batch)
+    return write(db, external_id, body, batch=batch)
