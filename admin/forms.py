@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from typing import Unpack
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -91,6 +92,22 @@ def _currency(form: FlaskForm, field: Field) -> None:
         ) from None
 
 
+def _plain(
+    label: str, what: str, max_length: int, *required: object, **attributes: Unpack[Attributes]
+) -> StringField:
+    """What staff type to name or describe something: trimmed, at most max_length
+    characters, and nothing invisible."""
+    too_long = f"{what} can be at most {max_length} characters."
+    return text(
+        label,
+        *required,
+        Length(max=max_length, message=too_long),
+        _plain_text,
+        filters=[_strip],
+        **attributes,
+    )
+
+
 def _optional_int(value: object) -> int | None:
     if not isinstance(value, str | int):
         return None
@@ -119,30 +136,14 @@ class AccountSearchForm(QueryForm):
 
 
 class AccountForm(FlaskForm):
-    name = text(
-        "Account name",
-        DataRequired("Enter the account name."),
-        Length(max=200, message="The account name can be at most 200 characters."),
-        _plain_text,
-        filters=[_strip],
-    )
-    external_id = text(
-        "External id (optional)",
-        Length(max=100, message="The external id can be at most 100 characters."),
-        _plain_text,
-        filters=[_strip],
-        spellcheck="false",
-    )
+    name = _plain("Account name", "The account name", 200, DataRequired("Enter the account name."))
+    external_id = _plain("External id (optional)", "The external id", 100, spellcheck="false")
 
 
 class BillGroupForm(FlaskForm):
     entity_id = SelectField("Entity (the seller)", coerce=_optional_int, validate_choice=False)
-    name = text(
-        "Bill group name",
-        DataRequired("Enter the bill group name."),
-        Length(max=200, message="The bill group name can be at most 200 characters."),
-        _plain_text,
-        filters=[_strip],
+    name = _plain(
+        "Bill group name", "The bill group name", 200, DataRequired("Enter the bill group name.")
     )
     currency = text(
         "Currency",
@@ -305,12 +306,11 @@ def _at_least_one(message: str) -> Callable[[FlaskForm, Field], None]:
 
 
 class ApiKeyForm(FlaskForm):
-    name = text(
+    name = _plain(
         "Name",
+        "The name",
+        100,
         DataRequired("Enter a name, such as the system that will use the key."),
-        Length(max=100, message="The name can be at most 100 characters."),
-        _plain_text,
-        filters=[_strip],
         spellcheck="false",
         autocomplete="off",
     )
@@ -331,12 +331,7 @@ class WebhookEndpointForm(FlaskForm):
         spellcheck="false",
         autocomplete="off",
     )
-    description = text(
-        "Description (optional)",
-        Length(max=200, message="The description can be at most 200 characters."),
-        _plain_text,
-        filters=[_strip],
-    )
+    description = _plain("Description (optional)", "The description", 200)
     events = CheckboxesField(
         "Events",
         choices=[SelectChoice(event, event) for event in webhooks.EVENT_TYPES],
