@@ -20,7 +20,6 @@ from portal.models import (
     AuditEvent,
     BillGroup,
     Contact,
-    ContactKind,
     Invoice,
     OutboxMessage,
     Payment,
@@ -29,7 +28,7 @@ from portal.models import (
     PaymentStatus,
 )
 from tests.conftest import csrf_token, run_worker
-from tests.factories import make_bill_group
+from tests.factories import make_bill_group, make_contact
 
 ADDRESS = "ap@acme.com"
 
@@ -53,20 +52,7 @@ def portal_group(db: Session, name: str = GROUP_NAME, **overrides: Any) -> BillG
     """A bill group that admits acme.com, with a billing contact; committed."""
     group = make_bill_group(db, name=name, **overrides)
     add_rule(db, group, "acme.com", created_by="test")
-    db.add(
-        Contact(
-            bill_group=group,
-            kind=ContactKind.BILLING,
-            name="Jo Bloggs",
-            company="Acme GmbH",
-            email=BILLING_EMAIL,
-            phone="+49 30 1234567",
-            line1="Hauptstraße 1",
-            city="Berlin",
-            postal_code="10115",
-            country="DE",
-        )
-    )
+    make_contact(db, group, email=BILLING_EMAIL, phone="+49 30 1234567")
     db.commit()
     return group
 
@@ -177,20 +163,20 @@ def methods_of(db: Session, group: BillGroup) -> list[PaymentMethod]:
     )
 
 
-def billing_contact(db: Session, group: BillGroup) -> Contact:
+def contact_of(db: Session, group: BillGroup, kind: str) -> Contact | None:
+    """The bill group's contact of that kind as the database has it now, if any."""
     db.expire_all()
-    contact = db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == "billing")
-    )
+    return db.scalar(select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == kind))
+
+
+def billing_contact(db: Session, group: BillGroup) -> Contact:
+    contact = contact_of(db, group, "billing")
     assert contact is not None
     return contact
 
 
 def shipping_contact(db: Session, group: BillGroup) -> Contact | None:
-    db.expire_all()
-    return db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == "shipping")
-    )
+    return contact_of(db, group, "shipping")
 
 
 def contact_fields(**overrides: str) -> dict[str, str]:
