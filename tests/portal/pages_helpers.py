@@ -179,6 +179,12 @@ def shipping_contact(db: Session, group: BillGroup) -> Contact | None:
     return contact_of(db, group, "shipping")
 
 
+def save_contact(client: FlaskClient, group: BillGroup, kind: str, **fields: str) -> Any:
+    """Post the contact form of that kind, with the page's CSRF token."""
+    page = url(group, f"/contacts/{kind}")
+    return client.post(page, data=form_data(client, page, **fields))
+
+
 def contact_fields(**overrides: str) -> dict[str, str]:
     """The billing contact as the form shows it, with changes."""
     return {

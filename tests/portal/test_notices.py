@@ -42,6 +42,7 @@ from tests.portal.pages_helpers import (
     form_data,
     plain_text,
     portal_group,
+    save_contact,
     url,
 )
 
@@ -88,8 +89,7 @@ def save_po(client: FlaskClient, group: BillGroup, po: str) -> int:
 
 
 def save_billing_contact(client: FlaskClient, group: BillGroup, **changes: str) -> Any:
-    page = url(group, "/contacts/billing")
-    return client.post(page, data=form_data(client, page, **contact_fields(**changes)))
+    return save_contact(client, group, "billing", **contact_fields(**changes))
 
 
 def change_lines(message: Any) -> list[str]:
