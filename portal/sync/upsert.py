@@ -231,6 +231,16 @@ def _same_group(record: Any, group: BillGroup, created: bool, what: str) -> None
         )
 
 
+def _billed_in(group: BillGroup, currency: str | None, what: str) -> None:
+    """Money for a bill group is in its currency (None: the record leaves it to the group)."""
+    if currency is not None and currency != group.currency:
+        raise SyncError(
+            "invalid",
+            f"The bill group is billed in {group.currency}; the {what} must be too.",
+            "currency",
+        )
+
+
 def subscription(
     db: Session, external_id: str, body: schemas.SubscriptionIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
@@ -271,12 +281,7 @@ def invoice(
     db: Session, external_id: str, body: schemas.InvoiceIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    if body.currency is not None and body.currency != group.currency:
-        raise SyncError(
-            "invalid",
-            f"The bill group is billed in {group.currency}; the invoice must be too.",
-            "currency",
-        )
+    _billed_in(group, body.currency, "invoice")
     record, created = _get_or_new(db, Invoice, external_id, batch)
     _same_group(record, group, created, "invoice")
     same_number = select(Invoice.id).where(
@@ -360,12 +365,7 @@ def payment(
     db: Session, external_id: str, body: schemas.PaymentIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    if body.currency != group.currency:
-        raise SyncError(
-            "invalid",
-            f"The bill group is billed in {group.currency}; the payment must be too.",
-            "currency",
-        )
+    _billed_in(group, body.currency, "payment")
     record, created = _get_or_new(db, Payment, external_id, batch)
     _same_group(record, group, created, "payment")
     method_id = None
