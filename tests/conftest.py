@@ -206,6 +206,21 @@ def sibling(app: Flask) -> Iterator:
             portal_db.engine().dispose()
 
 
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def counted_app(request, app: Flask, sibling) -> Iterator[Flask]:
+    """The app with its rate limits and budgets counted on memory:// (the `app` itself)
+    or on the test Redis, emptied before and after."""
+    if request.param == "memory":
+        yield app
+        return
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as server:
+        server.flushdb()
+        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
+        server.flushdb()
+
+
 def _close_limiter_storage() -> None:
     """The limiter is one object per process, and each new app replaces its storage:
     close the Redis connections of the one being replaced."""

@@ -15,7 +15,7 @@ from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.clock import Clock
-from tests.conftest import CSRF_RE, REDIS_URL, csrf_token
+from tests.conftest import CSRF_RE, csrf_token
 from tests.portal.signin_helpers import race
 
 
@@ -232,18 +232,10 @@ def test_the_enrolment_qr_code_is_a_standalone_svg_image(app, db):
 # --- growing delays, never a lock-out (issue 14) ---------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def staff_app(request, app, sibling):
-    """The app with its tries counted on memory:// (the `app` itself) or on Redis."""
-    if request.param == "memory":
-        yield app
-        return
-    import redis
-
-    with redis.Redis.from_url(REDIS_URL) as server:
-        server.flushdb()
-        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
-        server.flushdb()
+@pytest.fixture
+def staff_app(counted_app):
+    """The app with its tries counted on memory:// or on Redis (tests.conftest)."""
+    return counted_app
 
 
 def test_ten_wrong_passwords_from_strangers_do_not_lock_the_staff_member_out(staff_app, db):
