@@ -10,12 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from portal import crypto, staffauth
-from portal.app import create_app
-from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.clock import Clock
-from tests.conftest import CSRF_RE, csrf_token
+from tests.conftest import CSRF_RE, csrf_token, production_app
 from tests.portal.signin_helpers import race
 
 
@@ -154,17 +152,10 @@ def test_a_recovery_code_signs_in_once(app, db):
 
 
 def test_admins_must_enrol_outside_local_development(tmp_path):
-    app = create_app(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-            "SECRET_KEY": "p" * 40,
-            "PORTAL_BASE_URL": "https://billing.example.com",
-        }
-    )
+    app = production_app(tmp_path)
     with app.app_context():
         from portal import db as portal_db
 
-        Base.metadata.create_all(portal_db.engine())
         session = portal_db.session()
         admin = StaffUser(email="admin@staff.example.com", role=StaffRole.ADMIN)
         admin.set_password(PASSWORD)
