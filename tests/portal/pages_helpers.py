@@ -203,6 +203,25 @@ def contact_fields(**overrides: str) -> dict[str, str]:
 
 DETAILS_FIELDS = ("po_number", "vat_number", "registration_number")
 
+# Billing details that break a rule of portal.details, and what every face says:
+# (field, value, message).
+DETAIL_RULES = [
+    (
+        "vat_number",
+        "DE136695977",
+        "That is not a valid VAT number for Germany. Check it against your VAT "
+        "registration certificate.",
+    ),
+    ("vat_number", "136695976", "Start the VAT number with its country code, like DE123456789."),
+    ("vat_number", "DE136\x07695976", "The VAT number contains characters that are not allowed."),
+    ("po_number", "PO-1\nPO-2", "The PO number contains characters that are not allowed."),
+    (
+        "registration_number",
+        "HRB 1234!",
+        "The registration number can contain letters, digits, spaces and . / - _ # ( ) only.",
+    ),
+]
+
 
 def details_of(db: Session, group: BillGroup) -> tuple[str | None, ...]:
     db.refresh(group)
