@@ -41,7 +41,7 @@ from portal.models import (
     StaffSession,
     StaffUser,
 )
-from tests.admin.conftest import make_staff
+from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import Inbox, csrf_token, sign_in
 from tests.factories import (
     TODAY,
@@ -471,15 +471,7 @@ def test_staff_sign_in_returns_to_the_preview_page(app, db, group):
     target = preview_url(group, "/invoices?status=open")
     sign_in_page = client.get(client.get(target).headers["Location"])
     assert sign_in_page.status_code == 200
-    response = client.post(
-        "/admin/sign-in",
-        data={
-            "csrf_token": csrf_token(sign_in_page.text),
-            "email": user.email,
-            "password": "correct horse battery staple",
-            "next": target,
-        },
-    )
+    response = staff_sign_in(client, user.email, next=target)
     assert response.status_code == 303
     assert response.headers["Location"] == target
     assert client.get(target).status_code == 200

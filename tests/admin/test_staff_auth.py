@@ -196,16 +196,7 @@ def test_sign_out_ends_the_staff_session(app, db):
 def test_next_stays_inside_admin(app, db, target):
     user = make_staff(db, StaffRole.VIEWER)
     client = app.test_client()
-    page = client.get(f"/admin/sign-in?next={target}")
-    response = client.post(
-        "/admin/sign-in",
-        data={
-            "csrf_token": csrf_token(page.text),
-            "email": user.email,
-            "password": PASSWORD,
-            "next": target,
-        },
-    )
+    response = staff_sign_in(client, user.email, next=target)
     assert response.headers["Location"] == "/admin/"
 
 
