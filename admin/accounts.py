@@ -4,8 +4,9 @@ hand, the bill group page with its portal link, and switching a portal on or off
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
@@ -34,6 +35,7 @@ PER_PAGE = 50
 NAV.append(("admin.accounts", "Accounts", "read"))
 
 View = str | tuple[str, int] | BaseResponse
+R = TypeVar("R")
 
 
 # --- queries -------------------------------------------------------------------------
@@ -134,8 +136,26 @@ def _audit(action: str, outcome: str, account_id: int, changed: dict[str, Any], 
 
 
 def _refused(form: Any, exc: ActionError) -> None:
-    """Put the action's message next to the field it is about."""
-    form[exc.field].errors.append(exc.message)
+    """Put the action's message next to the field it is about (next to each, when the
+    refusal names several)."""
+    errors = exc.errors if isinstance(exc, InvoicedTermsFixed) else {exc.field: exc.message}
+    for name, message in errors.items():
+        form[name].errors.append(message)
+
+
+def _submitted(form: Any, write: Callable[[Session], R]) -> R | None:
+    """For a valid POST, what the write returned, committed. None for anything else: a
+    GET, a form with errors, or a write the action refused (its reasons now on the form)."""
+    if not form.validate_on_submit():
+        return None
+    database = db.session()
+    try:
+        result = write(database)
+    except ActionError as exc:
+        _refused(form, exc)
+        return None
+    database.commit()
+    return result
 
 
 def _status(form: Any) -> int:
@@ -158,21 +178,18 @@ def accounts() -> tuple[str, int]:
 @staff_required("manage_accounts")
 def new_account() -> View:
     form = AccountForm()
-    if form.validate_on_submit():
-        database = db.session()
-        try:
-            account = accounts_actions.create_account(
-                database,
-                acting_staff(),
-                name=form.name.data or "",
-                external_id=form.external_id.data or None,
-            )
-        except ActionError as exc:
-            _refused(form, exc)
-        else:
-            database.commit()
-            flash(f"Account “{account.name}” created.")
-            return redirect(url_for("admin.account", account_id=account.id), code=303)
+    account = _submitted(
+        form,
+        lambda database: accounts_actions.create_account(
+            database,
+            acting_staff(),
+            name=form.name.data or "",
+            external_id=form.external_id.data or None,
+        ),
+    )
+    if account is not None:
+        flash(f"Account “{account.name}” created.")
+        return redirect(url_for("admin.account", account_id=account.id), code=303)
     return render_template("admin/account_form.html", form=form, account=None), _status(form)
 
 
@@ -181,22 +198,19 @@ def new_account() -> View:
 def edit_account(account_id: int) -> View:
     account: Account = _get_or_404(Account, account_id)
     form = AccountForm(obj=account)
-    if form.validate_on_submit():
-        database = db.session()
-        try:
-            changed = accounts_actions.update_account(
-                database,
-                acting_staff(),
-                account,
-                name=form.name.data or "",
-                external_id=form.external_id.data or None,
-            )
-        except ActionError as exc:
-            _refused(form, exc)
-        else:
-            database.commit()
-            flash("Account saved." if changed else "Nothing changed.")
-            return redirect(url_for("admin.account", account_id=account.id), code=303)
+    changed = _submitted(
+        form,
+        lambda database: accounts_actions.update_account(
+            database,
+            acting_staff(),
+            account,
+            name=form.name.data or "",
+            external_id=form.external_id.data or None,
+        ),
+    )
+    if changed is not None:
+        flash("Account saved." if changed else "Nothing changed.")
+        return redirect(url_for("admin.account", account_id=account.id), code=303)
     return render_template("admin/account_form.html", form=form, account=account), _status(form)
 
 
@@ -235,12 +249,13 @@ def new_bill_group(account_id: int) -> View:
     owner: Account = _get_or_404(Account, account_id)
     defaults = {"portal_enabled": True, "contract_start": clock.today()}
     form = _group_form(data=None if request.method == "POST" else defaults)
-    if form.validate_on_submit():
-        database = db.session()
-        group = accounts_actions.create_bill_group(
+    group = _submitted(
+        form,
+        lambda database: accounts_actions.create_bill_group(
             database, acting_staff(), owner, _group_values(form)
-        )
-        database.commit()
+        ),
+    )
+    if group is not None:
         flash(f"Bill group “{group.name}” created.")
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
@@ -253,19 +268,15 @@ def new_bill_group(account_id: int) -> View:
 def edit_bill_group(bill_group_id: int) -> View:
     group: BillGroup = _get_or_404(BillGroup, bill_group_id)
     form = _group_form(obj=group)
-    if form.validate_on_submit():
-        database = db.session()
-        try:
-            changed = accounts_actions.update_bill_group(
-                database, acting_staff(), group, _group_values(form)
-            )
-        except InvoicedTermsFixed as exc:
-            for name, message in exc.errors.items():
-                form[name].errors.append(message)
-        else:
-            database.commit()
-            flash("Bill group saved." if changed else "Nothing changed.")
-            return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+    changed = _submitted(
+        form,
+        lambda database: accounts_actions.update_bill_group(
+            database, acting_staff(), group, _group_values(form)
+        ),
+    )
+    if changed is not None:
+        flash("Bill group saved." if changed else "Nothing changed.")
+        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=group.account, group=group
     ), _status(form)

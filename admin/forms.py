@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from typing import Unpack
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -21,16 +22,21 @@ from wtforms import (
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from portal import apikeys, webhooks
-from portal.forms import SecretInput
+from portal.forms import Attributes, QueryForm, SecretInput, code, on_or_after, text
 from portal.models import BillingFrequency
 from portal.money import MoneyError, check_currency
 
+# What an address or a domain is typed as: exactly, with no spelling or capital fixed.
+_VERBATIM: Attributes = {"spellcheck": "false", "autocapitalize": "none", "autocomplete": "off"}
+
 
 class SignInForm(FlaskForm):
-    email = StringField(
+    email = text(
         "Email address",
-        validators=[InputRequired("Enter your email address."), Length(max=320)],
-        render_kw={"autocomplete": "username", "type": "email"},
+        InputRequired("Enter your email address."),
+        Length(max=320),
+        autocomplete="username",
+        type="email",
     )
     password = PasswordField(
         "Password",
@@ -41,29 +47,19 @@ class SignInForm(FlaskForm):
 
 
 class CodeForm(FlaskForm):
-    code = StringField(
-        "Code from your authenticator app, or a recovery code",
-        validators=[InputRequired("Enter the code."), Length(max=20)],
-        widget=SecretInput(),  # a code is a secret, even a refused one: never written back
-        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
-    )
+    code = code("Code from your authenticator app, or a recovery code", "Enter the code.")
 
 
 class EnrolForm(FlaskForm):
     """A code from the app being set up; replacing a second factor also needs a fresh
     proof of the current one (a code from the old app or a recovery code)."""
 
-    code = StringField(
-        "Code from the new authenticator app",
-        validators=[InputRequired("Enter the code."), Length(max=20)],
-        widget=SecretInput(),  # a code is a secret, even a refused one: never written back
-        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
-    )
-    current_code = StringField(
+    code = code("Code from the new authenticator app", "Enter the code.")
+    current_code = text(
         "Code from your current authenticator app, or a recovery code",
-        validators=[Length(max=20)],
+        Length(max=20),
         widget=SecretInput(),
-        render_kw={"autocomplete": "one-time-code"},
+        autocomplete="one-time-code",
     )
 
 
@@ -96,6 +92,22 @@ def _currency(form: FlaskForm, field: Field) -> None:
         ) from None
 
 
+def _plain(
+    label: str, what: str, max_length: int, *required: object, **attributes: Unpack[Attributes]
+) -> StringField:
+    """What staff type to name or describe something: trimmed, at most max_length
+    characters, and nothing invisible."""
+    too_long = f"{what} can be at most {max_length} characters."
+    return text(
+        label,
+        *required,
+        Length(max=max_length, message=too_long),
+        _plain_text,
+        filters=[_strip],
+        **attributes,
+    )
+
+
 def _optional_int(value: object) -> int | None:
     """A chosen row's id: ASCII digits only, as in every route ("١", "+1" and " 1" are
     not entity 1, though int() reads them so)."""
@@ -114,57 +126,34 @@ def _day(label: str, *validators: object) -> DateField:
     )
 
 
-class AccountSearchForm(FlaskForm):
-    """The account search: a GET form, so no CSRF token (it changes nothing)."""
-
-    class Meta:
-        csrf = False
-
-    q = StringField(
+class AccountSearchForm(QueryForm):
+    q = text(
         "Account name",
+        Length(max=200, message="Search for at most 200 characters."),
         filters=[_strip],
-        validators=[Length(max=200, message="Search for at most 200 characters.")],
-        render_kw={"type": "search", "spellcheck": "false"},
+        type="search",
+        spellcheck="false",
     )
 
 
 class AccountForm(FlaskForm):
-    name = StringField(
-        "Account name",
-        filters=[_strip],
-        validators=[
-            DataRequired("Enter the account name."),
-            Length(max=200, message="The account name can be at most 200 characters."),
-            _plain_text,
-        ],
-    )
-    external_id = StringField(
-        "External id (optional)",
-        filters=[_strip],
-        validators=[
-            Length(max=100, message="The external id can be at most 100 characters."),
-            _plain_text,
-        ],
-        render_kw={"spellcheck": "false"},
-    )
+    name = _plain("Account name", "The account name", 200, DataRequired("Enter the account name."))
+    external_id = _plain("External id (optional)", "The external id", 100, spellcheck="false")
 
 
 class BillGroupForm(FlaskForm):
     entity_id = SelectField("Entity (the seller)", coerce=_optional_int, validate_choice=False)
-    name = StringField(
-        "Bill group name",
-        filters=[_strip],
-        validators=[
-            DataRequired("Enter the bill group name."),
-            Length(max=200, message="The bill group name can be at most 200 characters."),
-            _plain_text,
-        ],
+    name = _plain(
+        "Bill group name", "The bill group name", 200, DataRequired("Enter the bill group name.")
     )
-    currency = StringField(
+    currency = text(
         "Currency",
+        DataRequired("Enter the currency code."),
+        _currency,
         filters=[_upper],
-        validators=[DataRequired("Enter the currency code."), _currency],
-        render_kw={"maxlength": 3, "spellcheck": "false", "autocapitalize": "characters"},
+        maxlength=3,
+        spellcheck="false",
+        autocapitalize="characters",
     )
     billing_frequency = SelectField(
         "Billing frequency",
@@ -181,23 +170,20 @@ class BillGroupForm(FlaskForm):
         if field.data not in {choice.value for choice in field.choices}:
             raise ValidationError("Choose an entity.")
 
-    def validate_contract_end(self, field: DateField) -> None:
-        start = self.contract_start.data
-        if field.data and start and field.data < start:
-            raise ValidationError("The contract end must be on or after the contract start.")
+    validate_contract_end = on_or_after(
+        "contract_start", "The contract end must be on or after the contract start."
+    )
 
 
 # --- portal access settings (admin/access.py) -------------------------------------------
 
 
 class DomainRuleForm(FlaskForm):
-    domain = StringField(
+    domain = text(
         "Domain",
-        validators=[
-            DataRequired("Enter a domain like company.com."),
-            Length(max=320, message="That is too long to be a domain."),
-        ],
-        render_kw={"spellcheck": "false", "autocapitalize": "none", "autocomplete": "off"},
+        DataRequired("Enter a domain like company.com."),
+        Length(max=320, message="That is too long to be a domain."),
+        **_VERBATIM,
     )
     include_subdomains = BooleanField("and its subdomains")
     # Posted only by the "Add the domain and remove those addresses" button.
@@ -205,34 +191,22 @@ class DomainRuleForm(FlaskForm):
 
 
 class EmailRuleForm(FlaskForm):
-    email = StringField(
+    email = text(
         "Email address",
-        validators=[
-            DataRequired("Enter an email address like name@company.com."),
-            Length(max=320, message="That is too long to be an email address."),
-        ],
-        render_kw={
-            "type": "email",
-            "spellcheck": "false",
-            "autocapitalize": "none",
-            "autocomplete": "off",
-        },
+        DataRequired("Enter an email address like name@company.com."),
+        Length(max=320, message="That is too long to be an email address."),
+        **(_VERBATIM | {"type": "email"}),
     )
 
 
-class AccessCheckForm(FlaskForm):
-    """The access checker: a GET form that changes nothing, so no CSRF token."""
+class AccessCheckForm(QueryForm):
+    """The access checker."""
 
-    class Meta:
-        csrf = False
-
-    address = StringField(
+    address = text(
         "Email address to check",
-        validators=[
-            DataRequired("Enter the email address to check."),
-            Length(max=320, message="That is too long to be an email address."),
-        ],
-        render_kw={"spellcheck": "false", "autocapitalize": "none", "autocomplete": "off"},
+        DataRequired("Enter the email address to check."),
+        Length(max=320, message="That is too long to be an email address."),
+        **_VERBATIM,
     )
 
 
@@ -257,11 +231,8 @@ AUDIT_ACTIONS = {
 }
 
 
-class AuditFilterForm(FlaskForm):
-    """The audit trail's filters: a GET form that changes nothing, so no CSRF token."""
-
-    class Meta:
-        csrf = False
+class AuditFilterForm(QueryForm):
+    """The audit trail's filters."""
 
     action = SelectField(
         "Action",
@@ -272,11 +243,13 @@ class AuditFilterForm(FlaskForm):
         default="",
         validate_choice=False,
     )
-    actor = StringField(
+    actor = text(
         "Actor contains",
-        filters=[lambda value: value.strip() if isinstance(value, str) else value],
-        validators=[Length(max=254, message="Type at most 254 characters.")],
-        render_kw={"type": "search", "spellcheck": "false", "autocapitalize": "none"},
+        Length(max=254, message="Type at most 254 characters."),
+        filters=[_strip],
+        type="search",
+        spellcheck="false",
+        autocapitalize="none",
     )
     date_from = DateField("From", validators=[Optional()], render_kw={"type": "date"})
     date_to = DateField("To", validators=[Optional()], render_kw={"type": "date"})
@@ -285,9 +258,7 @@ class AuditFilterForm(FlaskForm):
         if field.data and field.data not in AUDIT_ACTIONS:
             raise ValidationError("Choose an action from the list.")
 
-    def validate_date_to(self, field: DateField) -> None:
-        if field.data and self.date_from.data and field.data < self.date_from.data:
-            raise ValidationError("The end date must be on or after the start date.")
+    validate_date_to = on_or_after("date_from")
 
 
 ROLE_CHOICES = [
@@ -298,12 +269,15 @@ ROLE_CHOICES = [
 
 
 class StaffUserForm(FlaskForm):
-    email = StringField(
+    email = text(
         "Email address",
-        validators=[InputRequired("Enter an email address."), Length(max=320)],
-        render_kw={"type": "email", "autocomplete": "off", "spellcheck": "false"},
+        InputRequired("Enter an email address."),
+        Length(max=320),
+        type="email",
+        autocomplete="off",
+        spellcheck="false",
     )
-    name = StringField("Name (optional)", validators=[Length(max=200)])
+    name = text("Name (optional)", Length(max=200))
     role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
     password = PasswordField(
         "First password",
@@ -333,15 +307,13 @@ def _at_least_one(message: str) -> Callable[[FlaskForm, Field], None]:
 
 
 class ApiKeyForm(FlaskForm):
-    name = StringField(
+    name = _plain(
         "Name",
-        filters=[_strip],
-        validators=[
-            DataRequired("Enter a name, such as the system that will use the key."),
-            Length(max=100, message="The name can be at most 100 characters."),
-            _plain_text,
-        ],
-        render_kw={"spellcheck": "false", "autocomplete": "off"},
+        "The name",
+        100,
+        DataRequired("Enter a name, such as the system that will use the key."),
+        spellcheck="false",
+        autocomplete="off",
     )
     scopes = CheckboxesField(
         "Scopes",
@@ -352,20 +324,15 @@ class ApiKeyForm(FlaskForm):
 
 
 class WebhookEndpointForm(FlaskForm):
-    url = StringField(
+    url = text(
         "Endpoint URL",
+        InputRequired("Enter the URL the portal should POST events to."),
         filters=[_strip],
-        validators=[InputRequired("Enter the URL the portal should POST events to.")],
-        render_kw={"type": "url", "spellcheck": "false", "autocomplete": "off"},
+        type="url",
+        spellcheck="false",
+        autocomplete="off",
     )
-    description = StringField(
-        "Description (optional)",
-        filters=[_strip],
-        validators=[
-            Length(max=200, message="The description can be at most 200 characters."),
-            _plain_text,
-        ],
-    )
+    description = _plain("Description (optional)", "The description", 200)
     events = CheckboxesField(
         "Events",
         choices=[SelectChoice(event, event) for event in webhooks.EVENT_TYPES],

@@ -156,13 +156,7 @@ class Sink:
             raise RuntimeError(f"the SMTP sink did not start on port {self.port}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, grace=10)
         self.process = None
         if not wait_for(lambda: not port_open(self.port), 10):
             raise RuntimeError("the SMTP sink's port still answers after it was stopped")
@@ -218,12 +212,14 @@ class OwnRedis:
 # --- the app: gunicorn and the worker --------------------------------------------------
 
 
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 15) -> None:
+    """SIGTERM, and SIGKILL to its process group (each is started in a session of its
+    own) if it has not exited within `grace` seconds."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=15)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # its own process group, started by us
         process.wait(timeout=10)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from importlib import resources
+from typing import TypedDict, Unpack
 
 import disposable_email_domains
 import idna
@@ -330,6 +331,15 @@ class Stored:
     folded: list[AccessRule]
 
 
+class RuleOptions(TypedDict, total=False):
+    """How a rule is added, beyond the rule itself: store_rule's keywords, which the
+    functions that hand on to it take too."""
+
+    include_subdomains: bool
+    fold_in: bool
+    extra_providers: Iterable[str]
+
+
 def store_rule(
     db: Session,
     bill_group: BillGroup,
@@ -384,23 +394,8 @@ def store_rule(
 
 
 def add_rule(
-    db: Session,
-    bill_group: BillGroup,
-    raw: str,
-    *,
-    created_by: str,
-    include_subdomains: bool = False,
-    fold_in: bool = False,
-    extra_providers: Iterable[str] = (),
+    db: Session, bill_group: BillGroup, raw: str, *, created_by: str, **options: Unpack[RuleOptions]
 ) -> AccessRule:
     """The rule written by store_rule, with no audit row or event: for seeding (the demo
     data) and for the rule tests. Every face adds rules with portal.actions.rules."""
-    return store_rule(
-        db,
-        bill_group,
-        raw,
-        created_by=created_by,
-        include_subdomains=include_subdomains,
-        fold_in=fold_in,
-        extra_providers=extra_providers,
-    ).rule
+    return store_rule(db, bill_group, raw, created_by=created_by, **options).rule

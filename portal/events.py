@@ -3,7 +3,8 @@ as the API serialises it. Each queues in the caller's transaction (portal.webhoo
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -11,17 +12,36 @@ from portal import webhooks
 from portal.models import AccessRule, BillGroup, Contact, PaymentMethod
 from portal.sync import serialize
 
+# Who made a change, as an event names them.
+Who = dict[str, Any]
+R = TypeVar("R")
 
-def customer(email: str) -> dict[str, Any]:
+
+def customer(email: str) -> Who:
     return {"type": "customer", "email": email}
 
 
-def staff(email: str) -> dict[str, Any]:
+def staff(email: str) -> Who:
     return {"type": "staff", "email": email}
 
 
-def api_key(name: str) -> dict[str, Any]:
+def api_key(name: str) -> Who:
     return {"type": "api", "key": name}
+
+
+def _written(
+    db: Session,
+    event: str,
+    group: BillGroup,
+    row: R,
+    serialise: Callable[[R], dict[str, Any]],
+    actor: Who,
+    **extra: Any,
+) -> None:
+    """Queue `event` about a row this transaction wrote, flushed first: its ids and
+    timestamps as the API will show them."""
+    db.flush()
+    webhooks.emit(db, event, group, serialise(row), actor=actor, **extra)
 
 
 def signed_in(db: Session, group: BillGroup, email: str) -> None:
@@ -29,50 +49,30 @@ def signed_in(db: Session, group: BillGroup, email: str) -> None:
 
 
 def contact_updated(
-    db: Session, group: BillGroup, contact: Contact, actor: dict[str, Any], changed: list[str]
+    db: Session, group: BillGroup, contact: Contact, actor: Who, changed: list[str]
 ) -> None:
-    db.flush()  # timestamps and ids, as the API would show them
-    webhooks.emit(
-        db, "contact.updated", group, serialize.contact(contact), actor=actor, changed=changed
-    )
+    _written(db, "contact.updated", group, contact, serialize.contact, actor, changed=changed)
 
 
-def billing_details_updated(
-    db: Session, group: BillGroup, actor: dict[str, Any], changed: list[str]
-) -> None:
+def billing_details_updated(db: Session, group: BillGroup, actor: Who, changed: list[str]) -> None:
     obj = {key: getattr(group, key) for key in ("po_number", "vat_number", "registration_number")}
     webhooks.emit(db, "billing_details.updated", group, obj, actor=actor, changed=changed)
 
 
-def payment_method_added(
-    db: Session, group: BillGroup, method: PaymentMethod, actor: dict[str, Any]
-) -> None:
-    db.flush()
-    webhooks.emit(db, "payment_method.added", group, serialize.payment_method(method), actor=actor)
+def payment_method_added(db: Session, group: BillGroup, method: PaymentMethod, actor: Who) -> None:
+    _written(db, "payment_method.added", group, method, serialize.payment_method, actor)
 
 
 def payment_method_default_changed(
-    db: Session, group: BillGroup, method: PaymentMethod, actor: dict[str, Any]
+    db: Session, group: BillGroup, method: PaymentMethod, actor: Who
 ) -> None:
-    db.flush()
-    webhooks.emit(
-        db,
-        "payment_method.default_changed",
-        group,
-        serialize.payment_method(method),
-        actor=actor,
-    )
+    _written(db, "payment_method.default_changed", group, method, serialize.payment_method, actor)
 
 
-def access_rule_created(
-    db: Session, group: BillGroup, rule: AccessRule, actor: dict[str, Any]
-) -> None:
-    db.flush()
-    webhooks.emit(db, "access_rule.created", group, serialize.access_rule(rule), actor=actor)
+def access_rule_created(db: Session, group: BillGroup, rule: AccessRule, actor: Who) -> None:
+    _written(db, "access_rule.created", group, rule, serialize.access_rule, actor)
 
 
-def access_rule_deleted(
-    db: Session, group: BillGroup, rule: dict[str, Any], actor: dict[str, Any]
-) -> None:
+def access_rule_deleted(db: Session, group: BillGroup, rule: dict[str, Any], actor: Who) -> None:
     """`rule` as serialised before the delete: the row is gone by now."""
     webhooks.emit(db, "access_rule.deleted", group, rule, actor=actor)

@@ -112,12 +112,8 @@ def load(db_session: Session, sid: str) -> Customer | None:
         return None
     now = clock.now()
     idle = dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
-    reason = None
-    if now >= row.expires_at:
-        reason = "expired"
-    elif now - row.last_seen_at >= idle:
-        reason = "idle"
-    elif may_access(row.bill_group, row.email, now.date()) is None:
+    reason = row.lapsed(now, idle)
+    if reason is None and may_access(row.bill_group, row.email, now.date()) is None:
         reason = "access_revoked"
     if reason:
         revoke(db_session, row, reason)

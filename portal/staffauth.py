@@ -229,12 +229,8 @@ def load(db: Session, sid: str) -> Staff | None:
         return None
     now = clock.now()
     idle = dt.timedelta(minutes=settings().STAFF_SESSION_IDLE_MINUTES)
-    reason = None
-    if now >= row.expires_at:
-        reason = "expired"
-    elif now - row.last_seen_at >= idle:
-        reason = "idle"
-    elif not row.user.is_active:
+    reason = row.lapsed(now, idle)
+    if reason is None and not row.user.is_active:
         reason = "deactivated"
     if reason:
         end(db, row, reason)

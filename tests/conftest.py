@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,6 +206,36 @@ def sibling(app: Flask) -> Iterator:
     for other in built:
         with other.app_context():
             portal_db.engine().dispose()
+
+
+def production_app(tmp_path: Path) -> Flask:
+    """An app as it runs outside local development (no TESTING, no debug: HSTS, staff
+    must enrol, the demo refuses), on an SQLite file of its own with the tables made."""
+    app = create_app(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
+            "SECRET_KEY": "p" * 40,
+            "PORTAL_BASE_URL": "https://billing.example.com",
+        }
+    )
+    with app.app_context():
+        Base.metadata.create_all(portal_db.engine())
+    return app
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def counted_app(request, app: Flask, sibling) -> Iterator[Flask]:
+    """The app with its rate limits and budgets counted on memory:// (the `app` itself)
+    or on the test Redis, emptied before and after."""
+    if request.param == "memory":
+        yield app
+        return
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as server:
+        server.flushdb()
+        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
+        server.flushdb()
 
 
 def _close_limiter_storage() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -13,16 +13,30 @@ from portal.models import (
     Account,
     BillGroup,
     BillingFrequency,
+    Contact,
+    ContactKind,
     Entity,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
     PaymentMethod,
     PaymentMethodType,
+    Product,
+    Subscription,
+    SubscriptionItem,
+    SubscriptionStatus,
 )
 
 _seq = itertools.count(1)
 TODAY = dt.date(2026, 11, 21)
+DAY = dt.timedelta(days=1)
+T = TypeVar("T")
+
+
+def _added(db: Session, row: T) -> T:
+    db.add(row)
+    db.flush()
+    return row
 
 
 def make_entity(db: Session, **overrides: Any) -> Entity:
@@ -31,17 +45,11 @@ def make_entity(db: Session, **overrides: Any) -> Entity:
         "support_email": "billing@seller.example.com",
         "brand_colour": "#0f766e",
     }
-    entity = Entity(**(values | overrides))
-    db.add(entity)
-    db.flush()
-    return entity
+    return _added(db, Entity(**(values | overrides)))
 
 
 def make_account(db: Session, **overrides: Any) -> Account:
-    account = Account(**({"name": f"Customer {next(_seq)}"} | overrides))
-    db.add(account)
-    db.flush()
-    return account
+    return _added(db, Account(**({"name": f"Customer {next(_seq)}"} | overrides)))
 
 
 def make_bill_group(db: Session, **overrides: Any) -> BillGroup:
@@ -56,10 +64,7 @@ def make_bill_group(db: Session, **overrides: Any) -> BillGroup:
         values["entity"] = make_entity(db)
     if "account" not in values and "account_id" not in values:
         values["account"] = make_account(db)
-    group = BillGroup(**values)
-    db.add(group)
-    db.flush()
-    return group
+    return _added(db, BillGroup(**values))
 
 
 def make_invoice(db: Session, bill_group: BillGroup | None = None, **overrides: Any) -> Invoice:
@@ -110,7 +115,35 @@ def make_payment_method(db: Session, bill_group: BillGroup, **overrides: Any) ->
         "gateway": "sandbox",
         "gateway_token": f"tok_{next(_seq)}",
     }
-    method = PaymentMethod(**(values | overrides))
-    db.add(method)
-    db.flush()
-    return method
+    return _added(db, PaymentMethod(**(values | overrides)))
+
+
+def make_contact(db: Session, bill_group: BillGroup, **overrides: Any) -> Contact:
+    """The bill group's billing contact, in Berlin, unless overridden."""
+    values: dict[str, Any] = {
+        "bill_group": bill_group,
+        "kind": ContactKind.BILLING,
+        "name": "Jo Bloggs",
+        "company": "Acme GmbH",
+        "email": "billing@acme.com",
+        "line1": "Hauptstraße 1",
+        "city": "Berlin",
+        "postal_code": "10115",
+        "country": "DE",
+    }
+    return _added(db, Contact(**(values | overrides)))
+
+
+def make_subscription(db: Session, bill_group: BillGroup, **overrides: Any) -> Subscription:
+    """An active monthly subscription to three Analytics Pro licences at 49.00 each, begun
+    100 days before TODAY and renewing 9 days after."""
+    product = Product(entity=bill_group.entity, name="Analytics Pro")
+    values: dict[str, Any] = {
+        "bill_group": bill_group,
+        "status": SubscriptionStatus.ACTIVE,
+        "period": BillingFrequency.MONTHLY,
+        "start_date": TODAY - 100 * DAY,
+        "renewal_date": TODAY + 9 * DAY,
+        "items": [SubscriptionItem(product=product, quantity=3, unit_price_minor=4900)],
+    }
+    return _added(db, Subscription(**(values | overrides)))

@@ -18,14 +18,13 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from portal.invoice_pdf import render
 from portal.models import (
     Contact,
-    ContactKind,
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentApplication,
     PaymentStatus,
 )
-from tests.factories import TODAY, make_bill_group, make_entity, make_invoice
+from tests.factories import TODAY, make_bill_group, make_contact, make_entity, make_invoice
 
 # The published exploit for CVE-2023-33733: reportlab < 3.6.13 evaluated a font colour.
 CVE_2023_33733 = (
@@ -49,20 +48,16 @@ def flat(value: str) -> str:
 
 
 def add_contact(db, group, **overrides: Any) -> Contact:
-    values: dict[str, Any] = {
-        "bill_group": group,
-        "kind": ContactKind.BILLING,
-        "name": "Jo Bloggs",
+    """A billing contact in London, with no email address or phone on the invoice."""
+    london = {
         "company": "Acme Ltd",
+        "email": None,
         "line1": "1 Finance Way",
         "city": "London",
         "postal_code": "EC2A 4NE",
         "country": "GB",
     }
-    contact = Contact(**(values | overrides))
-    db.add(contact)
-    db.flush()
-    return contact
+    return make_contact(db, group, **(london | overrides))
 
 
 def add_payment(db, invoice: Invoice, amount_minor: int, **overrides: Any) -> Payment:

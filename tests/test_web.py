@@ -6,7 +6,7 @@ import pytest
 
 from portal.app import create_app
 from portal.web import CSP
-from tests.conftest import TEST_CONFIG
+from tests.conftest import TEST_CONFIG, production_app
 from tests.factories import make_entity
 
 EXPECTED_HEADERS = {
@@ -49,13 +49,7 @@ def test_security_headers_on_every_response(client, path):
 
 
 def test_hsts_outside_local_development(tmp_path):
-    app = create_app(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-            "SECRET_KEY": "p" * 40,
-            "PORTAL_BASE_URL": "https://billing.example.com",
-        }
-    )
+    app = production_app(tmp_path)
     response = app.test_client().get("/", headers={"Host": "billing.example.com"})
     assert response.headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
 

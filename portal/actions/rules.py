@@ -9,15 +9,14 @@ its session against the rules (portal.sessions), so the next click signs them ou
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal import audit, events
-from portal.access import store_rule
+from portal.access import RuleOptions, store_rule
 from portal.actions import Actor, NotFound
 from portal.db import rowcount
 from portal.locks import lock_bill_group
@@ -66,27 +65,12 @@ def _record(db: Session, actor: Actor, group: BillGroup, outcome: str, label: st
 
 
 def add_rule(
-    db: Session,
-    actor: Actor,
-    group: BillGroup,
-    raw: str,
-    *,
-    include_subdomains: bool = False,
-    fold_in: bool = False,
-    extra_providers: Iterable[str] = (),
+    db: Session, actor: Actor, group: BillGroup, raw: str, **options: Unpack[RuleOptions]
 ) -> Added:
     """Add one rule (and, with fold_in, remove the address rules it makes redundant).
     Raises portal.access.AccessError (Invalid), DuplicateRule or OverlappingRules
     (Conflict); the session has then been rolled back."""
-    stored = store_rule(
-        db,
-        group,
-        raw,
-        created_by=actor.label,
-        include_subdomains=include_subdomains,
-        fold_in=fold_in,
-        extra_providers=extra_providers,
-    )
+    stored = store_rule(db, group, raw, created_by=actor.label, **options)
     folded = [serialize.access_rule(old) for old in stored.folded]
     _record(db, actor, group, "added", stored.rule.label)
     events.access_rule_created(db, group, stored.rule, actor.event())

@@ -4,6 +4,8 @@ take only their lengths from there, for the inputs' maxlength)."""
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -13,39 +15,34 @@ from wtforms import (
     SelectField,
     StringField,
 )
-from wtforms.validators import InputRequired, Length, Optional, ValidationError
+from wtforms.validators import InputRequired, Length, Optional
 
 from portal.access import MAX_INPUT_LENGTH
 from portal.details import BILLING_DETAILS, CONTACT, Rule
-from portal.forms import SecretInput
+from portal.forms import Attributes, QueryForm, code, on_or_after, text
 
 
 class EmailForm(FlaskForm):
-    email = StringField(
+    email = text(
         "Work email address",
-        validators=[InputRequired("Enter your email address."), Length(max=MAX_INPUT_LENGTH)],
-        render_kw={"autocomplete": "email", "type": "email", "spellcheck": "false"},
+        InputRequired("Enter your email address."),
+        Length(max=MAX_INPUT_LENGTH),
+        autocomplete="email",
+        type="email",
+        spellcheck="false",
     )
     next = HiddenField()
 
 
 class CodeForm(FlaskForm):
-    code = StringField(
-        "Code from the email",
-        validators=[InputRequired("Enter the code from the email."), Length(max=20)],
-        widget=SecretInput(),
-        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric"},
-    )
+    code = code("Code from the email", "Enter the code from the email.")
 
 
 # --- portal pages --------------------------------------------------------------------
 
 
-class InvoiceFilterForm(FlaskForm):
-    """The invoice list's filters: a GET form, so no CSRF token (it changes nothing)."""
-
-    class Meta:
-        csrf = False
+class InvoiceFilterForm(QueryForm):
+    """The invoice list's filters."""
 
     status = SelectField(
         "Status",
@@ -60,11 +57,9 @@ class InvoiceFilterForm(FlaskForm):
     )
     issued_from = DateField("Issued from", validators=[Optional()])
     issued_to = DateField("Issued to", validators=[Optional()])
-    number = StringField("Invoice number", validators=[Optional(), Length(max=40)])
+    number = text("Invoice number", Optional(), Length(max=40))
 
-    def validate_issued_to(self, field: DateField) -> None:
-        if field.data and self.issued_from.data and field.data < self.issued_from.data:
-            raise ValidationError("The end date must be on or after the start date.")
+    validate_issued_to = on_or_after("issued_from")
 
 
 def _limit(rule: Rule) -> list[Length]:
@@ -73,94 +68,57 @@ def _limit(rule: Rule) -> list[Length]:
     return [] if rule.max_length is None else [Length(max=rule.max_length)]
 
 
+def _detail(
+    label: str, rule: Rule, *required: InputRequired, **attributes: Unpack[Attributes]
+) -> StringField:
+    """A billing detail or contact field: what it requires, then the rule's length."""
+    return text(label, *required, *_limit(rule), **attributes)
+
+
 class BillingDetailsForm(FlaskForm):
-    po_number = StringField(
-        "Purchase order (PO) number", validators=_limit(BILLING_DETAILS["po_number"])
-    )
-    vat_number = StringField(
-        "VAT number",
-        validators=_limit(BILLING_DETAILS["vat_number"]),
-        render_kw={"spellcheck": "false"},
-    )
-    registration_number = StringField(
-        "Company registration number", validators=_limit(BILLING_DETAILS["registration_number"])
+    po_number = _detail("Purchase order (PO) number", BILLING_DETAILS["po_number"])
+    vat_number = _detail("VAT number", BILLING_DETAILS["vat_number"], spellcheck="false")
+    registration_number = _detail(
+        "Company registration number", BILLING_DETAILS["registration_number"]
     )
 
 
 class ContactForm(FlaskForm):
     same_as_billing = BooleanField("Same address as the billing contact")
-    name = StringField(
-        "Full name",
-        validators=[InputRequired("Enter a name."), *_limit(CONTACT["name"])],
-        render_kw={"autocomplete": "name"},
+    name = _detail(
+        "Full name", CONTACT["name"], InputRequired("Enter a name."), autocomplete="name"
     )
-    company = StringField(
-        "Company", validators=_limit(CONTACT["company"]), render_kw={"autocomplete": "organization"}
+    company = _detail("Company", CONTACT["company"], autocomplete="organization")
+    email = _detail(
+        "Email address", CONTACT["email"], autocomplete="email", type="email", spellcheck="false"
     )
-    email = StringField(
-        "Email address",
-        validators=_limit(CONTACT["email"]),
-        render_kw={"autocomplete": "email", "type": "email", "spellcheck": "false"},
+    phone = _detail("Phone number", CONTACT["phone"], autocomplete="tel", type="tel")
+    line1 = _detail("Address line 1", CONTACT["line1"], autocomplete="address-line1")
+    line2 = _detail("Address line 2 (optional)", CONTACT["line2"], autocomplete="address-line2")
+    city = _detail("Town or city", CONTACT["city"], autocomplete="address-level2")
+    region = _detail(
+        "County, state or region (optional)", CONTACT["region"], autocomplete="address-level1"
     )
-    phone = StringField(
-        "Phone number",
-        validators=_limit(CONTACT["phone"]),
-        render_kw={"autocomplete": "tel", "type": "tel"},
-    )
-    line1 = StringField(
-        "Address line 1",
-        validators=_limit(CONTACT["line1"]),
-        render_kw={"autocomplete": "address-line1"},
-    )
-    line2 = StringField(
-        "Address line 2 (optional)",
-        validators=_limit(CONTACT["line2"]),
-        render_kw={"autocomplete": "address-line2"},
-    )
-    city = StringField(
-        "Town or city",
-        validators=_limit(CONTACT["city"]),
-        render_kw={"autocomplete": "address-level2"},
-    )
-    region = StringField(
-        "County, state or region (optional)",
-        validators=_limit(CONTACT["region"]),
-        render_kw={"autocomplete": "address-level1"},
-    )
-    postal_code = StringField(
-        "Postcode",
-        validators=_limit(CONTACT["postal_code"]),
-        render_kw={"autocomplete": "postal-code"},
-    )
+    postal_code = _detail("Postcode", CONTACT["postal_code"], autocomplete="postal-code")
     country = SelectField("Country", choices=[], render_kw={"autocomplete": "country"})
+
+
+def _card(
+    label: str, message: str, max_length: int, autocomplete: str, *, digits: bool = True
+) -> StringField:
+    """A card field the holder must fill in; one of digits is typed on a number pad."""
+    attributes: Attributes = {"autocomplete": autocomplete}
+    if digits:
+        attributes["inputmode"] = "numeric"
+    return text(label, InputRequired(message), Length(max=max_length), **attributes)
 
 
 class CardForm(FlaskForm):
     """The sandbox gateway's card form. A real gateway tokenises in the browser instead."""
 
-    holder_name = StringField(
-        "Name on card",
-        validators=[InputRequired("Enter the name on the card."), Length(max=200)],
-        render_kw={"autocomplete": "cc-name"},
-    )
-    number = StringField(
-        "Card number",
-        validators=[InputRequired("Enter the card number."), Length(max=30)],
-        render_kw={"autocomplete": "cc-number", "inputmode": "numeric"},
-    )
-    exp_month = StringField(
-        "Month (MM)",
-        validators=[InputRequired("Enter the expiry month."), Length(max=2)],
-        render_kw={"autocomplete": "cc-exp-month", "inputmode": "numeric"},
-    )
-    exp_year = StringField(
-        "Year (YY)",
-        validators=[InputRequired("Enter the expiry year."), Length(max=4)],
-        render_kw={"autocomplete": "cc-exp-year", "inputmode": "numeric"},
-    )
-    cvc = StringField(
-        "Security code",
-        validators=[InputRequired("Enter the security code."), Length(max=4)],
-        render_kw={"autocomplete": "cc-csc", "inputmode": "numeric"},
-    )
+    holder_name = _card("Name on card", "Enter the name on the card.", 200, "cc-name", digits=False)
+    number = _card("Card number", "Enter the card number.", 30, "cc-number")
+    exp_month = _card("Month (MM)", "Enter the expiry month.", 2, "cc-exp-month")
+    exp_year = _card("Year (YY)", "Enter the expiry year.", 4, "cc-exp-year")
+    cvc = _card("Security code", "Enter the security code.", 4, "cc-csc")
     make_default = BooleanField("Use this card for automatic payments (make it the default)")

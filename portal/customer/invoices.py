@@ -82,12 +82,18 @@ def invoices_csv(viewer: Viewer) -> Response:
     return response
 
 
-@bp.get("/invoices/<int:invoice_id>")
-@portal_page
-def invoice(viewer: Viewer, invoice_id: int) -> str:
+def _invoice_or_404(viewer: Viewer, invoice_id: int) -> Invoice:
+    """One of the viewer's bill group's invoices; another group's is as absent as none."""
     found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
     if found is None:
         abort(404)
+    return found
+
+
+@bp.get("/invoices/<int:invoice_id>")
+@portal_page
+def invoice(viewer: Viewer, invoice_id: int) -> str:
+    found = _invoice_or_404(viewer, invoice_id)
     return render_template(
         "portal/invoice.html", group=viewer.bill_group, invoice=found, today=today()
     )
@@ -96,7 +102,5 @@ def invoice(viewer: Viewer, invoice_id: int) -> str:
 @bp.get("/invoices/<int:invoice_id>.pdf")
 @portal_page
 def invoice_pdf_download(viewer: Viewer, invoice_id: int) -> Response:
-    found = billing.find_invoice(db.session(), viewer.bill_group, invoice_id)
-    if found is None:
-        abort(404)
+    found = _invoice_or_404(viewer, invoice_id)
     return downloads.invoice_pdf_response(found, today(), settings().LOCALE)

@@ -45,6 +45,28 @@ class TimestampMixin:
     )
 
 
+class SessionMixin:
+    """A signed-in browser, customer or staff: the cookie carries a random id, the row its
+    hash, when it lapses, and whether and why it was ended."""
+
+    sid_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(40))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+
+    def lapsed(self, now: dt.datetime, idle: dt.timedelta) -> str | None:
+        """Why the session has run out by `now`: "expired" past its lifetime, "idle" when
+        unused for `idle`; None while it lasts."""
+        if now >= self.expires_at:
+            return "expired"
+        if now - self.last_seen_at >= idle:
+            return "idle"
+        return None
+
+
 class ExternalIdMixin:
     """The billing system's own id, used for idempotent upserts through the API."""
 

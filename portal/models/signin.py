@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, utcnow
-from portal.models._base import BigId, IdMixin
+from portal.models._base import BigId, IdMixin, SessionMixin
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
@@ -68,24 +68,17 @@ class SignInChallenge(IdMixin, Base):
     bill_group: Mapped[BillGroup] = relationship()
 
 
-class CustomerSession(IdMixin, Base):
-    """A signed-in customer: the cookie carries a random id, this row its hash."""
+class CustomerSession(IdMixin, SessionMixin, Base):
+    """A signed-in customer of one bill group."""
 
     __tablename__ = "customer_sessions"
     __table_args__ = (Index("ix_customer_sessions_bill_group", "bill_group_id", "revoked_at"),)
 
-    sid_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     bill_group_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("bill_groups.id", ondelete="CASCADE"), nullable=False
     )
     email: Mapped[str] = mapped_column(String(254), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    revoked_reason: Mapped[str | None] = mapped_column(String(40))
-    ip: Mapped[str | None] = mapped_column(String(45))
-    user_agent: Mapped[str | None] = mapped_column(String(200))
 
     bill_group: Mapped[BillGroup] = relationship()
 

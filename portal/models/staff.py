@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.db import Base, UTCDateTime
-from portal.models._base import BigId, IdMixin, TimestampMixin, str_enum
+from portal.models._base import BigId, IdMixin, SessionMixin, TimestampMixin, str_enum
 
 MIN_PASSWORD_LENGTH = 12
 
@@ -79,22 +79,15 @@ class StaffUser(IdMixin, TimestampMixin, Base):
         return check_password_hash(self.password_hash, password)
 
 
-class StaffSession(IdMixin, Base):
-    """A signed-in staff member: the cookie carries a random id, this row its hash."""
+class StaffSession(IdMixin, SessionMixin, Base):
+    """A signed-in staff member."""
 
     __tablename__ = "staff_sessions"
     __table_args__ = (Index("ix_staff_sessions_user", "staff_user_id", "revoked_at"),)
 
-    sid_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     staff_user_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("staff_users.id", ondelete="CASCADE"), nullable=False
     )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False)
-    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    revoked_reason: Mapped[str | None] = mapped_column(String(40))
-    ip: Mapped[str | None] = mapped_column(String(45))
-    user_agent: Mapped[str | None] = mapped_column(String(200))
 
     user: Mapped[StaffUser] = relationship()

@@ -33,6 +33,8 @@ from portal.models._base import ExternalIdMixin
 from portal.sync import schemas
 
 T = TypeVar("T", bound=ExternalIdMixin)
+# The records that belong to one bill group for good.
+G = TypeVar("G", Subscription, Invoice, Payment, PaymentMethod)
 
 
 class SyncError(Exception):
@@ -244,10 +246,26 @@ def _products(
     return found
 
 
-def _same_group(record: Any, group: BillGroup, created: bool, what: str) -> None:
+def _in_group(
+    db: Session, model: type[G], external_id: str, group: BillGroup, what: str, batch: Batch
+) -> tuple[G, bool]:
+    """The record with that external id, or a new one (True); an existing record must
+    already belong to `group`: records never move between bill groups."""
+    record, created = _get_or_new(db, model, external_id, batch)
     if not created and record.bill_group_id != group.id:
         raise SyncError(
             "conflict", f"This {what} belongs to another bill group; it cannot move.", "bill_group"
+        )
+    return record, created
+
+
+def _billed_in(group: BillGroup, currency: str | None, what: str) -> None:
+    """Money for a bill group is in its currency (None: the record leaves it to the group)."""
+    if currency is not None and currency != group.currency:
+        raise SyncError(
+            "invalid",
+            f"The bill group is billed in {group.currency}; the {what} must be too.",
+            "currency",
         )
 
 
@@ -255,8 +273,7 @@ def subscription(
     db: Session, external_id: str, body: schemas.SubscriptionIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    record, created = _get_or_new(db, Subscription, external_id, batch)
-    _same_group(record, group, created, "subscription")
+    record, created = _in_group(db, Subscription, external_id, group, "subscription", batch)
     found = _products(db, group, [item.product for item in body.items], "items", batch)
     values = body.model_dump(exclude={"bill_group", "items"}) | {"bill_group_id": group.id}
     changed = _assign(record, values)
@@ -291,14 +308,8 @@ def invoice(
     db: Session, external_id: str, body: schemas.InvoiceIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    if body.currency is not None and body.currency != group.currency:
-        raise SyncError(
-            "invalid",
-            f"The bill group is billed in {group.currency}; the invoice must be too.",
-            "currency",
-        )
-    record, created = _get_or_new(db, Invoice, external_id, batch)
-    _same_group(record, group, created, "invoice")
+    _billed_in(group, body.currency, "invoice")
+    record, created = _in_group(db, Invoice, external_id, group, "invoice", batch)
     same_number = select(Invoice.id).where(
         Invoice.entity_id == group.entity_id, Invoice.number == body.number
     )
@@ -380,14 +391,8 @@ def payment(
     db: Session, external_id: str, body: schemas.PaymentIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    if body.currency != group.currency:
-        raise SyncError(
-            "invalid",
-            f"The bill group is billed in {group.currency}; the payment must be too.",
-            "currency",
-        )
-    record, created = _get_or_new(db, Payment, external_id, batch)
-    _same_group(record, group, created, "payment")
+    _billed_in(group, body.currency, "payment")
+    record, created = _in_group(db, Payment, external_id, group, "payment", batch)
     method_id = None
     if body.payment_method is not None:
         method = _reference(db, PaymentMethod, body.payment_method, "payment_method", batch)
@@ -433,8 +438,7 @@ def payment_method(
     db: Session, external_id: str, body: schemas.PaymentMethodIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
-    record, created = _get_or_new(db, PaymentMethod, external_id, batch)
-    _same_group(record, group, created, "payment method")
+    record, created = _in_group(db, PaymentMethod, external_id, group, "payment method", batch)
     clash = db.scalar(
         select(PaymentMethod.id).where(
             PaymentMethod.gateway == body.gateway,

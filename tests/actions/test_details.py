@@ -10,31 +10,14 @@ import pytest
 
 from tests.actions.conftest import EXTERNAL_ID, api_refusal, form_refusal, import_refusal, state
 from tests.api.conftest import ACCOUNT, BILL_GROUP, ENTITY
-from tests.portal.pages_helpers import url
-
-RULES = [
-    (
-        "vat_number",
-        "DE136695977",
-        "That is not a valid VAT number for Germany. Check it against your VAT "
-        "registration certificate.",
-    ),
-    ("vat_number", "136695976", "Start the VAT number with its country code, like DE123456789."),
-    ("vat_number", "DE136\x07695976", "The VAT number contains characters that are not allowed."),
-    ("po_number", "PO-1\nPO-2", "The PO number contains characters that are not allowed."),
-    (
-        "registration_number",
-        "HRB 1234!",
-        "The registration number can contain letters, digits, spaces and . / - _ # ( ) only.",
-    ),
-]
+from tests.portal.pages_helpers import DETAIL_RULES, url
 
 
 def bill_group_body(**changes: Any) -> dict[str, Any]:
     return {**BILL_GROUP, **changes}
 
 
-@pytest.mark.parametrize(("field", "value", "message"), RULES)
+@pytest.mark.parametrize(("field", "value", "message"), DETAIL_RULES)
 def test_a_billing_details_rule_is_the_same_on_every_face(
     app, db, group, customer, api, field, value, message
 ):

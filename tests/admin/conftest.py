@@ -19,12 +19,14 @@ def make_staff(db, role: StaffRole = StaffRole.ADMIN, email: str | None = None) 
     return user
 
 
-def staff_sign_in(client: FlaskClient, email: str, password: str = PASSWORD):
-    page = client.get("/admin/sign-in")
-    return client.post(
-        "/admin/sign-in",
-        data={"csrf_token": csrf_token(page.text), "email": email, "password": password},
-    )
+def staff_sign_in(
+    client: FlaskClient, email: str, password: str = PASSWORD, next: str | None = None
+):
+    """Through the real form: the sign-in page (with ?next= when given), then the POST."""
+    page = client.get("/admin/sign-in", query_string=None if next is None else {"next": next})
+    assert page.status_code == 200, page.status_code
+    data = {"csrf_token": csrf_token(page.text), "email": email, "password": password}
+    return client.post("/admin/sign-in", data=data | ({} if next is None else {"next": next}))
 
 
 @pytest.fixture

@@ -30,8 +30,6 @@ from portal.models import (
     PERMISSIONS,
     AuditEvent,
     BillGroup,
-    BillingFrequency,
-    Contact,
     ContactKind,
     CustomerSession,
     Invoice,
@@ -39,17 +37,20 @@ from portal.models import (
     Payment,
     PaymentApplication,
     PaymentStatus,
-    Product,
     StaffRole,
     StaffSession,
     StaffUser,
-    Subscription,
-    SubscriptionItem,
-    SubscriptionStatus,
 )
-from tests.admin.conftest import make_staff
+from tests.admin.conftest import make_staff, staff_sign_in
 from tests.conftest import Inbox, csrf_token, sign_in
-from tests.factories import TODAY, make_bill_group, make_invoice, make_payment_method
+from tests.factories import (
+    TODAY,
+    make_bill_group,
+    make_contact,
+    make_invoice,
+    make_payment_method,
+    make_subscription,
+)
 
 ADDRESS = "ap@acme.com"
 GROUP_NAME = "Acme Europe"
@@ -66,19 +67,7 @@ def group(db: Session) -> BillGroup:
     group = make_bill_group(db, name=GROUP_NAME)
     add_rule(db, group, "acme.com", created_by="test")
     for kind, name in ((ContactKind.BILLING, "Jo Bloggs"), (ContactKind.SHIPPING, "Goods In")):
-        db.add(
-            Contact(
-                bill_group=group,
-                kind=kind,
-                name=name,
-                company="Acme GmbH",
-                email="billing@acme.com",
-                line1="Hauptstraße 1",
-                city="Berlin",
-                postal_code="10115",
-                country="DE",
-            )
-        )
+        make_contact(db, group, kind=kind, name=name)
     day = dt.timedelta(days=1)
     make_invoice(db, group, number="INV-2026-0042", lines=[("Licences", "3", 4900, 2000)])
     late = make_invoice(
@@ -99,17 +88,7 @@ def group(db: Session) -> BillGroup:
     make_invoice(db, group, number="INV-2026-0002", status=InvoiceStatus.VOID)
     for number in range(30):  # enough for a second page of the unfiltered list
         make_invoice(db, group, number=f"OLD-{number:03d}", issue_date=TODAY - (200 + number) * day)
-    product = Product(entity=group.entity, name="Analytics Pro")
-    db.add(
-        Subscription(
-            bill_group=group,
-            status=SubscriptionStatus.ACTIVE,
-            period=BillingFrequency.MONTHLY,
-            start_date=TODAY - 100 * day,
-            renewal_date=TODAY + 9 * day,
-            items=[SubscriptionItem(product=product, quantity=3, unit_price_minor=4900)],
-        )
-    )
+    make_subscription(db, group)
     make_payment_method(db, group, brand="mastercard", last4="4444", is_default=True)
     make_payment_method(db, group, brand="visa", last4="4242")
     db.commit()
@@ -492,15 +471,7 @@ def test_staff_sign_in_returns_to_the_preview_page(app, db, group):
     target = preview_url(group, "/invoices?status=open")
     sign_in_page = client.get(client.get(target).headers["Location"])
     assert sign_in_page.status_code == 200
-    response = client.post(
-        "/admin/sign-in",
-        data={
-            "csrf_token": csrf_token(sign_in_page.text),
-            "email": user.email,
-            "password": "correct horse battery staple",
-            "next": target,
-        },
-    )
+    response = staff_sign_in(client, user.email, next=target)
     assert response.status_code == 303
     assert response.headers["Location"] == target
     assert client.get(target).status_code == 200

@@ -19,7 +19,7 @@ from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import make_staff, staff_sign_in
 from tests.admin.test_staff_auth import enrol, post_code
 from tests.clock import Clock
-from tests.conftest import csrf_token, run_worker
+from tests.conftest import csrf_token, production_app, run_worker
 from tests.settings import change_settings
 
 SECRET_RE = re.compile(r"<code>([A-Z2-7]{16,})</code>")
@@ -317,20 +317,9 @@ def test_two_different_recovery_codes_used_at_once_both_work(app, db):
 
 @pytest.mark.parametrize("reset", [False, True])
 def test_demo_refuses_outside_local_development(tmp_path, reset):
-    from portal.app import create_app
-    from portal.db import Base
+    from portal import db as portal_db
 
-    app = create_app(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-            "SECRET_KEY": "p" * 40,
-            "PORTAL_BASE_URL": "https://billing.example.com",
-        }
-    )
-    with app.app_context():
-        from portal import db as portal_db
-
-        Base.metadata.create_all(portal_db.engine())
+    app = production_app(tmp_path)
     runner = app.test_cli_runner()
     args = ["demo", "--reset"] if reset else ["demo"]
     refused = runner.invoke(args=args)

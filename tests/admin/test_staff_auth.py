@@ -10,13 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from portal import crypto, staffauth
-from portal.app import create_app
 from portal.config import settings_of
-from portal.db import Base
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
 from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
 from tests.clock import Clock
-from tests.conftest import CSRF_RE, REDIS_URL, csrf_token
+from tests.conftest import CSRF_RE, csrf_token, production_app
 from tests.portal.signin_helpers import race
 from tests.settings import change_settings
 
@@ -156,17 +154,10 @@ def test_a_recovery_code_signs_in_once(app, db):
 
 
 def test_admins_must_enrol_outside_local_development(tmp_path):
-    app = create_app(
-        {
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}",
-            "SECRET_KEY": "p" * 40,
-            "PORTAL_BASE_URL": "https://billing.example.com",
-        }
-    )
+    app = production_app(tmp_path)
     with app.app_context():
         from portal import db as portal_db
 
-        Base.metadata.create_all(portal_db.engine())
         session = portal_db.session()
         admin = StaffUser(email="admin@staff.example.com", role=StaffRole.ADMIN)
         admin.set_password(PASSWORD)
@@ -207,16 +198,7 @@ def test_sign_out_ends_the_staff_session(app, db):
 def test_next_stays_inside_admin(app, db, target):
     user = make_staff(db, StaffRole.VIEWER)
     client = app.test_client()
-    page = client.get(f"/admin/sign-in?next={target}")
-    response = client.post(
-        "/admin/sign-in",
-        data={
-            "csrf_token": csrf_token(page.text),
-            "email": user.email,
-            "password": PASSWORD,
-            "next": target,
-        },
-    )
+    response = staff_sign_in(client, user.email, next=target)
     assert response.headers["Location"] == "/admin/"
 
 
@@ -234,18 +216,10 @@ def test_the_enrolment_qr_code_is_a_standalone_svg_image(app, db):
 # --- growing delays, never a lock-out (issue 14) ---------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def staff_app(request, app, sibling):
-    """The app with its tries counted on memory:// (the `app` itself) or on Redis."""
-    if request.param == "memory":
-        yield app
-        return
-    import redis
-
-    with redis.Redis.from_url(REDIS_URL) as server:
-        server.flushdb()
-        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
-        server.flushdb()
+@pytest.fixture
+def staff_app(counted_app):
+    """The app with its tries counted on memory:// or on Redis (tests.conftest)."""
+    return counted_app
 
 
 def test_ten_wrong_passwords_from_strangers_do_not_lock_the_staff_member_out(staff_app, db):

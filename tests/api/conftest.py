@@ -165,6 +165,20 @@ def invoice_body(number: str = "INV-1001", **overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
+# A card on bg-1, as a billing system that tokenises with Stripe sends it.
+CARD = {
+    "bill_group": "bg-1",
+    "type": "card",
+    "brand": "visa",
+    "last4": "4242",
+    "exp_month": 12,
+    "exp_year": 2030,
+    "gateway": "stripe",
+    "gateway_token": "pm_1",
+    "is_default": True,
+}
+
+
 def push_bill_group(api: Api) -> None:
     """Entity, account, bill group, billing contact, product, subscription, invoice."""
     for url, body in (

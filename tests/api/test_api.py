@@ -18,6 +18,7 @@ from tests.api.conftest import (
     ACCOUNT,
     BILL_GROUP,
     BILLING_CONTACT,
+    CARD,
     ENTITY,
     Api,
     invoice_body,
@@ -418,16 +419,7 @@ def test_a_wrong_method_is_405_in_json(api):
 )
 def test_a_card_number_never_gets_in(app, db, api, change, words):
     push_bill_group(api)
-    body = {
-        "bill_group": "bg-1",
-        "type": "card",
-        "brand": "visa",
-        "last4": "4242",
-        "exp_month": 12,
-        "exp_year": 2030,
-        "gateway": "stripe",
-        "gateway_token": "pm_1Q2w3E",
-    } | change
+    body = CARD | {"gateway_token": "pm_1Q2w3E"} | change
     response = api.put("/payment-methods/pm-1", body)
     assert response.status_code == 422
     assert words in json.dumps(error_of(response))
@@ -436,17 +428,7 @@ def test_a_card_number_never_gets_in(app, db, api, change, words):
 
 def test_payment_methods_default_and_payments(api):
     push_bill_group(api)
-    card = {
-        "bill_group": "bg-1",
-        "type": "card",
-        "brand": "visa",
-        "last4": "4242",
-        "exp_month": 12,
-        "exp_year": 2030,
-        "gateway": "stripe",
-        "gateway_token": "pm_1",
-        "is_default": True,
-    }
+    card = CARD
     assert api.put("/payment-methods/pm-1", card).status_code == 201
     second = card | {"gateway_token": "pm_2", "last4": "1111"}
     assert api.put("/payment-methods/pm-2", second).get_json()["is_default"] is True

@@ -9,7 +9,7 @@ import json
 import re
 
 from portal import webhooks
-from tests.api.conftest import push_bill_group
+from tests.api.conftest import CARD, push_bill_group
 from tests.conftest import csrf_token, run_worker, sign_in
 
 
@@ -23,18 +23,7 @@ def test_push_sign_in_change_and_hear_back(app, db, smtp, receiver, api):
         portal_db.session().commit()
 
     push_bill_group(api)
-    payment_method = {
-        "bill_group": "bg-1",
-        "type": "card",
-        "brand": "visa",
-        "last4": "4242",
-        "exp_month": 12,
-        "exp_year": 2030,
-        "gateway": "stripe",
-        "gateway_token": "pm_1",
-        "is_default": True,
-    }
-    assert api.put("/payment-methods/pm-1", payment_method).status_code == 201
+    assert api.put("/payment-methods/pm-1", CARD).status_code == 201
     assert api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).status_code == 201
     link = api.get("/bill-groups/bg-1/portal-link").get_json()
     assert link["available"] is True

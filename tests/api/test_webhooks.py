@@ -21,7 +21,8 @@ from portal.models import (
 )
 from tests.api.conftest import push_bill_group
 from tests.clock import Clock
-from tests.conftest import csrf_token, run_worker, sign_in
+from tests.conftest import run_worker, sign_in
+from tests.portal.pages_helpers import form_data
 from tests.settings import change_settings
 
 NOW = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
@@ -368,30 +369,18 @@ def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
     assert sign_in(customer, app, smtp, public_id, "AP@acme.com").status_code == 303
 
     page = f"/p/{public_id}/billing-details"
-    token = csrf_token(customer.get(page).text)
-    customer.post(
-        page,
-        data={
-            "csrf_token": token,
-            "po_number": "PO-77",
-            "vat_number": "",
-            "registration_number": "",
-        },
-    )
+    details = {"po_number": "PO-77", "vat_number": "", "registration_number": ""}
+    customer.post(page, data=form_data(customer, page, **details))
     page = f"/p/{public_id}/payment-methods/new"
-    token = csrf_token(customer.get(page).text)
-    customer.post(
-        page,
-        data={
-            "csrf_token": token,
-            "number": "4242 4242 4242 4242",
-            "exp_month": "12",
-            "exp_year": "2031",
-            "cvc": "123",
-            "holder_name": "A P",
-            "make_default": "y",
-        },
-    )
+    card = {
+        "number": "4242 4242 4242 4242",
+        "exp_month": "12",
+        "exp_year": "2031",
+        "cvc": "123",
+        "holder_name": "A P",
+        "make_default": "y",
+    }
+    customer.post(page, data=form_data(customer, page, **card))
     api.delete(f"/bill-groups/bg-1/access-rules/{rule['id']}")
     run_worker(app)
 

@@ -21,7 +21,6 @@ from portal.models import (
     AuditEvent,
     BillGroup,
     Contact,
-    ContactKind,
     Invoice,
     OutboxMessage,
     Payment,
@@ -30,7 +29,7 @@ from portal.models import (
     PaymentStatus,
 )
 from tests.conftest import csrf_token, run_worker
-from tests.factories import make_bill_group
+from tests.factories import make_bill_group, make_contact
 
 ADDRESS = "ap@acme.com"
 
@@ -54,20 +53,7 @@ def portal_group(db: Session, name: str = GROUP_NAME, **overrides: Any) -> BillG
     """A bill group that admits acme.com, with a billing contact; committed."""
     group = make_bill_group(db, name=name, **overrides)
     add_rule(db, group, "acme.com", created_by="test")
-    db.add(
-        Contact(
-            bill_group=group,
-            kind=ContactKind.BILLING,
-            name="Jo Bloggs",
-            company="Acme GmbH",
-            email=BILLING_EMAIL,
-            phone="+49 30 1234567",
-            line1="Hauptstraße 1",
-            city="Berlin",
-            postal_code="10115",
-            country="DE",
-        )
-    )
+    make_contact(db, group, email=BILLING_EMAIL, phone="+49 30 1234567")
     db.commit()
     return group
 
@@ -178,20 +164,26 @@ def methods_of(db: Session, group: BillGroup) -> list[PaymentMethod]:
     )
 
 
-def billing_contact(db: Session, group: BillGroup) -> Contact:
+def contact_of(db: Session, group: BillGroup, kind: str) -> Contact | None:
+    """The bill group's contact of that kind as the database has it now, if any."""
     db.expire_all()
-    contact = db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == "billing")
-    )
+    return db.scalar(select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == kind))
+
+
+def billing_contact(db: Session, group: BillGroup) -> Contact:
+    contact = contact_of(db, group, "billing")
     assert contact is not None
     return contact
 
 
 def shipping_contact(db: Session, group: BillGroup) -> Contact | None:
-    db.expire_all()
-    return db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == "shipping")
-    )
+    return contact_of(db, group, "shipping")
+
+
+def save_contact(client: FlaskClient, group: BillGroup, kind: str, **fields: str) -> Any:
+    """Post the contact form of that kind, with the page's CSRF token."""
+    page = url(group, f"/contacts/{kind}")
+    return client.post(page, data=form_data(client, page, **fields))
 
 
 def contact_fields(**overrides: str) -> dict[str, str]:
@@ -211,6 +203,25 @@ def contact_fields(**overrides: str) -> dict[str, str]:
 
 
 DETAILS_FIELDS = ("po_number", "vat_number", "registration_number")
+
+# Billing details that break a rule of portal.details, and what every face says:
+# (field, value, message).
+DETAIL_RULES = [
+    (
+        "vat_number",
+        "DE136695977",
+        "That is not a valid VAT number for Germany. Check it against your VAT "
+        "registration certificate.",
+    ),
+    ("vat_number", "136695976", "Start the VAT number with its country code, like DE123456789."),
+    ("vat_number", "DE136\x07695976", "The VAT number contains characters that are not allowed."),
+    ("po_number", "PO-1\nPO-2", "The PO number contains characters that are not allowed."),
+    (
+        "registration_number",
+        "HRB 1234!",
+        "The registration number can contain letters, digits, spaces and . / - _ # ( ) only.",
+    ),
+]
 
 
 def details_of(db: Session, group: BillGroup) -> tuple[str | None, ...]:

@@ -69,15 +69,24 @@ def masked(html: str, *addresses: str) -> str:
     return html
 
 
-def journey(
+def to_confirm(
     client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, address: str = ADDRESS
 ) -> list:
-    """Sign in through the real forms; every response on the way, last the confirm POST."""
+    """Ask for a link and open it, through the real forms; every response on the way,
+    last the confirm page (not yet confirmed)."""
     responses = [request_link(client, public_id, address)]
     run_worker(app)
     path, _code = link_and_code(inbox.to(address)[-1])
     responses.append(client.get(path))
     responses.append(client.get(responses[-1].headers["Location"]))
+    return responses
+
+
+def journey(
+    client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, address: str = ADDRESS
+) -> list:
+    """Sign in through the real forms; every response on the way, last the confirm POST."""
+    responses = to_confirm(client, app, inbox, public_id, address)
     responses.append(
         client.post(f"/p/{public_id}/confirm", data={"csrf_token": csrf_token(responses[-1].text)})
     )

@@ -91,6 +91,15 @@ def latest(app: Flask, inbox: Inbox, address: str = ADDRESS) -> tuple[str, str]:
     return sent[-1]
 
 
+def asked(app: Flask, client: FlaskClient, db: Session, inbox: Inbox) -> tuple[str, str, str]:
+    """A portal whose link ADDRESS opened to ask for a sign-in: the portal's public id, and
+    the link path and the code it was emailed."""
+    pid = portal(db)
+    ask(client, pid)
+    path, code = latest(app, inbox)
+    return pid, path, code
+
+
 def token_of(path: str) -> str:
     return path.rsplit("/", 1)[1]
 

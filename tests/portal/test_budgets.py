@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from flask import Flask, Response
@@ -22,7 +21,6 @@ from portal import devices, throttle
 from portal.app import create_app
 from portal.models import AuditEvent, SignInChallenge
 from tests.conftest import (
-    REDIS_URL,
     TEST_CONFIG,
     csrf_token,
     link_and_code,
@@ -44,18 +42,10 @@ from tests.settings import change_settings
 ADDRESS = "ap@acme.com"
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def budgets(request, app: Flask, sibling) -> Iterator[Flask]:
-    """The app with its budgets on memory:// (the `app` itself) or on the test Redis."""
-    if request.param == "memory":
-        yield app
-        return
-    import redis
-
-    with redis.Redis.from_url(REDIS_URL) as server:
-        server.flushdb()
-        yield sibling(RATELIMIT_STORAGE_URI=REDIS_URL)
-        server.flushdb()
+@pytest.fixture
+def budgets(counted_app: Flask) -> Flask:
+    """The app with its budgets on memory:// or on the test Redis (tests.conftest)."""
+    return counted_app
 
 
 def emails_to(smtp, address: str) -> int:

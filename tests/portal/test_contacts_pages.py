@@ -19,6 +19,7 @@ from tests.portal.pages_helpers import (
     input_value,
     outbox_count,
     plain_text,
+    save_contact,
     send_notices,
     shipping_contact,
     url,
@@ -144,19 +145,17 @@ def test_shipping_same_as_billing_copies_the_billing_address(app, db, group, cus
     assert 'id="same_as_billing"' in form
     assert shipping_contact(db, group) is None
 
-    response = customer.post(
-        page,
-        data=form_data(
-            customer,
-            page,
-            name="Goods In",
-            email="",
-            phone="",
-            same_as_billing="y",
-            line1="Typed but ignored 9",
-            city="",
-            country="",
-        ),
+    response = save_contact(
+        customer,
+        group,
+        "shipping",
+        name="Goods In",
+        email="",
+        phone="",
+        same_as_billing="y",
+        line1="Typed but ignored 9",
+        city="",
+        country="",
     )
 
     assert response.status_code == 303
@@ -178,21 +177,18 @@ def test_shipping_same_as_billing_copies_the_billing_address(app, db, group, cus
 
 def test_a_new_shipping_contact_can_be_added(db, group, customer):
     assert "Not set." in customer.get(url(group, "/contacts")).text
-    page = url(group, "/contacts/shipping")
-    response = customer.post(
-        page,
-        data=form_data(
-            customer,
-            page,
-            name="Warehouse",
-            company="Acme Logistics",
-            email="goods-in@acme.com",
-            phone="+33 1 23 45 67 89",
-            line1="12 rue du Port",
-            city="Lyon",
-            postal_code="69002",
-            country="FR",
-        ),
+    response = save_contact(
+        customer,
+        group,
+        "shipping",
+        name="Warehouse",
+        company="Acme Logistics",
+        email="goods-in@acme.com",
+        phone="+33 1 23 45 67 89",
+        line1="12 rue du Port",
+        city="Lyon",
+        postal_code="69002",
+        country="FR",
     )
     assert response.status_code == 303
     shipping = shipping_contact(db, group)

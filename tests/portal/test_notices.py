@@ -37,11 +37,13 @@ from tests.portal.pages_helpers import (
     ADDRESS,
     BILLING_EMAIL,
     GROUP_NAME,
+    billing_contact,
     contact_fields,
     flashes,
     form_data,
     plain_text,
     portal_group,
+    save_contact,
     url,
 )
 from tests.settings import change_settings
@@ -89,8 +91,7 @@ def save_po(client: FlaskClient, group: BillGroup, po: str) -> int:
 
 
 def save_billing_contact(client: FlaskClient, group: BillGroup, **changes: str) -> Any:
-    page = url(group, "/contacts/billing")
-    return client.post(page, data=form_data(client, page, **contact_fields(**changes)))
+    return save_contact(client, group, "billing", **contact_fields(**changes))
 
 
 def change_lines(message: Any) -> list[str]:
@@ -101,15 +102,6 @@ def change_lines(message: Any) -> list[str]:
 def audit_count(db: Session, action: str) -> int:
     db.expire_all()
     return db.scalar(select(func.count()).where(AuditEvent.action == action)) or 0
-
-
-def contact_of(db: Session, group: BillGroup) -> Contact:
-    db.expire_all()
-    found = db.scalar(
-        select(Contact).where(Contact.bill_group_id == group.id, Contact.kind == "billing")
-    )
-    assert found is not None
-    return found
 
 
 def confirm_path(app: Flask, smtp: Inbox, address: str = NEW) -> str:
@@ -252,7 +244,7 @@ def test_a_new_address_gets_one_named_email_and_no_notice_until_it_confirms(
     [notice] = smtp.to(BILLING_EMAIL)
     assert len(change_lines(notice)) == 7
     assert "awaiting confirmation" in plain_text(notice)
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.email, contact.pending_email) == (BILLING_EMAIL, NEW)
     listing = customer.get(url(group, "/contacts")).text
     assert NEW in listing and "Awaiting confirmation" in listing
@@ -281,13 +273,13 @@ def test_a_get_of_the_link_does_not_confirm_and_the_post_does(
     assert f"Make <strong>{NEW}</strong> the billing contact" in page.text
     for _ in range(3):
         scanner.get(path)
-    assert contact_of(db, group).email == BILLING_EMAIL  # GETs confirm nothing
+    assert billing_contact(db, group).email == BILLING_EMAIL  # GETs confirm nothing
 
     # Without the CSRF token: refused, nothing confirmed.
     refused = scanner.post(opened.headers["Location"], data={})
     assert refused.status_code == 400
     assert "Traceback" not in refused.text
-    assert contact_of(db, group).email == BILLING_EMAIL
+    assert billing_contact(db, group).email == BILLING_EMAIL
 
     browser = app.test_client()
     page = browser.get(browser.get(path).headers["Location"])
@@ -297,7 +289,7 @@ def test_a_get_of_the_link_does_not_confirm_and_the_post_does(
     )
     assert done.status_code == 200
     assert f"<strong>{NEW}</strong> is now the billing contact" in done.text
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.email, contact.pending_email) == (NEW, None)
     assert audit_count(db, "contact.billing.confirm") == 1
 
@@ -335,7 +327,7 @@ def test_twenty_racing_confirmations_succeed_once(app, db, group, customer, smtp
 
     assert sorted(results) == [200] + [303] * 19
     assert audit_count(db, "contact.billing.confirm") == 1
-    assert contact_of(db, group).email == NEW
+    assert billing_contact(db, group).email == NEW
 
 
 def test_the_link_expires(app, db, group, customer, smtp, clock):
@@ -352,7 +344,7 @@ def test_the_link_expires(app, db, group, customer, smtp, clock):
 
     assert late.status_code == 303 and late.headers["Location"].endswith("/invalid")
     assert browser.get(path).headers["Location"].endswith("/invalid")
-    assert contact_of(db, group).email == BILLING_EMAIL
+    assert billing_contact(db, group).email == BILLING_EMAIL
 
 
 def test_a_forged_or_foreign_token_leads_nowhere(app, db, group, customer, smtp, clock):
@@ -397,7 +389,7 @@ def test_going_back_to_the_confirmed_address_cancels_the_pending_one(
     save_billing_contact(customer, group, email=NEW)
     path = confirm_path(app, smtp)
     save_billing_contact(customer, group, email=BILLING_EMAIL)
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.email, contact.pending_email) == (BILLING_EMAIL, None)
     assert app.test_client().get(path).headers["Location"].endswith("/invalid")
     assert "Awaiting confirmation" not in customer.get(url(group, "/contacts")).text
@@ -419,7 +411,7 @@ def test_a_bill_group_names_a_bounded_number_of_addresses_a_day(
     assert refused.headers["Retry-After"] == str(24 * 60 * 60 - 20 * 60)
     run_worker(app)
     assert smtp.to("three@acme.com") == []
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.name, contact.pending_email) == ("Jo Bloggs", "two@acme.com")
     clock.now += dt.timedelta(days=1, seconds=1)
     assert sign_in(customer, app, smtp, group.public_id, ADDRESS).status_code == 303
@@ -440,7 +432,7 @@ def test_a_first_billing_contact_waits_for_confirmation_too(app, db, smtp, clock
     after_window(app, clock)
 
     assert [m["To"] for m in smtp.messages] == [NEW]  # only the "named" email
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.email, contact.pending_email) == (None, NEW)
     assert "nobody receives notices about changes" in client.get(url(group, "/contacts")).text
 
@@ -470,6 +462,6 @@ def test_an_address_the_billing_system_sets_counts_as_confirmed(app, db, group, 
         )
         session.commit()
         assert notices.recipients(found) == ["ap-team@acme.com"]
-    contact = contact_of(db, group)
+    contact = billing_contact(db, group)
     assert (contact.email, contact.pending_email) == ("ap-team@acme.com", None)
     assert smtp.messages == []  # no confirmation asked of the billing system's address

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import re
 from typing import Any
@@ -15,15 +14,10 @@ from sqlalchemy.orm import Session
 from portal.models import (
     AuditEvent,
     BillGroup,
-    BillingFrequency,
     InvoiceStatus,
     PaymentMethod,
-    Product,
-    Subscription,
-    SubscriptionItem,
-    SubscriptionStatus,
 )
-from tests.factories import TODAY, make_invoice, make_payment_method
+from tests.factories import make_invoice, make_payment_method, make_subscription
 from tests.portal.pages_helpers import (
     GROUP_NAME,
     audit_rows,
@@ -61,17 +55,7 @@ PAGES = [
 
 def test_every_page_renders_for_the_signed_in_customer(db, group, customer):
     invoice = make_invoice(db, group, number="INV-2026-0042")
-    product = Product(entity=group.entity, name="Analytics Pro")
-    db.add(
-        Subscription(
-            bill_group=group,
-            status=SubscriptionStatus.ACTIVE,
-            period=BillingFrequency.MONTHLY,
-            start_date=TODAY - dt.timedelta(days=100),
-            renewal_date=TODAY + dt.timedelta(days=9),
-            items=[SubscriptionItem(product=product, quantity=3, unit_price_minor=4900)],
-        )
-    )
+    make_subscription(db, group)
     db.commit()
 
     for path, title in PAGES:

@@ -29,6 +29,7 @@ from tests.portal.session_helpers import (
     portal,
     rows,
     session_id,
+    to_confirm,
 )
 from tests.settings import change_settings
 
@@ -102,10 +103,7 @@ def test_every_step_is_audited_with_group_actor_outcome_and_ip_and_no_secret(app
 def test_a_failed_completion_is_audited_with_its_actor(app, client, db, smtp):
     group = portal(db)
     pid = group.public_id
-    request_link(client, pid, ADDRESS)
-    run_worker(app)
-    path, _code = link_and_code(smtp.to(ADDRESS)[-1])
-    confirm = client.get(client.get(path).headers["Location"])
+    confirm = to_confirm(client, app, smtp, pid)[-1]
     db.execute(delete(AccessRule).where(AccessRule.bill_group_id == group.id))
     db.commit()
 
@@ -125,10 +123,7 @@ def test_a_failed_completion_is_audited_with_its_actor(app, client, db, smtp):
 def test_a_confirm_of_a_spent_link_is_audited_with_its_actor(app, client, db, smtp):
     group = portal(db)
     pid = group.public_id
-    request_link(client, pid, ADDRESS)
-    run_worker(app)
-    path, _code = link_and_code(smtp.to(ADDRESS)[-1])
-    confirm = client.get(client.get(path).headers["Location"])
+    confirm = to_confirm(client, app, smtp, pid)[-1]
     db.execute(update(SignInChallenge).values(spent_at=dt.datetime.now(dt.UTC)))
     db.commit()
 

@@ -13,11 +13,9 @@ from portal.models import SignInChallenge
 from tests.conftest import CODE_RE, Inbox, csrf_token, run_worker
 from tests.portal.signin_helpers import (
     ADDRESS,
-    ask,
+    asked,
     challenges,
     confirm,
-    latest,
-    portal,
     session_of,
     sessions_count,
     type_code,
@@ -28,9 +26,7 @@ from tests.portal.signin_helpers import (
 
 
 def test_the_link_in_another_browser_spends_nothing_and_never_signs_in(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, code = latest(app, smtp)
+    pid, path, code = asked(app, client, db, smtp)
     other = app.test_client()
 
     opened = other.get(path)
@@ -112,9 +108,7 @@ def scan(client: FlaskClient, link: str, pid: str) -> list[tuple[str, str, int]]
 
 
 def test_a_scanner_that_follows_and_submits_everything_never_gets_a_session(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, _code = latest(app, smtp)
+    pid, path, _code = asked(app, client, db, smtp)
     scanner = app.test_client()
 
     visited = scan(scanner, path, pid)
@@ -142,9 +136,7 @@ def code_only_mail(inbox: Inbox, address: str = ADDRESS) -> tuple[str, str, str]
 def test_a_scanner_that_also_scans_the_email_it_caused_gets_no_session(app, client, db, smtp):
     """The resend button sends a code, not a link: a scanner that keeps its cookies and
     reads the email it caused has nothing to follow."""
-    pid = portal(db)
-    ask(client, pid)
-    path, _code = latest(app, smtp)
+    pid, path, _code = asked(app, client, db, smtp)
     scanner = app.test_client()
     scan(scanner, path, pid)
     run_worker(app)
@@ -158,9 +150,7 @@ def test_a_scanner_that_also_scans_the_email_it_caused_gets_no_session(app, clie
 
 
 def test_email_me_a_code_for_this_browser_signs_in_the_second_browser(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path1, _code1 = latest(app, smtp)
+    pid, path1, _code1 = asked(app, client, db, smtp)
     phone = app.test_client()
     page = phone.get(phone.get(path1).headers["Location"])
     assert "Email me a code for this browser" in page.text

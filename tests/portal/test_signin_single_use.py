@@ -13,6 +13,7 @@ from tests.conftest import csrf_token
 from tests.portal.signin_helpers import (
     CONCURRENT,
     ask,
+    asked,
     challenges,
     clone,
     confirm,
@@ -31,9 +32,7 @@ from tests.settings import change_settings
 
 
 def test_twenty_concurrent_confirms_sign_in_exactly_once(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, _code = latest(app, smtp)
+    pid, path, _code = asked(app, client, db, smtp)
     assert client.get(path).headers["Location"] == urls(pid).confirm
     browsers = [clone(app, client) for _ in range(CONCURRENT)]
     jobs = []

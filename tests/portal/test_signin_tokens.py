@@ -18,10 +18,10 @@ from tests.portal.signin_helpers import (
     ADDRESS,
     TOKEN_RE,
     ask,
+    asked,
     challenges,
     confirm,
     engine_of,
-    latest,
     portal,
     scalar,
     scan_database,
@@ -36,9 +36,7 @@ from tests.settings import change_settings
 
 
 def test_the_token_is_256_random_bits_and_only_hashes_are_stored(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, code = latest(app, smtp)
+    pid, path, code = asked(app, client, db, smtp)
     token = token_of(path)
 
     assert TOKEN_RE.fullmatch(token)
@@ -94,9 +92,7 @@ def test_a_queued_email_is_sealed_and_a_sent_one_is_emptied(app, client, db, smt
 
 
 def test_the_code_hash_is_an_hmac_keyed_by_secret_key(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    _path, code = latest(app, smtp)
+    pid, _path, code = asked(app, client, db, smtp)
     digits = code.replace("-", "")
     [row] = challenges(app, pid)
 
@@ -120,9 +116,7 @@ def test_the_code_hash_is_an_hmac_keyed_by_secret_key(app, client, db, smtp):
 
 
 def test_a_get_of_the_link_spends_nothing_and_redirects_away_from_the_token(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, _code = latest(app, smtp)
+    pid, path, _code = asked(app, client, db, smtp)
     token = token_of(path)
 
     for _ in range(2):
@@ -138,9 +132,7 @@ def test_a_get_of_the_link_spends_nothing_and_redirects_away_from_the_token(app,
 
 
 def test_a_head_of_the_link_is_200_empty_and_touches_no_database(app, client, db, smtp):
-    pid = portal(db)
-    ask(client, pid)
-    path, _code = latest(app, smtp)
+    pid, path, _code = asked(app, client, db, smtp)
     statements: list[str] = []
 
     def seen(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
