@@ -72,43 +72,24 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    field: str | None = None,
-    code: str | None = None,
-    errors: list[dict[str, Any]] | None = None,
-    retry_after: int | None = None,
-) -> Response:
+def error_response(exc: ApiError) -> Response:
     """The one error shape: {"error": {"code", "message", "field"}}; a 429 says in
     Retry-After how many seconds to wait."""
-    body: dict[str, Any] = {
-        "code": code or ERROR_CODES.get(status, "error"),
-        "message": message,
-        "field": field,
-    }
-    if errors:
-        body["errors"] = errors
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message, "field": exc.field}
+    if exc.errors:
+        body["errors"] = exc.errors
     response = jsonify({"error": body})
-    response.status_code = status
-    if status == 401:
+    response.status_code = exc.status
+    if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
-    return error_response(
-        exc.status,
-        exc.message,
-        field=exc.field,
-        code=exc.code,
-        errors=exc.errors,
-        retry_after=exc.retry_after,
-    )
+    return error_response(exc)
 
 
 @bp.after_request
