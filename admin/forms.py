@@ -30,7 +30,9 @@ class SignInForm(FlaskForm):
     email = StringField(
         "Email address",
         validators=[InputRequired("Enter your email address."), Length(max=320)],
-        render_kw={"autocomplete": "username", "type": "email"},
+        # "username" is not allowed on type=email (HTML autofill); "email" is, and password
+        # managers pair it with the current-password field all the same.
+        render_kw={"autocomplete": "email", "type": "email"},
     )
     password = PasswordField(
         "Password",
