@@ -46,32 +46,25 @@ def every_kind() -> dict[str, Example]:
         )
         for i in range(2)
     ]
+
+    def signin(link: str | None) -> Email:
+        return render(
+            "signin_link",
+            "ap@acme.com",
+            entity=entity,
+            bill_group=group,
+            link=link,
+            code="1234-5678",
+            minutes=15,
+            portal_url=PORTAL,
+        )
+
     examples = {
         "signin_link": Example(
-            render(
-                "signin_link",
-                "ap@acme.com",
-                entity=entity,
-                bill_group=group,
-                link=link,
-                code="1234-5678",
-                minutes=15,
-                portal_url=PORTAL,
-            ),
-            (link, "1234-5678", "15 minutes", "Acme UK operations", *seller),
+            signin(link), (link, "1234-5678", "15 minutes", "Acme UK operations", *seller)
         ),
         "signin_code_only": Example(
-            render(
-                "signin_link",
-                "ap@acme.com",
-                entity=entity,
-                bill_group=group,
-                link=None,
-                code="1234-5678",
-                minutes=15,
-                portal_url=PORTAL,
-            ),
-            ("1234-5678", "15 minutes", "Acme UK operations", *seller),
+            signin(None), ("1234-5678", "15 minutes", "Acme UK operations", *seller)
         ),
         "contact_named": Example(
             render(

@@ -194,7 +194,7 @@ def _spamassassin(raw: bytes) -> tuple[float, list[str]]:
             capture_output=True,
             timeout=60,
             check=True,
-            env={"HOME": home, "PATH": "/usr/bin:/bin"},
+            env={"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         )
     report = result.stdout.decode("utf-8", "replace")
     status = email.message_from_bytes(result.stdout)["X-Spam-Status"]
