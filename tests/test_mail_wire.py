@@ -21,7 +21,7 @@ import pytest
 
 from emails import outbox
 from emails.render import render
-from emails.transport import Sender, _Message
+from emails.transport import Sender, _Message, build
 from portal.models import BillGroup, Entity
 from tests.email_kinds import SELLER_CONTACT, Example, every_kind, template_kinds
 
@@ -228,3 +228,18 @@ def test_spamassassin_scores_every_kind_at_most_1(arrived):
     (ARTIFACTS / "spamassassin.txt").write_text("\n".join(lines) + "\n")
     high = {name: found for name, found in scored.items() if found[0] > SPAM_LIMIT}
     assert not high, f"SpamAssassin scores over {SPAM_LIMIT}: {high}"
+
+
+def test_a_message_with_an_attachment_stays_mixed(app):
+    """Receipts and statements will carry a PDF: then, and only then, multipart/mixed
+    around the alternative."""
+    with app.test_request_context():
+        message = build("ap@acme.com", "Your receipt", "Thanks.", "<p>Thanks.</p>")
+        message.attach("receipt.pdf", "application/pdf", b"%PDF-1.4\n")
+        built = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert built.get_content_type() == "multipart/mixed"
+    outer = [part.get_content_type() for part in built.iter_parts()]
+    assert outer == ["multipart/alternative", "application/pdf"]
+    [alternative, _pdf] = built.iter_parts()
+    assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html"]
+    assert built["Auto-Submitted"] == "auto-generated"
