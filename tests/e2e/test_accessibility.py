@@ -26,9 +26,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from flask import render_template
 from playwright.sync_api import Page, Response, expect
 
 from portal.app import create_app
+from portal.forms import ButtonForm
+from portal.models import BillGroup, Entity
 from portal.web import ERROR_TEXT, error_page
 from tests.conftest import TEST_CONFIG
 from tests.e2e.conftest import (
@@ -426,6 +429,19 @@ def test_every_page_and_email_is_valid_html(portal: Portal, nu_batch: Batch):
             assert isinstance(shown, tuple) and shown[1] == code
             page = shown[0]
             nu_batch.add(f"error-{code}", page)
+        # The billing-contact confirmation pages, which only a changed contact's mailbox
+        # reaches, rendered as their views render them.
+        entity = Entity(id=1, name="Northwind Cloud", support_email="billing@northwind.test")
+        group = BillGroup(name=ACME_UK, public_id="PUBLICID", entity=entity)
+        confirmation = "portal/contact_confirmation"
+        for name, context in (
+            ("confirm", {"email": "new-ap@acme.com", "form": ButtonForm()}),
+            ("confirmed", {"email": "new-ap@acme.com"}),
+            ("invalid", {}),
+        ):
+            page = render_template(f"{confirmation}/{name}.html", group=group, **context)
+            assert "new-ap@acme.com" in page or name == "invalid"
+            nu_batch.add(f"customer-contact-{name}", page)
         examples = every_kind()
     for name, example in examples.items():
         nu_batch.add(f"email-{name}", example.email.html)
