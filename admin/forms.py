@@ -35,7 +35,9 @@ class SignInForm(FlaskForm):
         "Email address",
         InputRequired("Enter your email address."),
         Length(max=320),
-        autocomplete="username",
+        # "username" is not allowed on type=email (HTML autofill); "email" is, and password
+        # managers pair it with the current-password field all the same.
+        autocomplete="email",
         type="email",
     )
     password = PasswordField(

@@ -56,6 +56,7 @@ def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -
         OutboxMessage(
             kind=email.kind,
             to_address=email.to,
+            reply_to=email.reply_to,
             subject=email.subject,
             text_body=seal(email.text),
             html_body=seal(email.html),
@@ -106,7 +107,7 @@ def _send_claimed(db: Session, sender: Sender, messages: list[OutboxMessage]) ->
             _drop(db, message, now, "cannot be decrypted: SECRET_KEY has changed")
             continue
         try:
-            sender.deliver(message.to_address, message.subject, text, html)
+            sender.deliver(message.to_address, message.subject, text, html, message.reply_to)
         except Exception as exc:  # SMTP errors, timeouts, refused connections
             message.attempts += 1
             message.next_attempt_at = now + backoff(message.attempts)

@@ -15,15 +15,21 @@ class Email:
     subject: str
     text: str
     html: str
+    # Replies reach a person: the seller's contact address, for email sent on its behalf.
+    reply_to: str | None = None
 
 
 def render(kind: str, to: str, **context: Any) -> Email:
     base = f"emails/{kind}"
     subject = " ".join(render_template(f"{base}/subject.txt", **context).split())
+    # Every email about a bill group has its seller (the entity) in the context, and
+    # answers to that seller's contact, not to the portal's own no-reply sender.
+    entity = context.get("entity")
     return Email(
         kind=kind,
         to=to,
         subject=subject,
         text=render_template(f"{base}/body.txt", **context),
         html=render_template(f"{base}/body.html", **context),
+        reply_to=getattr(entity, "support_email", None) or None,
     )

@@ -4,8 +4,10 @@ connection for a whole batch), or the console in local development."""
 from __future__ import annotations
 
 import email.policy
+import email.utils
 import logging
 import smtplib
+from email.mime.base import MIMEBase
 
 from flask import current_app
 from flask_mail import Connection, Mail, Message
@@ -54,17 +56,66 @@ def _needs_no_folding(name: str, value: object) -> bool:
     return isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= 78
 
 
+# RFC 3834: a message no person wrote. Out-of-office replies and other auto-responders
+# must not answer it (Auto-Submitted); Exchange and Outlook only heed their own header.
+AUTOMATIC = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"}
+
+
+def sender_domain(sender: str) -> str:
+    """The domain of MAIL_DEFAULT_SENDER ("Name <billing@example.com>"), for the
+    Message-ID: make_msgid() would name this host, often localhost, which spam filters
+    and threading both hold against us."""
+    _name, address = email.utils.parseaddr(sender)
+    domain = address.rpartition("@")[2].strip().lower()
+    if not domain:
+        raise ValueError(f"MAIL_DEFAULT_SENDER has no domain: {sender!r}")
+    return domain
+
+
 class _Message(Message):
+    def _message(self) -> MIMEBase:
+        """Flask-Mail wraps text and HTML in multipart/mixed even without an attachment;
+        a message with no attachment is the multipart/alternative alone (plain text first,
+        then HTML), with the outer message's headers. With attachments it stays mixed."""
+        built: MIMEBase = super()._message()
+        if self.attachments or not self.alts:
+            return built
+        parts = built.get_payload()
+        alternative = parts[0] if isinstance(parts, list) and len(parts) == 1 else None
+        if not isinstance(alternative, MIMEBase):
+            return built
+        for name, value in built.items():
+            if name.lower() not in ("content-type", "mime-version"):
+                alternative[name] = value
+        return alternative
+
     def as_bytes(self) -> bytes:
         built = self._message()
         plain = all(_needs_no_folding(name, value) for name, value in built.raw_items())
         return built.as_bytes(policy=_WIRE if plain else email.policy.SMTP)
 
 
-def deliver(to: str, subject: str, text: str, html: str) -> None:
+def build(to: str, subject: str, text: str, html: str, reply_to: str | None = None) -> _Message:
+    """The message as it goes out: From MAIL_DEFAULT_SENDER, a Message-ID on its domain,
+    marked as automatic, and Reply-To the seller's contact when it is sent for one."""
+    sender = settings().MAIL_DEFAULT_SENDER
+    message = _Message(
+        subject=subject,
+        recipients=[to],
+        body=text,
+        html=html,
+        sender=sender,
+        reply_to=reply_to,
+        extra_headers=dict(AUTOMATIC),
+    )
+    message.msgId = email.utils.make_msgid(domain=sender_domain(sender))
+    return message
+
+
+def deliver(to: str, subject: str, text: str, html: str, reply_to: str | None = None) -> None:
     """Send one message now; raises on failure so the outbox can retry."""
     with Sender() as sender:
-        sender.deliver(to, subject, text, html)
+        sender.deliver(to, subject, text, html, reply_to)
 
 
 class Sender:
@@ -86,14 +137,16 @@ class Sender:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def deliver(self, to: str, subject: str, text: str, html: str) -> None:
+    def deliver(
+        self, to: str, subject: str, text: str, html: str, reply_to: str | None = None
+    ) -> None:
         if settings().MAIL_TRANSPORT == "console":
             # The body holds sign-in secrets, which never go to a log: read it on the
             # debug-only mailbox page instead.
             base = settings().PORTAL_BASE_URL
             log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
             return
-        message = _Message(subject=subject, recipients=[to], body=text, html=html)
+        message = build(to, subject, text, html, reply_to)
         reused = self._connection is not None
         while True:
             try:

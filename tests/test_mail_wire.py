@@ -7,13 +7,24 @@ need, and that they are the bytes policy.SMTP would have written."""
 from __future__ import annotations
 
 import email.policy
+import email.utils
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
+from emails import outbox
 from emails.render import render
-from emails.transport import Sender, _Message
+from emails.transport import Sender, _Message, build
 from portal.models import BillGroup, Entity
+from tests.email_kinds import SELLER_CONTACT, Example, every_kind, template_kinds
+from tests.settings import change_settings
 
 SELLERS = {
     "ascii": "Northwind Cloud",
@@ -78,5 +89,158 @@ def test_the_bytes_are_what_policy_smtp_writes(app, to, msg_id):
         ours = mail.as_bytes()
         theirs = mail._message().as_bytes(policy=email.policy.SMTP)
     assert BOUNDARY.sub(b"-", ours) == BOUNDARY.sub(b"-", theirs)
-    # Two multiparts: each boundary declared once and used per part and at the close.
-    assert len(BOUNDARY.findall(ours)) == 7
+    # One multipart/alternative: its boundary declared once, used per part and to close.
+    assert len(BOUNDARY.findall(ours)) == 4
+
+
+# --- every kind of email, as it arrives ----------------------------------------------
+
+SENDER = "Northwind Cloud billing <billing@mail.northwind-cloud.com>"
+# RFC 5322 3.3 date-time, as email.utils.formatdate writes it.
+RFC5322_DATE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+    r" \d{4} \d{2}:\d{2}:\d{2} [+-]\d{4}$"
+)
+SPAM_LIMIT = 1.0
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture
+def arrived(app, db, smtp) -> dict[str, tuple[Example, EmailMessage, bytes]]:
+    """Every kind, queued in the outbox and sent by it to the test SMTP server:
+    name -> (what was built, what arrived parsed, the bytes that arrived)."""
+    change_settings(app, MAIL_DEFAULT_SENDER=SENDER)
+    with app.test_request_context():
+        examples = every_kind()
+        for example in examples.values():
+            outbox.queue(db, example.email)
+        db.commit()
+        assert outbox.send_due(db) == len(examples)
+    assert len(smtp.messages) == len(examples)
+    # The outbox sends oldest first: the order they were queued in.
+    return {
+        name: (example, received, raw)
+        for (name, example), received, raw in zip(
+            examples.items(), smtp.messages, smtp.raw, strict=True
+        )
+    }
+
+
+def test_every_template_folder_has_an_example(app):
+    with app.test_request_context():
+        covered = {example.email.kind for example in every_kind().values()}
+    assert covered == template_kinds(), "add the new kind to tests/email_kinds.py"
+
+
+def test_every_kind_is_multipart_alternative_text_first(arrived):
+    for name, (example, received, _raw) in arrived.items():
+        assert received.get_content_type() == "multipart/alternative", name
+        parts = [part.get_content_type() for part in received.iter_parts()]
+        assert parts == ["text/plain", "text/html"], name
+        assert received["Subject"] == example.email.subject, name
+
+
+def test_every_kind_has_the_headers_of_automatic_mail_from_the_sender(arrived):
+    for name, (example, received, _raw) in arrived.items():
+        assert received["From"] == SENDER, name
+        message_id = received["Message-ID"]
+        assert re.fullmatch(r"<[^@<>\s]+@mail\.northwind-cloud\.com>", message_id), message_id
+        assert RFC5322_DATE.match(received["Date"]), received["Date"]
+        assert email.utils.parsedate_to_datetime(received["Date"]).tzinfo is not None
+        assert received["Auto-Submitted"] == "auto-generated", name
+        assert received["X-Auto-Response-Suppress"] == "All", name
+        # Replies go to the seller's contact; staff email has no seller and no Reply-To.
+        expected = None if name == "staff_second_factor" else SELLER_CONTACT
+        assert received["Reply-To"] == expected, name
+        assert example.email.reply_to == expected, name
+
+
+def test_message_ids_are_unique(arrived):
+    ids = [received["Message-ID"] for _example, received, _raw in arrived.values()]
+    assert len(set(ids)) == len(ids)
+
+
+def test_the_plain_text_part_says_everything_the_html_part_does(arrived):
+    for name, (example, received, _raw) in arrived.items():
+        text = received.get_body(("plain",)).get_content()
+        html = received.get_body(("html",)).get_content()
+        for fact in example.facts:
+            assert fact in text, f"{name}: {fact!r} missing from the plain text"
+            assert fact in html.replace("&amp;", "&"), f"{name}: {fact!r} missing from the HTML"
+
+
+def test_no_tracking_remote_content_or_rewritten_links(arrived):
+    """Nothing that reports an open or loads from elsewhere; every link is the portal's
+    own (or a mailto:), exactly as it is in the plain text, not through a redirector."""
+    for name, (_example, received, _raw) in arrived.items():
+        html = received.get_body(("html",)).get_content()
+        text = received.get_body(("plain",)).get_content()
+        assert not re.search(r"<(img|link|script|iframe|object|embed)\b", html, re.I), name
+        assert "url(" not in html and "@import" not in html, name
+        for href in re.findall(r'href="([^"]+)"', html):
+            if href.startswith("mailto:"):
+                assert href.removeprefix("mailto:") in text, (name, href)
+            else:
+                assert href.startswith("https://portal.example.test/"), (name, href)
+                assert href in text, (name, href)
+
+
+def _spamassassin(raw: bytes) -> tuple[float, list[str]]:
+    """SpamAssassin's score and the rules that fired (with their points): local rules only
+    (-L, no network tests), no Bayes database (none to learn from, nothing written)."""
+    with tempfile.TemporaryDirectory() as home:
+        result = subprocess.run(
+            ["spamassassin", "-L", "-t", "-p", f"{home}/user_prefs", "--cf", "use_bayes 0"],
+            input=raw,
+            capture_output=True,
+            timeout=60,
+            check=True,
+            env={"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+    report = result.stdout.decode("utf-8", "replace")
+    status = email.message_from_bytes(result.stdout)["X-Spam-Status"]
+    assert status is not None, f"no X-Spam-Status in SpamAssassin's output:\n{report}"
+    score = re.search(r"score=(-?\d+(?:\.\d+)?)", status)
+    assert score, status
+    rules = re.findall(r"^\s*(-?\d+\.\d) ([A-Z][A-Z0-9_]+)\s", report, re.M)
+    return float(score.group(1)), [f"{name} {points}" for points, name in rules]
+
+
+def test_spamassassin_scores_every_kind_at_most_1(arrived):
+    if shutil.which("spamassassin") is None:
+        reason = "spamassassin not installed: apt-get install -y spamassassin (CI installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    with ThreadPoolExecutor(max_workers=len(arrived)) as pool:
+        scored = dict(
+            zip(
+                arrived,
+                pool.map(_spamassassin, (raw for _e, _r, raw in arrived.values())),
+                strict=True,
+            )
+        )
+    lines = [
+        f"{name}: {score} ({', '.join(rules) or 'no rules'})"
+        for name, (score, rules) in scored.items()
+    ]
+    print("SpamAssassin (-L):\n" + "\n".join(lines))
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "spamassassin.txt").write_text("\n".join(lines) + "\n")
+    high = {name: found for name, found in scored.items() if found[0] > SPAM_LIMIT}
+    assert not high, f"SpamAssassin scores over {SPAM_LIMIT}: {high}"
+
+
+def test_a_message_with_an_attachment_stays_mixed(app):
+    """Receipts and statements will carry a PDF: then, and only then, multipart/mixed
+    around the alternative."""
+    with app.test_request_context():
+        message = build("ap@acme.com", "Your receipt", "Thanks.", "<p>Thanks.</p>")
+        message.attach("receipt.pdf", "application/pdf", b"%PDF-1.4\n")
+        built = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    assert built.get_content_type() == "multipart/mixed"
+    outer = [part.get_content_type() for part in built.iter_parts()]
+    assert outer == ["multipart/alternative", "application/pdf"]
+    [alternative, _pdf] = built.iter_parts()
+    assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html"]
+    assert built["Auto-Submitted"] == "auto-generated"

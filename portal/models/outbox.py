@@ -21,6 +21,8 @@ class OutboxMessage(IdMixin, Base):
     # Which template built it ("signin_link"), for the dev mailbox and the logs.
     kind: Mapped[str] = mapped_column(String(40), nullable=False)
     to_address: Mapped[str] = mapped_column(String(254), nullable=False)
+    # The seller's contact address, where a reply should go (none for staff email).
+    reply_to: Mapped[str | None] = mapped_column(String(254))
     subject: Mapped[str] = mapped_column(String(200), nullable=False)
     text_body: Mapped[str] = mapped_column(Text, nullable=False)
     html_body: Mapped[str] = mapped_column(Text, nullable=False)

@@ -108,7 +108,8 @@ def test_add_a_domain(manager, db, group):
     assert "Added acme.com" in page
     assert MANAGER in page  # who added it
     added = rule.created_at
-    assert f'<time datetime="{added.isoformat()}">{added.day} {added:%b %Y, %H:%M} UTC' in page
+    stamp = added.isoformat(timespec="seconds")
+    assert f'<time datetime="{stamp}">{added.day} {added:%b %Y, %H:%M} UTC' in page
 
     [event] = audit_rows(db, "access_rule.")
     assert (event.action, event.outcome) == ("access_rule.add", "added")

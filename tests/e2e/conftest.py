@@ -39,6 +39,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.conftest import Inbox, free_port
+from tests.e2e.nu import Batch
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -345,6 +346,13 @@ def portal(tmp_path_factory, smtp_server) -> Iterator[Portal]:
         stop(process)
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(log, ARTIFACTS / "e2e-server.log")
+
+
+@pytest.fixture(scope="session")
+def nu_batch() -> Batch:
+    """The HTML of every page and email the tests collect, for one Nu HTML Checker run
+    (tests/e2e/nu.py; the last test of test_accessibility.py runs it)."""
+    return Batch(ARTIFACTS / "html")
 
 
 # --- the browser --------------------------------------------------------------------

@@ -19,15 +19,26 @@ the same with or without it; the journeys (test_journeys.py) run with the CSP on
 from __future__ import annotations
 
 import json
+import os
 import re
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from flask import render_template
+from playwright.sync_api import Page, Response, expect
 
+from portal.app import create_app
+from portal.forms import ButtonForm
+from portal.models import BillGroup, Entity
+from portal.web import ERROR_TEXT, error_page
+from tests.conftest import TEST_CONFIG
 from tests.e2e.conftest import (
     ARTIFACTS,
     AXE,
     DESKTOP,
+    DIRECT,
     MOBILE,
     SCREENSHOTS,
     SIGN_IN_SUBJECT,
@@ -40,6 +51,8 @@ from tests.e2e.conftest import (
     require,
     staff_sign_in,
 )
+from tests.e2e.nu import Batch, allowed_warnings
+from tests.email_kinds import every_kind
 
 pytestmark = pytest.mark.e2e
 
@@ -57,21 +70,40 @@ AXE_RUN = """async () => {
 
 
 class Tour:
-    """Screenshots and axe for each page visited, at both widths."""
+    """Screenshots and axe for each page visited, at both widths, and the page's HTML as
+    the server sent it (not the DOM the browser made of it) for the Nu HTML Checker."""
 
-    def __init__(self, audience: str) -> None:
+    def __init__(self, audience: str, batch: Batch) -> None:
         require(AXE, "axe-core", "run `npm ci` in the repository root (CI does)")
         self.audience = audience
+        self.batch = batch
         self.count = 0
         self.findings: dict[str, list[dict]] = {}
+        self.documents: dict[Page, Response] = {}
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         for old in SCREENSHOTS.glob(f"{audience}-*.png"):
             old.unlink()
+
+    def watch(self, page: Page) -> Page:
+        """Keep the last document each navigation of `page` received (before any use)."""
+
+        def seen(response: Response) -> None:
+            request = response.request
+            if request.resource_type == "document" and request.frame == page.main_frame:
+                self.documents[page] = response
+
+        page.on("response", seen)
+        return page
 
     def __call__(self, page: Page, name: str) -> None:
         """Record the page the browser is on now, under `name`."""
         page.wait_for_load_state("load")
         self.count += 1
+        document = self.documents.get(page)
+        assert document is not None, "the page was not watched: tour.watch(page) first"
+        here = page.url.partition("#")[0]  # a fragment is not part of the request
+        assert document.url == here, f"{name}: the last document is {document.url}"
+        self.batch.add(f"{self.audience}-{self.count:02d}-{name}", document.body())
         for width, viewport in (("1280", DESKTOP), ("375", MOBILE)):
             page.set_viewport_size(viewport)
             path = SCREENSHOTS / f"{self.audience}-{self.count:02d}-{name}-{width}.png"
@@ -108,10 +140,10 @@ def heading(page: Page, name: str | re.Pattern[str]) -> None:
     expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
 
 
-def test_every_customer_page(new_context: NewContext, portal: Portal):
-    tour = Tour("customer")
+def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    tour = Tour("customer", nu_batch)
     address = "a11y@acme.com"
-    page = new_context(bypass_csp=True).new_page()
+    page = tour.watch(new_context(bypass_csp=True).new_page())
 
     page.goto(portal.url("/"))
     heading(page, "Billing portal")
@@ -132,7 +164,7 @@ def test_every_customer_page(new_context: NewContext, portal: Portal):
     tour(page, "check-email-wrong-code")
 
     link, _code = link_and_code(portal.next_email(address, before, SIGN_IN_SUBJECT))
-    elsewhere = new_context(bypass_csp=True).new_page()
+    elsewhere = tour.watch(new_context(bypass_csp=True).new_page())
     elsewhere.goto(link)
     heading(elsewhere, "Open the link where you asked for it")
     tour(elsewhere, "other-browser")
@@ -212,9 +244,9 @@ def test_every_customer_page(new_context: NewContext, portal: Portal):
     tour.finish()
 
 
-def test_every_staff_page(new_context: NewContext, portal: Portal):
-    tour = Tour("staff")
-    page = new_context(bypass_csp=True).new_page()
+def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    tour = Tour("staff", nu_batch)
+    page = tour.watch(new_context(bypass_csp=True).new_page())
 
     page.goto(portal.url("/admin/sign-in"))
     heading(page, "Staff sign-in")
@@ -355,3 +387,78 @@ def test_enrol_qr_code_is_visible(new_context: NewContext, portal: Portal):
         "img => img.complete || new Promise(done => { img.onload = img.onerror = done; })"
     )
     assert image.evaluate("img => img.naturalWidth") > 0, "the QR code image did not load"
+
+
+def _error_body(portal: Portal, path: str, data: bytes) -> tuple[int, bytes]:
+    """POST to the live server and return the error page it answers with."""
+    request = urllib.request.Request(portal.url(path), data=data, method="POST")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with DIRECT.open(request, timeout=15) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_every_page_and_email_is_valid_html(portal: Portal, nu_batch: Batch):
+    """The Nu HTML Checker over what the two tours above saved (each page as the server
+    sent it), every error page, and the HTML part of every kind of email and of every
+    email the server sent so far: no error, and no warning tests/e2e/nu-allowed.txt does
+    not list. One JVM for the lot. Runs after the tours (file order)."""
+    for audience in ("customer", "staff"):
+        if not nu_batch.has(f"{audience}-"):
+            message = f"the {audience} tour did not run: run all of {Path(__file__).name}"
+            if os.environ.get("CI"):
+                pytest.fail(f"CI: {message}", pytrace=False)
+            pytest.skip(message)
+
+    # Error pages from the live server: a form without its CSRF token, a body too large.
+    sign_in = portal.groups[ACME_UK].path + "/sign-in"
+    status, body = _error_body(portal, sign_in, b"email=a%40acme.com")
+    assert status == 400 and b"This form has expired" in body
+    nu_batch.add("error-400-csrf-live", body)
+    status, body = _error_body(portal, sign_in, b"email=" + b"x" * (2 * 1024 * 1024))
+    assert status == 413, status
+    nu_batch.add("error-413-live", body)
+    # Every other code as the app renders it (403, 429, 503 cannot be caused from outside
+    # without breaking the shared server); the same handler and template as live.
+    app = create_app({**TEST_CONFIG, "DATABASE_URL": "sqlite://"})
+    with app.test_request_context("/p/PUBLICID"):
+        for code in sorted(ERROR_TEXT):
+            shown = error_page(code)
+            assert isinstance(shown, tuple) and shown[1] == code
+            page = shown[0]
+            nu_batch.add(f"error-{code}", page)
+        # The billing-contact confirmation pages, which only a changed contact's mailbox
+        # reaches, rendered as their views render them.
+        entity = Entity(id=1, name="Northwind Cloud", support_email="billing@northwind.test")
+        group = BillGroup(name=ACME_UK, public_id="PUBLICID", entity=entity)
+        confirmation = "portal/contact_confirmation"
+        for name, context in (
+            ("confirm", {"email": "new-ap@acme.com", "form": ButtonForm()}),
+            ("confirmed", {"email": "new-ap@acme.com"}),
+            ("invalid", {}),
+        ):
+            page = render_template(f"{confirmation}/{name}.html", group=group, **context)
+            assert "new-ap@acme.com" in page or name == "invalid"
+            nu_batch.add(f"customer-contact-{name}", page)
+        examples = every_kind()
+    for name, example in examples.items():
+        nu_batch.add(f"email-{name}", example.email.html)
+    received = list(portal.inbox.messages)
+    assert received, "the tours sent no email"
+    for number, message in enumerate(received):
+        nu_batch.add(f"email-sent-{number:02d}", message.get_body(("html",)).get_content())
+
+    findings = nu_batch.check()
+    allowed = allowed_warnings()
+    failing = [f for f in findings if f.kind == "error" or f.message not in allowed]
+    accepted = sorted({f.message for f in findings if f not in failing})
+    report = ARTIFACTS / "nu-html-checker.txt"
+    report.write_text("\n".join(map(str, findings)) + "\n")
+    errors = sum(f.kind == "error" for f in findings)
+    print(
+        f"Nu HTML Checker: {len(nu_batch.names)} documents, {errors} errors, "
+        f"{len(findings) - errors} warnings ({len(accepted)} kinds allowed); all in {report}"
+    )
+    assert not failing, "Nu HTML Checker findings:\n" + "\n".join(map(str, failing))

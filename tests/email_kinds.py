@@ -1,0 +1,107 @@
+"""One rendered example of every kind of email the portal sends, built as the code that
+sends it builds it (the same templates and, where there is one, the same builder), for
+the checks every kind must pass: the wire format and headers, SpamAssassin, the Nu HTML
+Checker. A new folder under templates/emails/ fails tests/test_mail_wire.py until it has
+an example here.
+
+Each example also names the facts a reader needs, which both the plain-text and the
+HTML part must carry: the link, the code, the expiry, who sent it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from emails.render import Email, render
+from portal.models import BillGroup, Entity, NoticeChange
+from portal.notices import notice_email
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "emails"
+SELLER = "Northwind Cloud"
+SELLER_CONTACT = "billing@northwind-cloud.com"
+PORTAL = "https://portal.example.test/p/PUBLICID"
+WHEN = dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Example:
+    email: Email
+    facts: tuple[str, ...]  # in both parts, word for word
+
+
+def every_kind() -> dict[str, Example]:
+    """name -> example; call inside an app's request context."""
+    entity = Entity(name=SELLER, support_email=SELLER_CONTACT)
+    group = BillGroup(name="Acme UK operations", public_id="PUBLICID", entity=entity)
+    seller = (SELLER, SELLER_CONTACT)
+    link = f"{PORTAL}/verify/TOKEN"
+    changes = [
+        NoticeChange(
+            at=WHEN + dt.timedelta(minutes=i),
+            actor="ap@acme.com",
+            what="billing details",
+            fields="VAT number\nPO number",
+        )
+        for i in range(2)
+    ]
+
+    def signin(link: str | None) -> Email:
+        return render(
+            "signin_link",
+            "ap@acme.com",
+            entity=entity,
+            bill_group=group,
+            link=link,
+            code="1234-5678",
+            minutes=15,
+            portal_url=PORTAL,
+        )
+
+    examples = {
+        "signin_link": Example(
+            signin(link), (link, "1234-5678", "15 minutes", "Acme UK operations", *seller)
+        ),
+        "signin_code_only": Example(
+            signin(None), ("1234-5678", "15 minutes", "Acme UK operations", *seller)
+        ),
+        "contact_named": Example(
+            render(
+                "contact_named",
+                "new-ap@acme.com",
+                entity=entity,
+                bill_group=group,
+                link=f"{PORTAL}/contact/confirm/TOKEN",
+                hours=72,
+            ),
+            (f"{PORTAL}/contact/confirm/TOKEN", "72 hours", "Acme UK operations", *seller),
+        ),
+        "details_changed": Example(
+            notice_email(group, "ap@acme.com", changes),
+            (PORTAL, "03 December 2026 at 09:30", "VAT number, PO number", "ap@acme.com", *seller),
+        ),
+        "staff_second_factor": Example(
+            render(
+                "staff_second_factor",
+                "ops@northwind-cloud.com",
+                account="ops@northwind-cloud.com",
+                change="reset",
+                by="admin@northwind-cloud.com",
+                when=WHEN,
+                issuer="Northwind billing portal",
+                sign_in_url="https://portal.example.test/admin/sign-in",
+            ),
+            (
+                "https://portal.example.test/admin/sign-in",
+                "admin@northwind-cloud.com",
+                "03 December 2026 at 09:30",
+                "Northwind billing portal",
+            ),
+        ),
+    }
+    return examples
+
+
+def template_kinds() -> set[str]:
+    return {folder.name for folder in TEMPLATES.iterdir() if folder.is_dir()}
