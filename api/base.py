@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from functools import wraps
 from itertools import accumulate
 from typing import Any, NoReturn, TypeVar
@@ -57,6 +58,7 @@ class ApiError(Exception):
         field: str | None = None,
         code: str | None = None,
         errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -64,6 +66,7 @@ class ApiError(Exception):
         self.field = field
         self.code = code or ERROR_CODES.get(status, "error")
         self.errors = errors
+        self.retry_after = retry_after
 
 
 def error_response(
@@ -73,6 +76,7 @@ def error_response(
     field: str | None = None,
     code: str | None = None,
     errors: list[dict[str, Any]] | None = None,
+    retry_after: int | None = None,
 ) -> Response:
     """The one error shape: {"error": {"code", "message", "field"}}."""
     body: dict[str, Any] = {
@@ -86,13 +90,21 @@ def error_response(
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if status == 429:
+        # RFC 9110: how long to wait, so that a client backs off for as long as it must.
+        response.headers["Retry-After"] = str(max(1, retry_after or 1))
     return response
 
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
     return error_response(
-        exc.status, exc.message, field=exc.field, code=exc.code, errors=exc.errors
+        exc.status,
+        exc.message,
+        field=exc.field,
+        code=exc.code,
+        errors=exc.errors,
+        retry_after=exc.retry_after,
     )
 
 
@@ -122,7 +134,11 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             ip = audit.client_ip() or "unknown"
             if not throttle.has_room("api-auth-failures", ip):
-                raise ApiError(429, "Too many failed attempts to authenticate. Wait and retry.")
+                raise ApiError(
+                    429,
+                    "Too many failed attempts to authenticate. Wait and retry.",
+                    retry_after=throttle.retry_after("api-auth-failures", ip),
+                )
             presented = _presented_key()
             key = apikeys.authenticate(db.session(), presented) if presented else None
             if key is None:
@@ -134,7 +150,11 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     else "That API key is not valid or has been revoked.",
                 )
             if not throttle.within(("api-key", str(key.id))):
-                raise ApiError(429, "This key has made too many requests. Wait and retry.")
+                raise ApiError(
+                    429,
+                    "This key has made too many requests. Wait and retry.",
+                    retry_after=throttle.retry_after("api-key", str(key.id)),
+                )
             if scope not in key.scope_set:
                 raise ApiError(403, f"This key does not have the {scope} scope.")
             g.api_key = key
@@ -186,7 +206,7 @@ def body(model: type[M]) -> M:
             400, f"The body is not valid JSON here: it nests deeper than {MAX_JSON_DEPTH} levels."
         )
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_float=_number)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
     # NUL and lone surrogates can be neither stored nor encoded: refused before anything.
@@ -205,6 +225,19 @@ def body(model: type[M]) -> M:
     if unclean is not None:
         _unclean(unclean)
     return parsed
+
+
+def _number(text: str) -> int | float:
+    """A JSON number written with a fraction or exponent. JSON has one number type, and
+    JSON Schema counts 1250.0 as the integer 1250: so does the API, read exactly from
+    the text. Any other stays a float, which every integer field refuses."""
+    try:
+        exact = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the parser hands over JSON numbers only
+        return float(text)
+    if exact.is_finite() and abs(exact) <= 10**30 and exact == exact.to_integral_value():
+        return int(exact)
+    return float(text)
 
 
 def _unclean(field: str) -> NoReturn:
@@ -260,6 +293,10 @@ def datetime_arg(name: str) -> dt.datetime | None:
             field=name,
         )
     return value.astimezone(dt.UTC)
+
+
+# What _encode_cursor gives out: URL-safe base64 without padding (empty: the first page).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
 
 
 def _encode_cursor(updated_at: dt.datetime, row_id: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import threading
 import time
 from typing import TypeGuard
@@ -166,6 +167,20 @@ def has_room(budget: str, key: str) -> bool:
     except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; refusing (fail closed)", exc_info=True)
         return False
+
+
+def retry_after(budget: str, key: str) -> int:
+    """Whole seconds until every window of the budget has room again (at least 1), for
+    a 429's Retry-After; 60 when the storage cannot say."""
+    try:
+        waits = [
+            stats.reset_time - time.time()
+            for item in _limits(budget)
+            if (stats := limiter.limiter.get_window_stats(item, budget, key)).remaining <= 0
+        ]
+    except STORAGE_ERRORS:
+        return 60
+    return max(1, math.ceil(max(waits, default=1)))
 
 
 def spend(budget: str, key: str) -> None:
