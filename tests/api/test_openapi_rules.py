@@ -77,7 +77,7 @@ def test_the_document_accepts_what_the_rule_accepts(component, field, rule, valu
 @pytest.mark.parametrize(("component", "field", "rule"), FIELDS, ids=[f for _, f, _ in FIELDS])
 def test_the_documented_length_is_the_rules(component, field, rule):
     schema = _field_schema(component, field)
-    branch = next((b for b in schema.get("anyOf", [schema]) if b.get("type") == "string"))
+    branch = next(b for b in schema.get("anyOf", [schema]) if b.get("type") == "string")
     assert branch["maxLength"] == rule.max_length
     assert branch.get("minLength") == (1 if rule.required else None)
     too_long = "A" * (rule.max_length + 1)
