@@ -49,4 +49,4 @@ wheel-smoke:
 	.ci/wheel-smoke
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis node_modules artifacts
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis .schemathesis node_modules artifacts
