@@ -63,7 +63,7 @@ class AuditFilter:
             found.append(actor.contains(self.actor.lower(), autoescape=True))
         if self.date_from:
             found.append(AuditEvent.at >= _midnight(self.date_from))
-        if self.date_to:
+        if self.date_to and self.date_to < dt.date.max:  # 9999-12-31 has no next day
             found.append(AuditEvent.at < _midnight(self.date_to + dt.timedelta(days=1)))
         return found
 

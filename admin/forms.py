@@ -97,12 +97,13 @@ def _currency(form: FlaskForm, field: Field) -> None:
 
 
 def _optional_int(value: object) -> int | None:
-    if not isinstance(value, str | int):
-        return None
-    try:
+    """A chosen row's id: ASCII digits only, as in every route ("١", "+1" and " 1" are
+    not entity 1, though int() reads them so)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
-    except ValueError:
-        return None
+    return None
 
 
 def _day(label: str, *validators: object) -> DateField:

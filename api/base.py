@@ -6,9 +6,10 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import wraps
 from itertools import accumulate
 from typing import Any, NoReturn, TypeVar
@@ -21,6 +22,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from portal import apikeys, audit, db, hygiene, throttle
 from portal.models import ApiKey
 from portal.sync.schemas import describe
+from portal.web import MAX_ID
 
 PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=PREFIX)
@@ -78,7 +80,8 @@ def error_response(
     errors: list[dict[str, Any]] | None = None,
     retry_after: int | None = None,
 ) -> Response:
-    """The one error shape: {"error": {"code", "message", "field"}}."""
+    """The one error shape: {"error": {"code", "message", "field"}}; a 429 says in
+    Retry-After how many seconds to wait."""
     body: dict[str, Any] = {
         "code": code or ERROR_CODES.get(status, "error"),
         "message": message,
@@ -90,9 +93,8 @@ def error_response(
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-    if status == 429:
-        # RFC 9110: how long to wait, so that a client backs off for as long as it must.
-        response.headers["Retry-After"] = str(max(1, retry_after or 1))
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -127,21 +129,24 @@ def _presented_key() -> str | None:
 
 def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A valid, unrevoked key with `scope`: 401 without one, 403 without the scope, 429
-    over its budget. Wrong keys are budgeted per client IP, like every secret check."""
+    over its budget. Wrong keys are budgeted per client IP, like every secret check, and
+    apart from valid ones: a flood of wrong keys from an address (a NAT, a proxy, the
+    billing system's own host) must not lock out the valid key behind it. Keys are 256
+    random bits, so the budget bounds the noise of guessing, not its odds."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ip = audit.client_ip() or "unknown"
-            if not throttle.has_room("api-auth-failures", ip):
-                raise ApiError(
-                    429,
-                    "Too many failed attempts to authenticate. Wait and retry.",
-                    retry_after=throttle.retry_after("api-auth-failures", ip),
-                )
             presented = _presented_key()
             key = apikeys.authenticate(db.session(), presented) if presented else None
             if key is None:
+                ip = audit.client_ip() or "unknown"
+                if not throttle.has_room("api-auth-failures", ip):
+                    raise ApiError(
+                        429,
+                        "Too many failed attempts to authenticate. Wait and retry.",
+                        retry_after=throttle.retry_after("api-auth-failures", ip),
+                    )
                 throttle.spend("api-auth-failures", ip)
                 raise ApiError(
                     401,
@@ -196,6 +201,8 @@ def body(model: type[M]) -> M:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise ApiError(413, "The request body is too large.") from None
+    if not raw.strip():
+        raise ApiError(400, "The body is empty: send the record as a JSON object.")
     try:
         # RFC 8259: JSON between systems is UTF-8.
         text = raw.decode("utf-8")
@@ -206,7 +213,12 @@ def body(model: type[M]) -> M:
             400, f"The body is not valid JSON here: it nests deeper than {MAX_JSON_DEPTH} levels."
         )
     try:
-        data = json.loads(text, parse_float=_number)
+        data = json.loads(
+            text,
+            parse_constant=_not_json,
+            parse_float=_number,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}.") from None
     # NUL and lone surrogates can be neither stored nor encoded: refused before anything.
@@ -227,17 +239,34 @@ def body(model: type[M]) -> M:
     return parsed
 
 
-def _number(text: str) -> int | float:
+# Python's json reads more than RFC 8259 allows, and what it adds could only surprise
+# the sender: NaN and Infinity, 1e309 as infinity, and a repeated key as its last value.
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _number(literal: str) -> int | float:
     """A JSON number written with a fraction or exponent. JSON has one number type, and
     JSON Schema counts 1250.0 as the integer 1250: so does the API, read exactly from
-    the text. Any other stays a float, which every integer field refuses."""
-    try:
-        exact = Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the parser hands over JSON numbers only
-        return float(text)
-    if exact.is_finite() and abs(exact) <= 10**30 and exact == exact.to_integral_value():
-        return int(exact)
-    return float(text)
+    the text. Any other is a float, which every integer field refuses; one too large
+    for a float is refused here."""
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"{literal[:40]} is too large for a number")
+    if abs(number) <= 10**30:
+        exact = Decimal(literal)
+        if exact == exact.to_integral_value():
+            return int(exact)
+    return number
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        found[key] = value
+    return found
 
 
 def _unclean(field: str) -> NoReturn:
@@ -271,9 +300,14 @@ def invalid(exc: ValidationError) -> ApiError:
 # --- lists --------------------------------------------------------------------------
 
 
+# ASCII digits only: str.isdigit() and int() also take "²" (which int() then refuses)
+# and "١٢" (which it reads as 12), and int() refuses more than 4,300 digits.
+_LIMIT = re.compile(r"[0-9]{1,3}")
+
+
 def limit_arg() -> int:
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be a whole number from 1 to {MAX_LIMIT}.", field="limit")
     return int(raw)
 
@@ -292,7 +326,12 @@ def datetime_arg(name: str) -> dt.datetime | None:
             f"{name} must be an ISO 8601 time with a zone, like 2026-11-30T09:00:00Z.",
             field=name,
         )
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a time in year 0
+        raise ApiError(
+            400, f"{name} is outside the years 1 to 9999 once in UTC.", field=name
+        ) from None
 
 
 # What _encode_cursor gives out: URL-safe base64 without padding (empty: the first page).
@@ -310,6 +349,8 @@ def _decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
         stamp, row_id = json.loads(raw)
         when = dt.datetime.fromisoformat(stamp)
         if when.tzinfo is None or not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise ValueError
+        if not 1 <= row_id <= MAX_ID:  # beyond BIGINT the database would fail, not answer
             raise ValueError
     except (ValueError, TypeError, binascii.Error):
         raise ApiError(

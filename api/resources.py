@@ -16,7 +16,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 
 from api.base import ApiError, body, bp, current_key, page, record, requires
 from portal import clock, db, downloads, links
-from portal.actions import ActionError, Actor
+from portal.actions import ActionError, Actor, TooMany
 from portal.actions.contacts import update_contact
 from portal.models import (
     Account,
@@ -194,7 +194,8 @@ def _write(action: str, detail: str, apply: Callable[[], upsert.Upserted]) -> up
             raise ApiError(status, exc.message, field=exc.field) from None
         except ActionError as exc:
             session.rollback()
-            raise ApiError(exc.status, exc.message, field=exc.field) from None
+            wait = exc.retry_after if isinstance(exc, TooMany) else None
+            raise ApiError(exc.status, exc.message, field=exc.field, retry_after=wait) from None
         except IntegrityError:
             session.rollback()
             if attempt == 2:

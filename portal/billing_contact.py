@@ -14,6 +14,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+import math
 import secrets
 
 from flask import current_app
@@ -36,12 +37,17 @@ class Named(enum.StrEnum):
 
 
 class TooManyNamed(Exception):
-    """The bill group has named CONTACT_NAMED_LIMIT_PER_DAY addresses today."""
+    """The bill group has named CONTACT_NAMED_LIMIT_PER_DAY addresses today; the next
+    may be named in `retry_after` seconds."""
 
     message = (
         "Too many new billing contact addresses have been named for this bill group today. "
         "Try again tomorrow, or keep the current address."
     )
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(self.message)
+        self.retry_after = retry_after
 
 
 def token_hash(token: str) -> str:
@@ -96,14 +102,23 @@ def name_address(
         .limit(1)
     )
     if recent is None:
-        named_today = db.scalar(
-            select(func.count(ContactConfirmation.id)).where(
-                ContactConfirmation.bill_group_id == group.id,
-                ContactConfirmation.created_at > now - DAY,
-            )
+        today = (
+            ContactConfirmation.bill_group_id == group.id,
+            ContactConfirmation.created_at > now - DAY,
         )
-        if (named_today or 0) >= int(config["CONTACT_NAMED_LIMIT_PER_DAY"]):
-            raise TooManyNamed()
+        named_today = db.scalar(select(func.count(ContactConfirmation.id)).where(*today)) or 0
+        limit = int(config["CONTACT_NAMED_LIMIT_PER_DAY"])
+        if named_today >= limit:
+            # Room comes back when enough of today's names are a day old.
+            freeing = db.scalar(
+                select(ContactConfirmation.created_at)
+                .where(*today)
+                .order_by(ContactConfirmation.created_at)
+                .offset(named_today - limit)
+                .limit(1)
+            )
+            wait = (freeing + DAY - now).total_seconds() if freeing is not None else 0
+            raise TooManyNamed(max(1, math.ceil(wait)))
     retire(db, group, keep=address)
     contact.pending_email = address
     if recent is not None:

@@ -169,26 +169,39 @@ def has_room(budget: str, key: str) -> bool:
         return False
 
 
-def retry_after(budget: str, key: str) -> int:
-    """Whole seconds until every window of the budget has room again (at least 1), for
-    a 429's Retry-After; 60 when the storage cannot say."""
-    try:
-        waits = [
-            stats.reset_time - time.time()
-            for item in _limits(budget)
-            if (stats := limiter.limiter.get_window_stats(item, budget, key)).remaining <= 0
-        ]
-    except STORAGE_ERRORS:
-        return 60
-    return max(1, math.ceil(max(waits, default=1)))
-
-
 def spend(budget: str, key: str) -> None:
     try:
         for item in _limits(budget):
             limiter.limiter.hit(item, budget, key)
     except STORAGE_ERRORS:
         log.warning("rate-limit storage unavailable; could not count", exc_info=True)
+
+
+# When the storage cannot say: the shortest window any default budget has.
+RETRY_AFTER_UNKNOWN = 60
+
+
+def retry_after(budget: str, key: str) -> int:
+    """Whole seconds until the budget has room for `key` again: what a 429 sends as
+    Retry-After (RFC 9110), so that a well-behaved client waits exactly as long."""
+    now = time.time()
+    try:
+        stats = [limiter.limiter.get_window_stats(item, budget, key) for item in _limits(budget)]
+    except STORAGE_ERRORS:
+        return RETRY_AFTER_UNKNOWN
+    waits = [reset - now for reset, remaining in stats if remaining <= 0]
+    return max(1, math.ceil(max(waits, default=1)))
+
+
+def limiter_retry_after() -> int:
+    """The same for the Flask-Limiter limit this request broke (a 429 page)."""
+    try:
+        broken = limiter.current_limit
+        if broken is None:
+            return RETRY_AFTER_UNKNOWN
+        return max(1, broken.reset_at - int(time.time()))
+    except STORAGE_ERRORS:
+        return RETRY_AFTER_UNKNOWN
 
 
 # --- growing delays (staff sign-in) ---------------------------------------------------

@@ -9,9 +9,10 @@ from flask import Flask, Response, current_app, jsonify, render_template, reques
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import hygiene
+from portal import bodies, hygiene, throttle
 from portal.config import is_local
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ ERROR_TEXT = {
     404: ("Page not found", "The address may be mistyped, or the page is no longer available."),
     405: ("Something in that request was not right", "Go back and try again."),
     413: ("That was too large", "Send something smaller and try again."),
+    415: ("Something in that request was not right", "Go back and try again."),
     429: ("Too many attempts", "Wait a few minutes and try again."),
     500: ("Something went wrong", "We have been told. Try again in a few minutes."),
     503: ("The service is unavailable", "We are working on it. Try again in a few minutes."),
@@ -51,6 +53,11 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_NAME="session" if local else "__Host-session",
         PREFERRED_URL_SCHEME="http" if local else "https",
     )
+
+    # Bodies read whole, however framed, when refuse_bad_input asks for them.
+    app.request_class = bodies.Request
+    # Before any blueprint adds a rule: a rule takes its converters when it is added.
+    app.url_map.converters["int"] = IdConverter
 
     # First of the app's before_request functions (web.init_app runs before the other
     # extensions'), so no session lookup, throttle or CSRF check sees a bad value.
@@ -83,6 +90,19 @@ def init_app(app: Flask) -> None:
 # No row id is larger than PostgreSQL's BIGINT.
 MAX_ID = 2**63 - 1
 
+
+class IdConverter(IntegerConverter):
+    """<int:...> in every route: ASCII digits, at most MAX_ID, or the path matches no
+    route (404). Werkzeug's own takes any Unicode digit ("١٢" is 12: a second spelling
+    of every id) and any size (beyond BIGINT PostgreSQL answers "out of range", which
+    would read as an outage)."""
+
+    regex = r"[0-9]+"
+
+    def __init__(self, map: Map, fixed_digits: int = 0, min: int | None = None) -> None:
+        super().__init__(map, fixed_digits, min, MAX_ID)
+
+
 CONTROL_TITLE = "Something in that request was not right"
 CONTROL_ADVICE = (
     "It contained invisible or control characters (a line break, perhaps), or text that "
@@ -96,20 +116,22 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     query string or form, before any view, session lookup or query sees them.
 
     A bad path answers 404: the only paths routing admits them in are id segments
-    (/p/<public id>), and a malformed id must answer like every unknown one; so does a
-    numeric id too large for any row. A bad query or form value answers 400, as a page
-    or, under the API, as its JSON error. Form values are held to less
+    (/p/<public id>), and a malformed id must answer like every unknown one (a numeric
+    id too large for any row matches no route: IdConverter). A bad query or form value
+    answers 400, as a page or, under the API, as its JSON error. Form values are held to less
     (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
     next to the field, keeping what was typed.
     """
+    try:
+        # The body, read whole here (bodies.Request), before anything else can read it.
+        request.get_data(cache=True)
+    except HTTPException as exc:
+        return _refused_body(exc)
     environ = request.environ
     if not hygiene.clean_bytes(hygiene.wsgi_bytes(environ.get("PATH_INFO", ""))):
         if request.path.startswith("/p/"):
             # The customer face's one page for a portal link that leads nowhere.
             return _template_page("portal/unavailable.html", 404)
-        return error_page(404)
-    if any(isinstance(v, int) and v > MAX_ID for v in (request.view_args or {}).values()):
-        # Beyond BIGINT, PostgreSQL answers "out of range", which would read as an outage.
         return error_page(404)
     bad = not hygiene.clean_urlencoded(hygiene.wsgi_bytes(environ.get("QUERY_STRING", "")))
     if not bad and request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -129,6 +151,17 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     if as_json is not None:
         return as_json
     return _page(400, CONTROL_TITLE, CONTROL_ADVICE)
+
+
+def _refused_body(exc: HTTPException) -> tuple[str, int] | Response:
+    """A body too large, cut short or compressed (portal.bodies): the API says which."""
+    code = exc.code or 400
+    log.info("refused the body (%s): %s %s", code, request.method, request.endpoint)
+    as_json = _json_error(code, exc.description or ERROR_TEXT[400][0])
+    if as_json is not None:
+        return as_json
+    title, advice = ERROR_TEXT.get(code, ERROR_TEXT[400])
+    return _page(code, title, advice)
 
 
 def _template_page(template: str, code: int) -> tuple[str, int] | Response:
@@ -158,6 +191,7 @@ def _json_error(code: int, message: str) -> Response | None:
     if not prefixes or not request.path.startswith(prefixes):
         return None
     names = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    names |= {415: "unsupported_media_type"}
     names |= {429: "rate_limited", 500: "internal_error", 503: "unavailable"}
     response = jsonify(
         {"error": {"code": names.get(code, "error"), "message": message, "field": None}}
@@ -183,6 +217,8 @@ def _http_error(exc: HTTPException) -> BaseResponse | tuple[str, int]:
     else:
         page, code = shown
         response = Response(page, code, mimetype="text/html")
+    if exc.code == 429:  # Flask-Limiter's: when its broken limit has room again
+        response.headers["Retry-After"] = str(throttle.limiter_retry_after())
     if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response

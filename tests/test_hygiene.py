@@ -11,11 +11,12 @@ import logging
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from portal import hygiene
 from portal.access import add_rule
-from portal.models import BillGroup, StaffRole
+from portal.models import BillGroup, Invoice, StaffRole
 from tests.admin.conftest import PASSWORD, make_staff
 from tests.api.conftest import make_key
 from tests.conftest import csrf_token, sign_in
@@ -250,4 +251,37 @@ def test_a_huge_invoice_id_is_a_404_not_an_outage(customer, group, caplog, numbe
     for suffix in ("", ".pdf"):
         response = customer.get(f"/p/{group.public_id}/invoices/{number}{suffix}")
         assert response.status_code == 404
+    assert no_outage(caplog)
+
+
+# Werkzeug's <int:> took every Unicode digit ("١" was id 1) and any size; the portal's
+# IdConverter takes ASCII digits up to BIGINT, for every face.
+ODD_IDS = ["%D9%A1", "%EF%BC%91", "%C2%B9", str(2**63), "-1", "%2B1", "%201", "1.0", "1e309"]
+
+
+@pytest.mark.parametrize("spelling", ODD_IDS)
+def test_an_invoice_id_in_any_other_spelling_is_a_404(customer, group, db, caplog, spelling):
+    invoice_id = db.scalar(select(Invoice.id).where(Invoice.bill_group_id == group.id))
+    assert invoice_id == 1  # so that the spellings above would all have meant it
+    assert customer.get(f"/p/{group.public_id}/invoices/1").status_code == 200
+    for suffix in ("", ".pdf"):
+        response = customer.get(f"/p/{group.public_id}/invoices/{spelling}{suffix}")
+        assert response.status_code == 404
+        assert "Traceback" not in response.text
+    assert no_outage(caplog)
+
+
+@pytest.mark.parametrize("spelling", ODD_IDS)
+def test_a_staff_page_id_in_any_other_spelling_is_a_404(client, db, group, caplog, spelling):
+    user = make_staff(db, StaffRole.ADMIN)
+    good = client.get("/admin/sign-in")
+    client.post(
+        "/admin/sign-in",
+        data={"csrf_token": csrf_token(good.text), "email": user.email, "password": PASSWORD},
+    )
+    assert client.get(f"/admin/bill-groups/{group.id}").status_code == 200
+    for path in ("/admin/bill-groups/{}", "/admin/bill-groups/{}/audit", "/admin/staff/{}/edit"):
+        response = client.get(path.format(spelling))
+        assert response.status_code == 404, path
+        assert "<h1>" in response.text
     assert no_outage(caplog)

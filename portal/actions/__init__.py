@@ -127,7 +127,12 @@ class Forbidden(ActionError):
 
 
 class TooMany(ActionError):
-    """Over a limit that protects someone else (e.g. addresses named per day)."""
+    """Over a limit that protects someone else (e.g. addresses named per day);
+    `retry_after` is how many seconds until it has room again (a 429's Retry-After)."""
 
     status = 429
     code = "too_many"
+
+    def __init__(self, message: str, field: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message, field)
+        self.retry_after = retry_after

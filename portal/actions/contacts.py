@@ -122,7 +122,7 @@ def _save_billing(db: Session, actor: Actor, group: BillGroup, new: dict[str, An
             named = billing_contact.name_address(db, group, contact, asked, actor.name)
         except billing_contact.TooManyNamed as exc:
             savepoint.rollback()
-            raise TooMany(exc.message, field="email") from None
+            raise TooMany(exc.message, field="email", retry_after=exc.retry_after) from None
     after = {key: getattr(contact, key) for key in stored}
     changed = record_change(db, actor, group, "contact.billing.update", before, after)
     if not changed:

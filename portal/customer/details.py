@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import abort, current_app, flash, redirect, render_template
+from flask import abort, current_app, flash, make_response, redirect, render_template
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
@@ -92,7 +92,10 @@ def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseRespo
         except TooMany as exc:
             db.session().rollback()
             form.email.errors = [*form.email.errors, exc.message]
-            return _contact_form(form, contact_kind, existing, billing, exc.status)
+            page, status = _contact_form(form, contact_kind, existing, billing, exc.status)
+            refused = make_response(page, status)
+            refused.headers["Retry-After"] = str(exc.retry_after)
+            return refused
         else:
             if not saved.changed:
                 flash("Nothing changed.")

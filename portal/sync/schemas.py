@@ -276,6 +276,24 @@ Quantity = Annotated[
     ),
 ]
 Day = Annotated[dt.date, Field(description="ISO 8601 date, YYYY-MM-DD")]
+
+
+def _storable_time(value: dt.datetime) -> dt.datetime:
+    """A time that exists in UTC, where it is stored: 0001-01-01T00:00:00+01:00 is in
+    year 0 there, and would fail at the write instead of here."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("The time is outside the years 1 to 9999 once in UTC.") from None
+    return value
+
+
+Moment = Annotated[
+    dt.datetime,
+    AfterValidator(_storable_time),
+    Field(description="ISO 8601 with a time zone"),
+]
 Name200 = Annotated[
     StrictStr,
     Field(json_schema_extra=documented(200, required=True)),
@@ -551,7 +569,7 @@ class PaymentIn(Body):
     amount_minor: Annotated[StrictInt, Field(ge=1, le=MAX_MINOR)]
     currency: Currency
     status: PaymentStatus
-    received_at: Annotated[dt.datetime, Field(description="ISO 8601 with a time zone")]
+    received_at: Moment
     method_description: optional_text(100, "method description") = None  # type: ignore[valid-type]
     reference: optional_text(100, "reference") = None  # type: ignore[valid-type]
     payment_method: ExternalId | None = None

@@ -242,6 +242,9 @@ def test_create_a_bill_group(db, staff_client):
     [
         ({"entity_id": ""}, "Choose an entity."),
         ({"entity_id": "999"}, "Choose an entity."),
+        # Entity 1 exists: none of these is another way to write its id.
+        *(({"entity_id": odd}, "Choose an entity.") for odd in ("١", "１", "+1", " 1", "1.0")),
+        ({"entity_id": str(2**63)}, "Choose an entity."),
         ({"name": ""}, "Enter the bill group name."),
         ({"name": "x" * 201}, "at most 200 characters"),
         ({"name": "Acme\nEUR"}, "invisible or control characters"),

@@ -211,6 +211,20 @@ def test_filters(group, mixed, staff_client, query, expected):
     assert details(page.text) == expected
 
 
+def test_the_calendar_s_first_and_last_days_filter_like_any_other(group, mixed, staff_client):
+    """date_to=9999-12-31 asked for the day after it (OverflowError): a 500 page, and a
+    CSV cut off after its headers."""
+    viewer = staff_client(StaffRole.VIEWER)
+    everything = details(viewer.get(audit_url(group)).text)
+    assert len(everything) == 10
+    for query in ("?date_to=9999-12-31", "?date_from=0001-01-01&date_to=9999-12-31"):
+        page = viewer.get(audit_url(group, query))
+        assert page.status_code == 200 and details(page.text) == everything
+        download = viewer.get(audit_url(group, query.replace("?", ".csv?")))
+        assert len(csv_rows(download.text)) == 1 + len(everything)
+    assert details(viewer.get(audit_url(group, "?date_from=9999-12-31")).text) == []
+
+
 @pytest.mark.parametrize(
     ("query", "field", "message"),
     [

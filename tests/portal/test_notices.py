@@ -406,12 +406,15 @@ def test_a_bill_group_names_a_bounded_number_of_addresses_a_day(
 ):
     app.config["CONTACT_NAMED_LIMIT_PER_DAY"] = 2
     save_billing_contact(customer, group, email="one@acme.com")
+    clock.now += dt.timedelta(minutes=20)
     save_billing_contact(customer, group, email="two@acme.com")
 
     refused = save_billing_contact(customer, group, email="three@acme.com", name="Someone")
 
     assert refused.status_code == 429
     assert "Too many new billing contact addresses" in refused.text
+    # Room again when the first of today's two is a day old.
+    assert refused.headers["Retry-After"] == str(24 * 60 * 60 - 20 * 60)
     run_worker(app)
     assert smtp.to("three@acme.com") == []
     contact = contact_of(db, group)
