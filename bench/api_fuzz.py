@@ -30,11 +30,18 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 os.environ.pop("PORTAL_CONFIG", None)
 
-from werkzeug.serving import make_server  # noqa: E402
+from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
 from tests.api.fuzzing import PREFIX, fuzz_app  # noqa: E402
 
 PHASES = "examples,coverage,fuzzing,stateful"
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log line per request: schemathesis' report is the output."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 def figures(ndjson: Path) -> tuple[int, collections.Counter[str], list[str]]:
@@ -79,7 +86,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="api-fuzz-") as tmp:
         app, key = fuzz_app(Path(tmp) / "portal.db")
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         base = f"http://127.0.0.1:{server.server_port}"
         report_dir = Path(args.report_dir or tmp) / "schemathesis"

@@ -382,6 +382,24 @@ def _rule_schema(rules: dict[str, details.Rule], field: str) -> Callable[[dict[s
     )
 
 
+# The billing details, under the customer's form's rules (portal.details.BILLING_DETAILS).
+PoNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "po_number")),
+    AfterValidator(_detail(details.po_number)),
+]
+VatNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "vat_number")),
+    AfterValidator(_detail(details.vat_number)),
+]
+RegistrationNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "registration_number")),
+    AfterValidator(_detail(details.registration_number)),
+]
+
+
 # --- the records ------------------------------------------------------------------------
 
 
@@ -400,11 +418,7 @@ class EntityIn(Body):
         Field(json_schema_extra=enum_of(_countries)),
         AfterValidator(lambda v: None if v is None else _detail(details.country)(v)),
     ] = None
-    vat_number: Annotated[
-        StrictStr | None,
-        Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "vat_number")),
-        AfterValidator(_detail(details.vat_number)),
-    ] = None
+    vat_number: VatNumber = None
 
 
 class AccountIn(Body):
@@ -423,21 +437,9 @@ class BillGroupIn(Body):
     auto_pay: StrictBool = False
     portal_enabled: StrictBool = True
     # The customer's billing details form's rules (portal.details.BILLING_DETAILS).
-    po_number: Annotated[
-        StrictStr | None,
-        Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "po_number")),
-        AfterValidator(_detail(details.po_number)),
-    ] = None
-    vat_number: Annotated[
-        StrictStr | None,
-        Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "vat_number")),
-        AfterValidator(_detail(details.vat_number)),
-    ] = None
-    registration_number: Annotated[
-        StrictStr | None,
-        Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "registration_number")),
-        AfterValidator(_detail(details.registration_number)),
-    ] = None
+    po_number: PoNumber = None
+    vat_number: VatNumber = None
+    registration_number: RegistrationNumber = None
 
     @model_validator(mode="after")
     def _dates(self) -> BillGroupIn:

@@ -169,9 +169,10 @@ def invoice_body(number: str = "INV-1001", **overrides: Any) -> dict[str, Any]:
     return body | overrides
 
 
-def push_bill_group(api: Api) -> None:
-    """Entity, account, bill group, billing contact, product, subscription, invoice."""
-    for url, body in (
+def bill_group_records() -> list[tuple[str, dict[str, Any]]]:
+    """(path, body) of an entity, account, bill group, billing contact, product,
+    subscription and invoice, in the order they can be written."""
+    return [
         ("/entities/ent-1", ENTITY),
         ("/accounts/acc-1", ACCOUNT),
         ("/bill-groups/bg-1", BILL_GROUP),
@@ -179,7 +180,12 @@ def push_bill_group(api: Api) -> None:
         ("/products/prod-1", PRODUCT),
         ("/subscriptions/sub-1", SUBSCRIPTION),
         ("/invoices/inv-1", invoice_body()),
-    ):
+    ]
+
+
+def push_bill_group(api: Api) -> None:
+    """Entity, account, bill group, billing contact, product, subscription, invoice."""
+    for url, body in bill_group_records():
         response = api.put(url, body)
         assert response.status_code == 201, (url, response.get_json())
 

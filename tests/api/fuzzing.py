@@ -17,8 +17,7 @@ from portal import apikeys
 from portal import db as portal_db
 from portal.app import create_app
 from portal.db import Base
-
-PREFIX = "/api/v1"
+from tests.api.conftest import PREFIX, bill_group_records
 
 FUZZ_CONFIG: dict[str, Any] = {
     "TESTING": True,
@@ -33,54 +32,10 @@ FUZZ_CONFIG: dict[str, Any] = {
     "MAIL_TRANSPORT": "console",
 }
 
-# One of each record, so that reads, filters and the stateful phase find something.
+# One of each record (tests/api/conftest.py's bill group, and a payment method and a
+# payment), so that reads, filters and the stateful phase find something.
 SEED: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("/entities/ent-1", {"name": "Northwind Cloud", "support_email": "billing@northwind.example"}),
-    ("/accounts/acc-1", {"name": "Acme Holdings"}),
-    (
-        "/bill-groups/bg-1",
-        {
-            "account": "acc-1",
-            "entity": "ent-1",
-            "name": "Acme EU",
-            "currency": "EUR",
-            "billing_frequency": "monthly",
-            "contract_start": "2026-01-01",
-        },
-    ),
-    (
-        "/bill-groups/bg-1/contacts/billing",
-        {"name": "Accounts Payable", "line1": "1 Main Street", "city": "Dublin", "country": "IE"},
-    ),
-    ("/products/prod-1", {"entity": "ent-1", "name": "Platform seat"}),
-    (
-        "/subscriptions/sub-1",
-        {
-            "bill_group": "bg-1",
-            "status": "active",
-            "period": "monthly",
-            "start_date": "2026-01-01",
-            "items": [{"product": "prod-1", "quantity": 2, "unit_price_minor": 2500}],
-        },
-    ),
-    (
-        "/invoices/inv-1",
-        {
-            "bill_group": "bg-1",
-            "number": "INV-1",
-            "status": "open",
-            "issue_date": "2026-11-01",
-            "due_date": "2026-12-01",
-            "lines": [
-                {
-                    "description": "Seats",
-                    "quantity": "2",
-                    "unit_price_minor": 2500,
-                    "amount_minor": 5000,
-                }
-            ],
-        },
-    ),
+    *bill_group_records(),
     (
         "/payment-methods/pm-1",
         {
