@@ -305,10 +305,12 @@ def _created(schema: str) -> dict[str, Any]:
     }
 
 
-# Every operation can meet a key that is missing, wrong or short of a scope, a spent
-# budget, and a database that is down; 401 and 429 are answered before the route is.
-READ_ERRORS = (401, 403, 429, 503)
-WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+# Every operation can meet a query string with control characters (400), a body that is
+# too large, cut short or compressed (413, 400, 415: bodies are read whole before any
+# view, portal.bodies), a key that is missing, wrong or short of a scope, a spent
+# budget, and a database that is down.
+READ_ERRORS = (400, 401, 403, 413, 415, 429, 503)
+WRITE_ERRORS = (*READ_ERRORS, 404, 409, 422)
 EXTERNAL_ID = {
     "name": "external_id",
     "in": "path",
@@ -395,7 +397,7 @@ def _paths() -> dict[str, Any]:
                 "read",
                 {
                     "200": {"description": "A page", **_json(_list_of(schema))},
-                    **_errors(400, *READ_ERRORS),
+                    **_errors(*READ_ERRORS),
                 },
                 parameters=[*LIST_PARAMETERS, *(_filter(f) for f in FILTERS.get(name, []))],
                 tag=tag,
@@ -465,7 +467,7 @@ def _paths() -> dict[str, Any]:
             "read",
             {
                 "200": {"description": "A page", **_json(_list_of("Contact"))},
-                **_errors(400, *READ_ERRORS),
+                **_errors(*READ_ERRORS),
             },
             parameters=[*LIST_PARAMETERS, _filter("bill_group")],
             tag="contacts",

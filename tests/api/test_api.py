@@ -700,3 +700,14 @@ def test_a_database_that_is_down_is_a_json_503():
     assert response.status_code == 503
     assert error_of(response)["code"] == "unavailable"
     assert "Traceback" not in response.text
+
+
+def test_what_any_operation_can_answer_is_documented_for_it(api):
+    """A control character in the query and a compressed body are refused before any
+    view, on reads too; the `api` client fails a status the document does not list."""
+    push_bill_group(api)
+    assert api.get("/accounts/acc-1?x=%01").status_code == 400
+    compressed = api.request(
+        "GET", "/bill-groups/bg-1/portal-link", data=b"x", headers={"Content-Encoding": "gzip"}
+    )
+    assert compressed.status_code == 415
