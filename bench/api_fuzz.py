@@ -45,7 +45,8 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def figures(ndjson: Path) -> tuple[int, collections.Counter[str], list[str]]:
-    """Requests sent, distinct failures by check, and their one-line titles."""
+    """Requests sent, distinct failures by check (every check that ran, 0 included),
+    and their one-line titles."""
     requests = 0
     by_check: collections.Counter[str] = collections.Counter()
     titles: list[str] = []
@@ -59,6 +60,7 @@ def figures(ndjson: Path) -> tuple[int, collections.Counter[str], list[str]]:
         requests += len(recorder.get("interactions", {}))
         for case_checks in recorder.get("checks", {}).values():
             for check in case_checks:
+                by_check[check["name"]] += 0
                 if check.get("status") != "failure":
                     continue
                 failure = check.get("failure_info") or {}
@@ -129,7 +131,7 @@ def main() -> int:
             return returncode or 1
         requests, by_check, titles = figures(ndjson)
     print()
-    print(f"requests sent: {requests}")
+    print(f"requests sent (test cases): {requests}")
     print(f"distinct failures: {sum(by_check.values())}")
     for name, count in sorted(by_check.items()):
         print(f"  {name}: {count}")
