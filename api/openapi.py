@@ -691,6 +691,31 @@ def _link(operation_id: str, description: str, **parameters: str) -> dict[str, A
     return {"operationId": operation_id, "parameters": parameters, "description": description}
 
 
+def _child(operation_id: str, field: str, what: str) -> dict[str, Any]:
+    """A link to writing a record that refers to this one by `field` in its body."""
+    return {
+        "operationId": operation_id,
+        "requestBody": {field: "$request.path.external_id"},
+        "description": f"Write {what} that belongs to it",
+    }
+
+
+# Records whose body names a parent by external id: parent resource -> links.
+CHILDREN: dict[str, dict[str, dict[str, Any]]] = {
+    "entities": {
+        "PutBillGroup": _child("putBillGroup", "entity", "a bill group"),
+        "PutProduct": _child("putProduct", "entity", "a product"),
+    },
+    "accounts": {"PutBillGroup": _child("putBillGroup", "account", "a bill group")},
+    "bill-groups": {
+        "PutSubscription": _child("putSubscription", "bill_group", "a subscription"),
+        "PutInvoice": _child("putInvoice", "bill_group", "an invoice"),
+        "PutPayment": _child("putPayment", "bill_group", "a payment"),
+        "PutPaymentMethod": _child("putPaymentMethod", "bill_group", "a payment method"),
+    },
+}
+
+
 def _add_links(paths: dict[str, Any]) -> None:
     """Responses that name a record link to the operations that use it: the record
     written is read back, its children are written under it, a rule created is deleted."""
@@ -713,6 +738,7 @@ def _add_links(paths: dict[str, Any]) -> None:
             }
         if name == "invoices":
             links["GetInvoicePdf"] = _link("getInvoicePdf", "The invoice's PDF", **_SAME_ID)
+        links |= CHILDREN.get(name, {})
         put = paths[f"/{name}/{{external_id}}"]["put"]["responses"]
         for status in ("200", "201"):
             put[status]["links"] = links
