@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 
-.PHONY: demo test test-e2e lint wheel-smoke install clean
+.PHONY: demo test test-e2e lint wheel-smoke install clean schemathesis
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,13 @@ node_modules/.package-lock.json: package-lock.json
 test-e2e: install node_modules/.package-lock.json
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+## The long schemathesis run against the API's own document: every check, every phase
+## (stateful included), SCHEMATHESIS_EXAMPLES per operation; prints requests and failures
+## by check. The suite runs a bounded slice (tests/api/test_schemathesis.py).
+SCHEMATHESIS_EXAMPLES ?= 500
+schemathesis: install
+	$(PY) bench/api_fuzz.py --max-examples $(SCHEMATHESIS_EXAMPLES) $(SCHEMATHESIS_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -42,4 +49,4 @@ wheel-smoke:
 	.ci/wheel-smoke
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis node_modules artifacts
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis .schemathesis node_modules artifacts

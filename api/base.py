@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from functools import wraps
 from itertools import accumulate
 from typing import Any, NoReturn, TypeVar
@@ -204,7 +205,7 @@ def body(model: type[M]) -> M:
         data = json.loads(
             text,
             parse_constant=_not_json,
-            parse_float=_finite_float,
+            parse_float=_number,
             object_pairs_hook=_unique_keys,
         )
     except (ValueError, RecursionError) as exc:
@@ -233,10 +234,18 @@ def _not_json(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not a JSON number")
 
 
-def _finite_float(literal: str) -> float:
+def _number(literal: str) -> int | float:
+    """A JSON number written with a fraction or exponent. JSON has one number type, and
+    JSON Schema counts 1250.0 as the integer 1250: so does the API, read exactly from
+    the text. Any other is a float, which every integer field refuses; one too large
+    for a float is refused here."""
     number = float(literal)
     if not math.isfinite(number):
         raise ValueError(f"{literal[:40]} is too large for a number")
+    if abs(number) <= 10**30:
+        exact = Decimal(literal)
+        if exact == exact.to_integral_value():
+            return int(exact)
     return number
 
 
@@ -312,6 +321,10 @@ def datetime_arg(name: str) -> dt.datetime | None:
         raise ApiError(
             400, f"{name} is outside the years 1 to 9999 once in UTC.", field=name
         ) from None
+
+
+# What _encode_cursor gives out: URL-safe base64 without padding (empty: the first page).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
 
 
 def _encode_cursor(position: tuple[int, int]) -> str:

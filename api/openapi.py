@@ -16,9 +16,10 @@ from flask import Response, jsonify
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from api.base import DEFAULT_LIMIT, ERROR_CODES, MAX_LIMIT, PREFIX, bp
+from api.base import CURSOR_PATTERN, DEFAULT_LIMIT, ERROR_CODES, MAX_LIMIT, PREFIX, bp
 from portal import webhooks
 from portal.sync import schemas
+from portal.web import MAX_ID
 
 
 class Out(BaseModel):
@@ -276,15 +277,57 @@ def _feed_of(name: str) -> dict[str, Any]:
     }
 
 
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: a query parameter, or a body that is not JSON, UTF-8 or clean text",
+    404: "Not found",
+    409: "Conflict with another record, or with the record's current state",
+    413: "The request body is larger than the portal accepts",
+    415: "The body is not sent as application/json",
+    422: (
+        "The body breaks a rule: one the schema states, or one it cannot (a reference to a "
+        "record that does not exist, a VAT number's check digits, an address the email rules "
+        "refuse, dates or totals that do not agree)"
+    ),
+    429: "Too many requests from this key, or too many failed keys from this client",
+    503: "The portal's database is unavailable; retry later",
+}
+HEADERS: dict[str, dict[str, Any]] = {
+    "Location": {
+        "description": "Where the new record is read from (a path under the API).",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds until the budget that was spent has room again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status in statuses:
+        description = ERROR_DESCRIPTIONS.get(status, ERROR_CODES[status].replace("_", " "))
+        responses[str(status)] = {"description": description, **_json(_ref("Error"))}
+        if status == 429:
+            responses[str(status)]["headers"] = {"Retry-After": HEADERS["Retry-After"]}
+    return responses
+
+
+def _created(schema: str) -> dict[str, Any]:
     return {
-        str(status): {"description": ERROR_CODES[status].replace("_", " "), **_json(_ref("Error"))}
-        for status in statuses
+        "description": "Created",
+        "headers": {"Location": {**HEADERS["Location"], "required": True}},
+        **_json(_ref(schema)),
     }
 
 
-READ_ERRORS = (401, 403, 429)
-WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429)
+# Every operation can meet a query string with control characters (400), a body that is
+# too large, cut short or compressed (413, 400, 415: bodies are read whole before any
+# view, portal.bodies), a key that is missing, wrong or short of a scope, a spent
+# budget, and a database that is down.
+READ_ERRORS = (400, 401, 403, 413, 415, 429, 503)
+WRITE_ERRORS = (*READ_ERRORS, 404, 409, 422)
 EXTERNAL_ID = {
     "name": "external_id",
     "in": "path",
@@ -307,8 +350,11 @@ LIST_PARAMETERS = [
     {
         "name": "cursor",
         "in": "query",
-        "schema": {"type": "string"},
-        "description": "Where to continue: a next_cursor or resume_cursor from this list.",
+        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+        "description": (
+            "Where to continue: a next_cursor or resume_cursor from this list "
+            "(empty: the first page)."
+        ),
     },
     {
         "name": "updated_since",
@@ -327,8 +373,11 @@ def _filter(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
-        "schema": {"type": "string"},
-        "description": f"Only records of the {name.replace('_', ' ')} with this external id.",
+        "schema": {"type": "string", "pattern": schemas.EXTERNAL_ID_PATTERN},
+        "description": (
+            f"Only records of the {name.replace('_', ' ')} with this external id "
+            "(none, when there is no such record)."
+        ),
     }
 
 
@@ -372,7 +421,7 @@ def _paths() -> dict[str, Any]:
                 "read",
                 {
                     "200": {"description": "A page", **_json(_feed_of(schema))},
-                    **_errors(400, *READ_ERRORS),
+                    **_errors(*READ_ERRORS),
                 },
                 parameters=[*LIST_PARAMETERS, *(_filter(f) for f in FILTERS.get(name, []))],
                 tag=tag,
@@ -396,7 +445,7 @@ def _paths() -> dict[str, Any]:
                 "write",
                 {
                     "200": {"description": "Updated (or unchanged)", **_json(_ref(schema))},
-                    "201": {"description": "Created", **_json(_ref(schema))},
+                    "201": _created(schema),
                     **_errors(*WRITE_ERRORS),
                 },
                 parameters=[EXTERNAL_ID],
@@ -442,7 +491,7 @@ def _paths() -> dict[str, Any]:
             "read",
             {
                 "200": {"description": "A page", **_json(_feed_of("Contact"))},
-                **_errors(400, *READ_ERRORS),
+                **_errors(*READ_ERRORS),
             },
             parameters=[*LIST_PARAMETERS, _filter("bill_group")],
             tag="contacts",
@@ -479,7 +528,7 @@ def _paths() -> dict[str, Any]:
             "write",
             {
                 "200": {"description": "Updated (or unchanged)", **_json(_ref("Contact"))},
-                "201": {"description": "Created", **_json(_ref("Contact"))},
+                "201": _created("Contact"),
                 **_errors(*WRITE_ERRORS),
             },
             parameters=[EXTERNAL_ID, KIND],
@@ -487,7 +536,12 @@ def _paths() -> dict[str, Any]:
             tag="contacts",
         ),
     }
-    rule_id = {"name": "rule_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    rule_id = {
+        "name": "rule_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+    }
     paths["/bill-groups/{external_id}/access-rules"] = {
         "get": _operation(
             "listAccessRules",
@@ -505,7 +559,7 @@ def _paths() -> dict[str, Any]:
             "Add one domain or address rule; overlaps are refused with 409",
             "write",
             {
-                "201": {"description": "Added", **_json(_ref("AccessRule"))},
+                "201": {**_created("AccessRule"), "description": "Added"},
                 **_errors(*WRITE_ERRORS),
             },
             parameters=[EXTERNAL_ID],
@@ -526,6 +580,229 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
+# --- webhooks ----------------------------------------------------------------------------
+
+# What each event's data.object is (portal.events): the record as the API serialises it.
+EVENT_OBJECTS: dict[str, dict[str, Any]] = {
+    "portal.signed_in": {"type": "null"},
+    "contact.updated": _ref("Contact"),
+    "billing_details.updated": _ref("BillingDetails"),
+    "payment_method.added": _ref("PaymentMethod"),
+    "payment_method.default_changed": _ref("PaymentMethod"),
+    "access_rule.created": _ref("AccessRule"),
+    "access_rule.deleted": _ref("AccessRule"),
+}
+EVENT_SUMMARIES = {
+    "portal.signed_in": "A customer signed in to a bill group's portal",
+    "contact.updated": "A billing or shipping contact was created or changed",
+    "billing_details.updated": "The PO, VAT or registration number changed",
+    "payment_method.added": "A payment method was added",
+    "payment_method.default_changed": "Another payment method became the default",
+    "access_rule.created": "An access rule was added",
+    "access_rule.deleted": "An access rule was removed (the rule as it was)",
+}
+
+
+class BillingDetails(Out):
+    po_number: str | None
+    vat_number: str | None
+    registration_number: str | None
+
+
+class EventBillGroup(Out):
+    external_id: str | None
+    name: str
+    public_id: str
+
+
+class PersonActor(Out):
+    type: Literal["customer", "staff"]
+    email: str
+
+
+class KeyActor(Out):
+    type: Literal["api"]
+    key: str
+
+
+class NamedActor(Out):
+    type: Literal["import", "system"]
+    name: str
+
+
+EVENT_PARTS: list[type[Out]] = [BillingDetails, EventBillGroup, PersonActor, KeyActor, NamedActor]
+
+
+def _event_schema(event_type: str) -> dict[str, Any]:
+    """The payload portal.webhooks.emit sends for this event type."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "type", "api_version", "created_at", "data"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "pattern": "^evt_[0-9a-f]{24}$",
+                "description": "The same on every retry and resend: deduplicate by it.",
+            },
+            "type": {"const": event_type},
+            "api_version": {"const": "v1"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "data": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["actor", "object"],
+                "properties": {
+                    "actor": {"oneOf": [_ref("PersonActor"), _ref("KeyActor"), _ref("NamedActor")]},
+                    "object": EVENT_OBJECTS[event_type],
+                    "bill_group": _ref("EventBillGroup"),
+                    "changed": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "The fields that changed.",
+                    },
+                },
+            },
+        },
+    }
+
+
+def _webhooks() -> dict[str, Any]:
+    headers = [
+        {
+            "name": webhooks.SIGNATURE_HEADER,
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"},
+            "description": (
+                "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<body>' keyed with the "
+                "endpoint's secret>. Reject a t more than "
+                f"{webhooks.REPLAY_WINDOW} seconds away from your clock."
+            ),
+        },
+        {"name": "Portal-Event-Id", "in": "header", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "Portal-Event-Type",
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "enum": list(webhooks.EVENT_TYPES)},
+        },
+    ]
+    return {
+        event_type: {
+            "post": {
+                "operationId": f"webhook_{event_type.replace('.', '_')}",
+                "summary": EVENT_SUMMARIES[event_type],
+                "description": (
+                    "POSTed to each endpoint subscribed to this event, signed; retried with "
+                    "backoff until the endpoint answers 2xx."
+                ),
+                "parameters": headers,
+                "requestBody": {"required": True, **_json(_event_schema(event_type))},
+                "responses": {"2XX": {"description": "Received; any other answer is retried"}},
+            }
+        }
+        for event_type in webhooks.EVENT_TYPES
+    }
+
+
+# --- links, for clients and for stateful testing -----------------------------------------
+
+_SAME_ID = {"external_id": "$request.path.external_id"}
+
+
+def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": parameters, "description": description}
+
+
+def _child(operation_id: str, field: str, what: str) -> dict[str, Any]:
+    """A link to writing a record that refers to this one by `field` in its body."""
+    return {
+        "operationId": operation_id,
+        "requestBody": {field: "$request.path.external_id"},
+        "description": f"Write {what} that belongs to it",
+    }
+
+
+# Records whose body names a parent by external id: parent resource -> links.
+CHILDREN: dict[str, dict[str, dict[str, Any]]] = {
+    "entities": {
+        "PutBillGroup": _child("putBillGroup", "entity", "a bill group"),
+        "PutProduct": _child("putProduct", "entity", "a product"),
+    },
+    "accounts": {"PutBillGroup": _child("putBillGroup", "account", "a bill group")},
+    "bill-groups": {
+        "PutSubscription": _child("putSubscription", "bill_group", "a subscription"),
+        "PutInvoice": _child("putInvoice", "bill_group", "an invoice"),
+        "PutPayment": _child("putPayment", "bill_group", "a payment"),
+        "PutPaymentMethod": _child("putPaymentMethod", "bill_group", "a payment method"),
+    },
+}
+
+
+def _add_links(paths: dict[str, Any]) -> None:
+    """Responses that name a record link to the operations that use it: the record
+    written is read back, its children are written under it, a rule created is deleted."""
+    for name, out in RECORDS.items():
+        schema = out.__name__
+        links = {
+            f"Get{schema}": _link(f"get{schema}", f"Read the {schema} back", **_SAME_ID),
+        }
+        if name == "bill-groups":
+            links |= {
+                "PutContact": _link("putContact", "Give the bill group a contact", **_SAME_ID),
+                "CreateAccessRule": _link(
+                    "createAccessRule", "Let people in to the bill group", **_SAME_ID
+                ),
+                "ListAccessRules": _link("listAccessRules", "Who may sign in", **_SAME_ID),
+                "GetPortalLink": _link("getPortalLink", "The link to send", **_SAME_ID),
+                "ListBillGroupContacts": _link(
+                    "listBillGroupContacts", "The bill group's contacts", **_SAME_ID
+                ),
+            }
+        if name == "invoices":
+            links["GetInvoicePdf"] = _link("getInvoicePdf", "The invoice's PDF", **_SAME_ID)
+        links |= CHILDREN.get(name, {})
+        put = paths[f"/{name}/{{external_id}}"]["put"]["responses"]
+        for status in ("200", "201"):
+            put[status]["links"] = links
+    contact = paths["/bill-groups/{external_id}/contacts/{kind}"]["put"]["responses"]
+    for status in ("200", "201"):
+        contact[status]["links"] = {
+            "GetContact": _link(
+                "getContact",
+                "Read the contact back",
+                external_id="$request.path.external_id",
+                kind="$request.path.kind",
+            )
+        }
+    created = paths["/bill-groups/{external_id}/access-rules"]["post"]["responses"]["201"]
+    created["links"] = {
+        "DeleteAccessRule": _link(
+            "deleteAccessRule",
+            "Remove the rule just added",
+            external_id="$request.path.external_id",
+            rule_id="$response.body#/id",
+        )
+    }
+
+
+def _hygiene(schema: Any) -> None:
+    """Every string a body may carry is refused with a control character in it
+    (api.base.body, portal.hygiene): say so on each text field that has no stricter
+    pattern, list or format of its own."""
+    if isinstance(schema, list):
+        for item in schema:
+            _hygiene(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"pattern", "enum", "format", "const"} & set(schema):
+        schema["pattern"] = schemas.hygiene_pattern()
+    for value in schema.values():
+        _hygiene(value)
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     _, inputs = models_json_schema(
@@ -536,7 +813,15 @@ def document() -> dict[str, Any]:
         [(model, "serialization") for model in OUTPUTS],
         ref_template="#/components/schemas/{model}",
     )
-    components = {**inputs.get("$defs", {}), **outputs.get("$defs", {})}
+    _, parts = models_json_schema(
+        [(model, "serialization") for model in EVENT_PARTS],
+        ref_template="#/components/schemas/{model}",
+    )
+    request_schemas = inputs.get("$defs", {})
+    _hygiene(request_schemas)
+    components = {**request_schemas, **outputs.get("$defs", {}), **parts.get("$defs", {})}
+    paths = _paths()
+    _add_links(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -546,15 +831,19 @@ def document() -> dict[str, Any]:
                 "Keep the portal in step with your billing system. Authenticate with "
                 "`Authorization: Bearer <key>` (admins create keys under Staff → API keys). "
                 "PUT is an idempotent upsert by your own external id; money is integer "
-                "minor units; lists are change feeds in commit order with cursor pagination: "
-                "resume from resume_cursor to read every change at least once. "
-                f"Webhook events: {', '.join(webhooks.EVENT_TYPES)}; each is signed with "
+                "minor units, a JSON number without a fraction (1250 or 1250.0, never 12.5); "
+                "lists are change feeds in commit order with cursor pagination: resume from "
+                "resume_cursor to read every change at least once. Text never "
+                "holds control characters (tab, CR and LF only where a field says so) or "
+                "lone surrogates. The webhooks section lists every event the portal sends, "
+                "each signed with "
                 "`Portal-Signature: t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>`."
             ),
         },
         "servers": [{"url": PREFIX}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": paths,
+        "webhooks": _webhooks(),
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

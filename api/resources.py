@@ -143,10 +143,22 @@ def _one(resource: Resource, external_id: str) -> Any:
     return found
 
 
+def parent_filter(parameter: str) -> str | None:
+    """A ?bill_group= or ?account= value: an external id, or 400 (as documented)."""
+    value = request.args.get(parameter)
+    if value is not None and not schemas.is_external_id(value):
+        raise ApiError(
+            400,
+            f"{parameter} must be an external id: 1-100 of A-Z a-z 0-9 . _ : -",
+            field=parameter,
+        )
+    return value
+
+
 def _filtered(resource: Resource) -> Any:
     query = select(resource.model).options(*resource.options)
     for parameter, parent, column in resource.filters:
-        value = request.args.get(parameter)
+        value = parent_filter(parameter)
         if value is None:
             continue
         parent_id = db.session().scalar(select(parent.id).where(parent.external_id == value))
@@ -283,7 +295,7 @@ CONTACT_OPTIONS = (selectinload(Contact.bill_group),)
 @requires("read")
 def list_contacts() -> Response:
     query = select(Contact).options(*CONTACT_OPTIONS)
-    value = request.args.get("bill_group")
+    value = parent_filter("bill_group")
     if value is not None:
         group_id = db.session().scalar(select(BillGroup.id).where(BillGroup.external_id == value))
         query = query.where(Contact.bill_group_id == (group_id if group_id is not None else -1))
@@ -333,4 +345,10 @@ def put_contact(external_id: str, kind: str) -> tuple[Response, int]:
     db.session().expire_all()
     fresh = bill_group_or_404(external_id).contact(ContactKind(kind))
     assert fresh is not None  # written just now
-    return jsonify(serialize.contact(fresh)), 201 if result.created else 200
+    response = jsonify(serialize.contact(fresh))
+    if result.created:
+        # As every other 201 does: where the new record is read from.
+        response.headers["Location"] = url_for(
+            "api.get_contact", external_id=external_id, kind=kind
+        )
+    return response, 201 if result.created else 200

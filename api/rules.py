@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response, jsonify, url_for
 
 from api.base import ApiError, acting_key, body, bp, requires
 from api.resources import bill_group_or_404
@@ -46,7 +46,11 @@ def create_rule(external_id: str) -> tuple[Response, int]:
     except ActionError as exc:  # an overlap's message names the redundant rules
         raise _refused(exc, field="value") from None
     session.commit()
-    return jsonify(serialize.access_rule(added.rule)), 201
+    response = jsonify(serialize.access_rule(added.rule))
+    response.headers["Location"] = url_for(
+        "api.delete_rule", external_id=external_id, rule_id=added.rule.id
+    )
+    return response, 201
 
 
 @bp.delete("/bill-groups/<external_id>/access-rules/<int:rule_id>")

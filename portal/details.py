@@ -41,21 +41,36 @@ class InvalidFields(Invalid):
         self.errors = dict(errors)
 
 
-_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ./_#()-]*$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()./-]{4,38}$")
+# Character classes of the PO/registration and phone rules, kept apart so that the API
+# document can say the same rule as a pattern (portal.sync.schemas.text_pattern).
+REFERENCE_FIRST = "A-Za-z0-9"
+REFERENCE_REST = "A-Za-z0-9 ./_#()-"
+_REFERENCE = re.compile(f"^[{REFERENCE_FIRST}][{REFERENCE_REST}]*$")
+PHONE_FIRST = r"\+?[0-9]"
+PHONE_REST = "0-9 ()./-"
+PHONE_REST_LENGTH = (4, 38)
+_PHONE = re.compile(
+    f"^{PHONE_FIRST}[{PHONE_REST}]{{{PHONE_REST_LENGTH[0]},{PHONE_REST_LENGTH[1]}}}$"
+)
+# Unicode categories no one-line text may contain: controls, format characters (zero-width
+# and direction marks among them) and the line and paragraph separators.
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _NON_EU = {"GB": gb_vat, "CH": ch_vat, "NO": no_vat}
 _EU = {code.upper() for code in eu_vat.MEMBER_STATES}
 
 
 def clean_text(value: str | None, *, max_length: int, what: str) -> str | None:
-    """Trimmed single-line text, or None when empty; no control characters."""
+    """Trimmed single-line text, or None when empty; no control characters. The length
+    counts the value as given, spaces around it included, as an input's maxlength and a
+    schema's maxLength do, so that what the forms, the API document and this rule allow
+    is one thing."""
+    if len(value or "") > max_length:
+        raise DetailError(f"The {what} can be at most {max_length} characters.")
     text = (value or "").strip()
     if not text:
         return None
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text):
+    if any(unicodedata.category(ch) in FORBIDDEN_CATEGORIES for ch in text):
         raise DetailError(f"The {what} contains characters that are not allowed.")
-    if len(text) > max_length:
-        raise DetailError(f"The {what} can be at most {max_length} characters.")
     return text
 
 

@@ -15,6 +15,7 @@ from babel.numbers import (
     format_percent,
     get_currency_precision,
     is_currency,
+    list_currencies,
 )
 from flask import Flask
 
@@ -38,6 +39,11 @@ def babel_locale(identifier: str) -> Locale:
 def _known_currency(code: str) -> bool:
     # is_currency builds the set of every currency Babel knows on each call.
     return is_currency(code)
+
+
+def currency_codes() -> list[str]:
+    """Every code check_currency accepts (upper case), sorted: the API document's list."""
+    return sorted(code for code in list_currencies() if len(code) == 3 and _known_currency(code))
 
 
 def check_currency(code: str) -> str:

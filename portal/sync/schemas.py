@@ -9,7 +9,11 @@ pages refuse. Checks that need the database (references, uniqueness) are in upse
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import sys
+import unicodedata
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -23,10 +27,11 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
-from portal import details
+from portal import details, hygiene
 from portal.access import AccessError, canonical_email
 from portal.models import (
     BillingFrequency,
@@ -36,7 +41,7 @@ from portal.models import (
     PaymentStatus,
     SubscriptionStatus,
 )
-from portal.money import MoneyError, check_currency
+from portal.money import MoneyError, check_currency, currency_codes
 
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$"
 _EXTERNAL_ID = re.compile(EXTERNAL_ID_PATTERN)
@@ -47,6 +52,115 @@ MAX_ITEMS = 200
 
 def is_external_id(value: str) -> bool:
     return bool(_EXTERNAL_ID.match(value))
+
+
+# --- the text rules as JSON Schema patterns -----------------------------------------------
+#
+# portal.details.clean_text trims the value, then refuses FORBIDDEN_CATEGORIES in what is
+# left; the body's hygiene check (portal.hygiene.JSON_FORBIDDEN) refuses its characters
+# anywhere. The patterns below are built from those two definitions, not copied from
+# them, so the document cannot say one thing while the rules do another.
+
+
+def _escape(code: int) -> str:
+    # Astral characters stay literal: the pattern dialects disagree on how to escape them.
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+def _class(codes: list[int]) -> str:
+    """A regex character class body for these code points, as ranges."""
+    parts: list[str] = []
+    start = prev = None
+    for code in [*sorted(codes), None]:
+        if code is not None and prev is not None and code == prev + 1:
+            prev = code
+            continue
+        if start is not None and prev is not None:
+            parts.append(_escape(start) if start == prev else f"{_escape(start)}-{_escape(prev)}")
+        start = prev = code
+    return "".join(parts)
+
+
+@functools.cache
+def _text_classes() -> tuple[str, str, str]:
+    """(forbidden, spaces, trimmed): the characters no text may hold, those the trim
+    removes, and of those the ones the body's hygiene check lets through."""
+    forbidden, spaces, trimmed = [], [], []
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs":
+            continue  # never in UTF-8; a lone escape is refused by the hygiene check
+        refused_anywhere = hygiene.JSON_FORBIDDEN.search(char) is not None
+        if unicodedata.category(char) in details.FORBIDDEN_CATEGORIES or refused_anywhere:
+            forbidden.append(code)
+        if char.isspace():
+            spaces.append(code)
+            if not refused_anywhere:
+                trimmed.append(code)
+    return _class(forbidden), _class(spaces), _class(trimmed)
+
+
+@functools.cache
+def hygiene_pattern() -> str:
+    """What any string in a body may hold: none of hygiene.JSON_FORBIDDEN."""
+    refused = [code for code in range(0x80) if hygiene.JSON_FORBIDDEN.search(chr(code)) is not None]
+    return f"^[^{_class(refused)}]*$"
+
+
+def text_pattern(core: str | None = None, *, required: bool) -> str:
+    """The pattern of a value clean_text accepts: spaces around it, and inside them
+    `core` (by default any text without the forbidden characters that starts and ends
+    with something other than a space); with `required`, `core` must be there."""
+    forbidden, spaces, trimmed = _text_classes()
+    if core is None:
+        core = f"[^{forbidden}{spaces}](?:[^{forbidden}]*[^{forbidden}{spaces}])?"
+    return f"^[{trimmed}]*(?:{core}){'' if required else '?'}[{trimmed}]*$"
+
+
+def reference_pattern() -> str:
+    """details.reference_number (PO and registration numbers) as a pattern."""
+    last = details.REFERENCE_REST.replace(" ", "")
+    core = f"[{details.REFERENCE_FIRST}](?:[{details.REFERENCE_REST}]*[{last}])?"
+    return text_pattern(core, required=False)
+
+
+def phone_pattern() -> str:
+    """details.phone as a pattern: the rule's last character is never a trimmed space."""
+    low, high = details.PHONE_REST_LENGTH
+    last = details.PHONE_REST.replace(" ", "")
+    core = f"{details.PHONE_FIRST}[{details.PHONE_REST}]{{{low - 1},{high - 1}}}[{last}]"
+    return text_pattern(core, required=False)
+
+
+def documented(
+    max_length: int | None = None,
+    *,
+    required: bool = False,
+    pattern: Callable[[], str] | None = None,
+    **extra: Any,
+) -> Callable[[dict[str, Any]], None]:
+    """A json_schema_extra that writes a text rule into the field's schema, when the
+    document is built (the patterns take a scan of Unicode to build)."""
+
+    def write(schema: dict[str, Any]) -> None:
+        target = _string_branch(schema)
+        if max_length is not None:
+            target["maxLength"] = max_length
+        if required:
+            target["minLength"] = 1
+        target["pattern"] = pattern() if pattern else text_pattern(required=required)
+        target.update(extra)
+
+    return write
+
+
+def _string_branch(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string alternative of a `string | null` schema, or the schema itself."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") == "string":
+            found: dict[str, Any] = branch
+            return found
+    return schema
 
 
 def _detail(check: Any) -> Any:
@@ -89,27 +203,29 @@ def _email(value: str) -> str:
         raise ValueError(exc.message) from None
 
 
-# Decimal() also reads " 5", "+5", "1e3", "5_0" and "١٢" (Arabic-Indic digits): one
-# spelling per number, as the billing system's own export writes it.
-_DECIMAL = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+# A positive decimal below 10^14 with at most four places, written plainly: "2", "2.5",
+# "0.0125". One type, a string, so that no float's binary rounding reaches an invoice.
+QUANTITY_PATTERN = (
+    r"^(?:[1-9][0-9]{0,13}(?:\.[0-9]{1,4})?"
+    r"|0\.(?:[1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$"
+)
+_QUANTITY = re.compile(QUANTITY_PATTERN)
 
 
 def _quantity(value: Any) -> Decimal:
-    """A quantity as a JSON string or integer ("2.5", 3): never a float, which would
-    carry binary rounding into an invoice."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError('Send the quantity as a string like "2.5" or an integer.')
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise ValueError(f'{value!r} is not a quantity: send digits, like "2.5" or "12".')
+    """A quantity as a JSON string like "2.5": never a number, whose binary rounding
+    would reach an invoice."""
+    if not isinstance(value, str):
+        raise ValueError('Send the quantity as a string like "2.5".')
+    if not _QUANTITY.match(value):
+        raise ValueError(
+            f"{value!r} is not a quantity: a positive number below 10^14 with at most "
+            'four decimal places, like "2.5".'
+        )
     try:
-        number = Decimal(value)
-    except InvalidOperation:
+        return Decimal(value)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
         raise ValueError(f"{value!r} is not a number.") from None
-    if not number.is_finite() or number <= 0 or number >= Decimal(10) ** 14:
-        raise ValueError("The quantity must be a positive number below 10^14.")
-    if number != number.quantize(Decimal("0.0001")):
-        raise ValueError("The quantity can have at most four decimal places.")
-    return number
 
 
 ExternalId = Annotated[
@@ -124,15 +240,40 @@ Minor = Annotated[
     StrictInt,
     Field(ge=0, le=MAX_MINOR, description="Integer minor units (cents, pence, yen)."),
 ]
+
+
+def enum_of(values: Callable[[], list[str]]) -> Callable[[dict[str, Any]], None]:
+    """A json_schema_extra listing the values a rule accepts (looked up when the
+    document is built: the lists come from Babel)."""
+
+    def write(schema: dict[str, Any]) -> None:
+        _string_branch(schema)["enum"] = values()
+
+    return write
+
+
 Currency = Annotated[
     StrictStr,
-    Field(min_length=3, max_length=3, description="ISO 4217 code", examples=["EUR"]),
+    Field(
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 code",
+        examples=["EUR"],
+        json_schema_extra=enum_of(currency_codes),
+    ),
     AfterValidator(_currency),
 ]
 Quantity = Annotated[
     Decimal,
     BeforeValidator(_quantity),
-    Field(description='Positive decimal as a string ("2.5") or an integer; 4 places at most.'),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": QUANTITY_PATTERN,
+            "description": 'A positive decimal as a string ("2.5"), four places at most.',
+            "examples": ["12", "1.5"],
+        }
+    ),
 ]
 Day = Annotated[dt.date, Field(description="ISO 8601 date, YYYY-MM-DD")]
 
@@ -153,15 +294,23 @@ Moment = Annotated[
     AfterValidator(_storable_time),
     Field(description="ISO 8601 with a time zone"),
 ]
-Name200 = Annotated[StrictStr, AfterValidator(_required_text(200, "name"))]
+Name200 = Annotated[
+    StrictStr,
+    Field(json_schema_extra=documented(200, required=True)),
+    AfterValidator(_required_text(200, "name")),
+]
 
 
 def optional_text(max_length: int, what: str) -> Any:
     return Annotated[
         StrictStr | None,
-        Field(default=None, max_length=max_length),
+        Field(default=None, max_length=max_length, json_schema_extra=documented(max_length)),
         AfterValidator(_text(max_length, what)),
     ]
+
+
+def _countries() -> list[str]:
+    return [code for code, _name in details.countries()]
 
 
 def describe(
@@ -195,20 +344,81 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
 
 
+# The document's account of each portal.details rule a body field follows.
+_RULE_PATTERNS: dict[Callable[..., Any], Callable[[], str]] = {
+    details.po_number: reference_pattern,
+    details.registration_number: reference_pattern,
+    details.phone: phone_pattern,
+}
+
+
+def blank_pattern() -> str:
+    """A value clean_text takes for none: nothing but the spaces it trims."""
+    _forbidden, _spaces, trimmed = _text_classes()
+    return f"^[{trimmed}]*$"
+
+
+def _optional_email(max_length: int | None) -> Callable[[dict[str, Any]], None]:
+    """details.contact_email: an address, or blank (none)."""
+
+    def write(schema: dict[str, Any]) -> None:
+        address: dict[str, Any] = {"type": "string", "format": "email"}
+        if max_length is not None:
+            address["maxLength"] = max_length
+        blank = {"type": "string", "pattern": blank_pattern()}
+        schema["anyOf"] = [address, blank, {"type": "null"}]
+
+    return write
+
+
+def _rule_schema(rules: dict[str, details.Rule], field: str) -> Callable[[dict[str, Any]], None]:
+    rule = rules[field]
+    if rule.check is details.country:
+        return enum_of(_countries)
+    if rule.check is details.contact_email:
+        return _optional_email(rule.max_length)
+    return documented(
+        rule.max_length, required=rule.required, pattern=_RULE_PATTERNS.get(rule.check)
+    )
+
+
+# The billing details, under the customer's form's rules (portal.details.BILLING_DETAILS).
+PoNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "po_number")),
+    AfterValidator(_detail(details.po_number)),
+]
+VatNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "vat_number")),
+    AfterValidator(_detail(details.vat_number)),
+]
+RegistrationNumber = Annotated[
+    StrictStr | None,
+    Field(json_schema_extra=_rule_schema(details.BILLING_DETAILS, "registration_number")),
+    AfterValidator(_detail(details.registration_number)),
+]
+
+
 # --- the records ------------------------------------------------------------------------
 
 
 class EntityIn(Body):
     name: Name200
     legal_name: optional_text(200, "legal name") = None  # type: ignore[valid-type]
-    support_email: Annotated[StrictStr, Field(max_length=320), AfterValidator(_email)]
+    support_email: Annotated[
+        StrictStr,
+        Field(max_length=320, json_schema_extra={"format": "email"}),
+        AfterValidator(_email),
+    ]
     brand_colour: Annotated[StrictStr, Field(pattern=r"^#[0-9a-fA-F]{6}$")] = "#2f5bea"
     address: Annotated[StrictStr | None, Field(max_length=1000)] = None
     country: Annotated[
         StrictStr | None,
+        Field(json_schema_extra=enum_of(_countries)),
         AfterValidator(lambda v: None if v is None else _detail(details.country)(v)),
     ] = None
-    vat_number: Annotated[StrictStr | None, AfterValidator(_detail(details.vat_number))] = None
+    vat_number: VatNumber = None
 
 
 class AccountIn(Body):
@@ -227,11 +437,9 @@ class BillGroupIn(Body):
     auto_pay: StrictBool = False
     portal_enabled: StrictBool = True
     # The customer's billing details form's rules (portal.details.BILLING_DETAILS).
-    po_number: Annotated[StrictStr | None, AfterValidator(_detail(details.po_number))] = None
-    vat_number: Annotated[StrictStr | None, AfterValidator(_detail(details.vat_number))] = None
-    registration_number: Annotated[
-        StrictStr | None, AfterValidator(_detail(details.registration_number))
-    ] = None
+    po_number: PoNumber = None
+    vat_number: VatNumber = None
+    registration_number: RegistrationNumber = None
 
     @model_validator(mode="after")
     def _dates(self) -> BillGroupIn:
@@ -247,10 +455,9 @@ def _check(field: str) -> AfterValidator:
 
 
 def _limit(field: str) -> Any:
-    """The rule's length, documented as maxLength but refused by the rule itself (a
+    """The rule, documented (length, pattern or list) but refused by the rule itself (a
     pydantic max_length would answer first, in its own words)."""
-    limit = details.CONTACT[field].max_length
-    return Field(json_schema_extra={"maxLength": limit} if limit is not None else None)
+    return Field(json_schema_extra=_rule_schema(details.CONTACT, field))
 
 
 class ContactIn(Body):
@@ -298,7 +505,11 @@ class SubscriptionIn(Body):
 
 
 class InvoiceLineIn(Body):
-    description: Annotated[StrictStr, AfterValidator(_required_text(500, "line description"))]
+    description: Annotated[
+        StrictStr,
+        Field(json_schema_extra=documented(500, required=True)),
+        AfterValidator(_required_text(500, "line description")),
+    ]
     quantity: Quantity
     unit_price_minor: Minor
     amount_minor: Minor
@@ -315,7 +526,7 @@ class InvoiceIn(Body):
     bill_group: ExternalId
     number: Annotated[
         StrictStr,
-        Field(min_length=1, max_length=40),
+        Field(min_length=1, max_length=40, json_schema_extra=documented(40, required=True)),
         AfterValidator(_required_text(40, "invoice number")),
     ]
     status: InvoiceStatus

@@ -45,8 +45,9 @@ def operation_for(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def check_against_document(method: str, url: str, response: Any) -> None:
-    """The response's status is documented for the operation and its body validates
-    against the documented schema (responses schemas forbid extra fields)."""
+    """The response's status is documented for the operation, it has the headers the
+    document requires, and its body validates against the documented schema (response
+    schemas forbid extra fields)."""
     path = url.split("?", 1)[0].removeprefix(PREFIX)
     found = operation_for(method, path)
     if found is None:
@@ -56,6 +57,9 @@ def check_against_document(method: str, url: str, response: Any) -> None:
     assert status in operation["responses"], (
         f"{method} {template} answered {status}, which the document does not list"
     )
+    for name, header in operation["responses"][status].get("headers", {}).items():
+        if header.get("required"):
+            assert name in response.headers, f"{method} {template} {status} without {name}"
     content = operation["responses"][status].get("content")
     if content is None:
         assert not response.data, f"{method} {template} {status} should have no body"
@@ -179,9 +183,10 @@ CARD = {
 }
 
 
-def push_bill_group(api: Api) -> None:
-    """Entity, account, bill group, billing contact, product, subscription, invoice."""
-    for url, body in (
+def bill_group_records() -> list[tuple[str, dict[str, Any]]]:
+    """(path, body) of an entity, account, bill group, billing contact, product,
+    subscription and invoice, in the order they can be written."""
+    return [
         ("/entities/ent-1", ENTITY),
         ("/accounts/acc-1", ACCOUNT),
         ("/bill-groups/bg-1", BILL_GROUP),
@@ -189,7 +194,12 @@ def push_bill_group(api: Api) -> None:
         ("/products/prod-1", PRODUCT),
         ("/subscriptions/sub-1", SUBSCRIPTION),
         ("/invoices/inv-1", invoice_body()),
-    ):
+    ]
+
+
+def push_bill_group(api: Api) -> None:
+    """Entity, account, bill group, billing contact, product, subscription, invoice."""
+    for url, body in bill_group_records():
         response = api.put(url, body)
         assert response.status_code == 201, (url, response.get_json())
 
@@ -197,16 +207,43 @@ def push_bill_group(api: Api) -> None:
 # --- a webhook receiver -----------------------------------------------------------------
 
 
+def undocumented_event(headers: dict[str, str], body: bytes) -> str | None:
+    """Why a webhook delivery does not match the document's webhooks section (its
+    payload schema for the event type and its headers), or None when it does."""
+    event = json.loads(body)
+    hook = document()["webhooks"].get(event.get("type"))
+    if hook is None:
+        return f"event type {event.get('type')!r} is not documented"
+    operation = hook["post"]
+    for parameter in operation["parameters"]:
+        value = headers.get(parameter["name"])
+        if value is None:
+            return f"no {parameter['name']} header"
+        jsonschema.validate(value, parameter["schema"])
+    schema = {
+        **operation["requestBody"]["content"]["application/json"]["schema"],
+        "components": document()["components"],
+    }
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(event))
+    return "; ".join(error.message for error in errors) or None
+
+
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records what it is sent and deduplicates by
     event id, as a careful billing system would. It can be stopped and started again on
-    the same port, and told to answer with an error."""
+    the same port, and told to answer with an error. With `check_documented`, every
+    delivery is checked against the document's webhooks section, and the fixture fails
+    a test that received one that does not match."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.status = 200
+        # Whether deliveries are checked against the document (tests that emit made-up
+        # payloads to test delivery itself leave it off).
+        self.check_documented = False
+        self.undocumented: list[str] = []
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -220,7 +257,17 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                try:
+                    wrong = (
+                        undocumented_event(dict(self.headers), body)
+                        if receiver.check_documented
+                        else None
+                    )
+                except Exception as exc:  # reported by the fixture, not lost in this thread
+                    wrong = f"{type(exc).__name__}: {exc}"
                 with receiver.lock:
+                    if wrong is not None:
+                        receiver.undocumented.append(wrong)
                     receiver.requests.append(
                         {"path": self.path, "headers": dict(self.headers), "body": body}
                     )
@@ -256,3 +303,4 @@ def receiver() -> Iterator[Receiver]:
     server.start()
     yield server
     server.stop()
+    assert not server.undocumented, server.undocumented

@@ -11,6 +11,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from api.openapi import document
 from portal import webhooks
 from portal.models import (
     DeliveryStatus,
@@ -361,6 +362,7 @@ def test_a_slow_receiver_times_out(app, db):
 
 
 def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
+    receiver.check_documented = True
     secret, _ = endpoint(app, receiver.url)
     push_bill_group(api)
     rule = api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).get_json()
@@ -474,3 +476,45 @@ def test_the_connection_goes_to_the_address_that_was_checked(app, monkeypatch):
         outcome = webhooks.post("https://hooks.example.com/x", b"{}", {})
     assert connected == [("93.184.215.14", 443)]
     assert "not really connecting" in outcome.error
+
+
+def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, receiver, api):
+    """Each event function of portal.events, on real records, delivers a payload and
+    headers that the document's webhooks section describes (the receiver checks them)."""
+    from portal import db as portal_db
+    from portal import events
+    from portal.models import AccessRule, BillGroup, Contact, PaymentMethod
+    from portal.sync import serialize
+
+    receiver.check_documented = True
+    endpoint(app, receiver.url)
+    push_bill_group(api)
+    api.put(
+        "/payment-methods/pm-1",
+        {
+            "bill_group": "bg-1",
+            "type": "card",
+            "last4": "4242",
+            "gateway": "sandbox",
+            "gateway_token": "tok_1",
+        },
+    )
+    api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"})
+    with app.app_context():
+        session = portal_db.session()
+        group = session.scalar(select(BillGroup))
+        contact = session.scalar(select(Contact))
+        method = session.scalar(select(PaymentMethod))
+        rule = session.scalar(select(AccessRule))
+        staff = events.staff("admin@staff.example.com")
+        events.signed_in(session, group, "ap@acme.com")
+        events.contact_updated(session, group, contact, events.api_key("billing"), ["city"])
+        events.billing_details_updated(session, group, staff, ["po_number"])
+        events.payment_method_added(session, group, method, staff)
+        events.payment_method_default_changed(session, group, method, staff)
+        events.access_rule_created(session, group, rule, staff)
+        events.access_rule_deleted(session, group, serialize.access_rule(rule), staff)
+        session.commit()
+    deliver(app)
+    assert set(webhooks.EVENT_TYPES) <= {event["type"] for event in receiver.events.values()}
+    assert set(document()["webhooks"]) == set(webhooks.EVENT_TYPES)
