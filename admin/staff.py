@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin.forms import StaffUserForm
 from admin.guard import NAV, acting_staff, bp, current_staff, staff_required
+from admin.lookup import get_or_404
 from portal import db
 from portal.actions import ActionError
 from portal.actions import staff as staff_actions
@@ -70,9 +71,7 @@ def new_staff_user() -> str | tuple[str, int] | BaseResponse:
 @staff_required("manage_staff")
 def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
     session = db.session()
-    user = session.get(StaffUser, staff_id)
-    if user is None:
-        abort(404)
+    user = get_or_404(StaffUser, staff_id)
     form = StaffUserForm(obj=user, role=user.role.value)
     me = current_staff()
     if form.validate_on_submit() and me is not None:
@@ -102,9 +101,7 @@ def reset_second_factor(staff_id: int) -> BaseResponse:
     """For a staff member who lost their phone and recovery codes: their second factor
     is cleared, their sessions end, and they set up a new one at their next sign-in."""
     session = db.session()
-    user = session.get(StaffUser, staff_id)
-    if user is None:
-        abort(404)
+    user = get_or_404(StaffUser, staff_id)
     me = current_staff()
     if not ButtonForm().validate_on_submit():
         abort(400)
