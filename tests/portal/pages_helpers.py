@@ -202,6 +202,10 @@ def contact_fields(**overrides: str) -> dict[str, str]:
     } | overrides
 
 
+# What every face says of a contact's phone number that is not one.
+PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
+
+
 DETAILS_FIELDS = ("po_number", "vat_number", "registration_number")
 
 # Billing details that break a rule of portal.details, and what every face says:
