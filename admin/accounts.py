@@ -21,7 +21,7 @@ from portal import clock, db, links, paging
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
-from portal.forms import ButtonForm
+from portal.forms import ButtonForm, status_of
 from portal.models import (
     AccessRule,
     Account,
@@ -152,10 +152,6 @@ def _submitted(form: Any, write: Callable[[Session], R]) -> R | None:
     return result
 
 
-def _status(form: Any) -> int:
-    return 400 if any(field.errors for field in form) else 200
-
-
 # --- accounts ------------------------------------------------------------------------
 
 
@@ -165,7 +161,7 @@ def accounts() -> tuple[str, int]:
     form = AccountSearchForm(request.args)
     term = (form.q.data or "") if form.validate() else ""
     page = search_accounts(db.session(), term, paging.page_number(request.args.get("page")))
-    return render_template("admin/accounts.html", form=form, term=term, page=page), _status(form)
+    return render_template("admin/accounts.html", form=form, term=term, page=page), status_of(form)
 
 
 @bp.route("/accounts/new", methods=["GET", "POST"])
@@ -184,7 +180,7 @@ def new_account() -> View:
     if account is not None:
         flash(f"Account “{account.name}” created.")
         return redirect(url_for("admin.account", account_id=account.id), code=303)
-    return render_template("admin/account_form.html", form=form, account=None), _status(form)
+    return render_template("admin/account_form.html", form=form, account=None), status_of(form)
 
 
 @bp.route("/accounts/<int:account_id>/edit", methods=["GET", "POST"])
@@ -205,7 +201,7 @@ def edit_account(account_id: int) -> View:
     if changed is not None:
         flash("Account saved." if changed else "Nothing changed.")
         return redirect(url_for("admin.account", account_id=account.id), code=303)
-    return render_template("admin/account_form.html", form=form, account=account), _status(form)
+    return render_template("admin/account_form.html", form=form, account=account), status_of(form)
 
 
 @bp.get("/accounts/<int:account_id>")
@@ -254,7 +250,7 @@ def new_bill_group(account_id: int) -> View:
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=owner, group=None
-    ), _status(form)
+    ), status_of(form)
 
 
 @bp.route("/bill-groups/<int:bill_group_id>/edit", methods=["GET", "POST"])
@@ -273,7 +269,7 @@ def edit_bill_group(bill_group_id: int) -> View:
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=group.account, group=group
-    ), _status(form)
+    ), status_of(form)
 
 
 @bp.get("/bill-groups/<int:bill_group_id>")

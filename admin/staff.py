@@ -14,7 +14,7 @@ from admin.lookup import get_or_404
 from portal import db
 from portal.actions import ActionError
 from portal.actions import staff as staff_actions
-from portal.forms import ButtonForm
+from portal.forms import ButtonForm, status_of
 from portal.models import StaffRole, StaffUser
 
 NAV.append(("admin.staff_users", "Staff", "manage_staff"))
@@ -63,7 +63,7 @@ def new_staff_user() -> str | tuple[str, int] | BaseResponse:
             session.commit()
             flash(f"{user.email} can now sign in as {user.role.value.replace('_', ' ')}.")
             return redirect(url_for("admin.staff_users"), code=303)
-    status = 400 if any(field.errors for field in form) else 200
+    status = status_of(form)
     return render_template("admin/staff_user_form.html", form=form, user=None), status
 
 
@@ -89,7 +89,7 @@ def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
             session.commit()
             flash(f"{user.email} has been updated.")
             return redirect(url_for("admin.staff_users"), code=303)
-    status = 400 if any(field.errors for field in form) else 200
+    status = status_of(form)
     return render_template(
         "admin/staff_user_form.html", form=form, user=user, reset_form=ButtonForm()
     ), status
