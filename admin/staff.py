@@ -44,6 +44,13 @@ def _submitted(form: StaffUserForm) -> _Submitted:
     }
 
 
+def _saved(message: str) -> BaseResponse:
+    """After a write the action accepted: commit it, say so, and go back to the list."""
+    db.session().commit()
+    flash(message)
+    return redirect(url_for("admin.staff_users"), code=303)
+
+
 @bp.route("/staff/new", methods=["GET", "POST"])
 @staff_required("manage_staff")
 def new_staff_user() -> str | tuple[str, int] | BaseResponse:
@@ -60,11 +67,8 @@ def new_staff_user() -> str | tuple[str, int] | BaseResponse:
         except ActionError as exc:
             form[exc.field or "email"].errors = [exc.message]
         else:
-            session.commit()
-            flash(f"{user.email} can now sign in as {user.role.value.replace('_', ' ')}.")
-            return redirect(url_for("admin.staff_users"), code=303)
-    status = status_of(form)
-    return render_template("admin/staff_user_form.html", form=form, user=None), status
+            return _saved(f"{user.email} can now sign in as {user.role.value.replace('_', ' ')}.")
+    return render_template("admin/staff_user_form.html", form=form, user=None), status_of(form)
 
 
 @bp.route("/staff/<int:staff_id>/edit", methods=["GET", "POST"])
@@ -86,13 +90,10 @@ def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
         except ActionError as exc:
             form[exc.field or "role"].errors = [exc.message]
         else:
-            session.commit()
-            flash(f"{user.email} has been updated.")
-            return redirect(url_for("admin.staff_users"), code=303)
-    status = status_of(form)
+            return _saved(f"{user.email} has been updated.")
     return render_template(
         "admin/staff_user_form.html", form=form, user=user, reset_form=ButtonForm()
-    ), status
+    ), status_of(form)
 
 
 @bp.post("/staff/<int:staff_id>/second-factor/reset")
