@@ -13,7 +13,6 @@ from portal import webhooks
 from portal.db import Base
 from portal.models import (
     ApiKey,
-    AuditEvent,
     DeliveryStatus,
     StaffRole,
     WebhookAttempt,
@@ -24,6 +23,7 @@ from portal.signin import sha256
 from tests.admin.conftest import make_staff, post_form, staff_sign_in
 from tests.clock import Clock
 from tests.conftest import csrf_token
+from tests.portal.pages_helpers import audit_rows
 
 ADMIN = "integrations-admin@staff.example.com"
 KEY_RE = re.compile(r'value="(bp_[A-Za-z0-9_-]{43})"')
@@ -50,11 +50,6 @@ def create_endpoint(client, url="https://billing.example.com/hooks", events=None
     response = post_form(client, "/admin/webhooks", url=url, description="Billing", events=events)
     assert response.status_code == 200, response.text
     return SECRET_RE.search(response.text).group(1)
-
-
-def audit_rows(db, action: str) -> list[AuditEvent]:
-    db.expire_all()
-    return list(db.scalars(select(AuditEvent).where(AuditEvent.action == action)))
 
 
 def stored_anywhere(db, text: str) -> list[str]:
