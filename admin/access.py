@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 
 from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
 from admin.guard import acting_staff, bp, staff_required
+from admin.lookup import get_or_404, one_or_404
 from portal import audit, clock, db, sessions
 from portal.access import (
     AccessError,
@@ -34,13 +35,6 @@ from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
 
 PAGE = "admin.bill_group_access"
-
-
-def _group(bill_group_id: int) -> BillGroup:
-    group = db.session().get(BillGroup, bill_group_id)
-    if group is None:
-        abort(404)
-    return group
 
 
 def _back(group: BillGroup, anchor: str) -> Response:
@@ -138,7 +132,7 @@ def _page(
 @bp.get("/bill-groups/<int:bill_group_id>/access")
 @staff_required("read")
 def bill_group_access(bill_group_id: int) -> tuple[str, int]:
-    return _page(_group(bill_group_id))
+    return _page(get_or_404(BillGroup, bill_group_id))
 
 
 # --- rules --------------------------------------------------------------------------
@@ -199,7 +193,7 @@ def _add(
 @bp.post("/bill-groups/<int:bill_group_id>/access/domains")
 @staff_required("manage_access")
 def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     form = DomainRuleForm()
     if form.validate_on_submit():
         raw = form.domain.data or ""
@@ -233,7 +227,7 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
 @bp.post("/bill-groups/<int:bill_group_id>/access/emails")
 @staff_required("manage_access")
 def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     form = EmailRuleForm()
     if form.validate_on_submit():
         raw = form.email.data or ""
@@ -253,7 +247,7 @@ def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
 @bp.post("/bill-groups/<int:bill_group_id>/access/rules/<int:rule_id>/delete")
 @staff_required("manage_access")
 def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     if not ButtonForm().validate_on_submit():
         abort(400)
     database = db.session()
@@ -275,17 +269,15 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
 @bp.post("/bill-groups/<int:bill_group_id>/access/sessions/<int:session_id>/revoke")
 @staff_required("manage_access")
 def revoke_customer_session(bill_group_id: int, session_id: int) -> Response:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     if not ButtonForm().validate_on_submit():
         abort(400)
     database = db.session()
-    row = database.scalar(
+    row = one_or_404(
         select(CustomerSession).where(
             CustomerSession.id == session_id, CustomerSession.bill_group_id == group.id
         )
     )
-    if row is None:
-        abort(404)
     if row.revoked_at is not None:
         flash(f"{row.email} was already signed out.")
         return _back(group, "sessions")
@@ -306,7 +298,7 @@ def revoke_customer_session(bill_group_id: int, session_id: int) -> Response:
 @bp.post("/bill-groups/<int:bill_group_id>/access/sessions/revoke-all")
 @staff_required("manage_access")
 def revoke_all_customer_sessions(bill_group_id: int) -> Response:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     if not ButtonForm().validate_on_submit():
         abort(400)
     database = db.session()

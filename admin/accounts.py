@@ -16,11 +16,12 @@ from wtforms import SelectChoice
 
 from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
 from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
+from admin.lookup import get_or_404
 from portal import clock, db, links, paging
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
-from portal.forms import ButtonForm
+from portal.forms import ButtonForm, status_of
 from portal.models import (
     AccessRule,
     Account,
@@ -121,13 +122,6 @@ def portal_link(group: BillGroup) -> str:
 # --- helpers -------------------------------------------------------------------------
 
 
-def _get_or_404(model: type[Account] | type[BillGroup], object_id: int) -> Any:
-    found = db.session().get(model, object_id)
-    if found is None:
-        abort(404)
-    return found
-
-
 def _audit(action: str, outcome: str, account_id: int, changed: dict[str, Any], **kw: Any) -> None:
     """Old -> new for each changed field, in the caller's transaction."""
     accounts_actions.record(
@@ -158,10 +152,6 @@ def _submitted(form: Any, write: Callable[[Session], R]) -> R | None:
     return result
 
 
-def _status(form: Any) -> int:
-    return 400 if any(field.errors for field in form) else 200
-
-
 # --- accounts ------------------------------------------------------------------------
 
 
@@ -171,7 +161,7 @@ def accounts() -> tuple[str, int]:
     form = AccountSearchForm(request.args)
     term = (form.q.data or "") if form.validate() else ""
     page = search_accounts(db.session(), term, paging.page_number(request.args.get("page")))
-    return render_template("admin/accounts.html", form=form, term=term, page=page), _status(form)
+    return render_template("admin/accounts.html", form=form, term=term, page=page), status_of(form)
 
 
 @bp.route("/accounts/new", methods=["GET", "POST"])
@@ -190,13 +180,13 @@ def new_account() -> View:
     if account is not None:
         flash(f"Account “{account.name}” created.")
         return redirect(url_for("admin.account", account_id=account.id), code=303)
-    return render_template("admin/account_form.html", form=form, account=None), _status(form)
+    return render_template("admin/account_form.html", form=form, account=None), status_of(form)
 
 
 @bp.route("/accounts/<int:account_id>/edit", methods=["GET", "POST"])
 @staff_required("manage_accounts")
 def edit_account(account_id: int) -> View:
-    account: Account = _get_or_404(Account, account_id)
+    account = get_or_404(Account, account_id)
     form = AccountForm(obj=account)
     changed = _submitted(
         form,
@@ -211,13 +201,13 @@ def edit_account(account_id: int) -> View:
     if changed is not None:
         flash("Account saved." if changed else "Nothing changed.")
         return redirect(url_for("admin.account", account_id=account.id), code=303)
-    return render_template("admin/account_form.html", form=form, account=account), _status(form)
+    return render_template("admin/account_form.html", form=form, account=account), status_of(form)
 
 
 @bp.get("/accounts/<int:account_id>")
 @staff_required("read")
 def account(account_id: int) -> str:
-    found: Account = _get_or_404(Account, account_id)
+    found = get_or_404(Account, account_id)
     rows = account_groups(db.session(), found, clock.today())
     return render_template("admin/account.html", account=found, rows=rows)
 
@@ -246,7 +236,7 @@ def _group_values(form: BillGroupForm) -> dict[str, Any]:
 @bp.route("/accounts/<int:account_id>/bill-groups/new", methods=["GET", "POST"])
 @staff_required("manage_accounts")
 def new_bill_group(account_id: int) -> View:
-    owner: Account = _get_or_404(Account, account_id)
+    owner = get_or_404(Account, account_id)
     defaults = {"portal_enabled": True, "contract_start": clock.today()}
     form = _group_form(data=None if request.method == "POST" else defaults)
     group = _submitted(
@@ -260,13 +250,13 @@ def new_bill_group(account_id: int) -> View:
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=owner, group=None
-    ), _status(form)
+    ), status_of(form)
 
 
 @bp.route("/bill-groups/<int:bill_group_id>/edit", methods=["GET", "POST"])
 @staff_required("manage_accounts")
 def edit_bill_group(bill_group_id: int) -> View:
-    group: BillGroup = _get_or_404(BillGroup, bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     form = _group_form(obj=group)
     changed = _submitted(
         form,
@@ -279,13 +269,13 @@ def edit_bill_group(bill_group_id: int) -> View:
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/bill_group_form.html", form=form, account=group.account, group=group
-    ), _status(form)
+    ), status_of(form)
 
 
 @bp.get("/bill-groups/<int:bill_group_id>")
 @staff_required("read")
 def bill_group(bill_group_id: int) -> str:
-    group: BillGroup = _get_or_404(BillGroup, bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     contract_active = group.has_active_contract(clock.today())
     reasons = [
         *([] if group.portal_enabled else ["the portal is disabled"]),
@@ -326,9 +316,7 @@ def _switch_portal(bill_group_id: int, *, enabled: bool) -> BaseResponse:
     if not ButtonForm().validate_on_submit():
         abort(400)
     database = db.session()
-    group = database.get(BillGroup, bill_group_id, with_for_update=True)
-    if group is None:
-        abort(404)
+    group = get_or_404(BillGroup, bill_group_id, with_for_update=True)
     word = "enabled" if enabled else "disabled"
     if group.portal_enabled == enabled:
         flash(f"The portal was already {word}.")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from admin.forms import AuditFilterForm
 from admin.guard import NAV, bp, staff_required
+from admin.lookup import get_or_404
 from portal import csvexport, db, downloads, paging
 from portal.models import AuditEvent, BillGroup
 
@@ -174,23 +175,16 @@ def _download(group: BillGroup | None, filename: str) -> Response:
     return response
 
 
-def _group(bill_group_id: int) -> BillGroup:
-    group = db.session().get(BillGroup, bill_group_id)
-    if group is None:
-        abort(404)
-    return group
-
-
 @bp.get("/bill-groups/<int:bill_group_id>/audit")
 @staff_required("read")
 def bill_group_audit(bill_group_id: int) -> tuple[str, int]:
-    return _render(_group(bill_group_id))
+    return _render(get_or_404(BillGroup, bill_group_id))
 
 
 @bp.get("/bill-groups/<int:bill_group_id>/audit.csv")
 @staff_required("read")
 def bill_group_audit_csv(bill_group_id: int) -> Response:
-    group = _group(bill_group_id)
+    group = get_or_404(BillGroup, bill_group_id)
     return _download(group, f"audit-bill-group-{group.id}.csv")
 
 

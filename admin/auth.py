@@ -18,7 +18,7 @@ from portal import crypto, db, staffauth, throttle
 from portal.access import AccessError, canonical_email
 from portal.actions import ActionError
 from portal.actions import staff as staff_actions
-from portal.forms import ButtonForm
+from portal.forms import ButtonForm, status_of
 from portal.models import StaffUser
 
 PENDING_SECONDS = 300
@@ -86,7 +86,7 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
         else:
             throttle.forgive("staff-signin", _backoff_key(key))
             return _signed_in(signed, form.next.data)
-    status = 400 if any(field.errors for field in form) else 200
+    status = status_of(form)
     return render_template("admin/sign_in.html", form=form), status
 
 
@@ -194,7 +194,7 @@ def enrol() -> str | tuple[str, int] | BaseResponse:
                 throttle.forgive("staff-signin", _backoff_key(user.email))
                 next_url = _signed_in(signed, session["staff_pending"].get("next")).location
             return render_template("admin/recovery_codes.html", codes=codes, next_url=next_url)
-    status = 400 if any(field.errors for field in form) else 200
+    status = status_of(form)
     return render_template(
         "admin/enrol.html", form=form, secret=secret, replacing=replacing
     ), status

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 
 from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
 from admin.guard import NAV, acting_staff, bp, staff_required
+from admin.lookup import get_or_404, one_or_404
 from portal import apikeys, audit, db, paging, webhooks
 from portal.config import settings
 from portal.db import rowcount
@@ -116,9 +117,7 @@ def revoke_api_key(key_id: int) -> Response:
         abort(400)
     database = db.session()
     # Locked, so of two admins revoking the same key at once one revokes and one is told.
-    row = database.scalar(select(ApiKey).where(ApiKey.id == key_id).with_for_update())
-    if row is None:
-        abort(404)
+    row = one_or_404(select(ApiKey).where(ApiKey.id == key_id).with_for_update())
     label = f"{row.name} ({row.hint}…)"
     back = redirect(url_for("admin.api_keys"), code=303)
     if not apikeys.revoke(database, row, g.staff.email):
@@ -152,13 +151,6 @@ def _audit_url(url: str) -> str:
     parts = urlsplit(url)
     query = "?…" if parts.query else ""
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")) + query
-
-
-def _endpoint(endpoint_id: int) -> WebhookEndpoint:
-    endpoint = db.session().get(WebhookEndpoint, endpoint_id)
-    if endpoint is None:
-        abort(404)
-    return endpoint
 
 
 def _webhooks_page(form: WebhookEndpointForm, status: int = 200) -> tuple[str, int]:
@@ -293,14 +285,14 @@ def _edit_form(endpoint: WebhookEndpoint) -> WebhookEndpointEditForm:
 @bp.get("/webhooks/<int:endpoint_id>")
 @staff_required(PERMISSION)
 def webhook(endpoint_id: int) -> tuple[str, int]:
-    endpoint = _endpoint(endpoint_id)
+    endpoint = get_or_404(WebhookEndpoint, endpoint_id)
     return _endpoint_page(endpoint, _edit_form(endpoint))
 
 
 @bp.post("/webhooks/<int:endpoint_id>")
 @staff_required(PERMISSION)
 def update_webhook(endpoint_id: int) -> Response | tuple[str, int]:
-    endpoint = _endpoint(endpoint_id)
+    endpoint = get_or_404(WebhookEndpoint, endpoint_id)
     form = _edit_form(endpoint)
     if not form.validate_on_submit():
         return _endpoint_page(endpoint, form, 400)
@@ -341,7 +333,7 @@ def update_webhook(endpoint_id: int) -> Response | tuple[str, int]:
 def delete_webhook(endpoint_id: int) -> Response:
     if not ButtonForm().validate_on_submit():
         abort(400)
-    endpoint = _endpoint(endpoint_id)
+    endpoint = get_or_404(WebhookEndpoint, endpoint_id)
     url = endpoint.url
     detail = {"endpoint_id": endpoint.id, "url": _audit_url(url), "events": endpoint.events.split()}
     database = db.session()
@@ -364,15 +356,13 @@ def delete_webhook(endpoint_id: int) -> Response:
 def resend_webhook_delivery(endpoint_id: int, delivery_id: int) -> Response:
     if not ButtonForm().validate_on_submit():
         abort(400)
-    endpoint = _endpoint(endpoint_id)
+    endpoint = get_or_404(WebhookEndpoint, endpoint_id)
     database = db.session()
-    delivery = database.scalar(
+    delivery = one_or_404(
         select(WebhookDelivery).where(
             WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint.id
         )
     )
-    if delivery is None:
-        abort(404)
     page = paging.page_number(request.args.get("page"))
     back = redirect(
         url_for("admin.webhook", endpoint_id=endpoint.id, page=page if page > 1 else None),

@@ -10,10 +10,11 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin.forms import StaffUserForm
 from admin.guard import NAV, acting_staff, bp, current_staff, staff_required
+from admin.lookup import get_or_404
 from portal import db
 from portal.actions import ActionError
 from portal.actions import staff as staff_actions
-from portal.forms import ButtonForm
+from portal.forms import ButtonForm, status_of
 from portal.models import StaffRole, StaffUser
 
 NAV.append(("admin.staff_users", "Staff", "manage_staff"))
@@ -43,6 +44,13 @@ def _submitted(form: StaffUserForm) -> _Submitted:
     }
 
 
+def _saved(message: str) -> BaseResponse:
+    """After a write the action accepted: commit it, say so, and go back to the list."""
+    db.session().commit()
+    flash(message)
+    return redirect(url_for("admin.staff_users"), code=303)
+
+
 @bp.route("/staff/new", methods=["GET", "POST"])
 @staff_required("manage_staff")
 def new_staff_user() -> str | tuple[str, int] | BaseResponse:
@@ -59,20 +67,15 @@ def new_staff_user() -> str | tuple[str, int] | BaseResponse:
         except ActionError as exc:
             form[exc.field or "email"].errors = [exc.message]
         else:
-            session.commit()
-            flash(f"{user.email} can now sign in as {user.role.value.replace('_', ' ')}.")
-            return redirect(url_for("admin.staff_users"), code=303)
-    status = 400 if any(field.errors for field in form) else 200
-    return render_template("admin/staff_user_form.html", form=form, user=None), status
+            return _saved(f"{user.email} can now sign in as {user.role.value.replace('_', ' ')}.")
+    return render_template("admin/staff_user_form.html", form=form, user=None), status_of(form)
 
 
 @bp.route("/staff/<int:staff_id>/edit", methods=["GET", "POST"])
 @staff_required("manage_staff")
 def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
     session = db.session()
-    user = session.get(StaffUser, staff_id)
-    if user is None:
-        abort(404)
+    user = get_or_404(StaffUser, staff_id)
     form = StaffUserForm(obj=user, role=user.role.value)
     me = current_staff()
     if form.validate_on_submit() and me is not None:
@@ -87,13 +90,10 @@ def edit_staff_user(staff_id: int) -> str | tuple[str, int] | BaseResponse:
         except ActionError as exc:
             form[exc.field or "role"].errors = [exc.message]
         else:
-            session.commit()
-            flash(f"{user.email} has been updated.")
-            return redirect(url_for("admin.staff_users"), code=303)
-    status = 400 if any(field.errors for field in form) else 200
+            return _saved(f"{user.email} has been updated.")
     return render_template(
         "admin/staff_user_form.html", form=form, user=user, reset_form=ButtonForm()
-    ), status
+    ), status_of(form)
 
 
 @bp.post("/staff/<int:staff_id>/second-factor/reset")
@@ -102,9 +102,7 @@ def reset_second_factor(staff_id: int) -> BaseResponse:
     """For a staff member who lost their phone and recovery codes: their second factor
     is cleared, their sessions end, and they set up a new one at their next sign-in."""
     session = db.session()
-    user = session.get(StaffUser, staff_id)
-    if user is None:
-        abort(404)
+    user = get_or_404(StaffUser, staff_id)
     me = current_staff()
     if not ButtonForm().validate_on_submit():
         abort(400)

@@ -23,7 +23,7 @@ from reportlab.platypus import SimpleDocTemplate, Table
 from sqlalchemy.orm import Session
 
 from portal.db import Base, make_engine
-from portal.demo import demo_logo
+from portal.demo import seller
 from portal.invoice_pdf import render
 from portal.models import (
     Account,
@@ -140,20 +140,6 @@ def median_ms(make: Callable[[], bytes], repetitions: int) -> tuple[float, bytes
 
 def pages(pdf: bytes) -> int:
     return len(PdfReader(BytesIO(pdf)).pages)
-
-
-def seller() -> Entity:
-    """The seller on the benchmark's invoices, with a logo (bench/run.py uses it too)."""
-    return Entity(
-        name="Northwind Cloud",
-        legal_name="Northwind Cloud Ltd",
-        support_email="billing@northwind-cloud.com",
-        brand_colour="#0f766e",
-        logo=demo_logo(),
-        logo_type="image/png",
-        address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
-        vat_number="GB987654321",
-    )
 
 
 def main(repetitions: int = 9) -> None:

@@ -65,6 +65,7 @@ from portal.access import add_rule  # noqa: E402
 from portal.app import create_app  # noqa: E402
 from portal.config import settings_of  # noqa: E402
 from portal.db import make_engine  # noqa: E402
+from portal.demo import seller  # noqa: E402
 from portal.invoice_pdf import render as render_pdf  # noqa: E402
 from portal.models import BillGroup, Invoice, OutboxMessage, PaymentApplication  # noqa: E402
 from tests.conftest import csrf_token  # noqa: E402
@@ -213,7 +214,7 @@ def build_pdf_invoices(app) -> dict[int, tuple[str, int]]:  # type: ignore[no-un
     found = {}
     with app.app_context():
         session = portal_db.session()
-        entity = pdf_bench.seller()
+        entity = seller()
         session.add(entity)
         for lines in pdf_bench.SIZES:
             invoice = pdf_bench.build_invoice(session, entity, lines)

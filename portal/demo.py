@@ -205,6 +205,21 @@ def demo_logo() -> bytes:
     return buffer.getvalue()
 
 
+def seller() -> Entity:
+    """The demo's seller, with its logo, not yet added; bench/pdf.py bills from it too."""
+    return Entity(
+        name="Northwind Cloud",
+        legal_name="Northwind Cloud Ltd",
+        support_email="billing@northwind-cloud.com",
+        brand_colour=BRAND,
+        logo=demo_logo(),
+        logo_type="image/png",
+        address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
+        country="GB",
+        vat_number="GB100000328",
+    )
+
+
 def delete_everything(session: Session) -> None:
     for table in reversed(Base.metadata.sorted_tables):
         if table.name != "audit_events":  # append-only: the trail outlives the data
@@ -219,18 +234,8 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         return False
     today = today or dt.date.today()
     rng = random.Random(today.toordinal())
-    entity = Entity(
-        external_id=DEMO_ENTITY,
-        name="Northwind Cloud",
-        legal_name="Northwind Cloud Ltd",
-        support_email="billing@northwind-cloud.com",
-        brand_colour=BRAND,
-        logo=demo_logo(),
-        logo_type="image/png",
-        address="12 Harbour Street\nLeith\nEdinburgh EH6 6QW\nUnited Kingdom",
-        country="GB",
-        vat_number="GB100000328",
-    )
+    entity = seller()
+    entity.external_id = DEMO_ENTITY
     products = {
         key: Product(entity=entity, external_id=f"demo-{key}", name=name, sku=key.upper())
         for key, (name, _price) in PRODUCTS.items()

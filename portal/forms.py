@@ -89,3 +89,8 @@ def on_or_after(
             raise ValidationError(message)
 
     return check
+
+
+def status_of(form: Iterable[Field]) -> int:
+    """The status a page with this form answers: 400 while any field shows an error."""
+    return 400 if any(field.errors for field in form) else 200

@@ -19,8 +19,11 @@ from portal.models import (
     Invoice,
     InvoiceLine,
     InvoiceStatus,
+    Payment,
+    PaymentApplication,
     PaymentMethod,
     PaymentMethodType,
+    PaymentStatus,
     Product,
     Subscription,
     SubscriptionItem,
@@ -102,6 +105,22 @@ def make_invoice(db: Session, bill_group: BillGroup | None = None, **overrides: 
     db.add(invoice)
     db.flush()
     return invoice
+
+
+def add_payment(db: Session, invoice: Invoice, amount_minor: int, **overrides: Any) -> Payment:
+    """A payment received for the invoice and applied to it in full."""
+    values: dict[str, Any] = {
+        "bill_group": invoice.bill_group,
+        "amount_minor": amount_minor,
+        "currency": invoice.currency,
+        "status": PaymentStatus.SUCCEEDED,
+        "received_at": dt.datetime(2026, 11, 15, 9, tzinfo=dt.UTC),
+        "reference": "BACS-20261115",
+    }
+    payment = Payment(**(values | overrides))
+    payment.applications.append(PaymentApplication(invoice=invoice, amount_minor=amount_minor))
+    invoice.amount_paid_minor += amount_minor
+    return _added(db, payment)
 
 
 def make_payment_method(db: Session, bill_group: BillGroup, **overrides: Any) -> PaymentMethod:

@@ -18,13 +18,17 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from portal.invoice_pdf import render
 from portal.models import (
     Contact,
-    Invoice,
     InvoiceStatus,
-    Payment,
-    PaymentApplication,
     PaymentStatus,
 )
-from tests.factories import TODAY, make_bill_group, make_contact, make_entity, make_invoice
+from tests.factories import (
+    TODAY,
+    add_payment,
+    make_bill_group,
+    make_contact,
+    make_entity,
+    make_invoice,
+)
 
 # The published exploit for CVE-2023-33733: reportlab < 3.6.13 evaluated a font colour.
 CVE_2023_33733 = (
@@ -58,23 +62,6 @@ def add_contact(db, group, **overrides: Any) -> Contact:
         "country": "GB",
     }
     return make_contact(db, group, **(london | overrides))
-
-
-def add_payment(db, invoice: Invoice, amount_minor: int, **overrides: Any) -> Payment:
-    values: dict[str, Any] = {
-        "bill_group": invoice.bill_group,
-        "amount_minor": amount_minor,
-        "currency": invoice.currency,
-        "status": PaymentStatus.SUCCEEDED,
-        "received_at": dt.datetime(2026, 11, 15, 9, tzinfo=dt.UTC),
-        "reference": "BACS-20261115",
-    }
-    payment = Payment(**(values | overrides))
-    payment.applications.append(PaymentApplication(invoice=invoice, amount_minor=amount_minor))
-    invoice.amount_paid_minor += amount_minor
-    db.add(payment)
-    db.flush()
-    return payment
 
 
 def png_logo() -> bytes:

@@ -19,9 +19,13 @@ from tests.actions.conftest import (
     import_refusal,
     state,
 )
-from tests.portal.pages_helpers import BILLING_EMAIL, contact_fields, form_data, url
-
-PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
+from tests.portal.pages_helpers import (
+    BILLING_EMAIL,
+    PHONE_ERROR,
+    contact_fields,
+    form_data,
+    url,
+)
 
 # (the field, what is sent, what every face answers)
 RULES = [

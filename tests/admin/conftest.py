@@ -29,6 +29,13 @@ def staff_sign_in(
     return client.post("/admin/sign-in", data=data | ({} if next is None else {"next": next}))
 
 
+def post_form(client: FlaskClient, page: str, action: str | None = None, **data):
+    """POST a form on `page` (to `action`, by default the page itself) with the CSRF token
+    the page gave, as a browser would."""
+    token = csrf_token(client.get(page).text)
+    return client.post(action or page, data={"csrf_token": token, **data})
+
+
 @pytest.fixture
 def staff_client(app, db):
     """A factory: staff_client(role) -> a client signed in as a new user of that role."""

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from portal.access import ONE_AT_A_TIME, add_rule
 from portal.models import AccessRule, AuditEvent, CustomerSession, StaffRole
-from tests.admin.conftest import make_staff, staff_sign_in
-from tests.conftest import csrf_token, sign_in
+from tests.admin.conftest import make_staff, post_form, staff_sign_in
+from tests.conftest import sign_in
 from tests.factories import TODAY, make_bill_group
 from tests.settings import change_settings
 
@@ -48,9 +48,7 @@ def page_url(group) -> str:
 
 def post(client, group, path: str, data: dict | None = None):
     """POST one of the page's forms, with the CSRF token from the page."""
-    page = client.get(page_url(group))
-    token = csrf_token(page.text)
-    return client.post(page_url(group) + path, data={"csrf_token": token, **(data or {})})
+    return post_form(client, page_url(group), page_url(group) + path, **(data or {}))
 
 
 def rules(db, group) -> list[tuple[str, str, bool]]:

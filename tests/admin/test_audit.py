@@ -4,10 +4,8 @@ and who may see what. The trail is append-only: the pages offer nothing that cha
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import html
-import io
 import re
 
 import pytest
@@ -21,6 +19,7 @@ from portal.models import AuditEvent, BillGroup, StaffRole, StaffUser
 from tests.clock import MIDDAY
 from tests.conftest import Inbox, csrf_token, sign_in, statements
 from tests.factories import make_bill_group
+from tests.portal.pages_helpers import csv_rows
 
 NOON = MIDDAY  # what the clock fixture says it is
 
@@ -70,10 +69,6 @@ def rows(page_html: str) -> list[dict[str, str]]:
 
 def details(page_html: str) -> list[str]:
     return [row["Detail"] for row in rows(page_html)]
-
-
-def csv_rows(text: str) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(text)))
 
 
 def audit_url(group: BillGroup, query: str = "") -> str:

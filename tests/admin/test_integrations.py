@@ -13,7 +13,6 @@ from portal import webhooks
 from portal.db import Base
 from portal.models import (
     ApiKey,
-    AuditEvent,
     DeliveryStatus,
     StaffRole,
     WebhookAttempt,
@@ -21,9 +20,10 @@ from portal.models import (
     WebhookEndpoint,
 )
 from portal.signin import sha256
-from tests.admin.conftest import make_staff, staff_sign_in
+from tests.admin.conftest import make_staff, post_form, staff_sign_in
 from tests.clock import Clock
 from tests.conftest import csrf_token
+from tests.portal.pages_helpers import audit_rows
 
 ADMIN = "integrations-admin@staff.example.com"
 KEY_RE = re.compile(r'value="(bp_[A-Za-z0-9_-]{43})"')
@@ -39,28 +39,17 @@ def admin(app, db):
     return client
 
 
-def post(client, page: str, action: str | None = None, **data):
-    """POST a form on `page` (to `action`, by default the page itself) with its token."""
-    token = csrf_token(client.get(page).text)
-    return client.post(action or page, data={"csrf_token": token, **data})
-
-
 def create_key(client, name: str = "Billing system", scopes=("read", "write")) -> str:
-    response = post(client, "/admin/api-keys", name=name, scopes=list(scopes))
+    response = post_form(client, "/admin/api-keys", name=name, scopes=list(scopes))
     assert response.status_code == 200, response.text
     return KEY_RE.search(response.text).group(1)
 
 
 def create_endpoint(client, url="https://billing.example.com/hooks", events=None) -> str:
     events = list(webhooks.EVENT_TYPES) if events is None else events
-    response = post(client, "/admin/webhooks", url=url, description="Billing", events=events)
+    response = post_form(client, "/admin/webhooks", url=url, description="Billing", events=events)
     assert response.status_code == 200, response.text
     return SECRET_RE.search(response.text).group(1)
-
-
-def audit_rows(db, action: str) -> list[AuditEvent]:
-    db.expire_all()
-    return list(db.scalars(select(AuditEvent).where(AuditEvent.action == action)))
 
 
 def stored_anywhere(db, text: str) -> list[str]:
@@ -101,7 +90,7 @@ def delivery_of(db, endpoint: WebhookEndpoint) -> WebhookDelivery:
 
 
 def test_a_new_key_is_shown_once_and_only_its_hash_is_stored(admin, db):
-    response = post(admin, "/admin/api-keys", name="Billing system", scopes=["read", "write"])
+    response = post_form(admin, "/admin/api-keys", name="Billing system", scopes=["read", "write"])
     assert response.status_code == 200  # the key is in this response, not a redirect's flash
     key = KEY_RE.search(response.text).group(1)
     assert response.text.count(key) == 1
@@ -137,13 +126,13 @@ def test_a_key_made_here_works_against_the_api_until_it_is_revoked(admin, db):
     assert "Never" not in admin.get("/admin/api-keys").text
 
     revoke = f"/admin/api-keys/{row.id}/revoke"
-    response = post(admin, "/admin/api-keys", revoke)
+    response = post_form(admin, "/admin/api-keys", revoke)
     assert response.status_code == 303 and response.headers["Location"] == "/admin/api-keys"
     listing = admin.get("/admin/api-keys")
     assert "Revoked Billing system" in listing.text and f"by {ADMIN}" in listing.text
     assert admin.get("/api/v1/accounts", headers=bearer).status_code == 401
 
-    again = post(admin, "/admin/api-keys", revoke)
+    again = post_form(admin, "/admin/api-keys", revoke)
     assert again.status_code == 303
     assert "was already revoked" in admin.get("/admin/api-keys").text
     (event,) = audit_rows(db, "api_key.revoke")
@@ -170,7 +159,7 @@ def test_a_read_only_key_cannot_write(admin):
     ],
 )
 def test_a_bad_key_form_is_refused_next_to_the_field(admin, db, data, message):
-    response = post(admin, "/admin/api-keys", **data)
+    response = post_form(admin, "/admin/api-keys", **data)
     assert response.status_code == 400
     assert message in response.text
     assert 'class="error-message"' in response.text
@@ -228,7 +217,7 @@ def test_the_create_form_ticks_every_event_by_default(admin):
     ],
 )
 def test_a_bad_endpoint_url_is_refused_and_nothing_is_stored(admin, db, url, message):
-    response = post(admin, "/admin/webhooks", url=url, events=["contact.updated"])
+    response = post_form(admin, "/admin/webhooks", url=url, events=["contact.updated"])
     assert response.status_code == 400
     assert re.search(
         r'<p class="error-message" id="url-error">' + re.escape(message), response.text
@@ -238,14 +227,14 @@ def test_a_bad_endpoint_url_is_refused_and_nothing_is_stored(admin, db, url, mes
 
 
 def test_an_endpoint_needs_at_least_one_event(admin, db):
-    response = post(admin, "/admin/webhooks", url="https://billing.example.com/hooks")
+    response = post_form(admin, "/admin/webhooks", url="https://billing.example.com/hooks")
     assert response.status_code == 400
     assert "Choose at least one event." in response.text
     assert db.scalar(select(func.count(WebhookEndpoint.id))) == 0
 
 
 def test_the_signing_secret_is_shown_once_and_stored_sealed(app, admin, db):
-    response = post(
+    response = post_form(
         admin,
         "/admin/webhooks",
         url="https://billing.example.com/hooks",
@@ -288,12 +277,14 @@ def test_the_list_counts_pending_and_failed_deliveries(app, admin, db):
 def test_an_endpoint_is_updated_with_the_same_checks(app, admin, db):
     endpoint = endpoint_row(app, db, "https://billing.example.com/hooks")
     page = f"/admin/webhooks/{endpoint.id}"
-    bad = post(admin, page, url="https://user:pw@billing.example.com/", events=["contact.updated"])
+    bad = post_form(
+        admin, page, url="https://user:pw@billing.example.com/", events=["contact.updated"]
+    )
     assert bad.status_code == 400 and "Put no user name or password" in bad.text
     db.refresh(endpoint)
     assert endpoint.url == "https://billing.example.com/hooks"
 
-    response = post(
+    response = post_form(
         admin,
         page,
         url="https://billing.example.com/v2/hooks",
@@ -325,7 +316,7 @@ def test_deleting_an_endpoint_takes_its_deliveries_with_it(app, admin, db):
     queue_event(app, db)
     gone, kept = endpoint.id, other.id
     page = f"/admin/webhooks/{gone}"
-    response = post(admin, page, f"{page}/delete")
+    response = post_form(admin, page, f"{page}/delete")
     assert response.status_code == 303 and response.headers["Location"] == "/admin/webhooks"
     db.expire_all()
     assert db.get(WebhookEndpoint, gone) is None
@@ -368,7 +359,7 @@ def test_the_delivery_log_is_newest_first_with_attempts_and_pages(app, admin, db
 
 def _resend(admin, endpoint, delivery):
     page = f"/admin/webhooks/{endpoint.id}"
-    return post(admin, page, f"{page}/deliveries/{delivery.id}/resend")
+    return post_form(admin, page, f"{page}/deliveries/{delivery.id}/resend")
 
 
 @pytest.mark.parametrize("before", [DeliveryStatus.DELIVERED, DeliveryStatus.FAILED])

@@ -7,8 +7,7 @@ import json
 from sqlalchemy import select
 
 from portal.models import AuditEvent, StaffRole, StaffSession, StaffUser
-from tests.admin.conftest import PASSWORD, make_staff, staff_sign_in
-from tests.conftest import csrf_token
+from tests.admin.conftest import PASSWORD, make_staff, post_form, staff_sign_in
 
 
 def signed_in(app, db, role=StaffRole.ADMIN, email=None):
@@ -18,14 +17,9 @@ def signed_in(app, db, role=StaffRole.ADMIN, email=None):
     return user, client
 
 
-def post(client, path, **data):
-    page = client.get(path)
-    return client.post(path, data={"csrf_token": csrf_token(page.text), **data})
-
-
 def test_an_admin_adds_a_staff_user_who_can_then_sign_in(app, db):
     _admin, client = signed_in(app, db)
-    response = post(
+    response = post_form(
         client,
         "/admin/staff/new",
         email="New.Person@Staff.Example.com",
@@ -51,7 +45,7 @@ def test_bad_input_is_refused_next_to_the_field_and_nothing_is_written(app, db):
         ({"email": "admin@staff.example.com", "password": "x" * 20}, "already has a staff account"),
         ({"email": "short@staff.example.com", "password": "short"}, "at least 12"),
     ]:
-        response = post(client, "/admin/staff/new", role="viewer", **data)
+        response = post_form(client, "/admin/staff/new", role="viewer", **data)
         assert response.status_code == 400 and message in response.text, message
     assert db.scalars(select(StaffUser.email)).all() == ["admin@staff.example.com"]
 
@@ -60,7 +54,7 @@ def test_changing_a_role_or_deactivating_ends_their_sessions(app, db):
     _admin, client = signed_in(app, db)
     other, other_client = signed_in(app, db, StaffRole.VIEWER, "viewer@staff.example.com")
     assert other_client.get("/admin/").status_code == 200
-    response = post(
+    response = post_form(
         client,
         f"/admin/staff/{other.id}/edit",
         email=other.email,
@@ -79,7 +73,7 @@ def test_changing_a_role_or_deactivating_ends_their_sessions(app, db):
 
 def test_an_admin_cannot_demote_or_deactivate_themselves(app, db):
     admin, client = signed_in(app, db)
-    response = post(
+    response = post_form(
         client, f"/admin/staff/{admin.id}/edit", email=admin.email, role="viewer", is_active="y"
     )
     assert response.status_code == 400 and "cannot change your own role" in response.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import html
 import io
 import re
@@ -21,12 +20,8 @@ from portal.models import (
     AuditEvent,
     BillGroup,
     Contact,
-    Invoice,
     OutboxMessage,
-    Payment,
-    PaymentApplication,
     PaymentMethod,
-    PaymentStatus,
 )
 from tests.conftest import csrf_token, run_worker
 from tests.factories import make_bill_group, make_contact
@@ -127,22 +122,6 @@ def plain_text(message: Any) -> str:
     return message.get_body(preferencelist=("plain",)).get_content()
 
 
-def add_payment(db: Session, invoice: Invoice, amount_minor: int, reference: str) -> Payment:
-    payment = Payment(
-        bill_group=invoice.bill_group,
-        amount_minor=amount_minor,
-        currency=invoice.currency,
-        status=PaymentStatus.SUCCEEDED,
-        received_at=dt.datetime(2026, 11, 15, 9, tzinfo=dt.UTC),
-        reference=reference,
-    )
-    payment.applications.append(PaymentApplication(invoice=invoice, amount_minor=amount_minor))
-    invoice.amount_paid_minor += amount_minor
-    db.add(payment)
-    db.flush()
-    return payment
-
-
 def card_fields(**overrides: str) -> dict[str, str]:
     return {
         "holder_name": "Ada Lovelace",
@@ -200,6 +179,10 @@ def contact_fields(**overrides: str) -> dict[str, str]:
         "postal_code": "10115",
         "country": "DE",
     } | overrides
+
+
+# What every face says of a contact's phone number that is not one.
+PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
 
 
 DETAILS_FIELDS = ("po_number", "vat_number", "registration_number")

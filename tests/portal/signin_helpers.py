@@ -1,11 +1,14 @@
-"""What the sign-in token tests share: asking for a link, reading the email, sessions and races."""
+"""What the sign-in token tests share: asking for a link, reading the email, sessions and
+races (test_notices and test_budgets race browsers with them too)."""
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -161,11 +164,11 @@ def scan_database(app: Flask, secrets_: dict[str, str]) -> set[tuple[str, str, s
     return hits
 
 
-def race(jobs: list, send) -> list:  # type: ignore[no-untyped-def]
+def race(jobs: list[Any], send: Callable[[Any], Any]) -> list[Any]:
     """Run send(job) for every job at once: threads released together by a barrier."""
     barrier = threading.Barrier(len(jobs))
 
-    def go(job):  # type: ignore[no-untyped-def]
+    def go(job: Any) -> Any:
         barrier.wait(timeout=30)
         return send(job)
 

@@ -10,6 +10,7 @@ import pytest
 from tests.portal.pages_helpers import (
     BILLING_EMAIL,
     GROUP_NAME,
+    PHONE_ERROR,
     audit_rows,
     billing_contact,
     contact_fields,
@@ -94,8 +95,6 @@ def test_email_is_stored_in_canonical_form(db, group, customer):
 
 EMAIL_ERROR = "Enter an email address like name@company.com, with one @ sign."
 
-
-PHONE_ERROR = "Enter a phone number using digits, spaces, + ( ) and -."
 BAD_CONTACTS = [
     ({"name": ""}, {"name": "Enter a name."}),
     ({"name": "   "}, {"name": "Enter a name."}),

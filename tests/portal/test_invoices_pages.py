@@ -17,10 +17,9 @@ from portal.models import (
     InvoiceStatus,
 )
 from tests.conftest import sign_in, statements
-from tests.factories import TODAY, make_invoice, make_payment_method
+from tests.factories import TODAY, add_payment, make_invoice, make_payment_method
 from tests.portal.pages_helpers import (
     ADDRESS,
-    add_payment,
     csv_rows,
     field_errors,
     listed,
@@ -192,7 +191,7 @@ def test_csv_export(db, group, customer):
         due_date=dt.date(2026, 10, 31),
         lines=[("Licences", "3", 4115, 2000)],  # 123.45 + 24.69 tax
     )
-    add_payment(db, part_paid, 4815, "BACS-1")
+    add_payment(db, part_paid, 4815, reference="BACS-1")
     make_invoice(db, group, number="INV-2", status=InvoiceStatus.PAID, issue_date=TODAY - day)
     formulas = ['=HYPERLINK("https://evil.test","x")', "+1+2", "-3", "@SUM(A1)"]
     for number in formulas:
@@ -299,7 +298,7 @@ def test_invoice_detail_shows_lines_totals_and_payments(db, group, customer):
         lines=[("Analytics Pro seats", "3", 4900, 2000), ("Consulting hours", "2.5", 12000, 700)],
         po_number="PO-778",
     )
-    add_payment(db, invoice, 10000, "BACS-20261115")
+    add_payment(db, invoice, 10000, reference="BACS-20261115")
     db.commit()
     # 147.00 + 29.40 tax; 300.00 + 21.00 tax: 447.00 + 50.40 = 497.40, 100.00 paid.
     page = customer.get(url(group, f"/invoices/{invoice.id}")).text

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -46,6 +43,7 @@ from tests.portal.pages_helpers import (
     save_contact,
     url,
 )
+from tests.portal.signin_helpers import clone, race
 from tests.settings import change_settings
 
 NEW = "finance@acme.com"
@@ -63,25 +61,6 @@ def window(app: Flask) -> dt.timedelta:
 def after_window(app: Flask, clock: Clock) -> None:
     clock.now += window(app)
     run_worker(app)
-
-
-def clone(app: Flask, client: FlaskClient) -> FlaskClient:
-    """Another client with the same browser session (the same signed-in customer)."""
-    twin = app.test_client()
-    twin.set_cookie("session", client.get_cookie("session").value)
-    return twin
-
-
-def race(jobs: list[Any], send: Callable[[Any], Any]) -> list[Any]:
-    """send(job) for every job at once: threads released together by a barrier."""
-    barrier = threading.Barrier(len(jobs))
-
-    def go(job: Any) -> Any:
-        barrier.wait(timeout=30)
-        return send(job)
-
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        return list(pool.map(go, jobs))
 
 
 def save_po(client: FlaskClient, group: BillGroup, po: str) -> int:

@@ -10,9 +10,8 @@ import pytest
 from portal.models import (
     InvoiceStatus,
 )
-from tests.factories import TODAY, make_invoice, make_payment_method
+from tests.factories import TODAY, add_payment, make_invoice, make_payment_method
 from tests.portal.pages_helpers import (
-    add_payment,
     csv_rows,
     listed,
     url,
@@ -45,7 +44,7 @@ def test_overview_figures(db, group, customer):
         due_date=TODAY - 40 * day,
         lines=[("Licences", "2", 10000, 2000)],
     )
-    add_payment(db, part_paid, 10000, "BACS-1")
+    add_payment(db, part_paid, 10000, reference="BACS-1")
     make_invoice(db, group, number="PAID-1", status=InvoiceStatus.PAID)
     make_invoice(db, group, number="VOID-1", status=InvoiceStatus.VOID)
     make_invoice(
