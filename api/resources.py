@@ -11,7 +11,6 @@ from typing import Any
 from flask import Response, jsonify, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from api.base import ApiError, acting_key, body, bp, page, record, requires
@@ -19,108 +18,66 @@ from portal import clock, db, downloads, links
 from portal.actions import ActionError, TooMany
 from portal.actions.contacts import update_contact
 from portal.config import settings
-from portal.models import (
-    Account,
-    BillGroup,
-    Contact,
-    ContactKind,
-    Entity,
-    Invoice,
-    InvoiceLine,
-    Payment,
-    PaymentApplication,
-    PaymentMethod,
-    Product,
-    Subscription,
-    SubscriptionItem,
-)
-from portal.sync import schemas, serialize, upsert
+from portal.models import Account, BillGroup, Contact, ContactKind
+from portal.sync import records, schemas, serialize, upsert
 
 
 def _base_url() -> str:
     return str(settings().PORTAL_BASE_URL)
 
 
+# Asked for per record, as each record is serialised.
+_CONTEXT = records.Context(today=clock.today, base_url=_base_url)
+
+
 @dataclass(frozen=True)
 class Resource:
     """One kind of record as the API exposes it under /api/v1/<name>."""
 
-    name: str
-    model: Any
+    record: records.Record
     schema: str  # the OpenAPI component name of the record
-    serialize: Callable[[Any], dict[str, Any]]
-    # Loaded with each page, so serialising a page is a fixed number of queries.
-    options: tuple[LoaderOption, ...] = ()
     # Query parameters naming a parent by external id: (parameter, parent model, column).
     filters: tuple[tuple[str, Any, Any], ...] = field(default=())
 
     @property
+    def name(self) -> str:
+        return self.record.resource
+
+    @property
+    def model(self) -> Any:
+        return self.record.model
+
+    @property
+    def options(self) -> tuple[LoaderOption, ...]:
+        return self.record.options
+
+    @property
     def body(self) -> type[schemas.Body]:
-        return schemas.UPSERT_BODIES[self.name]
+        return self.record.body
+
+    def serialize(self, row: Any) -> dict[str, Any]:
+        return self.record.serialize(row, _CONTEXT)
 
 
-def _group_filter(model: Any) -> tuple[tuple[str, Any, Any], ...]:
-    return (("bill_group", BillGroup, model.bill_group_id),)
+def _in_group(record: records.Record, schema: str) -> Resource:
+    """A resource that belongs to a bill group, and is listed by ?bill_group=."""
+    return Resource(record, schema, (("bill_group", BillGroup, record.model.bill_group_id),))
 
 
+_RECORDS = records.RECORDS
 RESOURCES: dict[str, Resource] = {
     r.name: r
     for r in (
-        Resource("entities", Entity, "Entity", serialize.entity),
-        Resource("accounts", Account, "Account", serialize.account),
+        Resource(_RECORDS["entity"], "Entity"),
+        Resource(_RECORDS["account"], "Account"),
         Resource(
-            "bill-groups",
-            BillGroup,
-            "BillGroup",
-            lambda row: serialize.bill_group(row, _base_url()),
-            (selectinload(BillGroup.account), selectinload(BillGroup.entity)),
-            (("account", Account, BillGroup.account_id),),
+            _RECORDS["bill_group"], "BillGroup", (("account", Account, BillGroup.account_id),)
         ),
-        Resource(
-            "products", Product, "Product", serialize.product, (selectinload(Product.entity),)
-        ),
-        Resource(
-            "subscriptions",
-            Subscription,
-            "Subscription",
-            serialize.subscription,
-            (
-                selectinload(Subscription.bill_group),
-                selectinload(Subscription.items).selectinload(SubscriptionItem.product),
-            ),
-            _group_filter(Subscription),
-        ),
-        Resource(
-            "invoices",
-            Invoice,
-            "Invoice",
-            lambda row: serialize.invoice(row, clock.today()),
-            (
-                selectinload(Invoice.bill_group),
-                selectinload(Invoice.lines).selectinload(InvoiceLine.product),
-            ),
-            _group_filter(Invoice),
-        ),
-        Resource(
-            "payments",
-            Payment,
-            "Payment",
-            serialize.payment,
-            (
-                selectinload(Payment.bill_group),
-                selectinload(Payment.payment_method),
-                selectinload(Payment.applications).selectinload(PaymentApplication.invoice),
-            ),
-            _group_filter(Payment),
-        ),
-        Resource(
-            "payment-methods",
-            PaymentMethod,
-            "PaymentMethod",
-            serialize.payment_method,
-            (selectinload(PaymentMethod.bill_group),),
-            _group_filter(PaymentMethod),
-        ),
+        Resource(_RECORDS["product"], "Product"),
+        _in_group(_RECORDS["subscription"], "Subscription"),
+        _in_group(_RECORDS["invoice"], "Invoice"),
+        _in_group(_RECORDS["payment"], "Payment"),
+        _in_group(_RECORDS["payment_method"], "PaymentMethod"),
     )
 }
 
@@ -288,7 +245,7 @@ def portal_link(external_id: str) -> Response:
     )
 
 
-CONTACT_OPTIONS = (selectinload(Contact.bill_group),)
+CONTACT_OPTIONS = records.RECORDS["contact"].options
 
 
 @bp.get("/contacts")
