@@ -44,27 +44,13 @@ from typing import IO, Any
 from pydantic import ValidationError
 from sqlalchemy import Select, select
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from portal import audit
 from portal.actions import ActionError, Actor
 from portal.actions.contacts import update_contact
-from portal.models import (
-    Account,
-    BillGroup,
-    Contact,
-    ContactKind,
-    Entity,
-    Invoice,
-    InvoiceLine,
-    Payment,
-    PaymentApplication,
-    PaymentMethod,
-    Product,
-    Subscription,
-    SubscriptionItem,
-)
-from portal.sync import schemas, serialize, upsert
+from portal.models import BillGroup, Contact, ContactKind
+from portal.sync import records, schemas, upsert
 
 MAX_LINE_BYTES = 1024 * 1024
 BATCH_SIZE = 500
@@ -74,31 +60,10 @@ _SKIP_CHUNK = 64 * 1024
 Reason = tuple[str | None, str]  # (field, message); field None for the line as a whole
 
 
-@dataclass(frozen=True)
-class Kind:
-    """One `type` of line: its body, how it is written, how it is read back."""
-
-    name: str
-    resource: str  # the API's resource name, "" for contacts
-    body: type[schemas.Body]
-
-
-# In dependency order: the order of an export, and a safe order for any file.
-KINDS: dict[str, Kind] = {
-    kind.name: kind
-    for kind in (
-        Kind("entity", "entities", schemas.EntityIn),
-        Kind("account", "accounts", schemas.AccountIn),
-        Kind("bill_group", "bill-groups", schemas.BillGroupIn),
-        Kind("contact", "", schemas.ContactIn),
-        Kind("product", "products", schemas.ProductIn),
-        Kind("subscription", "subscriptions", schemas.SubscriptionIn),
-        Kind("invoice", "invoices", schemas.InvoiceIn),
-        # Before payments, which may name the payment method used.
-        Kind("payment_method", "payment-methods", schemas.PaymentMethodIn),
-        Kind("payment", "payments", schemas.PaymentIn),
-    )
-}
+# One `type` of line per synced record type, in dependency order: the order of an
+# export, and a safe order for any file.
+Kind = records.Record
+KINDS: dict[str, Kind] = records.RECORDS
 TYPES = tuple(KINDS)
 UNREADABLE = "(unreadable)"  # the count of lines whose type could not be told
 _KEYS = {"type", "external_id", "data"}
@@ -371,26 +336,8 @@ def _references(line: _Line) -> set[tuple[str, str]]:
     return found
 
 
-MODELS: dict[str, Any] = {
-    "entity": Entity,
-    "account": Account,
-    "bill_group": BillGroup,
-    "product": Product,
-    "subscription": Subscription,
-    "invoice": Invoice,
-    "payment_method": PaymentMethod,
-    "payment": Payment,
-}
-# What an upsert compares besides the columns, loaded with the record.
-_CHILDREN: dict[Any, tuple[Any, ...]] = {
-    Subscription: (selectinload(Subscription.items),),
-    Invoice: (selectinload(Invoice.lines),),
-    Payment: (selectinload(Payment.applications),),
-}
-
-
 # Kept in the lookups from one group to the next: the records other lines name.
-_REFERENCED = {Entity, Account, BillGroup, Product, PaymentMethod}
+_REFERENCED = {"entity", "account", "bill_group", "product", "payment_method"}
 
 
 def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[Any]:
@@ -398,24 +345,24 @@ def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[
     in `lookups` yet; records found are added, the others marked ABSENT. Returns the
     entries the caller must drop once the lines are written: the ABSENT ones (they may
     exist now) and the records no other line names (so memory stays flat)."""
-    wanted: dict[Any, set[str]] = {}
+    wanted: dict[str, set[str]] = {}
     for line in lines:
         if line.kind.name != "contact":
-            wanted.setdefault(MODELS[line.kind.name], set()).add(line.key)
+            wanted.setdefault(line.kind.name, set()).add(line.key)
         for name, key in _references(line):
-            wanted.setdefault(MODELS[name], set()).add(key)
+            wanted.setdefault(name, set()).add(key)
     absent = []
-    for model, keys in wanted.items():
+    for name, keys in wanted.items():
+        kind = KINDS[name]
+        model = kind.model
         missing = [key for key in keys if (model, key) not in lookups]
         if not missing:
             continue
         query = select(model).where(model.external_id.in_(missing))
-        found = {
-            row.external_id: row for row in db.scalars(query.options(*_CHILDREN.get(model, ())))
-        }
+        found = {row.external_id: row for row in db.scalars(query.options(*kind.children))}
         for key in missing:
             lookups[(model, key)] = found.get(key, upsert.ABSENT)
-            if key not in found or model not in _REFERENCED:
+            if key not in found or name not in _REFERENCED:
                 absent.append((model, key))
     return absent
 
@@ -620,128 +567,60 @@ def _line(kind: str, external_id: str | None, data: dict[str, Any]) -> dict[str,
     return {"type": kind, "external_id": external_id, "data": data}
 
 
-def _entity(row: Entity) -> dict[str, Any]:
-    return _line("entity", row.external_id, _fields(serialize.entity(row), schemas.EntityIn))
+# The export of a record is its API JSON cut to the fields of its body (its children's
+# to those of theirs): exactly what importing it takes. Not the API's clock or address.
+_EXPORT_CONTEXT = records.Context(today=dt.date.today, base_url=lambda: "")
+_CHILD_BODIES: dict[str, tuple[str, type[schemas.Body]]] = {
+    "subscription": ("items", schemas.SubscriptionItemIn),
+    "invoice": ("lines", schemas.InvoiceLineIn),
+    "payment": ("applications", schemas.PaymentApplicationIn),
+}
 
 
-def _account(row: Account) -> dict[str, Any]:
-    return _line("account", row.external_id, _fields(serialize.account(row), schemas.AccountIn))
+def _export_line(kind: Kind, row: Any) -> dict[str, Any]:
+    data = _fields(kind.serialize(row, _EXPORT_CONTEXT), kind.body)
+    if kind.name in _CHILD_BODIES:
+        children, body = _CHILD_BODIES[kind.name]
+        data[children] = [_fields(child, body) for child in data[children]]
+    if kind.name == "contact":
+        return {
+            "type": "contact",
+            "bill_group": row.bill_group.external_id,
+            "kind": row.kind.value,
+            "data": data,
+        }
+    return _line(kind.name, row.external_id, data)
 
 
-def _bill_group(row: BillGroup) -> dict[str, Any]:
-    data = _fields(serialize.bill_group(row, ""), schemas.BillGroupIn)
-    return _line("bill_group", row.external_id, data)
-
-
-def _contact(row: Contact) -> dict[str, Any]:
-    return {
-        "type": "contact",
-        "bill_group": row.bill_group.external_id,
-        "kind": row.kind.value,
-        "data": _fields(serialize.contact(row), schemas.ContactIn),
-    }
-
-
-def _product(row: Product) -> dict[str, Any]:
-    return _line("product", row.external_id, _fields(serialize.product(row), schemas.ProductIn))
-
-
-def _subscription(row: Subscription) -> dict[str, Any]:
-    data = _fields(serialize.subscription(row), schemas.SubscriptionIn)
-    data["items"] = [_fields(item, schemas.SubscriptionItemIn) for item in data["items"]]
-    return _line("subscription", row.external_id, data)
-
-
-def _invoice(row: Invoice) -> dict[str, Any]:
-    data = _fields(serialize.invoice(row, dt.date.today()), schemas.InvoiceIn)
-    data["lines"] = [_fields(line, schemas.InvoiceLineIn) for line in data["lines"]]
-    return _line("invoice", row.external_id, data)
-
-
-def _payment_method(row: PaymentMethod) -> dict[str, Any]:
-    data = _fields(serialize.payment_method(row), schemas.PaymentMethodIn)
-    return _line("payment_method", row.external_id, data)
-
-
-def _payment(row: Payment) -> dict[str, Any]:
-    data = _fields(serialize.payment(row), schemas.PaymentIn)
-    data["applications"] = [
-        _fields(application, schemas.PaymentApplicationIn) for application in data["applications"]
-    ]
-    return _line("payment", row.external_id, data)
-
-
-def _with_id(model: Any, *options: Any) -> Select[Any]:
-    return select(model).where(model.external_id.is_not(None)).options(*options).order_by(model.id)
-
-
-# What export writes, in KINDS order: (type, query, line).
-EXPORTS: tuple[tuple[str, Callable[[], Select[Any]], Callable[[Any], dict[str, Any]]], ...] = (
-    ("entity", lambda: _with_id(Entity), _entity),
-    ("account", lambda: _with_id(Account), _account),
-    (
-        "bill_group",
-        lambda: _with_id(
-            BillGroup, selectinload(BillGroup.account), selectinload(BillGroup.entity)
-        ),
-        _bill_group,
-    ),
-    (
-        "contact",
-        lambda: (
+def _export_query(kind: Kind) -> Select[Any]:
+    """The records of `kind` that export writes, in id order."""
+    if kind.name == "contact":
+        # Contacts are named by their bill group's external id.
+        return (
             select(Contact)
             .join(BillGroup, Contact.bill_group_id == BillGroup.id)
             .where(BillGroup.external_id.is_not(None))
-            .options(selectinload(Contact.bill_group))
+            .options(*kind.options)
             .order_by(Contact.id)
-        ),
-        _contact,
-    ),
-    ("product", lambda: _with_id(Product, selectinload(Product.entity)), _product),
-    (
-        "subscription",
-        lambda: _with_id(
-            Subscription,
-            selectinload(Subscription.bill_group),
-            selectinload(Subscription.items).selectinload(SubscriptionItem.product),
-        ),
-        _subscription,
-    ),
-    (
-        "invoice",
-        lambda: _with_id(
-            Invoice,
-            selectinload(Invoice.bill_group),
-            selectinload(Invoice.lines).selectinload(InvoiceLine.product),
-        ),
-        _invoice,
-    ),
-    (
-        "payment_method",
-        lambda: _with_id(PaymentMethod, selectinload(PaymentMethod.bill_group)),
-        _payment_method,
-    ),
-    (
-        "payment",
-        lambda: _with_id(
-            Payment,
-            selectinload(Payment.bill_group),
-            selectinload(Payment.payment_method),
-            selectinload(Payment.applications).selectinload(PaymentApplication.invoice),
-        ),
-        _payment,
-    ),
-)
+        )
+    model = kind.model
+    return (
+        select(model)
+        .where(model.external_id.is_not(None))
+        .options(*kind.options)
+        .order_by(model.id)
+    )
 
 
 def export(db: Session, stream: IO[str], *, chunk: int = EXPORT_CHUNK) -> dict[str, int]:
     """Write every record with an external id to `stream` (text) as JSON Lines, in
     dependency order, reading `chunk` rows at a time; returns the count per type."""
     counts: dict[str, int] = {}
-    for name, query, line in EXPORTS:
+    for name, kind in KINDS.items():
         written = 0
-        for row in db.scalars(query(), execution_options={"yield_per": chunk}):
-            stream.write(json.dumps(line(row), ensure_ascii=False, separators=(",", ":")))
+        for row in db.scalars(_export_query(kind), execution_options={"yield_per": chunk}):
+            line = _export_line(kind, row)
+            stream.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
             stream.write("\n")
             written += 1
         counts[name] = written
