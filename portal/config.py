@@ -3,6 +3,7 @@ checked once into the typed, frozen Settings that every module reads."""
 
 from __future__ import annotations
 
+import email.utils
 import os
 import tomllib
 from collections.abc import Mapping
@@ -345,6 +346,14 @@ def validate(app: Flask, config: Settings) -> None:
     ):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be at least 1.")
+    _name, sender = email.utils.parseaddr(config.MAIL_DEFAULT_SENDER)
+    _local, at, domain = sender.rpartition("@")
+    if not at or not domain.strip():
+        # Every message's Message-ID is made on this domain; without one nothing sends.
+        raise ConfigError(
+            "MAIL_DEFAULT_SENDER must be an address with a domain, e.g. "
+            f'"Billing <billing@example.com>" (got {config.MAIL_DEFAULT_SENDER!r}).'
+        )
     from portal.access import AccessError, canonical_domain
 
     for provider in config.PUBLIC_MAIL_PROVIDERS_EXTRA:

@@ -13,6 +13,7 @@ from portal.config import DEFAULTS, DEV_SECRET_KEY, ConfigError, settings_of
 
 GOOD_SECRET = "s" * 40
 PRODUCTION = {"DATABASE_URL": "sqlite://", "SECRET_KEY": GOOD_SECRET}
+URL = "https://b.example.com"
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +121,19 @@ def test_example_config_loads_and_still_demands_a_secret(monkeypatch):
     monkeypatch.setenv("PORTAL_SECRET_KEY", GOOD_SECRET)
     app = create_app({"DATABASE_URL": "sqlite://"})
     assert settings_of(app).PORTAL_BASE_URL.startswith("https://")
+
+
+@pytest.mark.parametrize("sender", ["billing", "Billing portal <billing>", "", "<@>"])
+def test_the_sender_address_must_have_a_domain(sender):
+    """Message-IDs are made on its domain: without one, every message would fail at send."""
+    with pytest.raises(ConfigError, match="MAIL_DEFAULT_SENDER must be an address with a domain"):
+        create_app({**PRODUCTION, "PORTAL_BASE_URL": URL, "MAIL_DEFAULT_SENDER": sender})
+
+
+def test_a_sender_with_a_domain_starts():
+    sender = "Acme <bills@acme.example>"
+    app = create_app({**PRODUCTION, "PORTAL_BASE_URL": URL, "MAIL_DEFAULT_SENDER": sender})
+    assert settings_of(app).MAIL_DEFAULT_SENDER == sender
 
 
 def test_extra_public_providers_must_be_domains():
