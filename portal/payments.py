@@ -26,6 +26,7 @@ Register it in `_GATEWAYS` and select it with `PAYMENT_GATEWAY = "stripe"`.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 import re
 import secrets
@@ -36,13 +37,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from flask import has_app_context
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal import clock
 from portal.config import Settings
 from portal.db import utcnow
 from portal.locks import lock_bill_group
-from portal.models import BillGroup, PaymentMethod, PaymentMethodType
+from portal.models import BillGroup, PaymentMethod, PaymentMethodType, SandboxCharge
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,72 @@ class CardDeclined(GatewayError):
 # --- the protocol -------------------------------------------------------------------
 
 
+class GatewayUnavailable(GatewayError):
+    """The gateway could not be reached or did not answer in time. Nothing is known to
+    have been charged; asking again with the same idempotency key is safe."""
+
+
+class WebhookRejected(Exception):
+    """A webhook from the gateway that we refuse: a bad or missing signature, too old,
+    or not parseable. The message is for the log, never for the sender."""
+
+
+class ChargeStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"  # the issuer or the gateway refused: nothing was charged
+    REQUIRES_ACTION = "requires_action"  # 3-D Secure: the customer must authenticate
+    PROCESSING = "processing"  # accepted; the gateway confirms later (retrieve, webhook)
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """What the portal asks a gateway to charge. `idempotency_key` is the payment
+    attempt's key: asking twice with one key must charge once and answer the same."""
+
+    idempotency_key: str
+    method_token: str  # PaymentMethod.gateway_token
+    customer_ref: str | None  # BillGroup.gateway_customer_ref
+    amount_minor: int
+    currency: str
+    description: str  # shown on the customer's statement and in the gateway's dashboard
+    # Where a 3-D Secure step sends the browser back to.
+    return_url: str
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A gateway's answer about one charge, then or later (`retrieve`)."""
+
+    reference: str  # the gateway's id for the charge (PaymentIntent id, sandbox id)
+    status: ChargeStatus
+    amount_minor: int
+    currency: str
+    # DECLINED: why, in plain words for the customer, and the gateway's code for it.
+    failure_message: str | None = None
+    failure_code: str | None = None
+    # REQUIRES_ACTION: where the browser goes to authenticate (the sandbox's page), or
+    # the client secret Stripe.js needs to run the step in our page.
+    action_url: str | None = None
+    client_secret: str | None = None
+    # How much the gateway reports refunded so far.
+    refunded_minor: int = 0
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    """A verified webhook from the gateway, reduced to what the portal applies."""
+
+    id: str  # the gateway's event id: an event seen before is not applied again
+    kind: str  # "charge.succeeded", "charge.failed" or "charge.refunded"
+    charge: Charge
+
+
+# --- the protocol -------------------------------------------------------------------
+
+
 @runtime_checkable
 class Gateway(Protocol):
-    """A payment processor that turns a customer's submission into a stored token."""
+    """A payment processor: stores payment methods as tokens and charges them."""
 
     # Stored in PaymentMethod.gateway beside the token.
     name: str
@@ -150,6 +215,21 @@ class Gateway(Protocol):
 
     def detach(self, token: str) -> None:
         """Tell the processor we no longer use this payment method."""
+        ...
+
+    def charge(self, request: ChargeRequest) -> Charge:
+        """Charge a stored method. The same idempotency key gives the same charge and
+        answer. GatewayUnavailable when the gateway is down or slow; a decline is a
+        Charge with status DECLINED, not an exception."""
+        ...
+
+    def retrieve(self, reference: str) -> Charge:
+        """The charge's state now (after a 3-D Secure step, or while processing)."""
+        ...
+
+    def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> GatewayEvent | None:
+        """Verify a webhook's signature and read it; None for an event kind the portal
+        does not use. WebhookRejected when the signature or the body is bad."""
         ...
 
 
@@ -224,7 +304,10 @@ class SandboxGateway:
     Use Stripe's test numbers: 4242424242424242 (visa), 5555555555554444 (mastercard),
     378282246310005 (amex) and 6011111111111117 (discover) succeed; 4000000000000002 is
     declined, 4000000000009995 has insufficient funds, 4000000000000069 has expired and
-    4000000000000127 fails the security-code check.
+    4000000000000127 fails the security-code check. When charged, 4000000000000341 is
+    declined, 4000002760003184 and 4000000000003220 ask for a 3-D Secure step (the
+    sandbox's page at /sandbox/authenticate/<reference>), and 4000000000000259 is
+    processing for SANDBOX_PROCESSING_TIME, then succeeds.
 
     The card number, security code and expiry are never logged, never put in an
     exception, and never kept on this object (its only state is the clock).
@@ -262,6 +345,154 @@ class SandboxGateway:
     def detach(self, token: str) -> None:
         """Nothing to release: the sandbox remembers no tokens."""
         log.debug("sandbox: detached a payment method")
+
+    # Charging. The card's behaviour is in its token (see _CHARGE_BEHAVIOURS); the
+    # sandbox's record of each charge is a SandboxCharge row, written in a session of
+    # its own, as a processor's records are outside our transaction.
+
+    def charge(self, request: ChargeRequest) -> Charge:
+        with _sandbox_db() as db:
+            existing = db.scalar(
+                select(SandboxCharge).where(
+                    SandboxCharge.idempotency_key == request.idempotency_key
+                )
+            )
+            if existing is not None:
+                return self._settled(db, existing)
+            behaviour = _behaviour(request.method_token)
+            now = self._now()
+            row = SandboxCharge(
+                reference="sandbox_ch_" + secrets.token_urlsafe(18),
+                idempotency_key=request.idempotency_key,
+                status=behaviour,
+                amount_minor=request.amount_minor,
+                currency=request.currency,
+                created_at=now,
+            )
+            if behaviour == ChargeStatus.DECLINED:
+                row.failure_message, row.failure_code = "Your card was declined.", "card_declined"
+            if behaviour == ChargeStatus.PROCESSING:
+                row.settles_at = now + SANDBOX_PROCESSING_TIME
+            db.add(row)
+            try:
+                db.commit()
+            except IntegrityError:  # the same key raced in from another request
+                db.rollback()
+                first = db.scalars(
+                    select(SandboxCharge).where(
+                        SandboxCharge.idempotency_key == request.idempotency_key
+                    )
+                ).one()
+                return self._settled(db, first)
+            log.info("sandbox: charge %s is %s", row.reference, row.status)
+            return _charge_of(row, request.return_url)
+
+    def retrieve(self, reference: str) -> Charge:
+        with _sandbox_db() as db:
+            row = db.scalar(select(SandboxCharge).where(SandboxCharge.reference == reference))
+            if row is None:
+                raise GatewayError("No such charge.")
+            return self._settled(db, row)
+
+    def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> GatewayEvent | None:
+        """The sandbox sends no webhooks: its outcomes are read back with retrieve()."""
+        raise WebhookRejected("the sandbox gateway sends no webhooks")
+
+    def authenticate(self, reference: str, *, approve: bool) -> Charge:
+        """The sandbox's 3-D Secure page: the customer approves (the charge succeeds) or
+        fails the check (it is declined). Only a charge waiting for it changes."""
+        with _sandbox_db() as db:
+            row = db.scalar(select(SandboxCharge).where(SandboxCharge.reference == reference))
+            if row is None:
+                raise GatewayError("No such charge.")
+            if row.status == ChargeStatus.REQUIRES_ACTION:
+                if approve:
+                    row.status = ChargeStatus.SUCCEEDED
+                else:
+                    row.status = ChargeStatus.DECLINED
+                    row.failure_message = "The card's security check was not completed."
+                    row.failure_code = "authentication_failed"
+                db.commit()
+            return _charge_of(row)
+
+    def refund(self, reference: str, amount_minor: int) -> Charge:
+        """Refund part or all of a succeeded charge, as staff would in a processor's
+        dashboard; the portal hears of it through retrieve()."""
+        with _sandbox_db() as db:
+            row = db.scalar(select(SandboxCharge).where(SandboxCharge.reference == reference))
+            if row is None or row.status != ChargeStatus.SUCCEEDED:
+                raise GatewayError("Only a succeeded charge can be refunded.")
+            if not 0 < amount_minor <= row.amount_minor - row.refunded_minor:
+                raise GatewayError("The refund is more than what is left of the charge.")
+            row.refunded_minor += amount_minor
+            db.commit()
+            return _charge_of(row)
+
+    def _now(self) -> dt.datetime:
+        return clock.now() if has_app_context() else utcnow()
+
+    def _settled(self, db: Session, row: SandboxCharge) -> Charge:
+        """A processing charge succeeds once its time has come."""
+        if (
+            row.status == ChargeStatus.PROCESSING
+            and row.settles_at is not None
+            and self._now() >= row.settles_at
+        ):
+            row.status = ChargeStatus.SUCCEEDED
+            db.commit()
+        return _charge_of(row)
+
+
+# How long the sandbox's "processing" card takes to succeed.
+SANDBOX_PROCESSING_TIME = dt.timedelta(seconds=5)
+
+# Cards that attach but behave differently when charged (Stripe's test numbers where
+# Stripe has one), written into the token so the sandbox needs no record of the card.
+_CHARGE_BEHAVIOURS: dict[str, ChargeStatus] = {
+    "4000000000000341": ChargeStatus.DECLINED,  # attaches, then every charge is declined
+    "4000002760003184": ChargeStatus.REQUIRES_ACTION,  # 3-D Secure on every charge
+    "4000000000003220": ChargeStatus.REQUIRES_ACTION,  # 3-D Secure 2
+    "4000000000000259": ChargeStatus.PROCESSING,  # sandbox only: pending, then succeeds
+}
+
+
+def _behaviour(token: str) -> ChargeStatus:
+    tag, dot, _ = token.removeprefix("sandbox_pm_").partition(".")  # "." is not urlsafe
+    return {
+        "decline": ChargeStatus.DECLINED,
+        "3ds": ChargeStatus.REQUIRES_ACTION,
+        "slow": ChargeStatus.PROCESSING,
+    }.get(tag if dot else "", ChargeStatus.SUCCEEDED)
+
+
+_TAGS = {
+    ChargeStatus.DECLINED: "decline.",
+    ChargeStatus.REQUIRES_ACTION: "3ds.",
+    ChargeStatus.PROCESSING: "slow.",
+}
+
+
+def _charge_of(row: SandboxCharge, return_url: str | None = None) -> Charge:
+    action_url = None
+    if row.status == ChargeStatus.REQUIRES_ACTION:
+        action_url = f"/sandbox/authenticate/{row.reference}"
+    return Charge(
+        reference=row.reference,
+        status=ChargeStatus(row.status),
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        failure_message=row.failure_message,
+        failure_code=row.failure_code,
+        action_url=action_url,
+        refunded_minor=row.refunded_minor,
+    )
+
+
+def _sandbox_db() -> Session:
+    """A session of the sandbox's own, on the app's database."""
+    from portal import db as portal_db  # the app's engine; imported late (db imports config)
+
+    return Session(portal_db.engine(), expire_on_commit=False)
 
 
 def _refuse(message: str, field: str) -> GatewayError:
@@ -316,10 +547,13 @@ def _validate(card: CardDetails, today: dt.date) -> _ValidCard:
 
 
 def _new_token(number: str) -> str:
-    """Random, never derived from the card; redrawn in the astronomically unlikely case
+    """Random, never derived from the card, with the tag of how it behaves when charged
+    (if it is one of _CHARGE_BEHAVIOURS); redrawn in the astronomically unlikely case
     that the random part happens to contain the card's last eight digits."""
+    behaviour = _CHARGE_BEHAVIOURS.get(number)
+    tag = _TAGS[behaviour] if behaviour is not None else ""
     while True:
-        token = "sandbox_pm_" + secrets.token_urlsafe(18)  # 18 bytes: 24 characters
+        token = "sandbox_pm_" + tag + secrets.token_urlsafe(18)  # 18 bytes: 24 characters
         if number[-8:] not in token:
             return token
 

@@ -27,11 +27,29 @@ from portal.models.integration import (
 )
 from portal.models.notice import ContactConfirmation, Notice, NoticeChange
 from portal.models.outbox import OutboxMessage
+from portal.models.paying import (
+    FINAL_STATES,
+    AttemptState,
+    CreditApplication,
+    CreditNote,
+    PaymentAttempt,
+    PaymentAttemptLine,
+    PaymentSource,
+    SandboxCharge,
+)
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 
 __all__ = [
+    "FINAL_STATES",
+    "AttemptState",
+    "CreditApplication",
+    "CreditNote",
+    "PaymentAttempt",
+    "PaymentAttemptLine",
+    "PaymentSource",
+    "SandboxCharge",
     "AccessRule",
     "Account",
     "ApiKey",

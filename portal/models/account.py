@@ -124,6 +124,8 @@ class BillGroup(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     contract_start: Mapped[dt.date] = mapped_column(Date, nullable=False)
     contract_end: Mapped[dt.date | None] = mapped_column(Date)
     portal_enabled: Mapped[bool] = mapped_column(Boolean, default=True, nullable=False)
+    # The payment gateway's customer for this bill group (a Stripe customer id).
+    gateway_customer_ref: Mapped[str | None] = mapped_column(String(100))
 
     account: Mapped[Account] = relationship(back_populates="bill_groups")
     entity: Mapped[Entity] = relationship(back_populates="bill_groups")

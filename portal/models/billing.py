@@ -37,6 +37,7 @@ from portal.models._base import (
 )
 from portal.models.account import BillingFrequency
 from portal.models.changes import ChangeMixin
+from portal.models.paying import PaymentSource
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
@@ -163,7 +164,15 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         CheckConstraint("subtotal_minor >= 0 AND tax_minor >= 0", name="amounts"),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
         CheckConstraint("amount_paid_minor >= 0 AND amount_paid_minor <= total_minor", name="paid"),
-        CheckConstraint("status <> 'paid' OR amount_paid_minor = total_minor", name="paid_in_full"),
+        CheckConstraint(
+            "amount_credited_minor >= 0"
+            " AND amount_paid_minor + amount_credited_minor <= total_minor",
+            name="credited",
+        ),
+        CheckConstraint(
+            "status <> 'paid' OR amount_paid_minor + amount_credited_minor = total_minor",
+            name="paid_in_full",
+        ),
     )
 
     entity_id: Mapped[int] = mapped_column(
@@ -183,6 +192,10 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     tax_minor: Mapped[int] = mapped_column(Minor, nullable=False, default=0)
     total_minor: Mapped[int] = mapped_column(Minor, nullable=False, default=0)
     amount_paid_minor: Mapped[int] = mapped_column(Minor, nullable=False, default=0)
+    # Credit notes applied to the invoice (the sum of its credit applications).
+    amount_credited_minor: Mapped[int] = mapped_column(
+        Minor, nullable=False, default=0, server_default="0"
+    )
     # Snapshot of the PO number the invoice was issued against.
     po_number: Mapped[str | None] = mapped_column(String(64))
     memo: Mapped[str | None] = mapped_column(Text)
@@ -202,14 +215,14 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         """What is still owed; nothing is owed on a draft or a void invoice."""
         if self.status in (InvoiceStatus.DRAFT, InvoiceStatus.VOID):
             return 0
-        return self.total_minor - self.amount_paid_minor
+        return self.total_minor - self.amount_paid_minor - self.amount_credited_minor
 
     @balance_minor.inplace.expression
     @classmethod
     def _balance_minor(cls) -> ColumnElement[int]:
         return case(
             (cls.status.in_([InvoiceStatus.DRAFT, InvoiceStatus.VOID]), 0),
-            else_=cls.total_minor - cls.amount_paid_minor,
+            else_=cls.total_minor - cls.amount_paid_minor - cls.amount_credited_minor,
         )
 
     def display_status(self, today: dt.date) -> DisplayStatus:
@@ -263,6 +276,8 @@ class Payment(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         Index("ix_payments_bill_group_received", "bill_group_id", "received_at"),
         Index("ix_payments_updated", "updated_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount"),
+        CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded"),
+        UniqueConstraint("gateway", "gateway_reference"),
     )
 
     bill_group_id: Mapped[int] = mapped_column(
@@ -280,6 +295,24 @@ class Payment(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     # How the customer paid, for display when no stored method was used ("Bank transfer").
     method_description: Mapped[str | None] = mapped_column(String(100))
     reference: Mapped[str | None] = mapped_column(String(100))
+    # Who recorded it: the billing system, or the customer paying in the portal.
+    source: Mapped[PaymentSource] = mapped_column(
+        str_enum(PaymentSource, "payment_source"),
+        nullable=False,
+        default=PaymentSource.BILLING_SYSTEM,
+        server_default=PaymentSource.BILLING_SYSTEM.value,
+    )
+    # For a payment made through a gateway: its name and its id for the charge.
+    gateway: Mapped[str | None] = mapped_column(String(40))
+    gateway_reference: Mapped[str | None] = mapped_column(String(100))
+    # Why it failed, in plain words for the customer.
+    failure_message: Mapped[str | None] = mapped_column(String(300))
+    # How much of it the gateway has reported refunded.
+    refunded_minor: Mapped[int] = mapped_column(
+        Minor, nullable=False, default=0, server_default="0"
+    )
+    # The verified address of the customer who paid in the portal.
+    created_by: Mapped[str | None] = mapped_column(String(254))
 
     bill_group: Mapped[BillGroup] = relationship(back_populates="payments")
     payment_method: Mapped[PaymentMethod | None] = relationship()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, LargeBinary, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base
@@ -28,6 +28,7 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
             name="brand_colour",
         ),
         CheckConstraint("logo_type IN ('image/png', 'image/jpeg')", name="logo_type"),
+        CheckConstraint("min_partial_payment_minor >= 0", name="min_partial_payment"),
     )
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -39,6 +40,17 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     address: Mapped[str | None] = mapped_column(Text)
     country: Mapped[str | None] = mapped_column(String(2))
     vat_number: Mapped[str | None] = mapped_column(String(20))
+    # Paying in the portal: may a customer pay part of an invoice, and at least how much
+    # (minor units of the bill group's currency); may they apply credits to invoices.
+    allow_partial_payments: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
+    min_partial_payment_minor: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=100, server_default="100"
+    )
+    allow_credit_application: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default=true()
+    )
 
     bill_groups: Mapped[list[BillGroup]] = relationship(back_populates="entity")
 
