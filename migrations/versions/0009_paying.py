@@ -203,6 +203,17 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "gateway_events",
+        sa.Column("gateway", sa.String(length=40), nullable=False),
+        sa.Column("event_id", sa.String(length=100), nullable=False),
+        sa.Column("kind", sa.String(length=60), nullable=False),
+        sa.Column("received_at", portal.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_gateway_events")),
+        sa.UniqueConstraint("gateway", "event_id", name=op.f("uq_gateway_events_gateway_event_id")),
+    )
+
+    op.create_table(
         "sandbox_charges",
         sa.Column("reference", sa.String(length=64), nullable=False),
         sa.Column("idempotency_key", sa.String(length=64), nullable=False),
@@ -325,6 +336,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_payment_attempt_lines_invoice_id"))
 
     op.drop_table("sandbox_charges")
+    op.drop_table("gateway_events")
     op.drop_table("payment_attempt_lines")
     with op.batch_alter_table("payment_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_payment_attempts_state")

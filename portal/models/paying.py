@@ -215,7 +215,20 @@ class SandboxCharge(IdMixin, Base):
     settles_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class GatewayEventSeen(IdMixin, Base):
+    """A gateway webhook already applied: the same event id is never applied twice."""
+
+    __tablename__ = "gateway_events"
+    __table_args__ = (UniqueConstraint("gateway", "event_id"),)
+
+    gateway: Mapped[str] = mapped_column(String(40), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    kind: Mapped[str] = mapped_column(String(60), nullable=False)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 __all__ = [
+    "GatewayEventSeen",
     "SandboxCharge",
     "FINAL_STATES",
     "AttemptState",
