@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from portal.models import InvoiceLine, PaymentApplication, SubscriptionItem
 from portal.sync import importer
 from portal.sync.records import RECORDS, Context
+from tests.api.conftest import CARD
 from tests.factories import TODAY
 
 
@@ -145,16 +146,10 @@ DATASET: list[dict[str, Any]] = [
         "type": "payment_method",
         "external_id": "pm-1",
         "data": {
-            "bill_group": "bg-1",
-            "type": "card",
-            "brand": "visa",
-            "last4": "4242",
-            "exp_month": 12,
-            "exp_year": 2030,
+            **CARD,  # the API tests' card, but held by someone and from the sandbox
             "holder_name": "Accounts Payable",
             "gateway": "sandbox",
             "gateway_token": "tok_import_1",
-            "is_default": True,
         },
     },
     {
