@@ -30,21 +30,25 @@ from portal.money import MoneyError, check_currency
 _VERBATIM: Attributes = {"spellcheck": "false", "autocapitalize": "none", "autocomplete": "off"}
 
 
+def _email(message: str, autocomplete: str, spellcheck: str | None = None) -> StringField:
+    """A staff member's address (type=email): required, with `message` when left empty."""
+    attributes: Attributes = {"type": "email", "autocomplete": autocomplete}
+    if spellcheck is not None:
+        attributes["spellcheck"] = spellcheck
+    return text("Email address", InputRequired(message), Length(max=320), **attributes)
+
+
+def _password(label: str, autocomplete: str, *validators: object) -> PasswordField:
+    return PasswordField(
+        label, validators=[*validators, Length(max=1000)], render_kw={"autocomplete": autocomplete}
+    )
+
+
 class SignInForm(FlaskForm):
-    email = text(
-        "Email address",
-        InputRequired("Enter your email address."),
-        Length(max=320),
-        # "username" is not allowed on type=email (HTML autofill); "email" is, and password
-        # managers pair it with the current-password field all the same.
-        autocomplete="email",
-        type="email",
-    )
-    password = PasswordField(
-        "Password",
-        validators=[InputRequired("Enter your password."), Length(max=1000)],
-        render_kw={"autocomplete": "current-password"},
-    )
+    # "username" is not allowed on type=email (HTML autofill); "email" is, and password
+    # managers pair it with the current-password field all the same.
+    email = _email("Enter your email address.", "email")
+    password = _password("Password", "current-password", InputRequired("Enter your password."))
     next = HiddenField()
 
 
@@ -271,21 +275,10 @@ ROLE_CHOICES = [
 
 
 class StaffUserForm(FlaskForm):
-    email = text(
-        "Email address",
-        InputRequired("Enter an email address."),
-        Length(max=320),
-        type="email",
-        autocomplete="off",
-        spellcheck="false",
-    )
+    email = _email("Enter an email address.", "off", spellcheck="false")
     name = text("Name (optional)", Length(max=200))
     role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
-    password = PasswordField(
-        "First password",
-        validators=[Length(max=1000)],
-        render_kw={"autocomplete": "new-password"},
-    )
+    password = _password("First password", "new-password")
     is_active = BooleanField("Active: may sign in", default=True)
 
 
