@@ -132,14 +132,16 @@ def _day(label: str, *validators: object) -> DateField:
     )
 
 
+def _search(label: str, length: Length, autocapitalize: str | None = None) -> StringField:
+    """A search box: what is typed, trimmed, and never spell-checked."""
+    attributes: Attributes = {"type": "search", "spellcheck": "false"}
+    if autocapitalize is not None:
+        attributes["autocapitalize"] = autocapitalize
+    return text(label, length, filters=[_strip], **attributes)
+
+
 class AccountSearchForm(QueryForm):
-    q = text(
-        "Account name",
-        Length(max=200, message="Search for at most 200 characters."),
-        filters=[_strip],
-        type="search",
-        spellcheck="false",
-    )
+    q = _search("Account name", Length(max=200, message="Search for at most 200 characters."))
 
 
 class AccountForm(FlaskForm):
@@ -249,12 +251,9 @@ class AuditFilterForm(QueryForm):
         default="",
         validate_choice=False,
     )
-    actor = text(
+    actor = _search(
         "Actor contains",
         Length(max=254, message="Type at most 254 characters."),
-        filters=[_strip],
-        type="search",
-        spellcheck="false",
         autocapitalize="none",
     )
     date_from = DateField("From", validators=[Optional()], render_kw={"type": "date"})
