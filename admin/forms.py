@@ -30,21 +30,25 @@ from portal.money import MoneyError, check_currency
 _VERBATIM: Attributes = {"spellcheck": "false", "autocapitalize": "none", "autocomplete": "off"}
 
 
+def _email(message: str, autocomplete: str, spellcheck: str | None = None) -> StringField:
+    """A staff member's address (type=email): required, with `message` when left empty."""
+    attributes: Attributes = {"type": "email", "autocomplete": autocomplete}
+    if spellcheck is not None:
+        attributes["spellcheck"] = spellcheck
+    return text("Email address", InputRequired(message), Length(max=320), **attributes)
+
+
+def _password(label: str, autocomplete: str, *validators: object) -> PasswordField:
+    return PasswordField(
+        label, validators=[*validators, Length(max=1000)], render_kw={"autocomplete": autocomplete}
+    )
+
+
 class SignInForm(FlaskForm):
-    email = text(
-        "Email address",
-        InputRequired("Enter your email address."),
-        Length(max=320),
-        # "username" is not allowed on type=email (HTML autofill); "email" is, and password
-        # managers pair it with the current-password field all the same.
-        autocomplete="email",
-        type="email",
-    )
-    password = PasswordField(
-        "Password",
-        validators=[InputRequired("Enter your password."), Length(max=1000)],
-        render_kw={"autocomplete": "current-password"},
-    )
+    # "username" is not allowed on type=email (HTML autofill); "email" is, and password
+    # managers pair it with the current-password field all the same.
+    email = _email("Enter your email address.", "email")
+    password = _password("Password", "current-password", InputRequired("Enter your password."))
     next = HiddenField()
 
 
@@ -128,14 +132,16 @@ def _day(label: str, *validators: object) -> DateField:
     )
 
 
+def _search(label: str, length: Length, autocapitalize: str | None = None) -> StringField:
+    """A search box: what is typed, trimmed, and never spell-checked."""
+    attributes: Attributes = {"type": "search", "spellcheck": "false"}
+    if autocapitalize is not None:
+        attributes["autocapitalize"] = autocapitalize
+    return text(label, length, filters=[_strip], **attributes)
+
+
 class AccountSearchForm(QueryForm):
-    q = text(
-        "Account name",
-        Length(max=200, message="Search for at most 200 characters."),
-        filters=[_strip],
-        type="search",
-        spellcheck="false",
-    )
+    q = _search("Account name", Length(max=200, message="Search for at most 200 characters."))
 
 
 class AccountForm(FlaskForm):
@@ -245,12 +251,9 @@ class AuditFilterForm(QueryForm):
         default="",
         validate_choice=False,
     )
-    actor = text(
+    actor = _search(
         "Actor contains",
         Length(max=254, message="Type at most 254 characters."),
-        filters=[_strip],
-        type="search",
-        spellcheck="false",
         autocapitalize="none",
     )
     date_from = DateField("From", validators=[Optional()], render_kw={"type": "date"})
@@ -271,21 +274,10 @@ ROLE_CHOICES = [
 
 
 class StaffUserForm(FlaskForm):
-    email = text(
-        "Email address",
-        InputRequired("Enter an email address."),
-        Length(max=320),
-        type="email",
-        autocomplete="off",
-        spellcheck="false",
-    )
+    email = _email("Enter an email address.", "off", spellcheck="false")
     name = text("Name (optional)", Length(max=200))
     role = SelectField("Role", choices=ROLE_CHOICES, default="viewer")
-    password = PasswordField(
-        "First password",
-        validators=[Length(max=1000)],
-        render_kw={"autocomplete": "new-password"},
-    )
+    password = _password("First password", "new-password")
     is_active = BooleanField("Active: may sign in", default=True)
 
 

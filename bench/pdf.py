@@ -14,99 +14,70 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from io import BytesIO
+from pathlib import Path
 
 from pypdf import PdfReader
 from reportlab.lib.pagesizes import A4
 from reportlab.platypus import SimpleDocTemplate, Table
 from sqlalchemy.orm import Session
 
-from portal.db import Base, make_engine
-from portal.demo import seller
-from portal.invoice_pdf import render
-from portal.models import (
-    Account,
-    BillGroup,
-    BillingFrequency,
-    Contact,
-    ContactKind,
-    Entity,
-    Invoice,
-    InvoiceLine,
-    InvoiceStatus,
-    Payment,
-    PaymentApplication,
-    PaymentStatus,
-)
-from portal.money import format_money, format_rate
+# The bench builds its invoices with the test suite's factories.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TODAY = dt.date(2026, 11, 21)
+from portal.db import Base, make_engine  # noqa: E402
+from portal.demo import seller  # noqa: E402
+from portal.invoice_pdf import render  # noqa: E402
+from portal.models import Entity, Invoice  # noqa: E402
+from portal.money import format_money, format_rate  # noqa: E402
+from tests.factories import (  # noqa: E402
+    TODAY,
+    add_payment,
+    make_account,
+    make_bill_group,
+    make_contact,
+    make_invoice,
+)
+
 SIZES = (20, 500)
 
 
 def build_invoice(session: Session, entity: Entity, lines: int) -> Invoice:
-    group = BillGroup(
-        account=Account(name=f"Acme {lines}"),
+    group = make_bill_group(
+        session,
+        account=make_account(session, name=f"Acme {lines}"),
         entity=entity,
         name="Acme UK operations",
         currency="GBP",
-        billing_frequency=BillingFrequency.MONTHLY,
         contract_start=dt.date(2025, 1, 1),
         po_number="PO-4471-UK",
         vat_number="GB123456789",
     )
-    group.contacts.append(
-        Contact(
-            kind=ContactKind.BILLING,
-            name="Accounts Payable",
-            company="Acme Corporation",
-            line1="1 Finance Way",
-            city="London",
-            postal_code="EC2A 4NE",
-            country="GB",
-        )
+    make_contact(
+        session,
+        group,
+        name="Accounts Payable",
+        company="Acme Corporation",
+        email=None,
+        line1="1 Finance Way",
+        city="London",
+        postal_code="EC2A 4NE",
+        country="GB",
     )
-    invoice = Invoice(
-        entity=entity,
-        bill_group=group,
+    invoice = make_invoice(
+        session,
+        group,
         number=f"NW-2026-{lines:05d}",
-        currency="GBP",
-        status=InvoiceStatus.OPEN,
         issue_date=TODAY - dt.timedelta(days=10),
         due_date=TODAY + dt.timedelta(days=20),
         period_start=dt.date(2026, 11, 1),
         period_end=dt.date(2026, 11, 30),
+        lines=[
+            (f"API calls, per 10,000 — usage day {position}", str(position % 90 + 1), 150, 2000)
+            for position in range(1, lines + 1)
+        ],
     )
-    for position in range(1, lines + 1):
-        quantity = Decimal(position % 90 + 1)
-        amount = int(quantity * 150)
-        invoice.lines.append(
-            InvoiceLine(
-                position=position,
-                description=f"API calls, per 10,000 — usage day {position}",
-                quantity=quantity,
-                unit_price_minor=150,
-                amount_minor=amount,
-                tax_rate_bp=2000,
-                tax_minor=(amount * 2000 + 5000) // 10000,
-            )
-        )
-    invoice.recalculate()
-    payment = Payment(
-        bill_group=group,
-        amount_minor=invoice.total_minor // 2,
-        currency="GBP",
-        status=PaymentStatus.SUCCEEDED,
-        received_at=dt.datetime(2026, 11, 15, 9, tzinfo=dt.UTC),
-        reference="BACS-20261115",
-    )
-    payment.applications.append(
-        PaymentApplication(invoice=invoice, amount_minor=payment.amount_minor)
-    )
-    invoice.amount_paid_minor = payment.amount_minor
-    session.add_all([invoice, payment])
-    session.flush()
+    add_payment(session, invoice, invoice.total_minor // 2)
     return invoice
 
 

@@ -9,7 +9,8 @@ import itertools
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from alembic import command as alembic
@@ -217,6 +218,15 @@ FORMAT_HELP = """
 """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _whole_number_option(flag: str, default: int, least: int, help_text: str) -> Callable[[F], F]:
+    return click.option(
+        flag, default=default, show_default=True, type=click.IntRange(least), help=help_text
+    )
+
+
 @click.command(
     "import",
     help=f"""Import records from PATH (JSON Lines; - reads stdin).
@@ -236,20 +246,8 @@ FORMAT_HELP = """
     type=click.Path(dir_okay=False, allow_dash=False),
     help="Write every rejected line (number, type, key, reasons) to this file as JSON Lines.",
 )
-@click.option(
-    "--show",
-    default=20,
-    show_default=True,
-    type=click.IntRange(0),
-    help="How many rejected lines to print.",
-)
-@click.option(
-    "--batch-size",
-    default=500,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Records per commit.",
-)
+@_whole_number_option("--show", 20, 0, "How many rejected lines to print.")
+@_whole_number_option("--batch-size", 500, 1, "Records per commit.")
 def import_command(
     path: str, dry_run: bool, errors_path: str | None, show: int, batch_size: int
 ) -> None:

@@ -169,31 +169,31 @@ def test_a_list_with_control_characters_is_still_refused(
 @example("a@ＡＣＭＥ.com")
 @example("a@xn--abc.com")
 def test_any_text_is_either_refused_or_canonical(raw: str) -> None:
-    try:
-        out = canonical_email(raw)
-    except AccessError as error:
-        assert_readable(error)
-    else:
+    def email(out: str) -> None:
         assert_canonical_address(out)
         assert canonical_email(out) == out
 
-    try:
-        domain = canonical_domain(raw)
-    except AccessError as error:
-        assert_readable(error)
-    else:
-        assert_canonical_domain(domain)
-        assert canonical_domain(domain) == domain
+    def domain(out: str) -> None:
+        assert_canonical_domain(out)
+        assert canonical_domain(out) == out
 
-    try:
-        spec = parse_rule(raw)
-    except AccessError as error:
-        assert_readable(error)
-    else:
+    def rule(spec: RuleSpec) -> None:
         if spec.kind == RuleKind.EMAIL:
             assert_canonical_address(spec.value)
         else:
             assert_canonical_domain(spec.value)
+
+    for function, check in (
+        (canonical_email, email),
+        (canonical_domain, domain),
+        (parse_rule, rule),
+    ):
+        try:
+            out = function(raw)
+        except AccessError as error:
+            assert_readable(error)
+        else:
+            check(out)
 
 
 @FAST

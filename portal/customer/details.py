@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import abort, flash, make_response, redirect, render_template
+from flask import abort, flash, make_response, redirect
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
@@ -18,9 +18,9 @@ from portal.customer.forms import BillingDetailsForm, ContactForm
 from portal.customer.viewer import (
     Viewer,
     bp,
-    current_viewer,
     portal_page,
     portal_url,
+    render_page,
 )
 from portal.models import Contact, ContactKind
 
@@ -45,18 +45,16 @@ def billing_details(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
                 flash("Nothing changed.")
             return redirect(portal_url("billing_details"), code=303)
     status = 400 if any(field.errors for field in form) else 200
-    return render_template("portal/billing_details.html", group=group, form=form), status
+    return render_page("portal/billing_details.html", form=form), status
 
 
 @bp.get("/contacts")
 @portal_page
 def contacts(viewer: Viewer) -> str:
-    group = viewer.bill_group
-    return render_template(
+    return render_page(
         "portal/contacts.html",
-        group=group,
-        billing=group.contact(ContactKind.BILLING),
-        shipping=group.contact(ContactKind.SHIPPING),
+        billing=viewer.bill_group.contact(ContactKind.BILLING),
+        shipping=viewer.bill_group.contact(ContactKind.SHIPPING),
         country_names=dict(details.countries(settings().LOCALE)),
     )
 
@@ -120,9 +118,8 @@ def _contact_form(
     billing: Contact | None,
     status: int,
 ) -> tuple[str, int]:
-    return render_template(
+    return render_page(
         "portal/contact_form.html",
-        group=current_viewer().bill_group,
         form=form,
         kind=kind,
         contact=existing,

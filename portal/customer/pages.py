@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-from flask import render_template
-
 from portal import billing, db
 from portal.clock import today
-from portal.customer.viewer import Viewer, bp, portal_page
+from portal.customer.viewer import Viewer, bp, portal_page, render_page
 
 
 @bp.get("/overview")
 @portal_page
 def overview(viewer: Viewer) -> str:
-    group = viewer.bill_group
-    return render_template(
-        "portal/overview.html",
-        group=group,
-        figures=billing.summary(db.session(), group, today()),
-        today=today(),
-    )
+    figures = billing.summary(db.session(), viewer.bill_group, today())
+    return render_page("portal/overview.html", figures=figures, today=today())
 
 
 @bp.get("/subscriptions")
 @portal_page
 def subscriptions(viewer: Viewer) -> str:
-    group = viewer.bill_group
-    return render_template(
-        "portal/subscriptions.html",
-        group=group,
-        subscriptions=billing.subscriptions(db.session(), group),
-    )
+    subscriptions = billing.subscriptions(db.session(), viewer.bill_group)
+    return render_page("portal/subscriptions.html", subscriptions=subscriptions)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Flask, abort, g, redirect, request, url_for
+from flask import Blueprint, Flask, abort, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
@@ -50,6 +50,11 @@ class Viewer:
 def current_viewer() -> Viewer:
     viewer: Viewer = g.viewer
     return viewer
+
+
+def render_page(template: str, **context: Any) -> str:
+    """A portal page's template, given the bill group that every portal page shows."""
+    return render_template(template, group=current_viewer().bill_group, **context)
 
 
 def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:

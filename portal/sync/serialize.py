@@ -37,6 +37,11 @@ def _stamps(record: Any) -> dict[str, Any]:
     return {"created_at": iso(record.created_at), "updated_at": iso(record.updated_at)}
 
 
+def _columns(record: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named attributes, as they are."""
+    return {name: getattr(record, name) for name in names}
+
+
 def entity(record: Entity) -> dict[str, Any]:
     return {
         "external_id": record.external_id,
@@ -94,7 +99,7 @@ def contact(record: Contact) -> dict[str, Any]:
     return {
         "bill_group": _ref(record.bill_group),
         "kind": record.kind.value,
-        **{field: getattr(record, field) for field in CONTACT_FIELDS},
+        **_columns(record, CONTACT_FIELDS),
         **_stamps(record),
     }
 
@@ -103,9 +108,7 @@ def product(record: Product) -> dict[str, Any]:
     return {
         "external_id": record.external_id,
         "entity": _ref(record.entity),
-        "name": record.name,
-        "description": record.description,
-        "sku": record.sku,
+        **_columns(record, ("name", "description", "sku")),
         **_stamps(record),
     }
 

@@ -34,6 +34,23 @@ def error_of(response):
     return body["error"]
 
 
+def put_json_text(api, raw: str | bytes):
+    """PUT an account with the body exactly as given, sent as JSON."""
+    return api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+
+
+def bad_request(response):
+    """The error of a 400 refused as a bad request."""
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    return error
+
+
+def no_audit(db) -> bool:
+    return db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
 # --- authentication -------------------------------------------------------------------
 
 
@@ -314,9 +331,7 @@ def test_a_bad_invoice_is_422_naming_the_field_and_nothing_is_written(
 
 
 def test_malformed_json_is_400(api):
-    response = api.request(
-        "PUT", "/accounts/acc-1", data="{not json", content_type="application/json"
-    )
+    response = put_json_text(api, "{not json")
     assert response.status_code == 400
     assert "not valid JSON" in error_of(response)["message"]
 
@@ -349,20 +364,18 @@ def test_a_body_over_the_limit_is_413_in_json(app, api):
     ids=["open-arrays", "closed-arrays", "objects", "just-over-the-cap", "mixed"],
 )
 def test_deeply_nested_json_is_400_before_any_handler(app, db, api, raw):
-    response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
-    assert response.status_code == 400
-    error = error_of(response)
-    assert error["code"] == "bad_request"
+    response = put_json_text(api, raw)
+    error = bad_request(response)
     assert "nests deeper than 32 levels" in error["message"]
-    assert db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+    assert no_audit(db)
 
 
 def test_nesting_at_the_cap_and_brackets_in_strings_are_not_refused(api):
     at_cap = '{"name": ' + "[" * 31 + "]" * 31 + "}"
-    response = api.request("PUT", "/accounts/acc-1", data=at_cap, content_type="application/json")
+    response = put_json_text(api, at_cap)
     assert response.status_code == 422  # parsed, then refused by the schema
     brackets = json.dumps({"name": "Acme [" + "[" * 90 + "{" * 90 + '\\"'})
-    response = api.request("PUT", "/accounts/acc-1", data=brackets, content_type="application/json")
+    response = put_json_text(api, brackets)
     assert response.status_code in (200, 201), response.get_json()
 
 
@@ -376,23 +389,21 @@ def test_nesting_at_the_cap_and_brackets_in_strings_are_not_refused(api):
     ],
 )
 def test_a_nul_or_lone_surrogate_in_a_json_string_is_400(db, api, raw, field):
-    response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
-    assert response.status_code == 400
-    error = error_of(response)
-    assert error["code"] == "bad_request"
+    response = put_json_text(api, raw)
+    error = bad_request(response)
     assert "control character" in error["message"]
     assert error["field"] == field
-    assert db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+    assert no_audit(db)
 
 
 @pytest.mark.parametrize("raw", ['{"name": "Acme\\u001b[31m"}', '{"name": "Acme\\u007f"}'])
 def test_other_control_characters_meet_the_field_s_own_rule_first(db, api, raw):
     """As on the customer's forms: the field's rule answers (422, its message)."""
-    response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+    response = put_json_text(api, raw)
     assert response.status_code == 422
     error = error_of(response)
     assert error["field"] == "name" and "not allowed" in error["message"]
-    assert db.scalar(select(func.count()).select_from(AuditEvent)) == 0
+    assert no_audit(db)
 
 
 def test_a_body_that_is_not_utf8_is_400(api):
@@ -401,7 +412,7 @@ def test_a_body_that_is_not_utf8_is_400(api):
         b'{"name": "\xff"}',
         b'{"name": "\xed\xa0\x80"}',
     ]:
-        response = api.request("PUT", "/accounts/acc-1", data=raw, content_type="application/json")
+        response = put_json_text(api, raw)
         assert response.status_code == 400
         assert "not UTF-8" in error_of(response)["message"]
 

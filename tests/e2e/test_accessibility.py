@@ -140,6 +140,37 @@ def heading(page: Page, name: str | re.Pattern[str]) -> None:
     expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
 
 
+def tour_portal_page(page: Page, tour: Tour, name: str, prefix: str = "") -> None:
+    """Open a portal page from the portal's navigation and tour it."""
+    portal_nav(page, name)
+    heading(page, name)
+    tour(page, prefix + name.lower().replace(" ", "-"))
+
+
+def refused_then_created(
+    page: Page,
+    tour: Tour,
+    name: str,
+    label: str,
+    values: tuple[str, str],
+    button: str,
+    created: str,
+) -> None:
+    """Submit a create form with a value it refuses, then one it takes; tour the form with
+    its error and the page that shows the new secret once, then leave that page."""
+    refused, taken = values
+    field = page.get_by_label(label)
+    field.fill(refused)
+    page.get_by_role("button", name=button).click()
+    expect(page.locator(f"#{field.get_attribute('id')}-error")).to_be_visible()
+    tour(page, f"{name}s-error")
+    page.get_by_label(label).fill(taken)
+    page.get_by_role("button", name=button).click()
+    heading(page, created)
+    tour(page, f"{name}-created")
+    page.get_by_role("link", name="I have copied it").click()
+
+
 def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
     tour = Tour("customer", nu_batch)
     address = "a11y@acme.com"
@@ -176,9 +207,7 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     heading(page, "Overview")
     tour(page, "overview")
 
-    portal_nav(page, "Invoices")
-    heading(page, "Invoices")
-    tour(page, "invoices")
+    tour_portal_page(page, tour, "Invoices")
     page.get_by_label("Status").select_option("overdue")
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(r"status=overdue"))
@@ -188,30 +217,22 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     heading(page, re.compile(r"^Invoice NW-"))
     tour(page, "invoice")
 
-    portal_nav(page, "Subscriptions")
-    heading(page, "Subscriptions")
-    tour(page, "subscriptions")
+    tour_portal_page(page, tour, "Subscriptions")
 
-    portal_nav(page, "Billing details")
-    heading(page, "Billing details")
-    tour(page, "billing-details")
+    tour_portal_page(page, tour, "Billing details")
     page.get_by_label("VAT number").fill("GB123")
     page.get_by_role("button", name="Save billing details").click()
     expect(page.locator(".error-message").first).to_be_visible()
     tour(page, "billing-details-error")
 
-    portal_nav(page, "Contacts")
-    heading(page, "Contacts")
-    tour(page, "contacts")
+    tour_portal_page(page, tour, "Contacts")
     for kind in ("billing", "shipping"):
         portal_nav(page, "Contacts")
         page.get_by_role("link", name=f"Change {kind} contact").click()
         heading(page, f"{kind.capitalize()} contact")
         tour(page, f"contact-{kind}")
 
-    portal_nav(page, "Payment methods")
-    heading(page, "Payment methods")
-    tour(page, "payment-methods")
+    tour_portal_page(page, tour, "Payment methods")
     page.get_by_role("link", name="Add a card").click()
     heading(page, "Add a card")
     tour(page, "add-card")
@@ -316,9 +337,7 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     expect(page.get_by_role("complementary", name="Preview")).to_be_visible()
     tour(page, "preview-overview")
     for name in ("Invoices", "Billing details", "Payment methods"):
-        portal_nav(page, name)
-        heading(page, name)
-        tour(page, f"preview-{name.lower().replace(' ', '-')}")
+        tour_portal_page(page, tour, name, "preview-")
 
     page.goto(portal.url("/admin/"))
     nav.get_by_role("link", name="Audit trail").click()
@@ -338,29 +357,30 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     nav.get_by_role("link", name="API keys").click()
     heading(page, "API keys")
     tour(page, "api-keys")
-    page.get_by_role("button", name="Create key").click()
-    expect(page.locator("#name-error")).to_be_visible()
-    tour(page, "api-keys-error")
-    page.get_by_label("Name").fill("Accessibility scan")
-    page.get_by_role("button", name="Create key").click()
-    heading(page, "Copy your new API key")
-    tour(page, "api-key-created")
-    page.get_by_role("link", name="I have copied it").click()
+    refused_then_created(
+        page,
+        tour,
+        "api-key",
+        "Name",
+        ("", "Accessibility scan"),
+        "Create key",
+        "Copy your new API key",
+    )
     heading(page, "API keys")
     tour(page, "api-keys-one-key")
 
     nav.get_by_role("link", name="Webhooks").click()
     heading(page, "Webhooks")
     tour(page, "webhooks")
-    page.get_by_label("Endpoint URL").fill("ftp://hooks.example.com/portal")
-    page.get_by_role("button", name="Add endpoint").click()
-    expect(page.locator("#url-error")).to_be_visible()
-    tour(page, "webhooks-error")
-    page.get_by_label("Endpoint URL").fill("https://hooks.example.com/portal")
-    page.get_by_role("button", name="Add endpoint").click()
-    heading(page, "Copy the signing secret")
-    tour(page, "webhook-created")
-    page.get_by_role("link", name="I have copied it").click()
+    refused_then_created(
+        page,
+        tour,
+        "webhook",
+        "Endpoint URL",
+        ("ftp://hooks.example.com/portal", "https://hooks.example.com/portal"),
+        "Add endpoint",
+        "Copy the signing secret",
+    )
     heading(page, re.compile(r"^Webhook endpoint"))
     tour(page, "webhook")
 

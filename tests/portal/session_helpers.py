@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -69,15 +70,24 @@ def masked(html: str, *addresses: str) -> str:
     return html
 
 
+def emailed(
+    client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, address: str = ADDRESS
+) -> tuple[Any, str, str]:
+    """Ask for a sign-in link through the form and let the worker send it: the form's
+    response, then the path and the code of the email."""
+    response = request_link(client, public_id, address)
+    run_worker(app)
+    path, code = link_and_code(inbox.to(address)[-1])
+    return response, path, code
+
+
 def to_confirm(
     client: FlaskClient, app: Flask, inbox: Inbox, public_id: str, address: str = ADDRESS
 ) -> list:
     """Ask for a link and open it, through the real forms; every response on the way,
     last the confirm page (not yet confirmed)."""
-    responses = [request_link(client, public_id, address)]
-    run_worker(app)
-    path, _code = link_and_code(inbox.to(address)[-1])
-    responses.append(client.get(path))
+    asked, path, _code = emailed(client, app, inbox, public_id, address)
+    responses = [asked, client.get(path)]
     responses.append(client.get(responses[-1].headers["Location"]))
     return responses
 

@@ -23,13 +23,13 @@ from portal.models import AuditEvent, SignInChallenge
 from tests.conftest import (
     TEST_CONFIG,
     csrf_token,
-    link_and_code,
     request_link,
     run_worker,
 )
 from tests.portal.session_helpers import (
     audit_since,
     count,
+    emailed,
     journey,
     last_audit_id,
     person,
@@ -342,9 +342,7 @@ def test_a_refused_code_is_never_written_back_into_the_page(app, db, smtp):
     group = portal(db, ADDRESS)
     pid = group.public_id
     browser = person(app, "192.0.2.80")
-    page = request_link(browser, pid, ADDRESS)
-    run_worker(app)
-    _path, code = link_and_code(smtp.to(ADDRESS)[-1])
+    page, _path, code = emailed(browser, app, smtp, pid)
     csrf = csrf_token(page.text)
     other = person(app, "192.0.2.81")
     other_csrf = csrf_token(other.get(f"/p/{pid}").text)

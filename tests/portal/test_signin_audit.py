@@ -17,13 +17,13 @@ from portal.models import (
 )
 from tests.conftest import (
     csrf_token,
-    link_and_code,
     request_link,
     run_worker,
 )
 from tests.portal.session_helpers import (
     ADDRESS,
     count,
+    emailed,
     journey,
     person,
     portal,
@@ -48,9 +48,7 @@ def test_every_step_is_audited_with_group_actor_outcome_and_ip_and_no_secret(app
     stranger = person(app, "192.0.2.11")
 
     request_link(stranger, pid, "who@other.com")  # queued -> not_admitted
-    request_link(browser, pid, ADDRESS)  # queued -> sent
-    run_worker(app)
-    path, code = link_and_code(smtp.to(ADDRESS)[-1])
+    _, path, code = emailed(browser, app, smtp, pid)  # queued -> sent
     token = path.rsplit("/", 1)[1]
     page = browser.get(f"/p/{pid}")
     browser.post(f"/p/{pid}/code", data={"csrf_token": csrf_token(page.text), "code": "0000-0000"})
@@ -172,9 +170,7 @@ def test_security_headers_on_the_sign_in_pages_confirm_page_and_overview(app, cl
     group = portal(db)
     pid = group.public_id
     responses = {"start": client.get(f"/p/{pid}")}
-    responses["check email"] = request_link(client, pid, ADDRESS)
-    run_worker(app)
-    path, _code = link_and_code(smtp.to(ADDRESS)[-1])
+    responses["check email"], path, _code = emailed(client, app, smtp, pid)
     responses["verify"] = client.get(path)
     responses["confirm"] = client.get(responses["verify"].headers["Location"])
     responses["signed in"] = client.post(

@@ -13,7 +13,6 @@ from portal.models import (
 )
 from tests.conftest import (
     csrf_token,
-    link_and_code,
     request_link,
     run_worker,
 )
@@ -24,6 +23,7 @@ from tests.portal.session_helpers import (
     cookie_names,
     cookie_shapes,
     count,
+    emailed,
     journey,
     last_audit_id,
     masked,
@@ -183,9 +183,7 @@ def test_posts_without_a_csrf_token_are_refused_and_change_nothing(app, client, 
     assert refused.status_code == 400
     assert state() == ([], [], 0)
 
-    request_link(client, pid, ADDRESS)
-    run_worker(app)
-    path, code = link_and_code(smtp.to(ADDRESS)[-1])
+    _, path, code = emailed(client, app, smtp, pid)
     before = state()
     assert len(before[0]) == 1 and before[1] == []
 

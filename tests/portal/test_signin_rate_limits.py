@@ -20,7 +20,6 @@ from tests.conftest import (
     REDIS_URL,
     csrf_token,
     free_port,
-    link_and_code,
     request_link,
     run_worker,
 )
@@ -28,6 +27,7 @@ from tests.portal.session_helpers import (
     ADDRESS,
     audit_since,
     count,
+    emailed,
     last_audit_id,
     masked,
     person,
@@ -216,9 +216,7 @@ def test_rate_limit_storage_failure_fails_closed(app, db, smtp, sibling):
     group = portal(db)
     pid = group.public_id
     browser = person(app, "198.51.100.1")
-    reference = request_link(browser, pid, ADDRESS)
-    run_worker(app)
-    _path, code = link_and_code(smtp.to(ADDRESS)[-1])
+    reference, _path, code = emailed(browser, app, smtp, pid)
     smtp.clear()
     mark = last_audit_id(db)
     challenges = count(db, SignInChallenge)
