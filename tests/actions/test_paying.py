@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from portal import db as portal_db
 from portal import payments
 from portal.actions import Actor, Invalid, NotFound, paying
+from portal.config import settings_of
 from portal.models import (
     AttemptState,
     AuditEvent,
@@ -31,11 +32,9 @@ from portal.models import (
     PaymentSource,
     PaymentStatus,
     SandboxCharge,
-    WebhookEndpoint,
     WebhookEvent,
 )
 from portal.payments import Charge, ChargeStatus, GatewayEvent, GatewayUnavailable
-from portal.config import settings_of
 from tests.clock import MIDDAY
 from tests.factories import TODAY, make_bill_group, make_invoice, make_payment_method
 from tests.settings import change_settings
