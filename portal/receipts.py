@@ -91,11 +91,13 @@ def render_pdf(payment: Payment, *, locale: str = "en_GB") -> bytes:
     )
 
 
-def receipt_email(group: BillGroup, payment: Payment, to: str) -> Email:
-    """The receipt email, multipart text and HTML, with the PDF attached."""
+def receipt_email(group: BillGroup, payment: Payment, to: str, pdf: bytes | None = None) -> Email:
+    """The receipt email, multipart text and HTML, with the PDF attached (`pdf`, when the
+    caller has rendered it already for another recipient)."""
     assert payment.status in (PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED)
     locale = settings().LOCALE
-    pdf = render_pdf(payment, locale=locale)
+    if pdf is None:
+        pdf = render_pdf(payment, locale=locale)
     return render(
         "payment_receipt",
         to,

@@ -590,8 +590,9 @@ def _receipt(db: Session, attempt: PaymentAttempt, payment: Payment) -> None:
 
     group = attempt.bill_group
     to: list[str] = list(dict.fromkeys([attempt.created_by, *_billing_contact(group)]))
+    pdf = receipts.render_pdf(payment, locale=settings().LOCALE)  # once for everyone
     for address in to:
-        outbox.queue(db, receipts.receipt_email(group, payment, address))
+        outbox.queue(db, receipts.receipt_email(group, payment, address, pdf))
 
 
 def _billing_contact(group: BillGroup) -> Sequence[str]:

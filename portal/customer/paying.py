@@ -48,7 +48,7 @@ from portal.models import (
 from portal.money import MoneyError, to_decimal, to_minor
 
 # Seconds between reloads of a page waiting for the gateway.
-REFRESH_SECONDS = 3
+REFRESH_SECONDS = 10
 _MAX_ID = 2**63 - 1
 
 

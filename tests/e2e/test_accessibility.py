@@ -49,6 +49,7 @@ from tests.e2e.conftest import (
     open_bill_group,
     portal_nav,
     require,
+    sign_in,
     staff_sign_in,
 )
 from tests.e2e.nu import Batch, allowed_warnings
@@ -58,6 +59,7 @@ pytestmark = pytest.mark.e2e
 
 FAILING_IMPACTS = ("serious", "critical")
 ACME_UK = "Acme UK operations"
+INITECH = "Initech platform"
 LEGACY = "Initech legacy support (contract ended)"
 
 AXE_RUN = """async () => {
@@ -241,6 +243,68 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     expect(page.locator("main h1")).to_be_visible()
     tour(page, "unavailable")
 
+    tour.finish()
+
+
+def test_every_paying_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    """The pay form, review, each outcome (declined, 3-D Secure, received, pending), the
+    sandbox's security check and the payment history, on Initech platform, paying part
+    amounts only so its invoices stay open for the journeys."""
+    tour = Tour("paying", nu_batch)
+    page = tour.watch(new_context(bypass_csp=True).new_page())
+    sign_in(page, portal, INITECH, "a11y-pay@initech.fr")
+
+    def pay_with(number: str, last4: str, amount: str) -> None:
+        page.goto(portal.link(INITECH) + "/pay")
+        heading(page, "Pay")
+        page.get_by_role("link", name="Add a new card").click()
+        heading(page, "Add a card")
+        page.get_by_label("Name on card").fill("Accounts Payable")
+        page.get_by_label("Card number").fill(number)
+        page.get_by_label("Month (MM)").fill("12")
+        page.get_by_label("Year (YY)").fill("39")
+        page.get_by_label("Security code").fill("123")
+        page.get_by_role("button", name="Add card").click()
+        heading(page, "Pay")
+        page.get_by_role("radio", name=re.compile(f"ending {last4}$")).check()
+        page.get_by_label("Amount to pay").fill(amount)
+        page.get_by_role("button", name="Review payment").click()
+        heading(page, "Review your payment")
+
+    page.goto(portal.link(INITECH) + "/overview")
+    page.get_by_role("button", name="Pay outstanding balance").click()
+    heading(page, "Pay")
+    tour(page, "pay-form")
+    page.get_by_label("Amount to pay").fill("0.10")
+    page.get_by_role("button", name="Review payment").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "pay-form-error")
+
+    pay_with("4000 0000 0000 0341", "0341", "2.00")
+    tour(page, "pay-review")
+    page.get_by_role("button", name="Pay €2.00").click()
+    heading(page, "Payment declined")
+    tour(page, "pay-declined")
+
+    pay_with("4000 0027 6000 3184", "3184", "3.00")
+    page.get_by_role("button", name="Pay €3.00").click()
+    heading(page, "Confirm this payment")
+    tour(page, "sandbox-3ds")
+    page.get_by_role("button", name="Approve").click()
+    heading(page, "Payment received")
+    tour(page, "pay-received")
+
+    pay_with("4000 0000 0000 0259", "0259", "4.00")
+    page.get_by_role("button", name="Pay €4.00").click()
+    heading(page, re.compile(r"^Payment (being processed|received)$"))
+    tour(page, "pay-processing")
+
+    page.goto(portal.link(INITECH) + "/payments")
+    heading(page, "Payments")
+    tour(page, "payments")
+    page.goto(portal.link(INITECH) + "/payments?from=nonsense")
+    heading(page, "Payments")
+    tour(page, "payments-error")
     tour.finish()
 
 
