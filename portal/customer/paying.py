@@ -47,8 +47,6 @@ from portal.models import (
 )
 from portal.money import MoneyError, to_decimal, to_minor
 
-# Seconds between reloads of a page waiting for the gateway.
-REFRESH_SECONDS = 10
 _MAX_ID = 2**63 - 1
 
 
@@ -284,9 +282,6 @@ def pay_outcome(viewer: Viewer, attempt_id: int) -> str:
     found = gateway()
     if attempt.state == AttemptState.REQUIRES_ACTION and found is not None:
         action = _action_url(found, attempt)
-    waiting = attempt.state in (AttemptState.CHARGING, AttemptState.PROCESSING) and not (
-        attempt.state == AttemptState.CHARGING and attempt.claimed_at is None
-    )
     retry = None
     if attempt.state == AttemptState.CHARGING and attempt.claimed_at is None:
         retry = ConfirmPaymentForm(data={"key": attempt.key, "amount_minor": attempt.amount_minor})
@@ -295,7 +290,6 @@ def pay_outcome(viewer: Viewer, attempt_id: int) -> str:
         group=group,
         attempt=attempt,
         action=action,
-        refresh=REFRESH_SECONDS if waiting else None,
         retry=retry,
         again=_again_args(attempt),
         today=today(),

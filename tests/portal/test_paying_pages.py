@@ -343,13 +343,13 @@ def test_processing_shows_pending_then_the_worker_settles_it(app, db, customer, 
     page = review(customer, group, method=str(method))
     outcome_url = pay(customer, group, page.text).headers["Location"]
     pending = customer.get(outcome_url).text
-    assert "Payment being processed" in pending and '<meta http-equiv="refresh"' in pending
+    assert "Payment being processed" in pending and "Check again" in pending
     assert "Pending" in customer.get(url(group, "/payments")).text
     app.extensions["portal.clock"].advance(seconds=6)
     run_worker(app)
     assert invoice_state(db, bills["older"]) == (12000, "paid")
     done = customer.get(outcome_url).text
-    assert "Payment received" in done and "refresh" not in done
+    assert "Payment received" in done and "Check again" not in done
 
 
 class Down:
