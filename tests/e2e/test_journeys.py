@@ -379,7 +379,8 @@ def test_every_customer_page_fits_375_px(new_context: NewContext, portal: Portal
     assert not too_wide, "pages wider than 375 px:\n" + "\n".join(too_wide)
 
 
-# --- paying (issue 17), on Initech platform: EUR, part payments allowed -----------------
+# --- paying (issue 17), on Acme US operations (USD, part payments allowed): its acme.com
+# rule is changed by no other test, and its invoices outnumber what these pay. -----------
 
 
 def _add_card(page: Page, number: str) -> None:
@@ -399,7 +400,7 @@ def test_customer_pays_two_invoices_and_downloads_the_receipt(
     new_context: NewContext, portal: Portal
 ):
     page = new_context(accept_downloads=True).new_page()
-    sign_in(page, portal, INITECH, "payer@initech.fr")
+    sign_in(page, portal, ACME_US, "payer@acme.com")
     portal_nav(page, "Invoices")
     boxes = page.get_by_role("checkbox", name=re.compile(r"^Pay invoice "))
     assert boxes.count() >= 2
@@ -410,7 +411,7 @@ def test_customer_pays_two_invoices_and_downloads_the_receipt(
     expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
     page.get_by_role("button", name="Review payment").click()
     expect(page.get_by_role("heading", name="Review your payment")).to_be_visible()
-    button = page.get_by_role("button", name=re.compile(r"^Pay €"))
+    button = page.get_by_role("button", name=re.compile(r"^Pay \S*\d"))
     amount = button.inner_text().removeprefix("Pay ")
     button.click()
     expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
@@ -434,8 +435,8 @@ def test_customer_pays_two_invoices_and_downloads_the_receipt(
 
 def test_customer_pays_with_a_card_that_asks_for_3d_secure(new_context: NewContext, portal: Portal):
     page = new_context().new_page()
-    sign_in(page, portal, INITECH, "threeds@initech.fr")
-    page.goto(portal.link(INITECH) + "/invoices?status=open")
+    sign_in(page, portal, ACME_US, "threeds@acme.com")
+    page.goto(portal.link(ACME_US) + "/invoices?status=open")
     page.get_by_role("link", name=INVOICE_NUMBER).first.click()
     page.get_by_role("button", name="Pay this invoice").click()
     expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
@@ -443,8 +444,8 @@ def test_customer_pays_with_a_card_that_asks_for_3d_secure(new_context: NewConte
     page.get_by_role("radio", name=re.compile(r"ending 3184$")).check()
     page.get_by_label("Amount to pay").fill("5.00")
     page.get_by_role("button", name="Review payment").click()
-    page.get_by_role("button", name="Pay €5.00").click()
+    page.get_by_role("button", name=re.compile(r"^Pay \S*5\.00$")).click()
     expect(page.get_by_role("heading", name="Confirm this payment")).to_be_visible()
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
-    expect(page.get_by_role("status").first).to_contain_text("€5.00")
+    expect(page.get_by_role("status").first).to_contain_text("5.00")
