@@ -465,11 +465,11 @@ def _error_body(portal: Portal, path: str, data: bytes) -> tuple[int, bytes]:
 
 
 def test_every_page_and_email_is_valid_html(portal: Portal, nu_batch: Batch):
-    """The Nu HTML Checker over what the two tours above saved (each page as the server
+    """The Nu HTML Checker over what the tours above saved (each page as the server
     sent it), every error page, and the HTML part of every kind of email and of every
     email the server sent so far: no error, and no warning tests/e2e/nu-allowed.txt does
     not list. One JVM for the lot. Runs after the tours (file order)."""
-    for audience in ("customer", "staff"):
+    for audience in ("customer", "paying", "staff"):
         if not nu_batch.has(f"{audience}-"):
             message = f"the {audience} tour did not run: run all of {Path(__file__).name}"
             if os.environ.get("CI"):
