@@ -591,6 +591,8 @@ EVENT_OBJECTS: dict[str, dict[str, Any]] = {
     "payment_method.default_changed": _ref("PaymentMethod"),
     "access_rule.created": _ref("AccessRule"),
     "access_rule.deleted": _ref("AccessRule"),
+    "payment.succeeded": _ref("Payment"),
+    "payment.failed": _ref("Payment"),
 }
 EVENT_SUMMARIES = {
     "portal.signed_in": "A customer signed in to a bill group's portal",
@@ -600,6 +602,8 @@ EVENT_SUMMARIES = {
     "payment_method.default_changed": "Another payment method became the default",
     "access_rule.created": "An access rule was added",
     "access_rule.deleted": "An access rule was removed (the rule as it was)",
+    "payment.succeeded": "A customer paid in the portal (the payment and what it paid)",
+    "payment.failed": "A customer's payment in the portal was declined (nothing applied)",
 }
 
 

@@ -11,7 +11,9 @@ emptied once the message is sent or dropped.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
 import secrets
 import time
@@ -20,7 +22,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from emails.render import Email
+from emails.render import Attachment, Email
 from emails.transport import Sender
 from portal import clock, crypto, leases
 from portal.config import settings
@@ -60,9 +62,34 @@ def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -
             subject=email.subject,
             text_body=seal(email.text),
             html_body=seal(email.html),
+            attachments=_seal_attachments(email.attachments),
             next_attempt_at=clock.now(),
             discard_after=discard_after,
         )
+    )
+
+
+def _seal_attachments(attachments: tuple[Attachment, ...]) -> str | None:
+    if not attachments:
+        return None
+    listed = [
+        {
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "data": base64.b64encode(a.data).decode("ascii"),
+        }
+        for a in attachments
+    ]
+    return seal(json.dumps(listed))
+
+
+def unseal_attachments(sealed: str | None) -> tuple[Attachment, ...]:
+    """The files queued with a message; raises InvalidToken if SECRET_KEY has changed."""
+    if not sealed:
+        return ()
+    return tuple(
+        Attachment(item["filename"], item["content_type"], base64.b64decode(item["data"]))
+        for item in json.loads(unseal(sealed))
     )
 
 
@@ -103,11 +130,12 @@ def _send_claimed(db: Session, sender: Sender, messages: list[OutboxMessage]) ->
             continue
         try:
             text, html = unseal(message.text_body), unseal(message.html_body)
+            files = unseal_attachments(message.attachments)
         except InvalidToken:
             _drop(db, message, now, "cannot be decrypted: SECRET_KEY has changed")
             continue
         try:
-            sender.deliver(message.to_address, message.subject, text, html, message.reply_to)
+            sender.deliver(message.to_address, message.subject, text, html, message.reply_to, files)
         except Exception as exc:  # SMTP errors, timeouts, refused connections
             message.attempts += 1
             message.next_attempt_at = now + backoff(message.attempts)
@@ -137,7 +165,7 @@ def _record_sent(db: Session, message: OutboxMessage) -> None:
         "claimed_until": None,
     }
     if settings().MAIL_TRANSPORT != "console":  # the dev mailbox reads them
-        values |= {"text_body": "", "html_body": ""}
+        values |= {"text_body": "", "html_body": "", "attachments": None}
     deadline = time.monotonic() + RECORD_SENT_FOR.total_seconds()
     while True:
         try:
@@ -166,6 +194,7 @@ def _drop(db: Session, message: OutboxMessage, now: dt.datetime, why: str) -> No
     message.discarded_at = now
     message.claimed_until = None
     message.text_body = message.html_body = ""
+    message.attachments = None
     message.last_error = why
     db.commit()
     log.info("outbox message %s dropped: %s", message.id, why)

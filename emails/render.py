@@ -9,6 +9,15 @@ from flask import render_template
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent with an email (a receipt PDF)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Email:
     kind: str
     to: str
@@ -17,9 +26,12 @@ class Email:
     html: str
     # Replies reach a person: the seller's contact address, for email sent on its behalf.
     reply_to: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
-def render(kind: str, to: str, **context: Any) -> Email:
+def render(
+    kind: str, to: str, *, attachments: tuple[Attachment, ...] = (), **context: Any
+) -> Email:
     base = f"emails/{kind}"
     subject = " ".join(render_template(f"{base}/subject.txt", **context).split())
     # Every email about a bill group has its seller (the entity) in the context, and
@@ -32,4 +44,5 @@ def render(kind: str, to: str, **context: Any) -> Email:
         text=render_template(f"{base}/body.txt", **context),
         html=render_template(f"{base}/body.html", **context),
         reply_to=getattr(entity, "support_email", None) or None,
+        attachments=attachments,
     )

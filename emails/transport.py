@@ -12,6 +12,7 @@ from email.mime.base import MIMEBase
 from flask import current_app
 from flask_mail import Connection, Mail, Message
 
+from emails.render import Attachment
 from portal.config import settings
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,14 @@ class _Message(Message):
         return built.as_bytes(policy=_WIRE if plain else email.policy.SMTP)
 
 
-def build(to: str, subject: str, text: str, html: str, reply_to: str | None = None) -> _Message:
+def build(
+    to: str,
+    subject: str,
+    text: str,
+    html: str,
+    reply_to: str | None = None,
+    attachments: tuple[Attachment, ...] = (),
+) -> _Message:
     """The message as it goes out: From MAIL_DEFAULT_SENDER, a Message-ID on its domain,
     marked as automatic, and Reply-To the seller's contact when it is sent for one."""
     sender = settings().MAIL_DEFAULT_SENDER
@@ -109,6 +117,8 @@ def build(to: str, subject: str, text: str, html: str, reply_to: str | None = No
         extra_headers=dict(AUTOMATIC),
     )
     message.msgId = email.utils.make_msgid(domain=sender_domain(sender))
+    for attachment in attachments:
+        message.attach(attachment.filename, attachment.content_type, attachment.data)
     return message
 
 
@@ -138,7 +148,13 @@ class Sender:
         self.close()
 
     def deliver(
-        self, to: str, subject: str, text: str, html: str, reply_to: str | None = None
+        self,
+        to: str,
+        subject: str,
+        text: str,
+        html: str,
+        reply_to: str | None = None,
+        attachments: tuple[Attachment, ...] = (),
     ) -> None:
         if settings().MAIL_TRANSPORT == "console":
             # The body holds sign-in secrets, which never go to a log: read it on the
@@ -146,7 +162,7 @@ class Sender:
             base = settings().PORTAL_BASE_URL
             log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
             return
-        message = build(to, subject, text, html, reply_to)
+        message = build(to, subject, text, html, reply_to, attachments)
         reused = self._connection is not None
         while True:
             try:

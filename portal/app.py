@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         devmail,
         invoices,
         pages,
+        paying,
         payment_methods,
         public,
         signin,
@@ -53,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     assert details and invoices and pages and payment_methods  # imported for their routes
     app.register_blueprint(public.bp)
+    app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
     app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(viewer.bp)

@@ -88,6 +88,9 @@ class Settings:
     # Payment gateway: "sandbox" (test cards; local development only) or "none" (list
     # only). Empty: sandbox in local development, none otherwise.
     PAYMENT_GATEWAY: str = ""
+    # Seconds a payment's review page stays good: confirming it later charges nothing
+    # and asks the customer to review again.
+    PAYMENT_REVIEW_TTL_SECONDS: int = 900
     # Email transport: "smtp", or "console" (print to the log; the debug default).
     MAIL_TRANSPORT: str = ""
     # Run the outbox and sign-in worker in the web process (the demo's default).

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from portal import webhooks
-from portal.models import AccessRule, BillGroup, Contact, PaymentMethod
+from portal.models import AccessRule, BillGroup, Contact, Payment, PaymentMethod
 from portal.sync import serialize
 
 # Who made a change, as an event names them.
@@ -76,3 +76,11 @@ def access_rule_created(db: Session, group: BillGroup, rule: AccessRule, actor: 
 def access_rule_deleted(db: Session, group: BillGroup, rule: dict[str, Any], actor: Who) -> None:
     """`rule` as serialised before the delete: the row is gone by now."""
     webhooks.emit(db, "access_rule.deleted", group, rule, actor=actor)
+
+
+def payment_succeeded(db: Session, group: BillGroup, payment: Payment, actor: Who) -> None:
+    _written(db, "payment.succeeded", group, payment, serialize.payment, actor)
+
+
+def payment_failed(db: Session, group: BillGroup, payment: Payment, actor: Who) -> None:
+    _written(db, "payment.failed", group, payment, serialize.payment, actor)

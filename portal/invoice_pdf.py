@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
 from io import BytesIO
@@ -32,7 +33,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from portal.models import ContactKind, Invoice, PaymentStatus
+from portal.models import ContactKind, Entity, Invoice, PaymentStatus
 from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
 
 MARGIN = 18 * mm
@@ -76,7 +77,32 @@ def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragra
 
 def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
     """The invoice as an A4 PDF; `today` decides whether an open invoice shows as overdue."""
-    entity = invoice.entity
+    fmt = Formats(invoice.currency, locale)
+
+    def story(width: float) -> list[Flowable]:
+        return [
+            para(f"Invoice {invoice.number}", TITLE),
+            Spacer(0, 4 * mm),
+            _parties(invoice, today, fmt, width),
+            Spacer(0, 6 * mm),
+            _lines_table(invoice, fmt, width),
+            Spacer(0, 4 * mm),
+            _closing(invoice, fmt, width),
+        ]
+
+    return build(
+        invoice.entity,
+        title=f"Invoice {invoice.number}",
+        footer=f"Invoice {invoice.number}  ·  Questions? {invoice.entity.support_email}",
+        story=story,
+    )
+
+
+def build(
+    entity: Entity, *, title: str, footer: str, story: Callable[[float], list[Flowable]]
+) -> bytes:
+    """An A4 document of the seller's: its header and accent rule, then `story(width)`,
+    with "Page N of M" and `footer` on every page. Invoices and receipts alike."""
     buffer = BytesIO()
     doc = BaseDocTemplate(
         buffer,
@@ -85,33 +111,25 @@ def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
         rightMargin=MARGIN,
         topMargin=MARGIN,
         bottomMargin=MARGIN + 4 * mm,
-        title=f"Invoice {invoice.number}",
+        title=title,
         author=entity.legal_name or entity.name,
         creator=entity.name,
-        invariant=1,  # no timestamps or random ids: the same invoice gives the same bytes
+        invariant=1,  # no timestamps or random ids: the same document gives the same bytes
     )
     # Unpadded, so that text, tables and the rule share one left edge.
     frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
     doc.addPageTemplates(PageTemplate(frames=[frame]))
-    fmt = _Formats(invoice.currency, locale)
-    story = [
-        *_header(invoice, doc.width),
+    flowables = [
+        *_header(entity, doc.width),
         _rule(entity.brand_colour),
         Spacer(0, 5 * mm),
-        para(f"Invoice {invoice.number}", TITLE),
-        Spacer(0, 4 * mm),
-        _parties(invoice, today, fmt, doc.width),
-        Spacer(0, 6 * mm),
-        _lines_table(invoice, fmt, doc.width),
-        Spacer(0, 4 * mm),
-        _closing(invoice, fmt, doc.width),
+        *story(doc.width),
     ]
-    footer = f"Invoice {invoice.number}  ·  Questions? {entity.support_email}"
-    doc.build(story, canvasmaker=partial(_NumberedCanvas, footer=footer))
+    doc.build(flowables, canvasmaker=partial(_NumberedCanvas, footer=footer))
     return buffer.getvalue()
 
 
-class _Formats:
+class Formats:
     """Numbers, money and dates for one invoice's currency and locale, all through Babel."""
 
     def __init__(self, currency: str, locale: str) -> None:
@@ -134,9 +152,9 @@ class _Formats:
         return name
 
 
-def _header(invoice: Invoice, width: float) -> list[Flowable]:
-    """The seller: logo on the left, name, address and VAT number on the right."""
-    entity = invoice.entity
+def _header(entity: Entity, width: float) -> list[Flowable]:
+    """The seller: logo on the left, name, address and VAT number on the right (on the
+    receipts of portal.receipts too)."""
     seller = _stacked(
         [
             (entity.legal_name or entity.name, STRONG_RIGHT),
@@ -190,7 +208,7 @@ def _rule(brand_colour: str | None) -> HRFlowable:
     return HRFlowable(width="100%", thickness=1.5, color=colour, spaceBefore=0, spaceAfter=0)
 
 
-def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> Table:
+def _parties(invoice: Invoice, today: dt.date, fmt: Formats, width: float) -> Table:
     """Bill-to on the left, the invoice's dates, status and references on the right."""
     group = invoice.bill_group
     contact = group.contact(ContactKind.BILLING)
@@ -240,7 +258,7 @@ def _parties(invoice: Invoice, today: dt.date, fmt: _Formats, width: float) -> T
     return table
 
 
-def _lines_table(invoice: Invoice, fmt: _Formats, width: float) -> Table:
+def _lines_table(invoice: Invoice, fmt: Formats, width: float) -> Table:
     """The line items; the table splits across pages with its header row repeated.
     Numeric cells are plain strings: a Table draws those as text, it never parses them."""
     numbers = [16 * mm, 28 * mm, 16 * mm, 30 * mm]
@@ -257,7 +275,7 @@ def _lines_table(invoice: Invoice, fmt: _Formats, width: float) -> Table:
                 fmt.money(line.amount_minor),
             ]
         )
-    return _ruled_table(
+    return ruled_table(
         rows,
         [description_width, *numbers],
         ("BACKGROUND", (0, 0), (-1, 0), SHADE),
@@ -267,7 +285,7 @@ def _lines_table(invoice: Invoice, fmt: _Formats, width: float) -> Table:
     )
 
 
-def _totals(invoice: Invoice, fmt: _Formats) -> Table:
+def _totals(invoice: Invoice, fmt: Formats) -> Table:
     rows = [
         ("Subtotal", invoice.subtotal_minor),
         ("Tax", invoice.tax_minor),
@@ -297,7 +315,7 @@ def _totals(invoice: Invoice, fmt: _Formats) -> Table:
     return table
 
 
-def _closing(invoice: Invoice, fmt: _Formats, width: float) -> Flowable:
+def _closing(invoice: Invoice, fmt: Formats, width: float) -> Flowable:
     """Payments applied beside the totals, kept together; a long payment history goes
     below the totals instead, since a row of a table cannot split across pages."""
     totals = _totals(invoice, fmt)
@@ -313,7 +331,7 @@ def _closing(invoice: Invoice, fmt: _Formats, width: float) -> Flowable:
     return table
 
 
-def _payments(invoice: Invoice, fmt: _Formats, width: float) -> list[Flowable]:
+def _payments(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
     """Payments applied to this invoice, oldest first; a reversed payment says so."""
     applications = sorted(invoice.applications, key=lambda a: (a.payment.received_at, a.id))
     rows: list[list[Any]] = [["Date", "Reference", "Amount"]]
@@ -330,10 +348,10 @@ def _payments(invoice: Invoice, fmt: _Formats, width: float) -> list[Flowable]:
             ]
         )
     widths = [24 * mm, width - 52 * mm, 28 * mm]
-    return [para("Payments applied", HEADING), _ruled_table(rows, widths)]
+    return [para("Payments applied", HEADING), ruled_table(rows, widths)]
 
 
-def _ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
+def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
     """A data table: a muted header row, repeated on every page it spills onto, hairlines
     between rows and figures right-aligned in the last column."""
     table = Table(rows, colWidths=widths, repeatRows=1)

@@ -55,6 +55,8 @@ EVENT_TYPES = (
     "payment_method.default_changed",
     "access_rule.created",
     "access_rule.deleted",
+    "payment.succeeded",
+    "payment.failed",
 )
 SIGNATURE_HEADER = "Portal-Signature"
 REPLAY_WINDOW = 300

@@ -1,5 +1,5 @@
-"""The background worker: decides pending sign-in requests, sends the outbox, and
-delivers webhooks.
+"""The background worker: decides pending sign-in requests, sends the outbox, delivers
+webhooks and settles payments the gateway is still processing.
 
 `flask --app wsgi worker` runs it; the demo runs it in a thread of the web process.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from flask import Flask
 
 from emails import outbox
-from portal import db, notices, signin, webhooks
-from portal.config import settings_of
+from portal import db, notices, payments, signin, webhooks
+from portal.config import settings, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def run_once(worker: str | None = None) -> tuple[int, int]:
     too, last: see `deliver_webhooks`."""
     decided, sent = _email_pass(worker)
     deliver_webhooks(worker)
+    settle_payments()
     return decided, sent
 
 
@@ -39,6 +40,17 @@ def _email_pass(worker: str | None) -> tuple[int, int]:
 
 def deliver_webhooks(worker: str | None = None) -> int:
     return webhooks.send_due(db.session(), worker)
+
+
+def settle_payments() -> int:
+    """Processing payments asked again, and confirms that died mid-charge finished (see
+    portal.actions.paying.settle_pending); beside the webhooks, as a slow gateway must
+    not hold up sign-in email either."""
+    from portal.actions import paying  # late: the actions import the email templates
+
+    if settings().PAYMENT_GATEWAY == "none":
+        return 0
+    return paying.settle_pending(db.session(), payments.get_gateway(settings()))
 
 
 def _loop(
@@ -62,7 +74,7 @@ def run_forever(app: Flask, interval: float, stop: threading.Event | None = None
     stop = stop or threading.Event()
     hooks = threading.Thread(
         target=_loop,
-        args=(app, interval, stop, lambda: deliver_webhooks(worker)),
+        args=(app, interval, stop, lambda: deliver_webhooks(worker) + settle_payments()),
         name="portal-webhooks",
         daemon=True,
     )

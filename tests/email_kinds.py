@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emails.render import Email, render
-from portal.models import BillGroup, Entity, NoticeChange
+from portal.models import (
+    Account,
+    BillGroup,
+    Entity,
+    Invoice,
+    NoticeChange,
+    Payment,
+    PaymentApplication,
+    PaymentStatus,
+)
 from portal.notices import notice_email
+from portal.receipts import receipt_email
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "emails"
 SELLER = "Northwind Cloud"
@@ -34,7 +44,13 @@ class Example:
 def every_kind() -> dict[str, Example]:
     """name -> example; call inside an app's request context."""
     entity = Entity(name=SELLER, support_email=SELLER_CONTACT)
-    group = BillGroup(name="Acme UK operations", public_id="PUBLICID", entity=entity)
+    group = BillGroup(
+        name="Acme UK operations",
+        public_id="PUBLICID",
+        entity=entity,
+        account=Account(name="Acme Ltd"),
+        currency="GBP",
+    )
     seller = (SELLER, SELLER_CONTACT)
     link = f"{PORTAL}/verify/TOKEN"
     changes = [
@@ -58,6 +74,23 @@ def every_kind() -> dict[str, Example]:
             minutes=15,
             portal_url=PORTAL,
         )
+
+    payment = Payment(
+        id=7,
+        bill_group=group,
+        amount_minor=12000,
+        currency="GBP",
+        status=PaymentStatus.SUCCEEDED,
+        received_at=WHEN,
+        reference="sandbox_ch_RECEIPT",
+        method_description="Visa ending 4242",
+        created_by="ap@acme.com",
+    )
+    payment.applications.append(
+        PaymentApplication(
+            invoice=Invoice(id=1, number="INV-0042"), invoice_id=1, amount_minor=12000
+        )
+    )
 
     examples = {
         "signin_link": Example(
@@ -97,6 +130,18 @@ def every_kind() -> dict[str, Example]:
                 "admin@northwind-cloud.com",
                 "03 December 2026 at 09:30",
                 "Northwind billing portal",
+            ),
+        ),
+        "payment_receipt": Example(
+            receipt_email(group, payment, "ap@acme.com"),
+            (
+                "£120.00",
+                "sandbox_ch_RECEIPT",
+                "INV-0042",
+                "Visa ending 4242",
+                "03 December 2026 at 09:30",
+                f"{PORTAL}/payments",
+                *seller,
             ),
         ),
     }

@@ -133,9 +133,19 @@ def test_every_template_folder_has_an_example(app):
 
 
 def test_every_kind_is_multipart_alternative_text_first(arrived):
+    """multipart/alternative, plain text first; with attachments (a receipt PDF), that
+    alternative first in a multipart/mixed, then each file."""
     for name, (example, received, _raw) in arrived.items():
-        assert received.get_content_type() == "multipart/alternative", name
-        parts = [part.get_content_type() for part in received.iter_parts()]
+        body = received
+        if example.email.attachments:
+            assert received.get_content_type() == "multipart/mixed", name
+            body, *files = received.iter_parts()
+            assert [(f.get_filename(), f.get_content_type()) for f in files] == [
+                (a.filename, a.content_type) for a in example.email.attachments
+            ], name
+            assert [f.get_content() for f in files] == [a.data for a in example.email.attachments]
+        assert body.get_content_type() == "multipart/alternative", name
+        parts = [part.get_content_type() for part in body.iter_parts()]
         assert parts == ["text/plain", "text/html"], name
         assert received["Subject"] == example.email.subject, name
 

@@ -11,6 +11,7 @@ from wtforms import (
     BooleanField,
     DateField,
     HiddenField,
+    RadioField,
     SelectChoice,
     SelectField,
     StringField,
@@ -122,3 +123,31 @@ class CardForm(FlaskForm):
     exp_year = _card("Year (YY)", "Enter the expiry year.", 4, "cc-exp-year")
     cvc = _card("Security code", "Enter the security code.", 4, "cc-csc")
     make_default = BooleanField("Use this card for automatic payments (make it the default)")
+
+
+# --- paying ---------------------------------------------------------------------------
+
+
+class PayForm(FlaskForm):
+    """The pay form: which saved method, and how much when part payments are allowed.
+    The invoices are posted as `invoice` fields (none: the whole outstanding balance)."""
+
+    method = RadioField("Pay with", coerce=int, validate_choice=False)
+    amount = text("Amount to pay", Optional(), Length(max=20), inputmode="decimal")
+    currency = HiddenField()
+
+
+class ConfirmPaymentForm(FlaskForm):
+    """The review page's one button: the attempt's key and the amount it showed."""
+
+    key = HiddenField(validators=[InputRequired(), Length(max=64)])
+    amount_minor = HiddenField(validators=[InputRequired(), Length(max=20)])
+
+
+class PaymentFilterForm(QueryForm):
+    """The payment history's date filter."""
+
+    paid_from = DateField("Paid from", validators=[Optional()])
+    paid_to = DateField("Paid to", validators=[Optional()])
+
+    validate_paid_to = on_or_after("paid_from")

@@ -7,10 +7,10 @@ real processor tokenises in the browser and posts back a token instead.
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template
+from flask import abort, flash, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import db, payments
+from portal import db, payments, signin
 from portal.actions import Actor, NotFound
 from portal.actions import payment_methods as actions
 from portal.config import settings
@@ -45,6 +45,8 @@ def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
     if gateway is None or not gateway.collects_card_details:
         abort(404)
     group = viewer.bill_group
+    # Where to go back to once the card is added (the pay form), if inside this portal.
+    back = signin.safe_next(request.args.get("next"), group.public_id)
     form = CardForm()
     if form.validate_on_submit():
         submitted = {
@@ -69,12 +71,12 @@ def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
             )
             db.session().commit()
             flash(f"{_label(method)} has been added.")
-            return redirect(portal_url("payment_methods"), code=303)
+            return redirect(back or portal_url("payment_methods"), code=303)
     # Never send a card number or security code back to the browser.
     form.number.data = form.cvc.data = ""
     status = 400 if any(field.errors for field in form) else 200
     return render_template(
-        "portal/payment_method_form.html", group=group, form=form, gateway=gateway
+        "portal/payment_method_form.html", group=group, form=form, gateway=gateway, back=back
     ), status
 
 

@@ -39,3 +39,6 @@ class OutboxMessage(IdMixin, Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     discarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+    # Files sent with it (a receipt PDF), sealed like the bodies: JSON of
+    # [{"filename", "content_type", "data" (base64)}]; None for none.
+    attachments: Mapped[str | None] = mapped_column(Text)

@@ -191,6 +191,10 @@ PAGES = [
     "/contacts/shipping",
     "/payment-methods",
     "/payment-methods/new",
+    "/pay",
+    "/pay?invoice={invoice}",
+    "/payments",
+    "/payments?from=2026-12-01&to=2026-01-01",  # invalid: a 400 with the message
 ]
 
 
@@ -346,6 +350,8 @@ def posts(db: Session, group: BillGroup) -> dict[str, tuple[str, str, dict[str, 
         ),
         # Refused before the id is even looked at.
         "an unknown method": ("/payment-methods", "/payment-methods/999999/default", {}),
+        "pay": ("/pay", "/pay", {"method": str(method.id), "currency": group.currency}),
+        "confirm a payment": ("/pay", "/pay/confirm", {"key": "k" * 43, "amount_minor": "100"}),
     }
 
 

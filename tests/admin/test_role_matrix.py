@@ -54,6 +54,10 @@ def route_values(app, db):
         "key_id": key.id,
         "endpoint_id": endpoint.id,
         "delivery_id": delivery.id,
+        # The paying pages of the preview: none of these exists, and a 404 is allowed.
+        "key": "no-such-key",
+        "attempt_id": 1,
+        "payment_id": 1,
     }
 
 

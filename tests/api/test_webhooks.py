@@ -483,7 +483,14 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
     headers that the document's webhooks section describes (the receiver checks them)."""
     from portal import db as portal_db
     from portal import events
-    from portal.models import AccessRule, BillGroup, Contact, PaymentMethod
+    from portal.models import (
+        AccessRule,
+        BillGroup,
+        Contact,
+        Payment,
+        PaymentMethod,
+        PaymentStatus,
+    )
     from portal.sync import serialize
 
     receiver.check_documented = True
@@ -514,6 +521,19 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         events.payment_method_default_changed(session, group, method, staff)
         events.access_rule_created(session, group, rule, staff)
         events.access_rule_deleted(session, group, serialize.access_rule(rule), staff)
+        payment = Payment(
+            bill_group=group,
+            amount_minor=1200,
+            currency=group.currency,
+            status=PaymentStatus.SUCCEEDED,
+            received_at=dt.datetime(2026, 11, 21, 12, tzinfo=dt.UTC),
+            reference="sandbox_ch_1",
+        )
+        session.add(payment)
+        customer = events.customer("ap@acme.com")
+        events.payment_succeeded(session, group, payment, customer)
+        payment.status = PaymentStatus.FAILED
+        events.payment_failed(session, group, payment, customer)
         session.commit()
     deliver(app)
     assert set(webhooks.EVENT_TYPES) <= {event["type"] for event in receiver.events.values()}

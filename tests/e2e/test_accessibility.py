@@ -49,6 +49,7 @@ from tests.e2e.conftest import (
     open_bill_group,
     portal_nav,
     require,
+    sign_in,
     staff_sign_in,
 )
 from tests.e2e.nu import Batch, allowed_warnings
@@ -58,6 +59,7 @@ pytestmark = pytest.mark.e2e
 
 FAILING_IMPACTS = ("serious", "critical")
 ACME_UK = "Acme UK operations"
+ACME_US = "Acme US operations"
 LEGACY = "Initech legacy support (contract ended)"
 
 AXE_RUN = """async () => {
@@ -265,6 +267,68 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     tour.finish()
 
 
+def test_every_paying_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    """The pay form, review, each outcome (declined, 3-D Secure, received, pending), the
+    sandbox's security check and the payment history, on Acme US operations, paying part
+    amounts only so its invoices stay open for the journeys."""
+    tour = Tour("paying", nu_batch)
+    page = tour.watch(new_context(bypass_csp=True).new_page())
+    sign_in(page, portal, ACME_US, "a11y-pay@acme.com")
+
+    def pay_with(number: str, last4: str, amount: str) -> None:
+        page.goto(portal.link(ACME_US) + "/pay")
+        heading(page, "Pay")
+        page.get_by_role("link", name="Add a new card").click()
+        heading(page, "Add a card")
+        page.get_by_label("Name on card").fill("Accounts Payable")
+        page.get_by_label("Card number").fill(number)
+        page.get_by_label("Month (MM)").fill("12")
+        page.get_by_label("Year (YY)").fill("39")
+        page.get_by_label("Security code").fill("123")
+        page.get_by_role("button", name="Add card").click()
+        heading(page, "Pay")
+        page.get_by_role("radio", name=re.compile(f"ending {last4}$")).check()
+        page.get_by_label("Amount to pay").fill(amount)
+        page.get_by_role("button", name="Review payment").click()
+        heading(page, "Review your payment")
+
+    page.goto(portal.link(ACME_US) + "/overview")
+    page.get_by_role("button", name="Pay outstanding balance").click()
+    heading(page, "Pay")
+    tour(page, "pay-form")
+    page.get_by_label("Amount to pay").fill("0.10")
+    page.get_by_role("button", name="Review payment").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "pay-form-error")
+
+    pay_with("4000 0000 0000 0341", "0341", "2.00")
+    tour(page, "pay-review")
+    page.get_by_role("button", name=re.compile(r"^Pay \S*2\.00$")).click()
+    heading(page, "Payment declined")
+    tour(page, "pay-declined")
+
+    pay_with("4000 0027 6000 3184", "3184", "3.00")
+    page.get_by_role("button", name=re.compile(r"^Pay \S*3\.00$")).click()
+    heading(page, "Confirm this payment")
+    tour(page, "sandbox-3ds")
+    page.get_by_role("button", name="Approve").click()
+    heading(page, "Payment received")
+    tour(page, "pay-received")
+
+    pay_with("4000 0000 0000 0259", "0259", "4.00")
+    page.get_by_role("button", name=re.compile(r"^Pay \S*4\.00$")).click()
+    heading(page, re.compile(r"^Payment (being processed|received)$"))
+    tour(page, "pay-processing")
+
+    page.goto(portal.link(ACME_US) + "/payments")
+    heading(page, "Payments")
+    tour(page, "payments")
+    page.goto(portal.link(ACME_US) + "/payments?from=nonsense")
+    heading(page, "Payments")
+    tour(page, "payments-error")
+    tour.finish()
+
+
 def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
     tour = Tour("staff", nu_batch)
     page = tour.watch(new_context(bypass_csp=True).new_page())
@@ -421,11 +485,11 @@ def _error_body(portal: Portal, path: str, data: bytes) -> tuple[int, bytes]:
 
 
 def test_every_page_and_email_is_valid_html(portal: Portal, nu_batch: Batch):
-    """The Nu HTML Checker over what the two tours above saved (each page as the server
+    """The Nu HTML Checker over what the tours above saved (each page as the server
     sent it), every error page, and the HTML part of every kind of email and of every
     email the server sent so far: no error, and no warning tests/e2e/nu-allowed.txt does
     not list. One JVM for the lot. Runs after the tours (file order)."""
-    for audience in ("customer", "staff"):
+    for audience in ("customer", "paying", "staff"):
         if not nu_batch.has(f"{audience}-"):
             message = f"the {audience} tour did not run: run all of {Path(__file__).name}"
             if os.environ.get("CI"):

@@ -48,6 +48,7 @@ PORTAL_PAGES = (
     "Billing details",
     "Contacts",
     "Payment methods",
+    "Payments",
 )
 INVOICE_NUMBER = re.compile(r"^NW-\d{4}-\d{5}$")
 
@@ -376,3 +377,77 @@ def test_every_customer_page_fits_375_px(new_context: NewContext, portal: Portal
     check("signed out")
 
     assert not too_wide, "pages wider than 375 px:\n" + "\n".join(too_wide)
+
+
+# --- paying (issue 17), on Acme US operations (USD, part payments allowed): its acme.com
+# rule is changed by no other test, and its invoices outnumber what these pay. -----------
+
+
+def _add_card(page: Page, number: str) -> None:
+    """From the pay form: "Add a new card", the card, and back to the pay form."""
+    page.get_by_role("link", name="Add a new card").click()
+    expect(page.get_by_role("heading", name="Add a card")).to_be_visible()
+    page.get_by_label("Name on card").fill("Accounts Payable")
+    page.get_by_label("Card number").fill(number)
+    page.get_by_label("Month (MM)").fill("12")
+    page.get_by_label("Year (YY)").fill("39")
+    page.get_by_label("Security code").fill("123")
+    page.get_by_role("button", name="Add card").click()
+    expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
+
+
+def test_customer_pays_two_invoices_and_downloads_the_receipt(
+    new_context: NewContext, portal: Portal
+):
+    page = new_context(accept_downloads=True).new_page()
+    sign_in(page, portal, ACME_US, "payer@acme.com")
+    portal_nav(page, "Invoices")
+    boxes = page.get_by_role("checkbox", name=re.compile(r"^Pay invoice "))
+    assert boxes.count() >= 2
+    numbers = [boxes.nth(i).get_attribute("id") for i in range(2)]
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.get_by_role("button", name="Pay selected").click()
+    expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Review payment").click()
+    expect(page.get_by_role("heading", name="Review your payment")).to_be_visible()
+    button = page.get_by_role("button", name=re.compile(r"^Pay \S*\d"))
+    amount = button.inner_text().removeprefix("Pay ")
+    button.click()
+    expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
+    expect(page.get_by_role("status").first).to_contain_text(amount)
+    expect(page.locator("main table tbody tr")).to_have_count(2)
+    expect(page.locator("main table .badge-paid")).to_have_count(2)
+    assert all(numbers)
+
+    portal_nav(page, "Payments")
+    expect(page.get_by_role("heading", name="Payments", exact=True)).to_be_visible()
+    row = page.locator("main table tbody tr").first
+    expect(row).to_contain_text(amount)
+    expect(row).to_contain_text("Succeeded")
+    with page.expect_download(timeout=15_000) as download_info:
+        row.get_by_role("link", name=re.compile(r"^Receipt")).click()
+    download = download_info.value
+    assert download.failure() is None
+    text = PdfReader(io.BytesIO(download.path().read_bytes())).pages[0].extract_text()
+    assert "Payment receipt" in text and amount in text
+
+
+def test_customer_pays_with_a_card_that_asks_for_3d_secure(new_context: NewContext, portal: Portal):
+    page = new_context().new_page()
+    sign_in(page, portal, ACME_US, "threeds@acme.com")
+    portal_nav(page, "Invoices")
+    # The first invoice with something to pay (a checkbox), opened from its row.
+    row = page.locator("main table tbody tr").filter(has=page.get_by_role("checkbox")).first
+    row.get_by_role("link", name=INVOICE_NUMBER).click()
+    page.get_by_role("button", name="Pay this invoice").click()
+    expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
+    _add_card(page, "4000 0027 6000 3184")
+    page.get_by_role("radio", name=re.compile(r"ending 3184$")).check()
+    page.get_by_label("Amount to pay").fill("5.00")
+    page.get_by_role("button", name="Review payment").click()
+    page.get_by_role("button", name=re.compile(r"^Pay \S*5\.00$")).click()
+    expect(page.get_by_role("heading", name="Confirm this payment")).to_be_visible()
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
+    expect(page.get_by_role("status").first).to_contain_text("5.00")
