@@ -55,6 +55,10 @@ EVENT_TYPES = (
     "payment_method.default_changed",
     "access_rule.created",
     "access_rule.deleted",
+    "payment.succeeded",
+    "payment.failed",
+    "autopay.changed",
+    "credit.applied",
 )
 SIGNATURE_HEADER = "Portal-Signature"
 REPLAY_WINDOW = 300
