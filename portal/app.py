@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # The portal pages join viewer.bp when their modules are imported.
     from portal.customer import (
         contact_confirmation,
+        credits,
         details,
         devmail,
         invoices,
@@ -48,10 +49,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         payment_methods,
         public,
         signin,
+        statements,
         viewer,
     )
 
     assert details and invoices and pages and payment_methods  # imported for their routes
+    assert credits and statements
     app.register_blueprint(public.bp)
     app.register_blueprint(signin.bp)
     app.register_blueprint(contact_confirmation.bp)

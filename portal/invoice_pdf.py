@@ -32,7 +32,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from portal.models import ContactKind, Invoice, PaymentStatus
+from portal.models import ContactKind, Entity, Invoice, PaymentStatus
 from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
 
 MARGIN = 18 * mm
@@ -78,25 +78,11 @@ def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
     """The invoice as an A4 PDF; `today` decides whether an open invoice shows as overdue."""
     entity = invoice.entity
     buffer = BytesIO()
-    doc = BaseDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=MARGIN,
-        rightMargin=MARGIN,
-        topMargin=MARGIN,
-        bottomMargin=MARGIN + 4 * mm,
-        title=f"Invoice {invoice.number}",
-        author=entity.legal_name or entity.name,
-        creator=entity.name,
-        invariant=1,  # no timestamps or random ids: the same invoice gives the same bytes
-    )
-    # Unpadded, so that text, tables and the rule share one left edge.
-    frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
-    doc.addPageTemplates(PageTemplate(frames=[frame]))
+    doc = new_document(buffer, f"Invoice {invoice.number}", entity)
     fmt = _Formats(invoice.currency, locale)
     story = [
-        *_header(invoice, doc.width),
-        _rule(entity.brand_colour),
+        *seller_header(entity, doc.width),
+        brand_rule(entity.brand_colour),
         Spacer(0, 5 * mm),
         para(f"Invoice {invoice.number}", TITLE),
         Spacer(0, 4 * mm),
@@ -107,8 +93,44 @@ def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
         _closing(invoice, fmt, doc.width),
     ]
     footer = f"Invoice {invoice.number}  ·  Questions? {entity.support_email}"
-    doc.build(story, canvasmaker=partial(_NumberedCanvas, footer=footer))
+    build(doc, story, footer)
     return buffer.getvalue()
+
+
+# --- the parts every document of the portal shares (invoices, statements) --------------
+
+
+def new_document(buffer: BytesIO, title: str, entity: Entity) -> BaseDocTemplate:
+    """An A4 document in the seller's name, with one unpadded frame (text, tables and
+    the rule share one left edge) and no timestamps: the same data gives the same bytes."""
+    doc = BaseDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + 4 * mm,
+        title=title,
+        author=entity.legal_name or entity.name,
+        creator=entity.name,
+        invariant=1,
+    )
+    frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
+    doc.addPageTemplates(PageTemplate(frames=[frame]))
+    return doc
+
+
+def build(doc: BaseDocTemplate, story: list[Flowable], footer: str) -> None:
+    """Lay the story out, every page with the footer and "Page N of M"."""
+    doc.build(story, canvasmaker=partial(_NumberedCanvas, footer=footer))
+
+
+def brand_rule(brand_colour: str | None) -> HRFlowable:
+    return _rule(brand_colour)
+
+
+def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
+    return _ruled_table(rows, widths, *extra)
 
 
 class _Formats:
@@ -134,9 +156,12 @@ class _Formats:
         return name
 
 
-def _header(invoice: Invoice, width: float) -> list[Flowable]:
+# Shared with the other documents (portal.statement_pdf).
+Formats = _Formats
+
+
+def seller_header(entity: Entity, width: float) -> list[Flowable]:
     """The seller: logo on the left, name, address and VAT number on the right."""
-    entity = invoice.entity
     seller = _stacked(
         [
             (entity.legal_name or entity.name, STRONG_RIGHT),

@@ -122,3 +122,34 @@ class CardForm(FlaskForm):
     exp_year = _card("Year (YY)", "Enter the expiry year.", 4, "cc-exp-year")
     cvc = _card("Security code", "Enter the security code.", 4, "cc-csc")
     make_default = BooleanField("Use this card for automatic payments (make it the default)")
+
+
+class ApplyCreditForm(FlaskForm):
+    """Apply a credit (a credit note's remainder or an unapplied payment) to an open
+    invoice. The choices are the bill group's, set by the view; the action checks
+    everything again under the bill group's lock."""
+
+    source = SelectField("Credit to apply", validators=[InputRequired("Choose a credit.")])
+    invoice = SelectField("Invoice", validators=[InputRequired("Choose an invoice.")])
+    amount = text(
+        "Amount",
+        InputRequired("Enter an amount."),
+        Length(max=24),
+        inputmode="decimal",
+        autocomplete="off",
+    )
+
+
+class AutopayForm(FlaskForm):
+    """Turn automatic payment on or off (the button says which)."""
+
+    enabled = HiddenField()
+
+
+class StatementForm(QueryForm):
+    """The statement's period."""
+
+    date_from = DateField("From", validators=[InputRequired("Enter the first day.")])
+    date_to = DateField("To", validators=[InputRequired("Enter the last day.")])
+
+    validate_date_to = on_or_after("date_from", "The last day must be on or after the first.")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import render_template
 
 from portal import billing, db
+from portal.actions.autopay import expiry_warning
 from portal.clock import today
+from portal.customer.forms import AutopayForm
 from portal.customer.viewer import Viewer, bp, portal_page
 
 
@@ -18,6 +20,8 @@ def overview(viewer: Viewer) -> str:
         group=group,
         figures=billing.summary(db.session(), group, today()),
         today=today(),
+        autopay_form=AutopayForm(),
+        autopay_warning=expiry_warning(group, today()) if group.auto_pay else None,
     )
 
 
