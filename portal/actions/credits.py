@@ -9,6 +9,7 @@ each spent once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from portal.models import (
     BillGroup,
     CreditApplication,
     CreditNote,
+    Entity,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -196,3 +198,41 @@ def apply_credit(
             db, group, actor.name, "credits", ["credit applied"], notices.recipients(group)
         )
     return Applied(invoice, amount_minor, note, payment)
+
+
+def set_payment_settings(
+    db: Session,
+    actor: Actor,
+    entity: Entity,
+    *,
+    allow_partial_payments: bool,
+    min_partial_payment_minor: int,
+    allow_credit_application: bool,
+) -> dict[str, list[Any]]:
+    """A seller's settings for paying in the portal (staff); the changes made, audited."""
+    if (
+        isinstance(min_partial_payment_minor, bool)
+        or not 0 <= min_partial_payment_minor <= MAX_MINOR
+    ):
+        raise Invalid("Enter an amount of 0 or more.", "min_partial_payment")
+    wanted = {
+        "allow_partial_payments": bool(allow_partial_payments),
+        "min_partial_payment_minor": min_partial_payment_minor,
+        "allow_credit_application": bool(allow_credit_application),
+    }
+    changed = {
+        name: [getattr(entity, name), value]
+        for name, value in wanted.items()
+        if getattr(entity, name) != value
+    }
+    for name in changed:
+        setattr(entity, name, wanted[name])
+    if changed:
+        audit.record(
+            db,
+            "entity.payment_settings",
+            "changed",
+            **actor.audit(),
+            detail=json.dumps({"entity_id": entity.id, "changes": changed})[:500],
+        )
+    return changed
