@@ -25,9 +25,9 @@ from reportlab.lib.pagesizes import A4
 from reportlab.platypus import SimpleDocTemplate, Table
 from sqlalchemy.orm import Session
 
+from portal import statement, statement_pdf
 from portal.db import Base, make_engine
 from portal.demo import seller
-from portal import statement, statement_pdf
 from portal.invoice_pdf import render
 from portal.models import (
     Account,
