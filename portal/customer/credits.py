@@ -4,6 +4,7 @@ invoices (where the entity allows it), and turning automatic payment on or off."
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template
+from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
@@ -18,11 +19,22 @@ from portal.forms import status_of
 from portal.models import BillGroup, Invoice, InvoiceStatus
 from portal.money import MoneyError, format_money, to_minor
 
+# The open invoices the form offers, the oldest due first (the action takes any open one).
+OFFERED = 200
+
 
 def _open_invoices(group: BillGroup) -> list[Invoice]:
-    return sorted(
-        (i for i in group.invoices if i.status == InvoiceStatus.OPEN and i.balance_minor > 0),
-        key=lambda i: (i.due_date, i.issue_date, i.id),
+    return list(
+        db.session().scalars(
+            select(Invoice)
+            .where(
+                Invoice.bill_group_id == group.id,
+                Invoice.status == InvoiceStatus.OPEN,
+                Invoice.balance_minor > 0,
+            )
+            .order_by(Invoice.due_date, Invoice.issue_date, Invoice.id)
+            .limit(OFFERED)
+        )
     )
 
 

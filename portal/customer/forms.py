@@ -129,8 +129,10 @@ class ApplyCreditForm(FlaskForm):
     invoice. The choices are the bill group's, set by the view; the action checks
     everything again under the bill group's lock."""
 
-    source = SelectField("Credit to apply", validators=[InputRequired("Choose a credit.")])
-    invoice = SelectField("Invoice", validators=[InputRequired("Choose an invoice.")])
+    # No `required` attribute (a select whose first option is a real choice may not have
+    # one); a value that is not one of the choices is refused by the field itself.
+    source = SelectField("Credit to apply")
+    invoice = SelectField("Invoice")
     amount = text(
         "Amount",
         InputRequired("Enter an amount."),
