@@ -346,3 +346,19 @@ def test_the_preview_shows_the_form_disabled(db, ledger, staff_client):
     page = staff_client().get(f"/admin/preview/{ledger.public_id}/credits")
     assert page.status_code == 200
     assert "<fieldset disabled>" in page.text and "Apply credit</button>" in page.text
+
+
+def test_the_overview_balance_with_credit_is_still_one_statement(app, db, ledger):
+    """The totals and the credit come back together: one statement, whatever the number
+    of credit notes and payments (and one more for the recent invoices)."""
+    from portal import billing
+    from tests.conftest import statements as sql
+
+    for n in range(30):
+        _note(db, ledger, f"CN-MANY-{n}", TODAY, 100)
+        _payment(db, ledger, TODAY, 10 + n)
+    db.commit()
+    with sql(app) as seen:
+        figures = billing.summary(db, ledger, TODAY)
+    assert len([s for s in seen if s.lstrip().upper().startswith("SELECT")]) == 2
+    assert figures.credit_minor == 2000 + 7000 + 30 * 100 + sum(10 + n for n in range(30))
