@@ -59,6 +59,7 @@ def hooked(app, db):
     db.commit()
 
 
+@pytest.mark.db
 def test_the_customer_turns_it_on_and_off(app, db, group, customer, hooked):
     make_payment_method(db, group, is_default=True)
     db.commit()
@@ -112,6 +113,7 @@ def test_without_the_csrf_token_nothing_changes(db, group, customer):
     assert db.get(BillGroup, group.id).auto_pay is False
 
 
+@pytest.mark.db
 def test_the_api_upsert_goes_through_the_same_action(db, group, api, hooked):
     body = api.get(f"/bill-groups/{EXTERNAL_ID}").get_json()
     assert body["auto_pay"] is False

@@ -79,6 +79,7 @@ def world(db: Session) -> tuple[BillGroup, Invoice]:
     return group, invoice
 
 
+@pytest.mark.db
 def test_a_credit_note_pays_part_then_all_of_an_invoice(db, world):
     group, invoice = world
     credit = note(db, group, 20000)
@@ -115,6 +116,7 @@ def test_a_credit_note_pays_part_then_all_of_an_invoice(db, world):
     assert len(events) == 2
 
 
+@pytest.mark.db
 def test_an_unapplied_payment_is_credit_until_it_is_applied(db, world):
     group, invoice = world
     payment = unapplied(db, group, 4000, refunded_minor=500)

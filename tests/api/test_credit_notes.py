@@ -34,6 +34,7 @@ def pushed(api: Api) -> Api:
     return api
 
 
+@pytest.mark.db
 def test_upsert_get_and_list(pushed):
     api = pushed
     created = api.put("/credit-notes/cn-1", NOTE)
@@ -51,6 +52,7 @@ def test_upsert_get_and_list(pushed):
     assert api.get("/credit-notes?bill_group=nobody").get_json()["data"] == []
 
 
+@pytest.mark.db
 def test_the_feed_lists_a_changed_note_again(pushed):
     api = pushed
     api.put("/credit-notes/cn-1", NOTE)
@@ -112,6 +114,7 @@ def test_a_note_never_moves_to_another_group(pushed):
     assert response.status_code == 409
 
 
+@pytest.mark.db
 def test_what_the_portal_applied_stays_applied(app, db, pushed):
     pushed.put("/credit-notes/cn-1", NOTE)
     with app.app_context():

@@ -85,6 +85,7 @@ def ledger(db, group):
     return group
 
 
+@pytest.mark.db
 def test_the_statement_adds_up(db, ledger):
     found = statements.statement(db, ledger, dt.date(2026, 11, 1), dt.date(2026, 11, 30))
     assert found.opening_minor == 12000 - 5000
@@ -111,6 +112,7 @@ def test_the_statement_adds_up(db, ledger):
     assert after.opening_minor == found.closing_minor and after.lines == []
 
 
+@pytest.mark.db
 def test_aging_bucket_edges(db, group):
     at = dt.date(2026, 11, 30)
     for late in (0, 1, 30, 31, 60, 61, 90, 91, 400):
@@ -180,6 +182,7 @@ def _pages(pdf: bytes) -> list[str]:
     return [" ".join(page.extract_text().split()) for page in PdfReader(BytesIO(pdf)).pages]
 
 
+@pytest.mark.db
 def test_the_pdf_has_the_figures(customer, ledger):
     response = customer.get(url(ledger, "/statement.pdf?from=2026-11-01&to=2026-11-30"))
     assert response.status_code == 200 and response.mimetype == "application/pdf"
@@ -263,6 +266,7 @@ def test_the_credits_page_lists_credit_and_the_overview_counts_it(db, customer, 
     assert "€90.00" in overview and "€100.00" in overview
 
 
+@pytest.mark.db
 def test_applying_a_credit_from_the_page(db, customer, ledger):
     note = db.scalar(select(CreditNote).where(CreditNote.number == "CN-1"))
     invoice = db.scalar(select(Invoice).where(Invoice.number == "NOV-1"))
@@ -348,6 +352,7 @@ def test_the_preview_shows_the_form_disabled(db, ledger, staff_client):
     assert "<fieldset disabled>" in page.text and "Apply credit</button>" in page.text
 
 
+@pytest.mark.db
 def test_the_overview_balance_with_credit_is_still_one_statement(app, db, ledger):
     """The totals and the credit come back together: one statement, whatever the number
     of credit notes and payments (and one more for the recent invoices)."""
