@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from admin.forms import AccountForm, AccountSearchForm, BillGroupForm
+from admin.forms import AccountForm, AccountSearchForm, BillGroupForm, EntityPaymentSettingsForm
 from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from admin.lookup import get_or_404
-from portal import clock, db, links, paging
+from portal import clock, credits, db, links, paging
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
+from portal.actions.credits import set_payment_settings
 from portal.forms import ButtonForm, status_of
 from portal.models import (
     AccessRule,
@@ -29,7 +30,9 @@ from portal.models import (
     BillingFrequency,
     CustomerSession,
     Entity,
+    Payment,
 )
+from portal.money import MoneyError, to_decimal, to_minor
 
 PER_PAGE = 50
 
@@ -289,7 +292,72 @@ def bill_group(bill_group_id: int) -> str:
         portal_link=portal_link(group),
         button=ButtonForm(),
         allowed=_allowed,
+        payments=_payments(group),
+        payment_count=db.session().scalar(
+            select(func.count(Payment.id)).where(Payment.bill_group_id == group.id)
+        ),
+        credit_notes=credits.credit_notes(db.session(), group),
+        unapplied=dict(
+            (payment.id, left) for payment, left in credits.unapplied_payments(db.session(), group)
+        ),
     )
+
+
+# The newest payments the bill group page lists (the API lists them all).
+PAYMENTS_SHOWN = 200
+
+
+def _payments(group: BillGroup) -> list[Payment]:
+    return list(
+        db.session().scalars(
+            select(Payment)
+            .where(Payment.bill_group_id == group.id)
+            .order_by(Payment.received_at.desc(), Payment.id.desc())
+            .limit(PAYMENTS_SHOWN)
+        )
+    )
+
+
+@bp.route("/bill-groups/<int:bill_group_id>/payment-settings", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def entity_payment_settings(bill_group_id: int) -> View:
+    """The bill group's seller's settings for paying in the portal: part payments and
+    their minimum (in this group's currency), and applying credit."""
+    group = get_or_404(BillGroup, bill_group_id)
+    entity = group.entity
+    form = EntityPaymentSettingsForm(
+        data=None
+        if request.method == "POST"
+        else {
+            "allow_partial_payments": entity.allow_partial_payments,
+            "min_partial_payment": str(
+                to_decimal(entity.min_partial_payment_minor, group.currency)
+            ),
+            "allow_credit_application": entity.allow_credit_application,
+        }
+    )
+
+    def write(database: Session) -> dict[str, Any]:
+        try:
+            minimum = to_minor((form.min_partial_payment.data or "").strip(), group.currency)
+        except MoneyError:
+            raise ActionError("Enter an amount such as 10.00.", "min_partial_payment") from None
+        return set_payment_settings(
+            database,
+            acting_staff(),
+            entity,
+            allow_partial_payments=bool(form.allow_partial_payments.data),
+            min_partial_payment_minor=minimum,
+            allow_credit_application=bool(form.allow_credit_application.data),
+        )
+
+    changed = _submitted(form, write)
+    if changed is not None:
+        flash("Payment settings saved." if changed else "Nothing changed.")
+        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+    return render_template(
+        "admin/payment_settings.html", form=form, group=group, entity=entity
+    ), status_of(form)
 
 
 def _allowed(endpoint: str) -> bool:

@@ -343,3 +343,20 @@ class WebhookEndpointForm(FlaskForm):
 
 class WebhookEndpointEditForm(WebhookEndpointForm):
     is_active = BooleanField("Active: send events to this endpoint")
+
+
+# --- a seller's payment settings (admin/accounts.py) ------------------------------------
+
+
+class EntityPaymentSettingsForm(FlaskForm):
+    allow_partial_payments = BooleanField("Customers may pay part of an invoice")
+    min_partial_payment = text(
+        "Smallest part payment (in the bill group's currency, e.g. 10.00)",
+        DataRequired("Enter the smallest part payment, e.g. 10.00 (0 for no minimum)."),
+        Length(max=24, message="Enter an amount such as 10.00."),
+        inputmode="decimal",
+        spellcheck="false",
+    )
+    allow_credit_application = BooleanField(
+        "Customers may apply credit notes and unapplied payments to invoices"
+    )

@@ -156,6 +156,12 @@ class Payment(Stamped):
     method_description: str | None
     reference: str | None
     payment_method: str | None
+    source: Literal["billing_system", "portal", "autopay"]
+    gateway: str | None
+    gateway_reference: str | None
+    failure_message: str | None
+    refunded_minor: int
+    created_by: str | None
     applications: list[PaymentApplication]
 
 
@@ -171,6 +177,20 @@ class PaymentMethod(Stamped):
     gateway: str
     gateway_token: str
     is_default: bool
+
+
+class CreditNote(Stamped):
+    external_id: str | None
+    bill_group: str | None
+    number: str
+    currency: str
+    issue_date: dt.date
+    amount_minor: int
+    amount_applied_minor: int
+    remaining_minor: int
+    reason: str | None
+    voided: bool
+    voided_at: dt.datetime | None
 
 
 class AccessRule(Out):
@@ -215,6 +235,7 @@ RECORDS: dict[str, type[Out]] = {
     "invoices": Invoice,
     "payments": Payment,
     "payment-methods": PaymentMethod,
+    "credit-notes": CreditNote,
 }
 FILTERS = {
     "bill-groups": ["account"],
@@ -222,6 +243,7 @@ FILTERS = {
     "invoices": ["bill_group"],
     "payments": ["bill_group"],
     "payment-methods": ["bill_group"],
+    "credit-notes": ["bill_group"],
 }
 OUTPUTS: list[type[Out]] = [
     *RECORDS.values(),
@@ -593,6 +615,8 @@ EVENT_OBJECTS: dict[str, dict[str, Any]] = {
     "access_rule.deleted": _ref("AccessRule"),
     "payment.succeeded": _ref("Payment"),
     "payment.failed": _ref("Payment"),
+    "autopay.changed": _ref("AutoPay"),
+    "credit.applied": _ref("CreditApplied"),
 }
 EVENT_SUMMARIES = {
     "portal.signed_in": "A customer signed in to a bill group's portal",
@@ -604,6 +628,8 @@ EVENT_SUMMARIES = {
     "access_rule.deleted": "An access rule was removed (the rule as it was)",
     "payment.succeeded": "A customer paid in the portal (the payment and what it paid)",
     "payment.failed": "A customer's payment in the portal was declined (nothing applied)",
+    "autopay.changed": "Automatic payment was turned on or off for the bill group",
+    "credit.applied": "A customer applied a credit note or an unapplied payment to an invoice",
 }
 
 
@@ -634,7 +660,30 @@ class NamedActor(Out):
     name: str
 
 
-EVENT_PARTS: list[type[Out]] = [BillingDetails, EventBillGroup, PersonActor, KeyActor, NamedActor]
+class AutoPay(Out):
+    auto_pay: bool
+    next_billing_date: dt.date | None
+    payment_method: PaymentMethod | None
+
+
+class CreditApplied(Out):
+    source: Literal["credit_note", "payment"]
+    amount_minor: int
+    currency: str
+    credit_note: CreditNote | None
+    payment: Payment | None
+    invoice: Invoice
+
+
+EVENT_PARTS: list[type[Out]] = [
+    BillingDetails,
+    EventBillGroup,
+    PersonActor,
+    KeyActor,
+    NamedActor,
+    AutoPay,
+    CreditApplied,
+]
 
 
 def _event_schema(event_type: str) -> dict[str, Any]:

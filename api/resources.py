@@ -78,6 +78,7 @@ RESOURCES: dict[str, Resource] = {
         _in_group(_RECORDS["invoice"], "Invoice"),
         _in_group(_RECORDS["payment"], "Payment"),
         _in_group(_RECORDS["payment_method"], "PaymentMethod"),
+        _in_group(_RECORDS["credit_note"], "CreditNote"),
     )
 }
 

@@ -41,6 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # The portal pages join viewer.bp when their modules are imported.
     from portal.customer import (
         contact_confirmation,
+        credits,
         details,
         devmail,
         invoices,
@@ -49,10 +50,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         payment_methods,
         public,
         signin,
+        statements,
         viewer,
     )
 
     assert details and invoices and pages and payment_methods  # imported for their routes
+    assert credits and statements
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)

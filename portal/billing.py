@@ -11,12 +11,13 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import ColumnElement
 
-from portal import csvexport
+from portal import credits, csvexport
 from portal.models import (
     BillGroup,
     DisplayStatus,
@@ -34,32 +35,46 @@ PER_PAGE = 25
 
 @dataclass(frozen=True)
 class Summary:
-    outstanding_minor: int
+    outstanding_minor: int  # what the open invoices still owe
     overdue_minor: int
     overdue_count: int
     recent: list[Invoice]
+    # What is left of credit notes plus unapplied payments (portal.credits).
+    credit_minor: int = 0
+
+    @property
+    def balance_minor(self) -> int:
+        """What the customer owes, credit taken off (negative: in credit)."""
+        return self.outstanding_minor - self.credit_minor
 
 
 def summary(db: Session, group: BillGroup, today: dt.date, recent: int = 5) -> Summary:
-    outstanding, overdue, overdue_count = db.execute(
+    outstanding, overdue, overdue_count, notes, payments = db.execute(
         _totals_statement(), {"group_id": group.id, "today": today}
     ).one()
     latest = db.scalars(
         _filtered_statement(InvoiceShape()).limit(recent), {"group_id": group.id}
     ).all()
-    return Summary(int(outstanding), int(overdue), int(overdue_count), list(latest))
+    return Summary(
+        int(outstanding), int(overdue), int(overdue_count), list(latest), int(notes) + int(payments)
+    )
 
 
 # Statements every page view runs are built once, with their values as bound parameters:
 # putting a select together (and the balance's CASE expression) costs more than
 # compiling it, which SQLAlchemy caches anyway.
 @cache
-def _totals_statement() -> Select[int, int, int]:
+def _totals_statement() -> Select[int, int, int, int, int]:
+    """One statement: the open invoices' balance and overdue part, and (as scalar
+    subqueries on their own indexes) the credit left on credit notes and payments."""
     overdue = Invoice.due_date < bindparam("today")
+    group_id: Any = bindparam("group_id")
     return select(
         func.coalesce(func.sum(Invoice.balance_minor), 0),
         func.coalesce(func.sum(Invoice.balance_minor).filter(overdue), 0),
         func.count().filter(overdue),
+        credits.credit_notes_total(group_id),
+        credits.unapplied_payments_total(group_id),
     ).where(Invoice.bill_group_id == bindparam("group_id"), Invoice.status == InvoiceStatus.OPEN)
 
 

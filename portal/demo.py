@@ -28,6 +28,7 @@ from portal.models import (
     BillingFrequency,
     Contact,
     ContactKind,
+    CreditNote,
     Entity,
     Invoice,
     InvoiceLine,
@@ -253,6 +254,8 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         session.add(group)
         session.flush()
         _invoices(session, entity, group, plan, products, methods, today, rng, counter)
+        if not plan.contract_ended:
+            _credit_note(session, group, plan, today)
         for value, subdomains in plan.rules:
             add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
     staff = StaffUser(email=STAFF_EMAIL, name="Demo Admin", role=StaffRole.ADMIN)
@@ -493,6 +496,21 @@ def _settle(
     invoice.amount_paid_minor = paid
     if paid == invoice.total_minor:
         invoice.status = InvoiceStatus.PAID
+
+
+def _credit_note(session: Session, group: BillGroup, plan: GroupPlan, today: dt.date) -> None:
+    """A service credit, unapplied: the customer can apply it on the Credits page."""
+    session.add(
+        CreditNote(
+            external_id=f"demo-cn-{plan.key}",
+            bill_group=group,
+            number=f"CN-{plan.key.upper()}-1",
+            currency=group.currency,
+            issue_date=today - dt.timedelta(days=12),
+            amount_minor=_price("support", group.currency) // 4 or 2500,
+            reason="Service credit for the outage of the reporting dashboard",
+        )
+    )
 
 
 def new_staff_password(session: Session) -> str:

@@ -3,13 +3,22 @@ as the API serialises it. Each queues in the caller's transaction (portal.webhoo
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
 from portal import webhooks
-from portal.models import AccessRule, BillGroup, Contact, Payment, PaymentMethod
+from portal.models import (
+    AccessRule,
+    BillGroup,
+    Contact,
+    CreditNote,
+    Invoice,
+    Payment,
+    PaymentMethod,
+)
 from portal.sync import serialize
 
 # Who made a change, as an event names them.
@@ -27,6 +36,10 @@ def staff(email: str) -> Who:
 
 def api_key(name: str) -> Who:
     return {"type": "api", "key": name}
+
+
+def system(name: str = "portal") -> Who:
+    return {"type": "system", "name": name}
 
 
 def _written(
@@ -84,3 +97,38 @@ def payment_succeeded(db: Session, group: BillGroup, payment: Payment, actor: Wh
 
 def payment_failed(db: Session, group: BillGroup, payment: Payment, actor: Who) -> None:
     _written(db, "payment.failed", group, payment, serialize.payment, actor)
+
+
+def autopay_changed(db: Session, group: BillGroup, actor: Who) -> None:
+    """Automatic payment was turned on or off; the default method it charges, if any."""
+    method = group.default_payment_method
+    obj = {
+        "auto_pay": group.auto_pay,
+        "next_billing_date": serialize.iso(group.next_billing_date),
+        "payment_method": None if method is None else serialize.payment_method(method),
+    }
+    webhooks.emit(db, "autopay.changed", group, obj, actor=actor, changed=["auto_pay"])
+
+
+def credit_applied(
+    db: Session,
+    group: BillGroup,
+    *,
+    credit_note: CreditNote | None,
+    payment: Payment | None,
+    invoice: Invoice,
+    amount_minor: int,
+    today: dt.date,
+    actor: Who,
+) -> None:
+    """Credit (what was left of a credit note, or an unapplied payment) went to an invoice."""
+    db.flush()
+    obj = {
+        "source": "credit_note" if credit_note is not None else "payment",
+        "amount_minor": amount_minor,
+        "currency": invoice.currency,
+        "credit_note": None if credit_note is None else serialize.credit_note(credit_note),
+        "payment": None if payment is None else serialize.payment(payment),
+        "invoice": serialize.invoice(invoice, today),
+    }
+    webhooks.emit(db, "credit.applied", group, obj, actor=actor)

@@ -42,6 +42,7 @@ FIELD_NAMES = {
     "region": "region",
     "postal_code": "postcode",
     "country": "country",
+    "auto_pay": "automatic payment",
 }
 
 DAY = dt.timedelta(days=1)

@@ -57,6 +57,8 @@ EVENT_TYPES = (
     "access_rule.deleted",
     "payment.succeeded",
     "payment.failed",
+    "autopay.changed",
+    "credit.applied",
 )
 SIGNATURE_HEADER = "Portal-Signature"
 REPLAY_WINDOW = 300

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal import audit
-from portal.actions import Actor, Conflict
+from portal.actions import Actor, Conflict, autopay
 from portal.models import Account, BillGroup, Invoice
 
 EXTERNAL_ID_TAKEN = "Another record already has that external id."
@@ -219,7 +219,11 @@ def update_bill_group(
     if not changed:
         return changed
     for name in changed:
-        setattr(group, name, values[name])
+        if name != "auto_pay":
+            setattr(group, name, values[name])
+    if "auto_pay" in changed:
+        # The customer's switch's path: its own audit row, event and notice.
+        autopay.set_autopay(db, actor, group, bool(values["auto_pay"]))
     if changed.keys() & {"account_id", "entity_id"}:
         # The relationships follow the new ids on their next load.
         db.expire(group, ["account", "entity"])

@@ -151,3 +151,36 @@ class PaymentFilterForm(QueryForm):
     paid_to = DateField("Paid to", validators=[Optional()])
 
     validate_paid_to = on_or_after("paid_from")
+
+
+class ApplyCreditForm(FlaskForm):
+    """Apply a credit (a credit note's remainder or an unapplied payment) to an open
+    invoice. The choices are the bill group's, set by the view; the action checks
+    everything again under the bill group's lock."""
+
+    # No `required` attribute (a select whose first option is a real choice may not have
+    # one); a value that is not one of the choices is refused by the field itself.
+    source = SelectField("Credit to apply")
+    invoice = SelectField("Invoice")
+    amount = text(
+        "Amount",
+        InputRequired("Enter an amount."),
+        Length(max=24),
+        inputmode="decimal",
+        autocomplete="off",
+    )
+
+
+class AutopayForm(FlaskForm):
+    """Turn automatic payment on or off (the button says which)."""
+
+    enabled = HiddenField()
+
+
+class StatementForm(QueryForm):
+    """The statement's period."""
+
+    date_from = DateField("From", validators=[InputRequired("Enter the first day.")])
+    date_to = DateField("To", validators=[InputRequired("Enter the last day.")])
+
+    validate_date_to = on_or_after("date_from", "The last day must be on or after the first.")

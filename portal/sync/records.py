@@ -15,6 +15,7 @@ from portal.models import (
     Account,
     BillGroup,
     Contact,
+    CreditNote,
     Entity,
     Invoice,
     InvoiceLine,
@@ -132,6 +133,14 @@ RECORDS: dict[str, Record] = {
                 selectinload(Payment.applications).selectinload(PaymentApplication.invoice),
             ),
             (selectinload(Payment.applications),),
+        ),
+        Record(
+            "credit_note",
+            "credit-notes",
+            CreditNote,
+            schemas.CreditNoteIn,
+            lambda row, _: serialize.credit_note(row),
+            (selectinload(CreditNote.bill_group),),
         ),
     )
 }

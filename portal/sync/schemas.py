@@ -589,6 +589,31 @@ class PaymentIn(Body):
         return self
 
 
+class CreditNoteIn(Body):
+    """A credit the billing system issued to a bill group. `amount_applied_minor` is
+    what the billing system reports already applied; what customers apply in the portal
+    is added to it (the portal keeps the larger of the two, never less than it applied)."""
+
+    bill_group: ExternalId
+    number: Annotated[
+        StrictStr,
+        Field(min_length=1, max_length=40, json_schema_extra=documented(40, required=True)),
+        AfterValidator(_required_text(40, "credit note number")),
+    ]
+    currency: Currency = Field(description="Must be the bill group's currency.")
+    issue_date: Day
+    amount_minor: Annotated[StrictInt, Field(ge=1, le=MAX_MINOR)]
+    amount_applied_minor: Minor = 0
+    reason: optional_text(500, "reason") = None  # type: ignore[valid-type]
+    voided: StrictBool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CreditNoteIn:
+        if self.amount_applied_minor > self.amount_minor:
+            raise ValueError("amount_applied_minor is more than the credit note's amount.")
+        return self
+
+
 def _looks_like_card_number(value: str) -> bool:
     digits = re.sub(r"[\s-]", "", value)
     if not digits.isdigit() or not 12 <= len(digits) <= 19:
@@ -672,4 +697,5 @@ UPSERT_BODIES: dict[str, type[Body]] = {
     "invoices": InvoiceIn,
     "payments": PaymentIn,
     "payment-methods": PaymentMethodIn,
+    "credit-notes": CreditNoteIn,
 }

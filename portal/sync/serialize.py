@@ -12,6 +12,7 @@ from portal.models import (
     Account,
     BillGroup,
     Contact,
+    CreditNote,
     Entity,
     Invoice,
     Payment,
@@ -186,10 +187,33 @@ def payment(record: Payment) -> dict[str, Any]:
         "method_description": record.method_description,
         "reference": record.reference,
         "payment_method": _ref(record.payment_method),
+        "source": record.source.value,
+        "gateway": record.gateway,
+        "gateway_reference": record.gateway_reference,
+        "failure_message": record.failure_message,
+        "refunded_minor": record.refunded_minor,
+        "created_by": record.created_by,
         "applications": [
             {"invoice": _ref(application.invoice), "amount_minor": application.amount_minor}
             for application in sorted(record.applications, key=lambda a: a.invoice_id)
         ],
+        **_stamps(record),
+    }
+
+
+def credit_note(record: CreditNote) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "bill_group": _ref(record.bill_group),
+        "number": record.number,
+        "currency": record.currency,
+        "issue_date": iso(record.issue_date),
+        "amount_minor": record.amount_minor,
+        "amount_applied_minor": record.amount_applied_minor,
+        "remaining_minor": record.remaining_minor,
+        "reason": record.reason,
+        "voided": record.voided_at is not None,
+        "voided_at": iso(record.voided_at),
         **_stamps(record),
     }
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import payments
@@ -19,6 +19,8 @@ from portal.actions import Actor, accounts
 from portal.models import (
     Account,
     BillGroup,
+    CreditApplication,
+    CreditNote,
     Entity,
     Invoice,
     InvoiceLine,
@@ -34,7 +36,7 @@ from portal.sync import schemas
 
 T = TypeVar("T", bound=ExternalIdMixin)
 # The records that belong to one bill group for good.
-G = TypeVar("G", Subscription, Invoice, Payment, PaymentMethod)
+G = TypeVar("G", Subscription, Invoice, Payment, PaymentMethod, CreditNote)
 
 
 class SyncError(Exception):
@@ -466,6 +468,56 @@ def payment_method(
     return Upserted(record, created, created or changed)
 
 
+def credit_note(
+    db: Session, external_id: str, body: schemas.CreditNoteIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    """A credit note as the billing system issues it. What customers applied in the
+    portal stays applied: the stored amount_applied_minor is never below it (the larger
+    of that and what the billing system reports), and the amount never drops under it."""
+    group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
+    _billed_in(group, body.currency, "credit note")
+    record, created = _in_group(db, CreditNote, external_id, group, "credit note", batch)
+    same_number = select(CreditNote.id).where(
+        CreditNote.bill_group_id == group.id, CreditNote.number == body.number
+    )
+    if not created:
+        same_number = same_number.where(CreditNote.id != record.id)
+    if not batch.defer_flush and db.scalar(same_number.limit(1)) is not None:
+        raise SyncError(
+            "conflict",
+            f"Credit note number {body.number} is already used in this bill group.",
+            "number",
+        )
+    applied_here = 0
+    if not created:
+        applied_here = (
+            db.scalar(
+                select(func.coalesce(func.sum(CreditApplication.amount_minor), 0)).where(
+                    CreditApplication.credit_note_id == record.id
+                )
+            )
+            or 0
+        )
+    if body.amount_minor < applied_here:
+        raise SyncError(
+            "conflict",
+            f"{applied_here} of this credit note has been applied in the portal; its amount "
+            "cannot be less.",
+            "amount_minor",
+        )
+    values = body.model_dump(exclude={"bill_group", "voided", "amount_applied_minor"})
+    values |= {
+        "bill_group_id": group.id,
+        "amount_applied_minor": max(body.amount_applied_minor, applied_here),
+    }
+    if body.voided and record.voided_at is None:
+        values["voided_at"] = dt.datetime.now(dt.UTC)
+    elif not body.voided:
+        values["voided_at"] = None
+    changed = _assign(record, values)
+    return _finish(db, record, created, changed, batch)
+
+
 # What each resource name upserts with; contacts are keyed by bill group and kind instead,
 # and written by portal.actions.contacts.update_contact.
 # Each takes (db, external id, its resource's body, *, batch) and returns Upserted; those
@@ -479,6 +531,7 @@ UPSERTS: dict[str, Callable[..., Upserted]] = {
     "invoices": invoice,
     "payments": payment,
     "payment-methods": payment_method,
+    "credit-notes": credit_note,
 }
 # The resources whose upserts are actions the staff forms make too.
 BY_ACTION = frozenset({"accounts", "bill-groups"})

@@ -478,15 +478,36 @@ def test_the_connection_goes_to_the_address_that_was_checked(app, monkeypatch):
     assert "not really connecting" in outcome.error
 
 
+PAYMENT = {
+    "bill_group": "bg-1",
+    "amount_minor": 5000,
+    "currency": "EUR",
+    "status": "succeeded",
+    "received_at": "2026-11-20T10:00:00Z",
+}
+CREDIT_NOTE = {
+    "bill_group": "bg-1",
+    "number": "CN-1",
+    "currency": "EUR",
+    "issue_date": "2026-11-15",
+    "amount_minor": 2000,
+    "reason": "Service credit",
+}
+
+
 def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, receiver, api):
     """Each event function of portal.events, on real records, delivers a payload and
     headers that the document's webhooks section describes (the receiver checks them)."""
     from portal import db as portal_db
     from portal import events
+    from portal.actions import Actor
+    from portal.actions.autopay import set_autopay
+    from portal.actions.credits import Source, apply_credit
     from portal.models import (
         AccessRule,
         BillGroup,
         Contact,
+        CreditNote,
         Payment,
         PaymentMethod,
         PaymentStatus,
@@ -507,9 +528,41 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         },
     )
     api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"})
+    for url, body in (
+        ("/payments/pay-1", PAYMENT),
+        ("/credit-notes/cn-1", CREDIT_NOTE),
+    ):
+        assert api.put(url, body).status_code == 201
     with app.app_context():
         session = portal_db.session()
         group = session.scalar(select(BillGroup))
+        payment = session.scalar(select(Payment))
+        note = session.scalar(select(CreditNote))
+        apply_credit(
+            session,
+            Actor.customer("ap@acme.com"),
+            group,
+            source=Source("credit_note", note.id),
+            invoice_id=None,
+            amount_minor=100,
+        )
+        apply_credit(
+            session,
+            Actor.staff("admin@staff.example.com"),
+            group,
+            source=Source("payment", payment.id),
+            invoice_id=None,
+            amount_minor=100,
+        )
+        assert not set_autopay(session, Actor.api_key("billing"), group, True)  # on already
+        assert set_autopay(session, Actor.api_key("billing"), group, False)
+        # Sent by the pay flow (portal.actions.paying): the payment as the API serialises it.
+        webhooks.emit(
+            session, "payment.succeeded", group, serialize.payment(payment), actor=events.system()
+        )
+        webhooks.emit(
+            session, "payment.failed", group, serialize.payment(payment), actor=events.system()
+        )
         contact = session.scalar(select(Contact))
         method = session.scalar(select(PaymentMethod))
         rule = session.scalar(select(AccessRule))

@@ -247,6 +247,21 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     expect(page.locator(".error-message").first).to_be_visible()
     tour(page, "add-card-declined")
 
+    portal_nav(page, "Credits")
+    heading(page, "Credits")
+    tour(page, "credits")
+    page.get_by_label("Amount").fill("99999999")
+    page.get_by_role("button", name="Apply credit").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "credits-error")
+
+    portal_nav(page, "Statement")
+    heading(page, "Statement of account")
+    tour(page, "statement")
+    page.goto(portal.url(portal.groups[ACME_UK].path + "/statement?from=2026-12-01&to=2026-01-01"))
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "statement-error")
+
     page.goto(portal.url(portal.groups[ACME_UK].path + "/no-such-page"))
     heading(page, "Page not found")
     tour(page, "not-found")
@@ -374,6 +389,10 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     page.get_by_role("link", name="Edit", exact=True).click()
     expect(page.locator("main h1")).to_be_visible()
     tour(page, "bill-group-edit")
+    page.go_back()
+    page.get_by_role("link", name="Change the payment settings").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "payment-settings")
     page.go_back()
 
     page.get_by_role("link", name="Access settings").click()

@@ -198,6 +198,38 @@ def test_customer_signs_in_and_manages_the_account(new_context: NewContext, port
     expect(page.get_by_role("heading", name="Sign in to your billing portal")).to_be_visible()
 
 
+def test_customer_applies_a_credit_and_downloads_the_statement(
+    new_context: NewContext, portal: Portal
+):
+    address = "credits@acme.com"
+    page = new_context(accept_downloads=True).new_page()
+    before = ask_for_link(page, portal, ACME_UK, address)
+    link, _code = link_and_code(portal.next_email(address, before, SIGN_IN_SUBJECT))
+    page.goto(link)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+    expect(page.get_by_text("Credit available")).to_be_visible()
+
+    # The demo's service credit note, a part of it applied to the oldest open invoice.
+    portal_nav(page, "Credits")
+    expect(page.get_by_role("heading", name="Credits", exact=True)).to_be_visible()
+    page.get_by_label("Amount").fill("1.00")
+    page.get_by_role("button", name="Apply credit").click()
+    expect(status(page)).to_contain_text("applied to invoice")
+    applied = page.get_by_role("row").filter(has_text="CN-ACME-UK-1")
+    expect(applied).to_contain_text("£1.00")
+
+    # The statement: the credit note on it, and the PDF downloads.
+    portal_nav(page, "Statement")
+    expect(page.get_by_role("heading", name="Statement of account")).to_be_visible()
+    expect(page.get_by_role("cell", name="CN-ACME-UK-1")).to_be_visible()
+    with page.expect_download(timeout=15_000) as download_info:
+        page.get_by_role("link", name="Download PDF").click()
+    pdf = download_info.value.path().read_bytes()
+    text = "\n".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert "Statement of account" in text and "CN-ACME-UK-1" in text
+
+
 def test_link_opened_elsewhere_asks_for_the_code(new_context: NewContext, portal: Portal):
     address = "treasury@acme.com"
     first = new_context().new_page()

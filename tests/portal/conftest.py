@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from portal.models import (
     BillGroup,
 )
+from tests.admin.conftest import staff_client  # noqa: F401  (previews: a staff member's client)
 from tests.conftest import Inbox, sign_in
 from tests.portal.pages_helpers import (
     ADDRESS,
