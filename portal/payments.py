@@ -560,8 +560,16 @@ def _new_token(number: str) -> str:
 
 # --- the registry -------------------------------------------------------------------
 
+
+def _stripe(config: Settings) -> Gateway:
+    from portal.gateways import stripe  # imports the stripe library only when chosen
+
+    return stripe.gateway(config)
+
+
 _GATEWAYS: dict[str, Callable[[Settings], Gateway]] = {
     "sandbox": lambda config: SandboxGateway(),
+    "stripe": _stripe,
 }
 
 
