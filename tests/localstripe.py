@@ -50,16 +50,18 @@ class LocalStripe:
     def js_url(self) -> str:
         return self.url + "/js.stripe.com/v3/"
 
-    def post(self, path: str, data: dict[str, Any], key: str = "sk_test_local") -> Any:
-        """An API call with a JSON body, as localstripe's stand-in Stripe.js makes them."""
+    def post(self, path: str, data: dict[str, Any], key: str | None = "sk_test_local") -> Any:
+        """An API call with a JSON body, as localstripe's stand-in Stripe.js makes them;
+        `key=None`: no secret key, as from the browser (the publishable key in `data`)."""
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(
-            self.url + path,
-            data=json.dumps(data).encode(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-            method="POST",
+            self.url + path, data=json.dumps(data).encode(), headers=headers, method="POST"
         )
         with _DIRECT.open(request, timeout=10) as response:
-            return json.load(response)
+            answer = response.read()
+        return json.loads(answer) if answer else None
 
     def get(self, path: str, key: str = "sk_test_local") -> Any:
         request = urllib.request.Request(
@@ -69,7 +71,8 @@ class LocalStripe:
             return json.load(response)
 
     def webhook(self, name: str, url: str, secret: str) -> None:
-        """Have localstripe deliver its events, signed with `secret`, to `url`."""
+        """Have localstripe deliver its events, signed with `secret`, to `url` (it has no
+        way to remove one: register the name again to point it elsewhere)."""
         self.post(f"/_config/webhooks/{name}", {"url": url, "secret": secret})
 
 
