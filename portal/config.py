@@ -102,6 +102,9 @@ class Settings:
     # (each with the same idempotency key, so never a second charge).
     STRIPE_TIMEOUT: int = 20
     STRIPE_MAX_NETWORK_RETRIES: int = 2
+    # Webhooks in from the gateway with a bad signature allowed per client IP; over it,
+    # 429 (valid ones are not counted).
+    GATEWAY_WEBHOOK_FAILURE_LIMIT: RateLimit = "20 per 15 minutes; 100 per day"
     # Email transport: "smtp", or "console" (print to the log; the debug default).
     MAIL_TRANSPORT: str = ""
     # Run the outbox and sign-in worker in the web process (the demo's default).
