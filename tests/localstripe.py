@@ -70,6 +70,17 @@ class LocalStripe:
         with _DIRECT.open(request, timeout=10) as response:
             return json.load(response)
 
+    def list_all(self, path: str) -> list[Any]:
+        """Every object of a list endpoint ("/v1/customers"), page after page."""
+        found: list[Any] = []
+        after = ""
+        while True:
+            page = self.get(f"{path}?limit=100{after}")
+            found += page["data"]
+            if not page["has_more"] or not page["data"]:
+                return found
+            after = f"&starting_after={page['data'][-1]['id']}"
+
     def webhook(self, name: str, url: str, secret: str) -> None:
         """Have localstripe deliver its events, signed with `secret`, to `url` (it has no
         way to remove one: register the name again to point it elsewhere)."""

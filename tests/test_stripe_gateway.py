@@ -211,7 +211,7 @@ def test_processing_is_pending() -> None:
 
 
 def intents_described(localstripe: LocalStripe, description: str) -> list[dict[str, Any]]:
-    listed = localstripe.get("/v1/payment_intents?limit=100")["data"]
+    listed = localstripe.list_all("/v1/payment_intents")
     return [intent for intent in listed if intent.get("description") == description]
 
 
