@@ -51,7 +51,9 @@ def gateway(localstripe: LocalStripe, **over: Any) -> StripeGateway:
     return StripeGateway(**options)
 
 
-def confirm_setup(localstripe: LocalStripe, client_secret: str, number: str) -> Any:
+def confirm_setup(
+    localstripe: LocalStripe, client_secret: str, number: str, name: str | None = "Ann Example"
+) -> Any:
     """What Stripe.js's confirmCardSetup does with the card Element's value: confirm
     the SetupIntent from the browser, with the publishable key only (localstripe's
     stand-in asks for 3-D Secure again by confirming a second time)."""
@@ -64,7 +66,7 @@ def confirm_setup(localstripe: LocalStripe, client_secret: str, number: str) -> 
         "payment_method_data": {
             "type": "card",
             "card": card,
-            "billing_details": {"name": "Ann Example"},
+            "billing_details": {"name": name} if name else {},
         },
     }
     path = f"/v1/setup_intents/{intent_id}/confirm"

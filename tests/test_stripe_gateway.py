@@ -96,6 +96,15 @@ def test_a_card_saved_through_a_setup_intent_is_attached(localstripe: LocalStrip
     assert method["customer"] == customer
 
 
+def test_a_card_saved_without_a_name_has_none(localstripe: LocalStripe) -> None:
+    gw = gateway(localstripe)
+    customer = gw.create_customer("bg_nameless", "Acme Ltd")
+    intent = confirm_setup(localstripe, gw.setup_intent(customer), GOOD, name=None)
+    submitted = {"payment_method": intent["payment_method"], "customer": customer}
+    details = gw.attach("bg_nameless", submitted)
+    assert details.holder_name is None and details.last4 == "4242"
+
+
 def test_a_card_of_another_customer_is_refused(localstripe: LocalStripe) -> None:
     gw, _customer, token = saved_card(localstripe)
     stranger = gw.create_customer("bg_stranger", "Stranger Ltd")

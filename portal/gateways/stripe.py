@@ -152,18 +152,29 @@ class StripeGateway:
                 method = self._client.v1.payment_methods.attach(
                     pm_id, params={"customer": customer}
                 )
-        card = method.card
-        if method.type != "card" or card is None or len(card.last4 or "") != 4:
+        return self._details(pm_id, method.to_dict(), customer)
+
+    def _details(
+        self, pm_id: str, method: Mapping[str, Any], customer: str
+    ) -> PaymentMethodDetails:
+        """What we store of a card PaymentMethod (as a dict: Stripe leaves out fields
+        it has no value for, such as a name nobody entered)."""
+        card = method.get("card")
+        last4 = card.get("last4") if isinstance(card, Mapping) else None
+        if method.get("type") != "card" or not isinstance(card, Mapping):
             raise GatewayError("Only cards can be saved here.")
-        billing = method.billing_details
+        if not isinstance(last4, str) or len(last4) != 4:
+            raise GatewayError(_REFUSED)
+        billing = method.get("billing_details")
+        name = billing.get("name") if isinstance(billing, Mapping) else None
         log.info("stripe: attached %s to %s", pm_id, customer)
         return PaymentMethodDetails(
             type=PaymentMethodType.CARD,
-            brand=card.brand,
-            last4=card.last4,
-            exp_month=card.exp_month,
-            exp_year=card.exp_year,
-            holder_name=(billing.name if billing is not None else None) or None,
+            brand=_text(card.get("brand")),
+            last4=last4,
+            exp_month=_number(card.get("exp_month")),
+            exp_year=_number(card.get("exp_year")),
+            holder_name=(_text(name) or "")[:200] or None,
             gateway=self.name,
             gateway_token=pm_id,
         )
@@ -333,6 +344,14 @@ def _plain_decline(message: Any, code: Any) -> tuple[str, str | None]:
     funds."), or ours when it gave none."""
     text = message if isinstance(message, str) and message.strip() else "Your card was declined."
     return text.strip(), code if isinstance(code, str) else None
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
