@@ -56,6 +56,7 @@ def test_the_registry_builds_the_stripe_gateway_from_settings() -> None:
     assert found.name == "stripe" and found.is_sandbox and not found.collects_card_details
     assert found.publishable_key == PUBLISHABLE_KEY
     assert found.js_url == "https://js.stripe.com/v3/"
+    assert get_gateway(config) is found  # kept: its connections are reused
     live = StripeGateway(secret_key="sk_live_x", publishable_key="pk_live_x", webhook_secret="w")
     assert not live.is_sandbox
 

@@ -14,6 +14,7 @@ but what Stripe returns for display (brand, last four digits, expiry) is seen he
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -427,6 +428,9 @@ class _errors:
         raise GatewayError(self.refused) from None
 
 
+@functools.lru_cache(maxsize=8)
 def gateway(config: Settings) -> StripeGateway:
-    """The registry's factory (portal.payments._GATEWAYS)."""
+    """The registry's factory (portal.payments._GATEWAYS): one gateway per settings, so
+    its HTTP connections are kept between requests (the library keeps one session per
+    thread, so one gateway serves every worker thread)."""
     return StripeGateway.from_settings(config)
