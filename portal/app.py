@@ -70,6 +70,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     admin.init_app(app)
     api.init_app(app)
+    from portal import gateway_webhooks
+
+    gateway_webhooks.init_app(app)
     if app.debug:
         app.register_blueprint(devmail.bp)
     return app

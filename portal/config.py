@@ -85,12 +85,29 @@ class Settings:
     STAFF_REAUTH_LIMIT_PER_USER: RateLimit = "5 per 15 minutes; 20 per day"
     # How many proxies in front of the app set X-Forwarded-For (0: none, trust nothing).
     PROXY_FIX_X_FOR: int = 0
-    # Payment gateway: "sandbox" (test cards; local development only) or "none" (list
-    # only). Empty: sandbox in local development, none otherwise.
+    # Payment gateway: "sandbox" (test cards; local development only), "stripe", or
+    # "none" (list only). Empty: sandbox in local development, none otherwise.
     PAYMENT_GATEWAY: str = ""
     # Seconds a payment's review page stays good: confirming it later charges nothing
     # and asks the customer to review again.
     PAYMENT_REVIEW_TTL_SECONDS: int = 900
+    # Stripe (PAYMENT_GATEWAY = "stripe"): the secret key (sk_test_... or sk_live_...;
+    # a live key is refused in local development), the publishable key Stripe.js uses
+    # in the browser, and the webhook endpoint's signing secret (whsec_...).
+    STRIPE_SECRET_KEY: str = ""
+    STRIPE_PUBLISHABLE_KEY: str = ""
+    STRIPE_WEBHOOK_SECRET: str = ""
+    # Where the API and Stripe.js are (the tests point both at localstripe); their
+    # origins are what the Content-Security-Policy admits when the gateway is Stripe.
+    STRIPE_API_BASE: str = "https://api.stripe.com"
+    STRIPE_JS_URL: str = "https://js.stripe.com/v3/"
+    # Seconds to wait for each answer from Stripe, and retries after a network error
+    # (each with the same idempotency key, so never a second charge).
+    STRIPE_TIMEOUT: int = 20
+    STRIPE_MAX_NETWORK_RETRIES: int = 2
+    # Webhooks in from the gateway with a bad signature allowed per client IP; over it,
+    # 429 (valid ones are not counted).
+    GATEWAY_WEBHOOK_FAILURE_LIMIT: RateLimit = "20 per 15 minutes; 100 per day"
     # Email transport: "smtp", or "console" (print to the log; the debug default).
     MAIL_TRANSPORT: str = ""
     # Run the outbox and sign-in worker in the web process (the demo's default).
@@ -364,6 +381,7 @@ def validate(app: Flask, config: Settings) -> None:
             canonical_domain(provider)
         except AccessError as exc:
             raise ConfigError(f"PUBLIC_MAIL_PROVIDERS_EXTRA: {exc.message}") from None
+    _check_stripe(app, config)
     if is_local(app):
         return
     if config.MAIL_TRANSPORT != "smtp":
@@ -387,3 +405,44 @@ def validate(app: Flask, config: Settings) -> None:
         )
     if not base_url.startswith("https://"):
         raise ConfigError("PORTAL_BASE_URL must use https:// outside local development.")
+
+
+def _check_stripe(app: Flask, config: Settings) -> None:
+    """A live Stripe key never runs in local development; the Stripe gateway needs its
+    keys and the webhook secret, of the kinds each must be, and https outside it."""
+    secret = config.STRIPE_SECRET_KEY
+    if secret.startswith(("sk_live_", "rk_live_")) and (app.debug or is_local(app)):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY is a live key (sk_live_...) in local development or debug "
+            "mode, where anything may charge a real card. Use a test key (sk_test_...)."
+        )
+    if config.PAYMENT_GATEWAY != "stripe":
+        return
+    wanted = {
+        "STRIPE_SECRET_KEY": ("sk_", "rk_"),
+        "STRIPE_PUBLISHABLE_KEY": ("pk_",),
+        "STRIPE_WEBHOOK_SECRET": ("whsec_",),
+    }
+    for key, prefixes in wanted.items():
+        value = getattr(config, key)
+        if not value.strip():
+            raise ConfigError(
+                f"{key} is not set, and PAYMENT_GATEWAY is stripe: copy it from the Stripe "
+                "dashboard (Developers, API keys; the webhook secret from the endpoint)."
+            )
+        if not value.startswith(prefixes):
+            raise ConfigError(f"{key} must start with {' or '.join(prefixes)}.")
+    live_secret = secret.startswith(("sk_live_", "rk_live_"))
+    if live_secret != config.STRIPE_PUBLISHABLE_KEY.startswith("pk_live_"):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY must both be live keys or both test keys."
+        )
+    schemes = ("http://", "https://") if is_local(app) else ("https://",)
+    for key in ("STRIPE_API_BASE", "STRIPE_JS_URL"):
+        value = getattr(config, key)
+        if not value.startswith(schemes) or not urlsplit(value).hostname:
+            raise ConfigError(f"{key} must be an {schemes[-1]} address (got {value!r}).")
+    if not 1 <= config.STRIPE_TIMEOUT <= 120:
+        raise ConfigError("STRIPE_TIMEOUT must be between 1 and 120 seconds.")
+    if not 0 <= config.STRIPE_MAX_NETWORK_RETRIES <= 5:
+        raise ConfigError("STRIPE_MAX_NETWORK_RETRIES must be between 0 and 5.")

@@ -4,23 +4,19 @@ We store a gateway's token and display details (brand, last four digits, expiry,
 name), never a card number or security code. A gateway turns what the customer submitted
 into a `PaymentMethodDetails`; `add_payment_method` and `set_default` store it.
 
-The `Gateway` protocol is small so a real processor can be plugged in beside the sandbox.
-A Stripe gateway (SetupIntents + Elements) would implement it like this, so the card
-number never reaches our server:
+The `Gateway` protocol is small so a real processor can be plugged in beside the sandbox:
+attach/detach a payment method, charge it (with the payment attempt's idempotency key),
+retrieve a charge, and parse a signed webhook. Two implement it:
 
-- `name = "stripe"`, `is_sandbox` is True for a test-mode key, and
-  `collects_card_details = False`: our page does not render card fields.
-- The page asks the gateway for a SetupIntent's client secret (a method outside this
-  protocol, e.g. `setup_intent(bill_group_ref)`, with the bill group's Stripe customer)
-  and renders it into the page; Stripe.js Elements collects the card in Stripe's iframe,
-  confirms the SetupIntent in the browser and posts back only the PaymentMethod id.
-- `attach(bill_group_ref, submitted)` reads that id from `submitted` (e.g.
-  `submitted["payment_method"]`), attaches it to the customer, fetches brand, last4 and
-  expiry from Stripe, and returns them with `gateway_token` = the PaymentMethod id. A
-  Stripe card error becomes `CardDeclined(error.user_message)`; a bad id, `GatewayError`.
-- `detach(token)` detaches the PaymentMethod from the customer.
+- `SandboxGateway` (here): test cards posted to our own form; local development only.
+- `portal.gateways.stripe.StripeGateway` (`PAYMENT_GATEWAY = "stripe"`): SetupIntents
+  and Stripe.js Elements, so `collects_card_details = False` and the card number never
+  reaches our server; the page gets a SetupIntent's client secret (`setup_intent`, for
+  the bill group's Stripe customer, `create_customer`), Stripe.js confirms it and posts
+  back the PaymentMethod id, which `attach` checks, attaches and describes. Charges are
+  PaymentIntents; webhooks are verified with Stripe-Signature. README, "Stripe".
 
-Register it in `_GATEWAYS` and select it with `PAYMENT_GATEWAY = "stripe"`.
+Register a gateway in `_GATEWAYS` (imported only when PAYMENT_GATEWAY names it).
 """
 
 from __future__ import annotations
@@ -560,8 +556,16 @@ def _new_token(number: str) -> str:
 
 # --- the registry -------------------------------------------------------------------
 
+
+def _stripe(config: Settings) -> Gateway:
+    from portal.gateways import stripe  # imports the stripe library only when chosen
+
+    return stripe.gateway(config)
+
+
 _GATEWAYS: dict[str, Callable[[Settings], Gateway]] = {
     "sandbox": lambda config: SandboxGateway(),
+    "stripe": _stripe,
 }
 
 

@@ -72,6 +72,7 @@ BUDGETS = {
     "staff-reauth": "STAFF_REAUTH_LIMIT_PER_USER",
     "api-auth-failures": "API_AUTH_FAILURE_LIMIT",
     "api-key": "API_LIMIT_PER_KEY",
+    "gateway-webhook-failures": "GATEWAY_WEBHOOK_FAILURE_LIMIT",
 }
 
 # What the storage raises when it cannot be reached or answer: only these mean an

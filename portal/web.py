@@ -4,6 +4,7 @@ never show a stack trace."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -13,7 +14,7 @@ from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
 from portal import bodies, hygiene, throttle
-from portal.config import is_local, settings
+from portal.config import Settings, is_local, settings
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,31 @@ CSP = (
     "object-src 'none'; base-uri 'none'"
 )
 
+# Stripe's origins beyond STRIPE_JS_URL's and STRIPE_API_BASE's: the 3-D Secure frames.
+STRIPE_FRAME_ORIGINS = ("https://hooks.stripe.com",)
+
 ROBOTS = "noindex, nofollow"
+
+
+def content_security_policy(config: Settings) -> str:
+    """CSP, and with the Stripe gateway the origins Stripe.js needs (README, "Stripe"):
+    its script, the API it calls and the frames of the card Element and 3-D Secure.
+    Nothing of Stripe's is admitted with any other gateway."""
+    if config.PAYMENT_GATEWAY != "stripe":
+        return CSP
+    js, api = _origin(config.STRIPE_JS_URL), _origin(config.STRIPE_API_BASE)
+    frames = [js, *STRIPE_FRAME_ORIGINS] if js == "https://js.stripe.com" else [js]
+    connect = sorted({js, api})
+    return (
+        f"{CSP}; script-src 'self' {js}; frame-src {' '.join(frames)}; "
+        f"connect-src 'self' {' '.join(connect)}"
+    )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
 
 ERROR_TEXT = {
     400: (
@@ -68,7 +93,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("Content-Security-Policy", content_security_policy(settings()))
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "strict-origin")
         headers.setdefault("X-Frame-Options", "DENY")

@@ -34,6 +34,7 @@ from portal.app import create_app
 from portal.config import settings_of
 from portal.db import Base, make_engine
 from tests.clock import MIDDAY, Clock
+from tests.localstripe import localstripe  # noqa: F401  # the session fixture
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")

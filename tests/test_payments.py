@@ -463,7 +463,7 @@ def test_get_gateway_defaults_to_the_sandbox(name: str) -> None:
     assert isinstance(get_gateway(Settings(PAYMENT_GATEWAY=name)), SandboxGateway)
 
 
-@pytest.mark.parametrize("name", ["stripe", "Sandbox", "sandbox ", 1])
+@pytest.mark.parametrize("name", ["paypal", "Sandbox", "sandbox ", "Stripe", 1])
 def test_get_gateway_refuses_an_unknown_name(name: object) -> None:
     with pytest.raises(ValueError) as caught:
         get_gateway(Settings(PAYMENT_GATEWAY=name))

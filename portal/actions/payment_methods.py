@@ -5,9 +5,11 @@ the same default under the same lock (payments.set_default)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.orm import Session
 
-from portal import audit, events, notices, payments
+from portal import audit, events, locks, notices, payments
 from portal.actions import Actor, NotFound
 from portal.models import BillGroup, PaymentMethod
 
@@ -28,6 +30,21 @@ def add_payment_method(
     notices.details_changed(db, group, actor.name, "payment methods", ["payment method"], to)
     events.payment_method_added(db, group, method, actor.event())
     return method
+
+
+def gateway_customer(db: Session, group: BillGroup, create: Callable[[], str]) -> str:
+    """The bill group's customer at the gateway (BillGroup.gateway_customer_ref), made
+    with `create` on first use. Under the bill group's lock, read again after taking it:
+    of two first requests at once, the second waits and finds the first one's customer
+    (and Stripe's idempotency key for the bill group makes the gateway's side agree).
+    The caller commits. Not audited: no one's data changes, only our reference."""
+    locks.lock_bill_group(db, group.id)
+    db.refresh(group, ["gateway_customer_ref"])
+    if group.gateway_customer_ref:
+        return group.gateway_customer_ref
+    group.gateway_customer_ref = create()
+    db.flush()
+    return group.gateway_customer_ref
 
 
 def set_default(db: Session, actor: Actor, group: BillGroup, method_id: int) -> PaymentMethod:

@@ -16,7 +16,7 @@ from wtforms import (
     SelectField,
     StringField,
 )
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Length, Optional, Regexp
 
 from portal.access import MAX_INPUT_LENGTH
 from portal.details import BILLING_DETAILS, CONTACT, Rule
@@ -184,3 +184,20 @@ class StatementForm(QueryForm):
     date_to = DateField("To", validators=[InputRequired("Enter the last day.")])
 
     validate_date_to = on_or_after("date_from", "The last day must be on or after the first.")
+
+
+class StripeCardForm(FlaskForm):
+    """The Stripe gateway's card form: the card itself is in Stripe's Element (in the
+    browser, never posted here); the page's script confirms the SetupIntent and fills
+    in `payment_method` with the PaymentMethod id Stripe returns."""
+
+    holder_name = text(
+        "Name on card (optional)", Optional(), Length(max=200), autocomplete="cc-name"
+    )
+    payment_method = HiddenField(
+        validators=[
+            InputRequired("Enter your card details."),
+            Regexp(r"^pm_[A-Za-z0-9_]{1,250}$", message="Enter your card details again."),
+        ]
+    )
+    make_default = BooleanField("Use this card for automatic payments (make it the default)")

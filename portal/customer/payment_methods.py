@@ -1,11 +1,13 @@
 """Payment methods: list, add through the configured gateway, choose the default.
 
 Only the gateway's token and display details are stored. With the sandbox gateway the
-card fields post to us (demo and tests only; refused in production by the config); a
-real processor tokenises in the browser and posts back a token instead.
+card fields post to us (demo and tests only; refused in production by the config); with
+Stripe, Stripe.js collects the card in the browser and only a PaymentMethod id posts.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from flask import abort, flash, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
@@ -14,10 +16,13 @@ from portal import db, payments, signin
 from portal.actions import Actor, NotFound
 from portal.actions import payment_methods as actions
 from portal.config import settings
-from portal.customer.forms import CardForm
+from portal.customer.forms import CardForm, StripeCardForm
 from portal.customer.viewer import Viewer, bp, payment_method_label, portal_page, portal_url
 from portal.forms import ButtonForm
 from portal.models import PaymentMethod
+
+if TYPE_CHECKING:
+    from portal.gateways.stripe import StripeGateway
 
 
 def _gateway() -> payments.Gateway | None:
@@ -29,11 +34,14 @@ def _gateway() -> payments.Gateway | None:
 @portal_page
 def payment_methods(viewer: Viewer) -> str:
     group = viewer.bill_group
+    gateway = _gateway()
     return render_template(
         "portal/payment_methods.html",
         group=group,
         methods=group.payment_methods,
-        gateway=_gateway(),
+        gateway=gateway,
+        can_add=gateway is not None
+        and (gateway.collects_card_details or _stripe(gateway) is not None),
         button=ButtonForm(),
     )
 
@@ -42,11 +50,13 @@ def payment_methods(viewer: Viewer) -> str:
 @portal_page
 def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
     gateway = _gateway()
-    if gateway is None or not gateway.collects_card_details:
-        abort(404)
     group = viewer.bill_group
     # Where to go back to once the card is added (the pay form), if inside this portal.
     back = signin.safe_next(request.args.get("next"), group.public_id)
+    if gateway is not None and _stripe(gateway) is not None:
+        return _add_with_stripe(viewer, gateway, back)
+    if gateway is None or not gateway.collects_card_details:
+        abort(404)
     form = CardForm()
     if form.validate_on_submit():
         submitted = {
@@ -62,22 +72,91 @@ def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
             field = getattr(form, exc.field or "number", form.number)
             field.errors = [*field.errors, exc.message]
         else:
-            method = actions.add_payment_method(
-                db.session(),
-                Actor.customer(viewer.email),
-                group,
-                attached,
-                make_default=bool(form.make_default.data),
-            )
-            db.session().commit()
-            flash(f"{_label(method)} has been added.")
-            return redirect(back or portal_url("payment_methods"), code=303)
+            return _added(viewer, attached, bool(form.make_default.data), back)
     # Never send a card number or security code back to the browser.
     form.number.data = form.cvc.data = ""
     status = 400 if any(field.errors for field in form) else 200
     return render_template(
         "portal/payment_method_form.html", group=group, form=form, gateway=gateway, back=back
     ), status
+
+
+def _stripe(gateway: payments.Gateway) -> StripeGateway | None:
+    if gateway.name != "stripe":
+        return None
+    from portal.gateways.stripe import StripeGateway  # the stripe library, when chosen
+
+    return gateway if isinstance(gateway, StripeGateway) else None
+
+
+def _add_with_stripe(
+    viewer: Viewer, gateway: payments.Gateway, back: str | None
+) -> tuple[str, int] | BaseResponse:
+    """Stripe mode: the page carries a SetupIntent's client secret for the bill group's
+    Stripe customer (made on first use); Stripe.js (static/stripe_card.js) collects the
+    card, confirms the SetupIntent and posts the PaymentMethod id, which `attach` checks
+    belongs to this customer. The staff preview gets the page without a SetupIntent."""
+    stripe = _stripe(gateway)
+    assert stripe is not None
+    group = viewer.bill_group
+    form = StripeCardForm()
+    status = 200
+    if form.validate_on_submit() and group.gateway_customer_ref:
+        submitted = {
+            "payment_method": form.payment_method.data or "",
+            "customer": group.gateway_customer_ref,
+        }
+        try:
+            attached = stripe.attach(group.public_id, submitted)
+        except payments.GatewayError as exc:
+            form.payment_method.errors = [exc.message]
+        else:
+            return _added(viewer, attached, bool(form.make_default.data), back)
+    elif form.is_submitted() and not form.payment_method.errors:
+        form.payment_method.errors = ["Enter your card details."]
+    if form.errors or form.payment_method.errors:
+        status = 400
+    form.payment_method.data = ""  # a SetupIntent is confirmed once: a new one below
+    client_secret = None
+    if not viewer.preview:
+        try:
+            customer = actions.gateway_customer(
+                db.session(), group, lambda: stripe.create_customer(group.public_id, group.name)
+            )
+            db.session().commit()
+            client_secret = stripe.setup_intent(customer)
+        except payments.GatewayError as exc:
+            db.session().rollback()
+            form.payment_method.errors = [exc.message]
+            status = 503 if isinstance(exc, payments.GatewayUnavailable) else 502
+    page = render_template(
+        "portal/payment_method_form.html",
+        group=group,
+        form=form,
+        gateway=gateway,
+        stripe=stripe,
+        client_secret=client_secret,
+        back=back,
+    )
+    return page, status
+
+
+def _added(
+    viewer: Viewer,
+    attached: payments.PaymentMethodDetails,
+    make_default: bool,
+    back: str | None,
+) -> BaseResponse:
+    method = actions.add_payment_method(
+        db.session(),
+        Actor.customer(viewer.email),
+        viewer.bill_group,
+        attached,
+        make_default=make_default,
+    )
+    db.session().commit()
+    flash(f"{_label(method)} has been added.")
+    return redirect(back or portal_url("payment_methods"), code=303)
 
 
 @bp.post("/payment-methods/<int:method_id>/default")

@@ -1,0 +1,196 @@
+"""localstripe (PyPI: a stateful local Stripe server with a stand-in Stripe.js) for the
+Stripe gateway's tests, on a loopback port, and the session fixture that starts it.
+
+`python -m tests.localstripe --port N` runs localstripe's own aiohttp app, with three
+differences from its `localstripe --port N` command, each for a reason:
+
+- it listens on 127.0.0.1 only (the command binds every interface) and keeps its
+  store in memory (the command writes /tmp/localstripe.pickle, which concurrent test
+  runs would share);
+- it honours `Idempotency-Key` as Stripe documents it (localstripe ignores the
+  header): a POST repeated with a key answers the first response again, marked
+  `Idempotent-Replayed: true`; the same key with other parameters is a 400
+  idempotency_error. So the test of "same key twice, one PaymentIntent" checks that
+  the gateway sends the key, against Stripe's documented behaviour;
+- a PaymentIntent accepts `return_url` and `description`, which Stripe accepts and
+  localstripe refuses as unexpected; they are kept on the object.
+
+It is a test helper, not the portal's code: nothing under portal/ imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class LocalStripe:
+    """A running localstripe: its base URL (the API and /js.stripe.com/v3/ beside it)."""
+
+    url: str
+
+    @property
+    def js_url(self) -> str:
+        return self.url + "/js.stripe.com/v3/"
+
+    def post(self, path: str, data: dict[str, Any], key: str | None = "sk_test_local") -> Any:
+        """An API call with a JSON body, as localstripe's stand-in Stripe.js makes them;
+        `key=None`: no secret key, as from the browser (the publishable key in `data`)."""
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(data).encode(), headers=headers, method="POST"
+        )
+        with _DIRECT.open(request, timeout=10) as response:
+            answer = response.read()
+        return json.loads(answer) if answer else None
+
+    def get(self, path: str, key: str = "sk_test_local") -> Any:
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": f"Bearer {key}"}
+        )
+        with _DIRECT.open(request, timeout=10) as response:
+            return json.load(response)
+
+    def list_all(self, path: str) -> list[Any]:
+        """Every object of a list endpoint ("/v1/customers"), page after page."""
+        found: list[Any] = []
+        after = ""
+        while True:
+            page = self.get(f"{path}?limit=100{after}")
+            found += page["data"]
+            if not page["has_more"] or not page["data"]:
+                return found
+            after = f"&starting_after={page['data'][-1]['id']}"
+
+    def webhook(self, name: str, url: str, secret: str) -> None:
+        """Have localstripe deliver its events, signed with `secret`, to `url` (it has no
+        way to remove one: register the name again to point it elsewhere)."""
+        self.post(f"/_config/webhooks/{name}", {"url": url, "secret": secret})
+
+
+def _answers(url: str) -> bool:
+    try:
+        with _DIRECT.open(url + "/js.stripe.com/v3/", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
+    """localstripe on a free loopback port for the whole run, stopped at the end."""
+    from tests.conftest import free_port
+
+    log = tmp_path_factory.mktemp("localstripe") / "localstripe.log"
+    for _try in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.localstripe", "--port", str(port)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None and not _answers(url):
+            time.sleep(0.1)
+        if process.poll() is None and _answers(url):
+            break
+        _stop(process)  # the port was taken in between, most likely: another one
+    else:
+        raise RuntimeError(f"localstripe did not start:\n{log.read_text(errors='replace')}")
+    try:
+        yield LocalStripe(url)
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# --- the server (run in its own process) -----------------------------------------------
+
+
+def _serve(port: int) -> None:  # pragma: no cover - runs in the subprocess
+    from aiohttp import web
+    from localstripe import resources, server
+
+    resources.store.dump_to_disk = lambda: None  # type: ignore[method-assign]  # memory only
+
+    original_init = resources.PaymentIntent.__init__
+
+    def intent_init(
+        self: Any, return_url: str | None = None, description: str | None = None, **data: Any
+    ) -> None:
+        original_init(self, **data)
+        self.return_url = return_url
+        self.description = description
+
+    resources.PaymentIntent.__init__ = intent_init  # type: ignore[method-assign]
+
+    seen: dict[str, tuple[str, bytes, int, bytes]] = {}
+
+    @web.middleware
+    async def idempotency(request: web.Request, handler: Any) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or not key:
+            return await handler(request)
+        body = await request.read()
+        if key in seen:
+            path, first_body, status, answer = seen[key]
+            if (path, first_body) != (request.path, body):
+                error = {
+                    "error": {
+                        "type": "idempotency_error",
+                        "message": "Keys for idempotent requests can only be used with the "
+                        "same parameters they were first used with.",
+                    }
+                }
+                return web.json_response(error, status=400)
+            return web.Response(
+                body=answer,
+                status=status,
+                content_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+        response = await handler(request)
+        if isinstance(response, web.Response) and response.status < 500 and response.body:
+            seen[key] = (request.path, body, response.status, bytes(response.body))  # type: ignore[arg-type]
+        return response
+
+    server.app.middlewares.insert(0, idempotency)
+    web.run_app(server.app, host="127.0.0.1", port=port, print=None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    _serve(parser.parse_args().port)
