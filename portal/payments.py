@@ -554,6 +554,12 @@ def _new_token(number: str) -> str:
             return token
 
 
+def method_label(method: PaymentMethod) -> str:
+    """How pages, receipts and the history name a stored method: "Visa ending 4242"."""
+    name = (method.brand or method.type.label).title() if method.brand else method.type.label
+    return f"{name} ending {method.last4}"
+
+
 # --- the registry -------------------------------------------------------------------
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select, update
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import ColumnElement
 
 from emails import outbox
-from portal import audit, clock, events, payments
+from portal import audit, clock, events, notices, payments, receipts
 from portal.actions import Actor, Invalid, NotFound
 from portal.config import settings
 from portal.db import rowcount
@@ -586,19 +586,11 @@ def _failed(db: Session, attempt: PaymentAttempt, message: str) -> None:
 
 
 def _receipt(db: Session, attempt: PaymentAttempt, payment: Payment) -> None:
-    from portal import receipts  # the PDF and the email; late: it imports the templates
-
     group = attempt.bill_group
-    to: list[str] = list(dict.fromkeys([attempt.created_by, *_billing_contact(group)]))
+    to: list[str] = list(dict.fromkeys([attempt.created_by, *notices.recipients(group)]))
     pdf = receipts.render_pdf(payment, locale=settings().LOCALE)  # once for everyone
     for address in to:
         outbox.queue(db, receipts.receipt_email(group, payment, address, pdf))
-
-
-def _billing_contact(group: BillGroup) -> Sequence[str]:
-    from portal import notices
-
-    return notices.recipients(group)
 
 
 def _actor(attempt: PaymentAttempt) -> Actor:
@@ -627,10 +619,8 @@ def _description(attempt: PaymentAttempt) -> str:
 
 
 def _method_description(attempt: PaymentAttempt) -> str | None:
-    from portal.customer.viewer import payment_method_label
-
     method = attempt.payment_method
-    return payment_method_label(method)[:100] if method is not None else None
+    return payments.method_label(method)[:100] if method is not None else None
 
 
 def _return_path(attempt: PaymentAttempt) -> str:

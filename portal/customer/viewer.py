@@ -22,7 +22,8 @@ from portal import audit, db, sessions
 from portal.clock import today
 from portal.customer.signin import available_bill_group
 from portal.forms import ButtonForm
-from portal.models import BillGroup, PaymentMethod
+from portal.models import BillGroup
+from portal.payments import method_label
 from portal.staffauth import Staff
 
 bp = Blueprint("customer", __name__, url_prefix="/p/<public_id>")
@@ -151,9 +152,9 @@ def portal_url(endpoint: str, **values: Any) -> str:
     return url_for(f"{blueprint}.{endpoint}", public_id=g.viewer.bill_group.public_id, **values)
 
 
-def payment_method_label(method: PaymentMethod) -> str:
-    name = (method.brand or method.type.label).title() if method.brand else method.type.label
-    return f"{name} ending {method.last4}"
+# How a page names a stored payment method (portal.payments.method_label, shared with
+# the receipts and the use-case layer).
+payment_method_label = method_label
 
 
 def init_app(app: Flask) -> None:

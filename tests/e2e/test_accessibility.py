@@ -302,7 +302,7 @@ def test_every_paying_page(new_context: NewContext, portal: Portal, nu_batch: Ba
         page.get_by_label("Security code").fill("123")
         page.get_by_role("button", name="Add card").click()
         heading(page, "Pay")
-        page.get_by_role("radio", name=re.compile(f"ending {last4}$")).check()
+        page.get_by_role("radio", name=re.compile(f"ending {last4}$")).last.check()
         page.get_by_label("Amount to pay").fill(amount)
         page.get_by_role("button", name="Review payment").click()
         heading(page, "Review your payment")

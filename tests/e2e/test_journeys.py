@@ -475,7 +475,7 @@ def test_customer_pays_with_a_card_that_asks_for_3d_secure(new_context: NewConte
     page.get_by_role("button", name="Pay this invoice").click()
     expect(page.get_by_role("heading", name="Pay", exact=True)).to_be_visible()
     _add_card(page, "4000 0027 6000 3184")
-    page.get_by_role("radio", name=re.compile(r"ending 3184$")).check()
+    page.get_by_role("radio", name=re.compile(r"ending 3184$")).last.check()  # the newest
     page.get_by_label("Amount to pay").fill("5.00")
     page.get_by_role("button", name="Review payment").click()
     page.get_by_role("button", name=re.compile(r"^Pay \S*5\.00$")).click()
