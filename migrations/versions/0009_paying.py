@@ -265,8 +265,10 @@ def upgrade() -> None:
         )
         batch_op.create_check_constraint(
             "credited",
-            "amount_credited_minor >= 0"
-            " AND amount_paid_minor + amount_credited_minor <= total_minor",
+            # Only where there is credit: an overpayment alone is ck_invoices_paid's to name.
+            "amount_credited_minor = 0"
+            " OR (amount_credited_minor > 0"
+            " AND amount_paid_minor + amount_credited_minor <= total_minor)",
         )
 
     with op.batch_alter_table("payments", schema=None) as batch_op:

@@ -165,8 +165,10 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),
         CheckConstraint("amount_paid_minor >= 0 AND amount_paid_minor <= total_minor", name="paid"),
         CheckConstraint(
-            "amount_credited_minor >= 0"
-            " AND amount_paid_minor + amount_credited_minor <= total_minor",
+            # Only where there is credit: an overpayment alone is ck_invoices_paid's to name.
+            "amount_credited_minor = 0"
+            " OR (amount_credited_minor > 0"
+            " AND amount_paid_minor + amount_credited_minor <= total_minor)",
             name="credited",
         ),
         CheckConstraint(
