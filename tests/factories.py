@@ -15,6 +15,7 @@ from portal.models import (
     BillingFrequency,
     Contact,
     ContactKind,
+    CreditNote,
     Entity,
     Invoice,
     InvoiceLine,
@@ -23,6 +24,7 @@ from portal.models import (
     PaymentApplication,
     PaymentMethod,
     PaymentMethodType,
+    PaymentSource,
     PaymentStatus,
     Product,
     Subscription,
@@ -121,6 +123,49 @@ def add_payment(db: Session, invoice: Invoice, amount_minor: int, **overrides: A
     payment.applications.append(PaymentApplication(invoice=invoice, amount_minor=amount_minor))
     invoice.amount_paid_minor += amount_minor
     return _added(db, payment)
+
+
+def add_unapplied_payment(
+    db: Session, bill_group: BillGroup, amount_minor: int = 4000, **overrides: Any
+) -> Payment:
+    """A payment received for the bill group and applied to no invoice: credit."""
+    values: dict[str, Any] = {
+        "bill_group": bill_group,
+        "amount_minor": amount_minor,
+        "currency": bill_group.currency,
+        "status": PaymentStatus.SUCCEEDED,
+        "received_at": dt.datetime(2026, 11, 18, 9, tzinfo=dt.UTC),
+        "reference": "WIRE-1",
+    }
+    return _added(db, Payment(**(values | overrides)))
+
+
+def add_portal_payment(
+    db: Session, bill_group: BillGroup, amount_minor: int, **overrides: Any
+) -> Payment:
+    """A payment the customer made in the portal through the sandbox gateway."""
+    values: dict[str, Any] = {
+        "source": PaymentSource.PORTAL,
+        "gateway": "sandbox",
+        "gateway_reference": f"ch_{next(_seq)}",
+        "created_by": "ap@acme.com",
+        "received_at": dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
+    }
+    return add_unapplied_payment(db, bill_group, amount_minor, **(values | overrides))
+
+
+def make_credit_note(
+    db: Session, bill_group: BillGroup, amount_minor: int = 5000, **overrides: Any
+) -> CreditNote:
+    """A credit note of the billing system's for the bill group, nothing applied yet."""
+    values: dict[str, Any] = {
+        "bill_group_id": bill_group.id,
+        "number": f"CN-{next(_seq)}",
+        "currency": bill_group.currency,
+        "issue_date": TODAY - 3 * DAY,
+        "amount_minor": amount_minor,
+    }
+    return _added(db, CreditNote(**(values | overrides)))
 
 
 def make_payment_method(db: Session, bill_group: BillGroup, **overrides: Any) -> PaymentMethod:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from portal import billing, credits
 from portal import db as portal_db
 from portal.actions import Actor, Forbidden, Invalid, NotFound
-from portal.actions.credits import Source, apply_credit
+from portal.actions.credits import Applied, Source, apply_credit
 from portal.models import (
     AuditEvent,
     BillGroup,
@@ -29,39 +29,33 @@ from portal.models import (
     WebhookEvent,
 )
 from portal.webhooks import create_endpoint
-from tests.factories import TODAY, add_payment, make_bill_group, make_invoice
+from tests.factories import (
+    TODAY,
+    add_payment,
+    add_unapplied_payment,
+    make_bill_group,
+    make_credit_note,
+    make_invoice,
+)
 
 CUSTOMER = Actor.customer("ap@acme.com")
 DAY = dt.timedelta(days=1)
 
 
-def note(db: Session, group: BillGroup, amount: int = 5000, **overrides: object) -> CreditNote:
-    values: dict[str, object] = {
-        "bill_group_id": group.id,
-        "number": f"CN-{amount}-{db.scalar(select(func.count(CreditNote.id)))}",
-        "currency": group.currency,
-        "issue_date": TODAY - 3 * DAY,
-        "amount_minor": amount,
-    }
-    found = CreditNote(**(values | overrides))
-    db.add(found)
-    db.flush()
-    return found
-
-
-def unapplied(db: Session, group: BillGroup, amount: int = 4000, **overrides: object) -> Payment:
-    values: dict[str, object] = {
-        "bill_group": group,
-        "amount_minor": amount,
-        "currency": group.currency,
-        "status": PaymentStatus.SUCCEEDED,
-        "received_at": dt.datetime(2026, 11, 18, 9, tzinfo=dt.UTC),
-        "reference": "WIRE-1",
-    }
-    found = Payment(**(values | overrides))
-    db.add(found)
-    db.flush()
-    return found
+def apply(
+    db: Session,
+    group: BillGroup,
+    source: CreditNote | Payment,
+    invoice: Invoice | None,
+    amount: int,
+    actor: Actor = CUSTOMER,
+) -> Applied:
+    """apply_credit as the customer's form calls it, from the records themselves."""
+    kind = "credit_note" if isinstance(source, CreditNote) else "payment"
+    target = None if invoice is None else invoice.id
+    return apply_credit(
+        db, actor, group, source=Source(kind, source.id), invoice_id=target, amount_minor=amount
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -82,26 +76,12 @@ def world(db: Session) -> tuple[BillGroup, Invoice]:
 @pytest.mark.db
 def test_a_credit_note_pays_part_then_all_of_an_invoice(db, world):
     group, invoice = world
-    credit = note(db, group, 20000)
+    credit = make_credit_note(db, group, 20000)
     create_endpoint(db, "https://hooks.example.com/x", {"credit.applied"}, created_by="t")
-    apply_credit(
-        db,
-        CUSTOMER,
-        group,
-        source=Source("credit_note", credit.id),
-        invoice_id=None,
-        amount_minor=2000,
-    )
+    apply(db, group, credit, None, 2000)
     assert (invoice.amount_credited_minor, invoice.balance_minor) == (2000, 10000)
     assert invoice.status == InvoiceStatus.OPEN
-    applied = apply_credit(
-        db,
-        CUSTOMER,
-        group,
-        source=Source("credit_note", credit.id),
-        invoice_id=invoice.id,
-        amount_minor=10000,
-    )
+    applied = apply(db, group, credit, invoice, 10000)
     db.commit()
     assert applied.invoice.status == InvoiceStatus.PAID and invoice.balance_minor == 0
     assert credit.amount_applied_minor == 12000 and credit.remaining_minor == 8000
@@ -119,59 +99,31 @@ def test_a_credit_note_pays_part_then_all_of_an_invoice(db, world):
 @pytest.mark.db
 def test_an_unapplied_payment_is_credit_until_it_is_applied(db, world):
     group, invoice = world
-    payment = unapplied(db, group, 4000, refunded_minor=500)
+    payment = add_unapplied_payment(db, group, 4000, refunded_minor=500)
     db.commit()
     assert [c.remaining_minor for c in credits.available(db, group)] == [3500]
     assert billing.summary(db, group, TODAY).credit_minor == 3500
     assert billing.summary(db, group, TODAY).balance_minor == 12000 - 3500
-    apply_credit(
-        db,
-        CUSTOMER,
-        group,
-        source=Source("payment", payment.id),
-        invoice_id=invoice.id,
-        amount_minor=3000,
-    )
+    apply(db, group, payment, invoice, 3000)
     db.commit()
     assert invoice.amount_paid_minor == 3000
     assert db.scalar(select(PaymentApplication.amount_minor)) == 3000
     assert [c.remaining_minor for c in credits.available(db, group)] == [500]
     # The same payment again, to the same invoice: one application row, grown.
-    apply_credit(
-        db,
-        CUSTOMER,
-        group,
-        source=Source("payment", payment.id),
-        invoice_id=invoice.id,
-        amount_minor=500,
-    )
+    apply(db, group, payment, invoice, 500)
     db.commit()
     assert db.scalar(select(PaymentApplication.amount_minor)) == 3500
     assert credits.available(db, group) == []
     with pytest.raises(Invalid, match="Nothing is left"):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("payment", payment.id),
-            invoice_id=invoice.id,
-            amount_minor=1,
-        )
+        apply(db, group, payment, invoice, 1)
 
 
 def test_a_failed_or_pending_payment_is_no_credit(db, world):
     group, invoice = world
     for status in (PaymentStatus.FAILED, PaymentStatus.PENDING):
-        payment = unapplied(db, group, status=status)
+        payment = add_unapplied_payment(db, group, status=status)
         with pytest.raises(Invalid, match="Nothing is left"):
-            apply_credit(
-                db,
-                CUSTOMER,
-                group,
-                source=Source("payment", payment.id),
-                invoice_id=invoice.id,
-                amount_minor=100,
-            )
+            apply(db, group, payment, invoice, 100)
     assert billing.summary(db, group, TODAY).credit_minor == 0
 
 
@@ -184,37 +136,16 @@ def test_a_paid_payment_has_nothing_left(db, world):
 def test_another_groups_credit_or_invoice_is_refused(db, world):
     group, invoice = world
     other = make_bill_group(db)
-    theirs = note(db, other, 5000)
-    their_payment = unapplied(db, other)
+    theirs = make_credit_note(db, other, 5000)
+    their_payment = add_unapplied_payment(db, other)
     their_invoice = make_invoice(db, other)
-    mine = note(db, group, 5000)
+    mine = make_credit_note(db, group, 5000)
     with pytest.raises(NotFound):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", theirs.id),
-            invoice_id=invoice.id,
-            amount_minor=100,
-        )
+        apply(db, group, theirs, invoice, 100)
     with pytest.raises(NotFound):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("payment", their_payment.id),
-            invoice_id=invoice.id,
-            amount_minor=100,
-        )
+        apply(db, group, their_payment, invoice, 100)
     with pytest.raises(Invalid, match="not open"):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", mine.id),
-            invoice_id=their_invoice.id,
-            amount_minor=100,
-        )
+        apply(db, group, mine, their_invoice, 100)
     assert theirs.amount_applied_minor == mine.amount_applied_minor == 0
     assert their_invoice.amount_credited_minor == invoice.amount_credited_minor == 0
 
@@ -233,17 +164,10 @@ def test_another_groups_credit_or_invoice_is_refused(db, world):
 )
 def test_amounts_out_of_range_are_refused_and_nothing_is_written(db, world, amount, message):
     group, invoice = world
-    credit = note(db, group, 5000)
+    credit = make_credit_note(db, group, 5000)
     db.commit()
     with pytest.raises(Invalid, match=message):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", credit.id),
-            invoice_id=invoice.id,
-            amount_minor=amount,
-        )
+        apply(db, group, credit, invoice, amount)
     db.rollback()
     assert db.scalar(select(func.count(CreditApplication.id))) == 0
     assert db.get(Invoice, invoice.id).amount_credited_minor == 0
@@ -251,95 +175,46 @@ def test_amounts_out_of_range_are_refused_and_nothing_is_written(db, world, amou
 
 def test_more_than_the_invoice_balance_is_refused(db, world):
     group, invoice = world
-    credit = note(db, group, 50000)
+    credit = make_credit_note(db, group, 50000)
     with pytest.raises(Invalid, match="left to pay"):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", credit.id),
-            invoice_id=invoice.id,
-            amount_minor=12001,
-        )
+        apply(db, group, credit, invoice, 12001)
 
 
 def test_void_paid_and_draft_invoices_and_void_notes_are_refused(db, world):
     group, _invoice = world
-    credit = note(db, group, 5000)
+    credit = make_credit_note(db, group, 5000)
     for status in (InvoiceStatus.PAID, InvoiceStatus.VOID, InvoiceStatus.DRAFT):
         closed = make_invoice(db, group, status=status)
         with pytest.raises(Invalid, match="not open"):
-            apply_credit(
-                db,
-                CUSTOMER,
-                group,
-                source=Source("credit_note", credit.id),
-                invoice_id=closed.id,
-                amount_minor=100,
-            )
-    void = note(db, group, 5000, voided_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+            apply(db, group, credit, closed, 100)
+    void = make_credit_note(db, group, 5000, voided_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
     with pytest.raises(Invalid, match="Nothing is left"):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", void.id),
-            invoice_id=None,
-            amount_minor=100,
-        )
+        apply(db, group, void, None, 100)
 
 
 def test_a_currency_mismatch_is_refused(db, world):
     group, invoice = world
-    credit = note(db, group, 5000, currency="USD")
+    credit = make_credit_note(db, group, 5000, currency="USD")
     with pytest.raises(Invalid, match="USD"):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", credit.id),
-            invoice_id=invoice.id,
-            amount_minor=100,
-        )
+        apply(db, group, credit, invoice, 100)
 
 
 def test_oldest_open_invoice_first(db, world):
     group, newer = world
     older = make_invoice(db, group, issue_date=TODAY - 60 * DAY)
-    credit = note(db, group, 5000)
-    applied = apply_credit(
-        db,
-        CUSTOMER,
-        group,
-        source=Source("credit_note", credit.id),
-        invoice_id=None,
-        amount_minor=100,
-    )
+    credit = make_credit_note(db, group, 5000)
+    applied = apply(db, group, credit, None, 100)
     assert applied.invoice.id == older.id != newer.id
 
 
 def test_the_entity_can_keep_credit_application_to_itself(db, world):
     group, invoice = world
     group.entity.allow_credit_application = False
-    credit = note(db, group, 5000)
+    credit = make_credit_note(db, group, 5000)
     with pytest.raises(Forbidden):
-        apply_credit(
-            db,
-            CUSTOMER,
-            group,
-            source=Source("credit_note", credit.id),
-            invoice_id=invoice.id,
-            amount_minor=100,
-        )
+        apply(db, group, credit, invoice, 100)
     # Staff apply it for the customer all the same.
-    apply_credit(
-        db,
-        Actor.staff("ops@staff.example.com"),
-        group,
-        source=Source("credit_note", credit.id),
-        invoice_id=invoice.id,
-        amount_minor=100,
-    )
+    apply(db, group, credit, invoice, 100, actor=Actor.staff("ops@staff.example.com"))
     assert invoice.amount_credited_minor == 100
 
 
@@ -405,9 +280,9 @@ def test_twenty_identical_applies_at_once_never_over_apply(app, db, kind):
     group = make_bill_group(db)
     invoice = make_invoice(db, group)
     if kind == "credit_note":
-        source = Source("credit_note", note(db, group, 3000).id)
+        source = Source("credit_note", make_credit_note(db, group, 3000).id)
     else:
-        source = Source("payment", unapplied(db, group, 3000).id)
+        source = Source("payment", add_unapplied_payment(db, group, 3000).id)
     group_id, invoice_id = group.id, invoice.id
     db.commit()
     db.close()  # no read transaction of the test's own in the racers' way

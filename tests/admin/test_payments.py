@@ -10,15 +10,19 @@ from sqlalchemy import select
 
 from portal.models import (
     AuditEvent,
-    CreditNote,
     Entity,
-    Payment,
-    PaymentSource,
     PaymentStatus,
     StaffRole,
 )
 from tests.admin.conftest import post_form
-from tests.factories import TODAY, add_payment, make_bill_group, make_invoice
+from tests.factories import (
+    TODAY,
+    add_payment,
+    add_portal_payment,
+    make_bill_group,
+    make_credit_note,
+    make_invoice,
+)
 from tests.portal.pages_helpers import field_errors
 
 
@@ -27,44 +31,17 @@ def group(db):
     group = make_bill_group(db)
     invoice = make_invoice(db, group)
     add_payment(db, invoice, 5000, reference="BACS-1")
-    db.add(
-        Payment(
-            bill_group=group,
-            amount_minor=3000,
-            currency="EUR",
-            status=PaymentStatus.FAILED,
-            received_at=dt.datetime(2026, 11, 19, 9, tzinfo=dt.UTC),
-            source=PaymentSource.PORTAL,
-            gateway="sandbox",
-            gateway_reference="ch_declined_1",
-            failure_message="Your card was declined.",
-            created_by="ap@acme.com",
-        )
+    add_portal_payment(
+        db,
+        group,
+        3000,
+        status=PaymentStatus.FAILED,
+        received_at=dt.datetime(2026, 11, 19, 9, tzinfo=dt.UTC),
+        gateway_reference="ch_declined_1",
+        failure_message="Your card was declined.",
     )
-    db.add(
-        Payment(
-            bill_group=group,
-            amount_minor=9000,
-            currency="EUR",
-            status=PaymentStatus.SUCCEEDED,
-            received_at=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
-            source=PaymentSource.PORTAL,
-            gateway="sandbox",
-            gateway_reference="ch_ok_2",
-            refunded_minor=1000,
-            created_by="ap@acme.com",
-        )
-    )
-    db.add(
-        CreditNote(
-            bill_group_id=group.id,
-            number="CN-77",
-            currency="EUR",
-            issue_date=TODAY,
-            amount_minor=2500,
-            reason="Goodwill",
-        )
-    )
+    add_portal_payment(db, group, 9000, gateway_reference="ch_ok_2", refunded_minor=1000)
+    make_credit_note(db, group, 2500, number="CN-77", issue_date=TODAY, reason="Goodwill")
     other = make_bill_group(db)
     add_payment(db, make_invoice(db, other), 4444, reference="THEIRS")
     db.commit()

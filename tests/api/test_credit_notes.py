@@ -4,7 +4,6 @@ upsert; payments show portal-initiated ones with their gateway fields."""
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 
@@ -13,10 +12,11 @@ from sqlalchemy import select
 
 from portal.actions import Actor
 from portal.actions.credits import Source, apply_credit
-from portal.models import BillGroup, CreditNote, Payment, PaymentSource, PaymentStatus
+from portal.models import BillGroup, CreditNote
 from portal.sync import importer
 from portal.sync.schemas import MAX_MINOR
 from tests.api.conftest import BILL_GROUP, Api, push_bill_group
+from tests.factories import add_portal_payment
 
 NOTE = {
     "bill_group": "bg-1",
@@ -156,20 +156,7 @@ def test_the_import_takes_credit_notes_and_the_export_writes_them(app, db, pushe
 
 def test_payments_list_portal_payments_with_their_gateway_fields(db, pushed):
     group = db.scalar(select(BillGroup))
-    db.add(
-        Payment(
-            bill_group_id=group.id,
-            amount_minor=4200,
-            currency="EUR",
-            status=PaymentStatus.SUCCEEDED,
-            received_at=dt.datetime(2026, 11, 20, 9, tzinfo=dt.UTC),
-            source=PaymentSource.PORTAL,
-            gateway="sandbox",
-            gateway_reference="ch_123",
-            refunded_minor=200,
-            created_by="ap@acme.com",
-        )
-    )
+    add_portal_payment(db, group, 4200, gateway_reference="ch_123", refunded_minor=200)
     db.commit()
     (row,) = pushed.get("/payments?bill_group=bg-1").get_json()["data"]
     assert row["external_id"] is None

@@ -13,7 +13,14 @@ from sqlalchemy import select
 
 from portal import statement as statements
 from portal.models import CreditNote, Invoice, InvoiceStatus, Payment, PaymentStatus
-from tests.factories import TODAY, add_payment, make_bill_group, make_invoice
+from tests.factories import (
+    TODAY,
+    add_payment,
+    add_unapplied_payment,
+    make_bill_group,
+    make_credit_note,
+    make_invoice,
+)
 from tests.portal.pages_helpers import csrf_token, csv_rows, field_errors, flashes, url
 
 pytestmark = pytest.mark.usefixtures("clock")
@@ -22,32 +29,27 @@ DAY = dt.timedelta(days=1)
 
 
 def _note(db, group, number, day, amount, **extra) -> CreditNote:
-    found = CreditNote(
-        bill_group_id=group.id,
-        number=number,
-        currency=group.currency,
-        issue_date=day,
-        amount_minor=amount,
-        **extra,
-    )
-    db.add(found)
-    db.flush()
-    return found
+    return make_credit_note(db, group, amount, number=number, issue_date=day, **extra)
 
 
 def _payment(db, group, day: dt.date, amount: int, **extra) -> Payment:
-    values = {
-        "bill_group": group,
-        "amount_minor": amount,
-        "currency": group.currency,
-        "status": PaymentStatus.SUCCEEDED,
-        "received_at": dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC),
-        "reference": f"WIRE-{amount}",
-    }
-    found = Payment(**(values | extra))
-    db.add(found)
-    db.flush()
-    return found
+    received = dt.datetime.combine(day, dt.time(9), tzinfo=dt.UTC)
+    values = {"received_at": received, "reference": f"WIRE-{amount}"}
+    return add_unapplied_payment(db, group, amount, **(values | extra))
+
+
+def _apply_on_page(customer, group, source: str, invoice: Invoice, amount: str):
+    """The credits page's form, posted as the browser would."""
+    page = customer.get(url(group, "/credits"))
+    return customer.post(
+        url(group, "/credits"),
+        data={
+            "csrf_token": csrf_token(page.text),
+            "source": source,
+            "invoice": str(invoice.id),
+            "amount": amount,
+        },
+    )
 
 
 @pytest.fixture
@@ -270,16 +272,7 @@ def test_the_credits_page_lists_credit_and_the_overview_counts_it(db, customer, 
 def test_applying_a_credit_from_the_page(db, customer, ledger):
     note = db.scalar(select(CreditNote).where(CreditNote.number == "CN-1"))
     invoice = db.scalar(select(Invoice).where(Invoice.number == "NOV-1"))
-    page = customer.get(url(ledger, "/credits"))
-    response = customer.post(
-        url(ledger, "/credits"),
-        data={
-            "csrf_token": csrf_token(page.text),
-            "source": f"credit_note:{note.id}",
-            "invoice": str(invoice.id),
-            "amount": "15.00",
-        },
-    )
+    response = _apply_on_page(customer, ledger, f"credit_note:{note.id}", invoice, "15.00")
     assert response.status_code == 303
     assert flashes(customer.get(url(ledger, "/credits")).text) == [
         "€15.00 applied to invoice NOV-1."
@@ -303,16 +296,7 @@ def test_applying_a_credit_from_the_page(db, customer, ledger):
 def test_a_bad_amount_is_refused_on_the_page(db, customer, ledger, amount, field, message):
     note = db.scalar(select(CreditNote).where(CreditNote.number == "CN-1"))
     invoice = db.scalar(select(Invoice).where(Invoice.number == "NOV-1"))
-    page = customer.get(url(ledger, "/credits"))
-    response = customer.post(
-        url(ledger, "/credits"),
-        data={
-            "csrf_token": csrf_token(page.text),
-            "source": f"credit_note:{note.id}",
-            "invoice": str(invoice.id),
-            "amount": amount,
-        },
-    )
+    response = _apply_on_page(customer, ledger, f"credit_note:{note.id}", invoice, amount)
     assert response.status_code == 400
     assert message in " ".join(field_errors(response.text, field))
     db.expire_all()
@@ -324,16 +308,7 @@ def test_another_groups_credit_cannot_be_posted(db, customer, ledger):
     theirs = _note(db, other, "CN-THEIRS", TODAY, 5000)
     db.commit()
     invoice = db.scalar(select(Invoice).where(Invoice.number == "NOV-1"))
-    page = customer.get(url(ledger, "/credits"))
-    response = customer.post(
-        url(ledger, "/credits"),
-        data={
-            "csrf_token": csrf_token(page.text),
-            "source": f"credit_note:{theirs.id}",
-            "invoice": str(invoice.id),
-            "amount": "1.00",
-        },
-    )
+    response = _apply_on_page(customer, ledger, f"credit_note:{theirs.id}", invoice, "1.00")
     assert response.status_code == 400
     db.expire_all()
     assert db.get(CreditNote, theirs.id).amount_applied_minor == 0

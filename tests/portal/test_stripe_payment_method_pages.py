@@ -31,7 +31,7 @@ from tests.stripe_helpers import (
     stripe_settings,
 )
 
-pytestmark = pytest.mark.usefixtures("clock")
+pytestmark = pytest.mark.usefixtures("clock", "stripe_app")
 
 
 @pytest.fixture
@@ -64,13 +64,7 @@ def open_page(customer: FlaskClient, group: BillGroup) -> tuple[str, str]:
     return response.text, client_secret(response.text)
 
 
-def test_the_page_carries_a_setup_intent_and_no_card_fields(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    localstripe: LocalStripe,
-) -> None:
+def test_the_page_carries_a_setup_intent_and_no_card_fields(db, group, customer, localstripe):
     html, secret = open_page(customer, group)
     assert secret.startswith("seti_")
     assert f'data-publishable-key="{PUBLISHABLE_KEY}"' in html
@@ -92,20 +86,12 @@ def test_the_page_carries_a_setup_intent_and_no_card_fields(
     assert group.gateway_customer_ref == customer_ref and again != secret
 
 
-def test_the_list_offers_to_add_a_card(
-    stripe_app: Flask, group: BillGroup, customer: FlaskClient
-) -> None:
+def test_the_list_offers_to_add_a_card(group, customer):
     page = customer.get(url(group, "/payment-methods")).text
     assert url(group, "/payment-methods/new") in page
 
 
-def test_a_card_confirmed_by_stripe_js_is_saved(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    localstripe: LocalStripe,
-) -> None:
+def test_a_card_confirmed_by_stripe_js_is_saved(db, group, customer, localstripe):
     html, secret = open_page(customer, group)
     intent = confirm_setup(localstripe, secret, GOOD)  # what Stripe.js does in the browser
     response = customer.post(
@@ -143,13 +129,7 @@ def post_method(customer: FlaskClient, group: BillGroup, html: str, pm_id: str):
     )
 
 
-def test_another_customers_card_is_refused(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    localstripe: LocalStripe,
-) -> None:
+def test_another_customers_card_is_refused(db, group, customer, localstripe):
     html, _secret = open_page(customer, group)
     other = gateway(localstripe)
     stranger = other.create_customer("bg_stranger_page", "Stranger")
@@ -162,13 +142,7 @@ def test_another_customers_card_is_refused(
     assert localstripe.get(f"/v1/payment_methods/{theirs}")["customer"] == stranger
 
 
-def test_a_declined_card_is_not_saved(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    localstripe: LocalStripe,
-) -> None:
+def test_a_declined_card_is_not_saved(db, group, customer, localstripe):
     html, _secret = open_page(customer, group)
     card = {"number": DECLINED_ON_SAVE, "exp_month": 12, "exp_year": 2031, "cvc": "123"}
     method = localstripe.post("/v1/payment_methods", {"type": "card", "card": card})
@@ -180,9 +154,7 @@ def test_a_declined_card_is_not_saved(
 
 
 @pytest.mark.parametrize("pm_id", ["", "4242424242424242", "pm_<script>", "pm_" + "x" * 300])
-def test_anything_but_a_payment_method_id_is_refused(
-    stripe_app: Flask, db: Session, group: BillGroup, customer: FlaskClient, pm_id: str
-) -> None:
+def test_anything_but_a_payment_method_id_is_refused(db, group, customer, pm_id):
     html, _secret = open_page(customer, group)
     response = post_method(customer, group, html, pm_id)
     assert response.status_code == 400
@@ -194,13 +166,7 @@ def test_anything_but_a_payment_method_id_is_refused(
     assert pm_id not in response.text or pm_id == ""
 
 
-def test_no_csrf_token_no_card(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    localstripe: LocalStripe,
-) -> None:
+def test_no_csrf_token_no_card(db, group, customer, localstripe):
     _html, secret = open_page(customer, group)
     intent = confirm_setup(localstripe, secret, GOOD)
     response = customer.post(
@@ -210,15 +176,11 @@ def test_no_csrf_token_no_card(
     assert methods_of(db, group) == []
 
 
-def test_stripe_unreachable_says_so_and_stores_nothing(
-    stripe_app: Flask, db: Session, group: BillGroup, customer: FlaskClient
-) -> None:
+def test_stripe_unreachable_says_so_and_stores_nothing(app, db, group, customer):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    change_settings(
-        stripe_app, STRIPE_API_BASE=closed, STRIPE_TIMEOUT=1, STRIPE_MAX_NETWORK_RETRIES=0
-    )
+    change_settings(app, STRIPE_API_BASE=closed, STRIPE_TIMEOUT=1, STRIPE_MAX_NETWORK_RETRIES=0)
     response = customer.get(url(group, "/payment-methods/new"))
     assert response.status_code == 503
     assert "could not be reached" in response.text
