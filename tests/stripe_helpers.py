@@ -25,13 +25,19 @@ DECLINED_ON_SAVE = "4000000000000002"
 THREE_D_SECURE = "4000002760003184"
 
 
+# The settings of an app on the Stripe gateway that only takes webhooks in (no API call).
+WEBHOOK_SETTINGS: dict[str, Any] = {
+    "PAYMENT_GATEWAY": "stripe",
+    "STRIPE_SECRET_KEY": SECRET_KEY,
+    "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+    "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+}
+WEBHOOK_URL = "/payments/webhooks/stripe"
+
+
 def stripe_settings(localstripe: LocalStripe) -> dict[str, Any]:
     """The settings of an app on the Stripe gateway, on localstripe."""
-    return {
-        "PAYMENT_GATEWAY": "stripe",
-        "STRIPE_SECRET_KEY": SECRET_KEY,
-        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    return WEBHOOK_SETTINGS | {
         "STRIPE_API_BASE": localstripe.url,
         "STRIPE_JS_URL": localstripe.js_url,
         "STRIPE_TIMEOUT": 10,

@@ -17,26 +17,20 @@ from sqlalchemy.orm import Session
 from portal.models import GatewayEventSeen, Payment, PaymentAttempt
 from tests.settings import change_settings
 from tests.stripe_helpers import (
-    PUBLISHABLE_KEY,
-    SECRET_KEY,
     WEBHOOK_SECRET,
+    WEBHOOK_SETTINGS,
+    WEBHOOK_URL,
     event_body,
     intent_object,
     sign,
 )
 
-URL = "/payments/webhooks/stripe"
+URL = WEBHOOK_URL
 
 
 @pytest.fixture
 def stripe_app(app: Flask) -> Flask:
-    change_settings(
-        app,
-        PAYMENT_GATEWAY="stripe",
-        STRIPE_SECRET_KEY=SECRET_KEY,
-        STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-    )
+    change_settings(app, **WEBHOOK_SETTINGS)
     return app
 
 

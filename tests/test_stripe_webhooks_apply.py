@@ -1,7 +1,5 @@
 """A verified Stripe webhook is applied once: `portal.actions.paying.apply_gateway_event`
-(the pay flow's, written in its own branch) behind POST /payments/webhooks/stripe.
-
-These fail until the pay flow is merged (ImportError in the view: 500)."""
+behind POST /payments/webhooks/stripe."""
 
 from __future__ import annotations
 
@@ -17,26 +15,19 @@ from portal.models import AttemptState, GatewayEventSeen, PaymentAttempt, Paymen
 from tests.factories import make_bill_group, make_invoice, make_payment_method
 from tests.settings import change_settings
 from tests.stripe_helpers import (
-    PUBLISHABLE_KEY,
-    SECRET_KEY,
-    WEBHOOK_SECRET,
+    WEBHOOK_SETTINGS,
+    WEBHOOK_URL,
     event_body,
     intent_object,
     sign,
 )
 
-URL = "/payments/webhooks/stripe"
+URL = WEBHOOK_URL
 
 
 @pytest.fixture
 def stripe_app(app: Flask) -> Flask:
-    change_settings(
-        app,
-        PAYMENT_GATEWAY="stripe",
-        STRIPE_SECRET_KEY=SECRET_KEY,
-        STRIPE_PUBLISHABLE_KEY=PUBLISHABLE_KEY,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-    )
+    change_settings(app, **WEBHOOK_SETTINGS)
     return app
 
 
