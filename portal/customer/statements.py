@@ -64,30 +64,29 @@ def statement_page(viewer: Viewer) -> tuple[str, int]:
     ), status_of(form)
 
 
-def _download(period: tuple[dt.date, dt.date], extension: str) -> str:
-    return f"statement-{period[0].isoformat()}-{period[1].isoformat()}.{extension}"
-
-
 @bp.get("/statement.csv")
 @portal_page
 def statement_csv(viewer: Viewer) -> Response:
-    _form, period = _period()
-    if period is None:
-        abort(400)
-    found = statement.statement(db.session(), viewer.bill_group, *period)
-    response = Response("".join(statement.csv_rows(found)), mimetype="text/csv")
-    response.headers["Content-Disposition"] = attachment(_download(period, "csv"))
-    return response
+    return _download(viewer, "csv")
 
 
 @bp.get("/statement.pdf")
 @portal_page
 def statement_pdf_download(viewer: Viewer) -> Response:
+    return _download(viewer, "pdf")
+
+
+def _download(viewer: Viewer, extension: str) -> Response:
+    """The statement of the asked period as a file: 400 for a period that is not one."""
     _form, period = _period()
     if period is None:
         abort(400)
     found = statement.statement(db.session(), viewer.bill_group, *period)
-    body = statement_pdf.render(found, locale=settings().LOCALE)
-    response = Response(body, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = attachment(_download(period, "pdf"))
+    if extension == "pdf":
+        response = Response(statement_pdf.render(found, locale=settings().LOCALE))
+        response.mimetype = "application/pdf"
+    else:
+        response = Response("".join(statement.csv_rows(found)), mimetype="text/csv")
+    name = f"statement-{period[0].isoformat()}-{period[1].isoformat()}.{extension}"
+    response.headers["Content-Disposition"] = attachment(name)
     return response
