@@ -1,14 +1,26 @@
 """Payment receipts: the PDF (on invoice_pdf's page, header and tables) and the email
-that carries it, sent when a payment made in the portal succeeds."""
+that carries it, sent when a payment made in the portal succeeds.
+
+The pay flow only marks the payment (`queue`, in the charge's own transaction); the
+worker makes the receipt (`send_due`): it renders the PDF once, queues an email with it
+to the customer who paid and to the billing contact, and clears the mark, all in one
+transaction, so the confirm never waits for the PDF and a receipt that fails to render
+is tried again without touching the payment."""
 
 from __future__ import annotations
 
+import logging
+
 from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Spacer, Table
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
+from emails import outbox
 from emails.render import Attachment, Email, render
-from portal import links
+from portal import links, notices
 from portal.config import settings
+from portal.db import rowcount
 from portal.invoice_pdf import (
     BODY_RIGHT,
     CELL_PADDING,
@@ -20,8 +32,51 @@ from portal.invoice_pdf import (
     para,
     ruled_table,
 )
-from portal.models import BillGroup, Payment, PaymentStatus
+from portal.models import BillGroup, Payment, PaymentStatus, ReceiptDue
 from portal.money import format_money
+
+log = logging.getLogger(__name__)
+
+# Receipts one worker pass makes.
+BATCH = 20
+
+
+def queue(db: Session, payment: Payment) -> None:
+    """Mark a succeeded payment for its receipt, in the caller's transaction."""
+    db.add(ReceiptDue(payment_id=payment.id))
+
+
+def send_due(db: Session, limit: int = BATCH) -> int:
+    """Make the receipts waiting, oldest first: each is claimed by deleting its mark (one
+    of two racing workers wins it) and committed with its emails. Returns how many."""
+    due = db.scalars(select(ReceiptDue.payment_id).order_by(ReceiptDue.queued_at).limit(limit))
+    made = 0
+    for payment_id in list(due):
+        claimed = db.execute(delete(ReceiptDue).where(ReceiptDue.payment_id == payment_id))
+        if rowcount(claimed) != 1:
+            db.rollback()
+            continue
+        try:
+            _queue_emails(db, payment_id)
+            db.commit()
+        except Exception:  # the mark comes back with the rollback: tried again next pass
+            db.rollback()
+            log.exception("The receipt of payment %s could not be made", payment_id)
+        else:
+            made += 1
+    db.commit()
+    return made
+
+
+def _queue_emails(db: Session, payment_id: int) -> None:
+    payment = db.get(Payment, payment_id)
+    if payment is None or payment.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED):
+        return  # gone before its receipt: nothing to send
+    group = payment.bill_group
+    to = list(dict.fromkeys([a for a in (payment.created_by, *notices.recipients(group)) if a]))
+    pdf = render_pdf(payment, locale=settings().LOCALE)  # once for everyone
+    for address in to:
+        outbox.queue(db, receipt_email(group, payment, address, pdf))
 
 
 def number(payment: Payment) -> str:

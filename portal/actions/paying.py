@@ -39,8 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql import ColumnElement
 
-from emails import outbox
-from portal import audit, clock, events, notices, payments, receipts
+from portal import audit, clock, events, payments, receipts
 from portal.actions import Actor, Invalid, NotFound
 from portal.config import settings
 from portal.db import rowcount
@@ -571,7 +570,7 @@ def _succeeded(db: Session, attempt: PaymentAttempt) -> None:
     db.flush()
     _audit(db, attempt, "payment.succeeded", "succeeded")
     events.payment_succeeded(db, attempt.bill_group, payment, _actor(attempt).event())
-    _receipt(db, attempt, payment)
+    receipts.queue(db, payment)
 
 
 def _failed(db: Session, attempt: PaymentAttempt, message: str) -> None:
@@ -583,14 +582,6 @@ def _failed(db: Session, attempt: PaymentAttempt, message: str) -> None:
     db.flush()
     _audit(db, attempt, "payment.failed", "failed")
     events.payment_failed(db, attempt.bill_group, payment, _actor(attempt).event())
-
-
-def _receipt(db: Session, attempt: PaymentAttempt, payment: Payment) -> None:
-    group = attempt.bill_group
-    to: list[str] = list(dict.fromkeys([attempt.created_by, *notices.recipients(group)]))
-    pdf = receipts.render_pdf(payment, locale=settings().LOCALE)  # once for everyone
-    for address in to:
-        outbox.queue(db, receipts.receipt_email(group, payment, address, pdf))
 
 
 def _actor(attempt: PaymentAttempt) -> Actor:

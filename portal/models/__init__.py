@@ -36,6 +36,7 @@ from portal.models.paying import (
     PaymentAttempt,
     PaymentAttemptLine,
     PaymentSource,
+    ReceiptDue,
     SandboxCharge,
 )
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
@@ -51,6 +52,7 @@ __all__ = [
     "PaymentAttempt",
     "PaymentAttemptLine",
     "PaymentSource",
+    "ReceiptDue",
     "SandboxCharge",
     "AccessRule",
     "Account",

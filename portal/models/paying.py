@@ -227,8 +227,22 @@ class GatewayEventSeen(IdMixin, Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class ReceiptDue(Base):
+    """A succeeded payment whose receipt email is still to be made: the worker renders the
+    PDF and queues the emails (portal.receipts.send_due), so the customer's confirm does
+    not wait for reportlab, and a receipt that cannot be rendered never undoes a charge."""
+
+    __tablename__ = "receipts_due"
+
+    payment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("payments.id", ondelete="CASCADE"), primary_key=True
+    )
+    queued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 __all__ = [
     "GatewayEventSeen",
+    "ReceiptDue",
     "SandboxCharge",
     "FINAL_STATES",
     "AttemptState",

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import db as portal_db
-from portal import payments
+from portal import payments, receipts
 from portal.actions import Actor, Invalid, NotFound, paying
 from portal.config import settings_of
 from portal.models import (
@@ -31,6 +31,7 @@ from portal.models import (
     PaymentAttempt,
     PaymentSource,
     PaymentStatus,
+    ReceiptDue,
     SandboxCharge,
     WebhookEvent,
 )
@@ -278,7 +279,15 @@ def test_a_confirm_charges_once_and_pays_the_invoices(app, db, world, smtp):
     audit = db.scalars(select(AuditEvent).where(AuditEvent.action == "payment.succeeded")).all()
     assert [(a.actor_type, a.actor) for a in audit] == [("customer", "ap@acme.com")]
     assert [e.type for e in db.scalars(select(WebhookEvent))] == ["payment.succeeded"]
-    assert db.scalar(select(func.count()).select_from(OutboxMessage)) == 1  # no billing contact
+    # The receipt is the worker's: marked in the charge's transaction, made once.
+    assert db.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+    assert db.scalars(select(ReceiptDue.payment_id)).all() == [payment.id]
+    with app.app_context():
+        assert receipts.send_due(db) == 1
+        assert receipts.send_due(db) == 0
+    [message] = db.scalars(select(OutboxMessage)).all()  # no billing contact
+    assert (message.kind, message.to_address) == ("payment_receipt", "ap@acme.com")
+    assert message.attachments and db.scalar(select(func.count(ReceiptDue.payment_id))) == 0
 
     # Again, from a reload or a back button: the first outcome, nothing more.
     again = confirm(app, world, key, amount)
