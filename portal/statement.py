@@ -26,10 +26,12 @@ from sqlalchemy.orm import Session
 from portal import csvexport
 from portal.models import (
     BillGroup,
+    CreditApplication,
     CreditNote,
     Invoice,
     InvoiceStatus,
     Payment,
+    PaymentApplication,
     PaymentStatus,
 )
 from portal.money import to_decimal
@@ -139,9 +141,43 @@ def opening_balance(db: Session, group: BillGroup, before: dt.date) -> int:
     return int(db.scalar(select(invoiced - paid - credited)) or 0)
 
 
-def aging(db: Session, group: BillGroup, at: dt.date) -> list[tuple[str, int]]:
-    """What the open invoices issued by `at` still owe, by days past due at `at`: one
-    statement (the buckets are due-date ranges, so no dialect's date arithmetic)."""
+def aging(
+    db: Session, group: BillGroup, at: dt.date, today: dt.date | None = None
+) -> list[tuple[str, int]]:
+    """What the invoices issued by `at` still owed at the end of `at`, by days past due
+    at `at`: one statement (the buckets are due-date ranges, so no dialect's date
+    arithmetic).
+
+    What an invoice owed then is what it owes now plus what was applied to it after
+    `at`: payments received and credit applied later are added back, so last quarter's
+    statement ages last quarter's debts, not today's. (An amount the billing system
+    marked paid on the invoice with no payment to date it is taken as paid by then.)
+    For a day on or after `today` that is today's balance, without the look-back."""
+    owed: Any = Invoice.balance_minor
+    billed: Any = Invoice.status == InvoiceStatus.OPEN
+    if today is None or at < today:
+        after = _start(at + dt.timedelta(days=1))
+        paid_after = (
+            select(func.coalesce(func.sum(PaymentApplication.amount_minor), 0))
+            .join(Payment, Payment.id == PaymentApplication.payment_id)
+            .where(
+                PaymentApplication.invoice_id == Invoice.id,
+                Payment.status.in_(RECEIVED),
+                Payment.received_at >= after,
+            )
+            .correlate(Invoice)
+            .scalar_subquery()
+        )
+        credited_after = (
+            select(func.coalesce(func.sum(CreditApplication.amount_minor), 0))
+            .where(
+                CreditApplication.invoice_id == Invoice.id, CreditApplication.applied_at >= after
+            )
+            .correlate(Invoice)
+            .scalar_subquery()
+        )
+        owed = Invoice.balance_minor + paid_after + credited_after
+        billed = Invoice.status.in_(BILLED)
     columns = []
     for _label, fewest, most in BUCKETS:
         conditions = []
@@ -149,11 +185,11 @@ def aging(db: Session, group: BillGroup, at: dt.date) -> list[tuple[str, int]]:
             conditions.append(Invoice.due_date <= at - dt.timedelta(days=fewest))
         if most is not None:
             conditions.append(Invoice.due_date >= at - dt.timedelta(days=most))
-        columns.append(func.coalesce(func.sum(Invoice.balance_minor).filter(and_(*conditions)), 0))
+        columns.append(func.coalesce(func.sum(owed).filter(and_(*conditions)), 0))
     row = db.execute(
         select(*columns).where(
             Invoice.bill_group_id == group.id,
-            Invoice.status == InvoiceStatus.OPEN,
+            billed,
             Invoice.issue_date <= at,
         )
     ).one()
@@ -238,8 +274,15 @@ def _notes(db: Session, group: BillGroup, start: dt.date, end: dt.date) -> Itera
         )
 
 
-def statement(db: Session, group: BillGroup, date_from: dt.date, date_to: dt.date) -> Statement:
-    """The statement for the days date_from to date_to, both included."""
+def statement(
+    db: Session,
+    group: BillGroup,
+    date_from: dt.date,
+    date_to: dt.date,
+    today: dt.date | None = None,
+) -> Statement:
+    """The statement for the days date_from to date_to, both included (`today`: the
+    portal's today, which spares the aging its look-back for a period that ends now)."""
     check_period(date_from, date_to)
     opening = opening_balance(db, group, date_from)
     balance = opening
@@ -265,7 +308,7 @@ def statement(db: Session, group: BillGroup, date_from: dt.date, date_to: dt.dat
         opening,
         lines,
         balance,
-        aging(db, group, date_to),
+        aging(db, group, date_to, today),
         charges,
         credits,
         group.currency,

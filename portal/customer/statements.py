@@ -52,7 +52,7 @@ def _query(period: tuple[dt.date, dt.date]) -> dict[str, str]:
 def statement_page(viewer: Viewer) -> tuple[str, int]:
     group = viewer.bill_group
     form, period = _period()
-    found = None if period is None else statement.statement(db.session(), group, *period)
+    found = None if period is None else statement.statement(db.session(), group, *period, today())
     return render_template(
         "portal/statement.html",
         group=group,
@@ -81,7 +81,7 @@ def _download(viewer: Viewer, extension: str) -> Response:
     _form, period = _period()
     if period is None:
         abort(400)
-    found = statement.statement(db.session(), viewer.bill_group, *period)
+    found = statement.statement(db.session(), viewer.bill_group, *period, today())
     if extension == "pdf":
         response = Response(statement_pdf.render(found, locale=settings().LOCALE))
         response.mimetype = "application/pdf"

@@ -12,7 +12,14 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from portal import statement as statements
-from portal.models import CreditNote, Invoice, InvoiceStatus, Payment, PaymentStatus
+from portal.models import (
+    CreditApplication,
+    CreditNote,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+)
 from tests.factories import (
     TODAY,
     add_payment,
@@ -112,6 +119,35 @@ def test_the_statement_adds_up(db, ledger):
     # The next period opens where this one closed.
     after = statements.statement(db, ledger, dt.date(2026, 12, 1), dt.date(2026, 12, 31))
     assert after.opening_minor == found.closing_minor and after.lines == []
+
+
+@pytest.mark.db
+def test_a_past_period_ages_what_was_owed_then(db, group):
+    """At 31 Oct, A (due 1 Oct) was owed in full and B (due 20 Oct) in part: paid and
+    credited in November, both are aged as they stood on 31 Oct; today they owe nothing.
+    What was paid before the day stays paid."""
+    a = make_invoice(db, group, issue_date=dt.date(2026, 9, 20), due_date=dt.date(2026, 10, 1))
+    b = make_invoice(db, group, issue_date=dt.date(2026, 10, 5), due_date=dt.date(2026, 10, 20))
+    add_payment(db, b, 2000, received_at=dt.datetime(2026, 10, 25, 12, tzinfo=dt.UTC))
+    add_payment(db, a, 12000, received_at=dt.datetime(2026, 11, 1, 0, tzinfo=dt.UTC))
+    note = make_credit_note(db, group, 10000)
+    db.add(
+        CreditApplication(
+            credit_note_id=note.id,
+            invoice_id=b.id,
+            amount_minor=10000,
+            applied_at=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+            applied_by="ap@acme.com",
+        )
+    )
+    b.amount_credited_minor = 10000
+    a.status = b.status = InvoiceStatus.PAID
+    db.commit()
+    october = dict(statements.aging(db, group, dt.date(2026, 10, 31), today=TODAY))
+    assert (october["1–30 days"], october["Current"]) == (12000 + 10000, 0)
+    assert sum(october.values()) == 22000
+    assert sum(dict(statements.aging(db, group, TODAY, today=TODAY)).values()) == 0
+    assert statements.aging(db, group, TODAY, today=TODAY) == statements.aging(db, group, TODAY)
 
 
 @pytest.mark.db
