@@ -162,11 +162,15 @@ def apply_credit(
         if existing is None:
             db.add(
                 PaymentApplication(
-                    payment_id=payment.id, invoice_id=invoice.id, amount_minor=amount_minor
+                    payment_id=payment.id,
+                    invoice_id=invoice.id,
+                    amount_minor=amount_minor,
+                    applied_by=actor.label,
                 )
             )
         else:
             existing.amount_minor += amount_minor
+            existing.applied_by = actor.label
         payment.updated_at = clock.now()  # its applications changed: in the feed again
         invoice.amount_paid_minor += amount_minor
     if invoice.balance_minor == 0:

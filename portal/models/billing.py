@@ -339,6 +339,9 @@ class PaymentApplication(IdMixin, Base):
         BigId, ForeignKey("invoices.id", ondelete="CASCADE"), nullable=False, index=True
     )
     amount_minor: Mapped[int] = mapped_column(Minor, nullable=False)
+    # Set when a customer (or staff) applied the payment as credit in the portal: such an
+    # application stays until the billing system reports one at least as large.
+    applied_by: Mapped[str | None] = mapped_column(String(254))
 
     payment: Mapped[Payment] = relationship(back_populates="applications")
     invoice: Mapped[Invoice] = relationship(back_populates="applications")

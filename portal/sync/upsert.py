@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from portal import payments
@@ -24,9 +24,12 @@ from portal.models import (
     Entity,
     Invoice,
     InvoiceLine,
+    InvoiceStatus,
     Payment,
     PaymentApplication,
     PaymentMethod,
+    PaymentSource,
+    PaymentStatus,
     Product,
     Subscription,
     SubscriptionItem,
@@ -383,10 +386,42 @@ def invoice(
         values["voided_at"] = dt.datetime.now(dt.UTC)
     elif body.status.value != "void":
         values["voided_at"] = None
+    if not created:
+        _keep_paid_in_portal(db, record, values)
     changed = _assign(record, values)
     if lines_changed and not changed and not created:
         _touch(record)
     return _finish(db, record, created, changed or lines_changed, batch)
+
+
+def _keep_paid_in_portal(db: Session, record: Invoice, values: dict[str, Any]) -> None:
+    """What was paid in the portal stays paid when the billing system has not heard yet.
+
+    A customer pays an invoice by card (or applies an unapplied payment to it) and the
+    billing system, before it has read the `payment.succeeded` webhook, sends the invoice
+    again with nothing paid: taken as sent, the invoice would be open again and could be
+    paid twice. So `amount_paid_minor` is never below what succeeded portal payments and
+    portal-applied credit put on the invoice (the billing system's figure, once it has
+    recorded them, includes them), and an invoice that leaves nothing to pay is PAID.
+    The billing system still voids an invoice, and a refund is its to apply."""
+    if values["status"] == InvoiceStatus.VOID:
+        return
+    paid_here = db.scalar(
+        select(func.coalesce(func.sum(PaymentApplication.amount_minor), 0))
+        .join(Payment, Payment.id == PaymentApplication.payment_id)
+        .where(
+            PaymentApplication.invoice_id == record.id,
+            Payment.status == PaymentStatus.SUCCEEDED,
+            or_(Payment.source == PaymentSource.PORTAL, PaymentApplication.applied_by.is_not(None)),
+        )
+    )
+    room = values["total_minor"] - record.amount_credited_minor
+    floor = min(int(paid_here or 0), room)
+    if values["amount_paid_minor"] >= floor:
+        return
+    values["amount_paid_minor"] = floor
+    if floor == room and values["status"] == InvoiceStatus.OPEN:
+        values["status"] = InvoiceStatus.PAID
 
 
 def payment(
@@ -420,20 +455,49 @@ def payment(
         if target.bill_group_id != group.id:
             raise SyncError("invalid", "That invoice belongs to another bill group.", field)
         wanted.append((target.id, application.amount_minor))
+    rows = _with_portal_applications(record, wanted, body.amount_minor)
     values = body.model_dump(exclude={"bill_group", "payment_method", "applications"})
     values |= {"bill_group_id": group.id, "payment_method_id": method_id}
     changed = _assign(record, values)
-    current = sorted((a.invoice_id, a.amount_minor) for a in record.applications)
-    if sorted(wanted) != current:
+    current = sorted((a.invoice_id, a.amount_minor, a.applied_by) for a in record.applications)
+    if rows != current:
         _replace(db, record.applications, created)
-        for invoice_id, amount in wanted:
+        for invoice_id, amount, applied_by in rows:
             record.applications.append(
-                PaymentApplication(invoice_id=invoice_id, amount_minor=amount)
+                PaymentApplication(
+                    invoice_id=invoice_id, amount_minor=amount, applied_by=applied_by
+                )
             )
         if not changed and not created:
             _touch(record)
         changed = True
     return _finish(db, record, created, changed, batch)
+
+
+def _with_portal_applications(
+    record: Payment, wanted: list[tuple[int, int]], amount_minor: int
+) -> list[tuple[int, int, str | None]]:
+    """The billing system's applications of a payment, and those a customer made in the
+    portal that it has not reported yet: a portal application stays until the billing
+    system sends one at least as large to the same invoice (otherwise the payment would
+    look unapplied again, and its credit could be applied twice). Refused when the two
+    together come to more than the payment."""
+    rows: dict[int, tuple[int, str | None]] = {}
+    for invoice_id, amount in wanted:
+        before = rows.get(invoice_id, (0, None))[0]
+        rows[invoice_id] = (before + amount, None)
+    for application in record.applications:
+        reported = rows.get(application.invoice_id, (0, None))[0]
+        if application.applied_by and application.amount_minor > reported:
+            rows[application.invoice_id] = (application.amount_minor, application.applied_by)
+    if sum(amount for amount, _by in rows.values()) > amount_minor:
+        raise SyncError(
+            "conflict",
+            "The applications come to more than the payment, counting what customers "
+            "applied in the portal (credit.applied webhooks).",
+            "applications",
+        )
+    return sorted((invoice_id, amount, by) for invoice_id, (amount, by) in rows.items())
 
 
 def payment_method(
