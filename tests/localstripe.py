@@ -13,7 +13,17 @@ differences from its `localstripe --port N` command, each for a reason:
   idempotency_error. So the test of "same key twice, one PaymentIntent" checks that
   the gateway sends the key, against Stripe's documented behaviour;
 - a PaymentIntent accepts `return_url` and `description`, which Stripe accepts and
-  localstripe refuses as unexpected; they are kept on the object.
+  localstripe refuses as unexpected; they are kept on the object;
+- a PaymentIntent confirmed with a `return_url` (as the gateway confirms, on the
+  server, without `use_stripe_sdk`) whose card asks for 3-D Secure answers, as Stripe
+  does, `next_action: {type: "redirect_to_url", redirect_to_url: {url, return_url}}`
+  (localstripe answers `use_stripe_sdk`, which only Stripe.js in the page can act on).
+  The url is a stand-in for Stripe's hosted test page (hooks.stripe.com), served here
+  at /hooks.stripe.com/3d_secure/<id> (beside localstripe's /js.stripe.com/v3/): two
+  buttons, "Complete authentication" and "Fail authentication", that authenticate the
+  PaymentIntent with localstripe's own `_authenticate` and send the browser to the
+  return_url with `payment_intent`, `payment_intent_client_secret` and
+  `redirect_status` (succeeded or failed), the query Stripe adds.
 
 It is a test helper, not the portal's code: nothing under portal/ imports it.
 """
@@ -156,6 +166,30 @@ def _serve(port: int) -> None:  # pragma: no cover - runs in the subprocess
 
     resources.PaymentIntent.__init__ = intent_init  # type: ignore[method-assign]
 
+    base = f"http://127.0.0.1:{port}"
+    original_confirm = resources.PaymentIntent._confirm
+
+    def intent_confirm(self: Any, on_failure_now: Any) -> None:
+        original_confirm(self, on_failure_now)
+        if self.next_action and self.return_url:
+            self.next_action = {
+                "type": "redirect_to_url",
+                "redirect_to_url": {
+                    "url": f"{base}{THREE_D_SECURE_PATH}{self.id}",
+                    "return_url": self.return_url,
+                },
+            }
+
+    resources.PaymentIntent._confirm = intent_confirm  # type: ignore[method-assign]
+
+    @web.middleware
+    async def three_d_secure(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith(THREE_D_SECURE_PATH):
+            return await handler(request)
+        return await _three_d_secure_page(request, resources)
+
+    server.app.middlewares.insert(0, three_d_secure)
+
     seen: dict[str, tuple[str, bytes, int, bytes]] = {}
 
     @web.middleware
@@ -188,6 +222,58 @@ def _serve(port: int) -> None:  # pragma: no cover - runs in the subprocess
 
     server.app.middlewares.insert(0, idempotency)
     web.run_app(server.app, host="127.0.0.1", port=port, print=None)
+
+
+THREE_D_SECURE_PATH = "/hooks.stripe.com/3d_secure/"
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>3D Secure test page</title></head>
+<body><main><h1>3D Secure test page</h1>
+<p>localstripe's stand-in for Stripe's test authentication page: {amount} {currency}.</p>
+<form method="post">
+<button type="submit" name="outcome" value="complete">Complete authentication</button>
+<button type="submit" name="outcome" value="fail">Fail authentication</button>
+</form></main></body></html>
+"""
+
+
+async def _three_d_secure_page(request: Any, resources: Any) -> Any:  # pragma: no cover
+    """GET: the page; POST: authenticate (or fail) the PaymentIntent, then back to its
+    return_url as Stripe sends the browser back (a 303 with Stripe's query)."""
+    from urllib.parse import urlencode
+
+    from aiohttp import web
+    from localstripe.errors import UserError
+
+    intent_id = request.path.removeprefix(THREE_D_SECURE_PATH)
+    try:
+        intent = resources.PaymentIntent._api_retrieve(intent_id)
+    except UserError:
+        return web.Response(status=404, text="No such PaymentIntent")
+    if intent.status != "requires_action" or not intent.return_url:
+        return web.Response(status=400, text="This PaymentIntent needs no authentication")
+    if request.method == "GET":
+        page = _PAGE.format(amount=intent.amount, currency=intent.currency.upper())
+        return web.Response(text=page, content_type="text/html")
+    if request.method != "POST":
+        return web.Response(status=405)
+    outcome = (await request.post()).get("outcome")
+    if outcome not in ("complete", "fail"):
+        return web.Response(status=400, text="Choose an outcome")
+    try:
+        resources.PaymentIntent._api_authenticate(
+            intent.id, client_secret=intent.client_secret, success=outcome == "complete"
+        )
+    except UserError:
+        pass  # authenticated, then declined: the PaymentIntent says so (status, error)
+    query = urlencode(
+        {
+            "payment_intent": intent.id,
+            "payment_intent_client_secret": intent.client_secret,
+            "redirect_status": "succeeded" if intent.status == "succeeded" else "failed",
+        }
+    )
+    separator = "&" if "?" in intent.return_url else "?"
+    raise web.HTTPSeeOther(f"{intent.return_url}{separator}{query}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,9 @@ import hmac
 import json
 import secrets
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 from portal.gateways.stripe import StripeGateway
@@ -143,3 +146,27 @@ def intent_object(
     }
     obj.update(over)
     return obj
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 303 itself is the answer under test
+
+
+def press_3ds(url: str, outcome: str) -> tuple[int, str]:
+    """A browser on the 3-D Secure page (tests/localstripe.py's stand-in for Stripe's):
+    the page, then one of its two buttons ("complete" or "fail"); the status and the
+    Location it answers. HTTPError when the page refuses."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    with direct.open(url, timeout=10) as page:
+        assert page.status == 200
+        assert f'value="{outcome}"' in page.read().decode()
+    body = urllib.parse.urlencode({"outcome": outcome}).encode()
+    try:
+        direct.open(urllib.request.Request(url, data=body, method="POST"), timeout=10)
+    except urllib.error.HTTPError as answer:
+        with answer:
+            if answer.code == 303:
+                return answer.code, answer.headers["Location"]
+            raise
+    raise AssertionError("the page did not send the browser back")

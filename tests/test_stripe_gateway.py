@@ -9,6 +9,8 @@ import http.server
 import socket
 import threading
 import time
+import urllib.error
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +41,7 @@ from tests.stripe_helpers import (
     event_body,
     gateway,
     intent_object,
+    press_3ds,
     saved_card,
     sign,
 )
@@ -181,7 +184,8 @@ def test_3d_secure_requires_action_then_succeeds(localstripe: LocalStripe) -> No
     charge = gw.charge(ask(token, customer))
     assert charge.status == ChargeStatus.REQUIRES_ACTION
     assert charge.client_secret and charge.client_secret.startswith(charge.reference + "_secret_")
-    assert charge.action_url is None  # localstripe answers use_stripe_sdk, not a redirect
+    # Confirmed on the server with a return_url: Stripe's redirect (the launcher's page).
+    assert charge.action_url == f"{localstripe.url}/hooks.stripe.com/3d_secure/{charge.reference}"
     assert gw.retrieve(charge.reference).status == ChargeStatus.REQUIRES_ACTION
     authenticate(localstripe, charge.reference, charge.client_secret, success=True)
     done = gw.retrieve(charge.reference)
@@ -197,6 +201,51 @@ def test_3d_secure_failed_is_declined(localstripe: LocalStripe) -> None:
     assert done.status == ChargeStatus.DECLINED
     assert done.failure_message == "The provided PaymentMethod has failed authentication."
     assert done.failure_code == "payment_intent_authentication_failure"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "redirect_status"),
+    [("complete", ChargeStatus.SUCCEEDED, "succeeded"), ("fail", ChargeStatus.DECLINED, "failed")],
+)
+def test_the_3d_secure_page_authenticates_and_sends_the_browser_back(
+    localstripe: LocalStripe, outcome: str, status: ChargeStatus, redirect_status: str
+) -> None:
+    gw, customer, token = saved_card(localstripe, THREE_D_SECURE)
+    request = ask(token, customer, return_url="https://portal.example.test/p/bg/back?x=1")
+    charge = gw.charge(request)
+    assert charge.action_url and charge.client_secret
+    code, location = press_3ds(charge.action_url, outcome)
+    assert code == 303
+    back, _, query = location.partition("?x=1&")
+    assert back == "https://portal.example.test/p/bg/back"
+    assert urllib.parse.parse_qs(query) == {
+        "payment_intent": [charge.reference],
+        "payment_intent_client_secret": [charge.client_secret],
+        "redirect_status": [redirect_status],
+    }
+    assert gw.retrieve(charge.reference).status == status
+    # Done: the page refuses a second press, and the PaymentIntent stays as it is.
+    with pytest.raises(urllib.error.HTTPError) as again:
+        press_3ds(charge.action_url, "complete")
+    with again.value:
+        assert again.value.code == 400
+    assert gw.retrieve(charge.reference).status == status
+
+
+def test_without_a_return_url_3d_secure_stays_with_stripe_js(localstripe: LocalStripe) -> None:
+    """The redirect is for a PaymentIntent confirmed with a return_url, as Stripe's."""
+    gw, customer, token = saved_card(localstripe, THREE_D_SECURE)
+    intent = gw._client.v1.payment_intents.create(
+        params={
+            "amount": 500,
+            "currency": "gbp",
+            "customer": customer,
+            "payment_method": token,
+            "confirm": True,
+        }
+    )
+    assert intent.status == "requires_action"
+    assert intent.next_action is not None and intent.next_action.type == "use_stripe_sdk"
 
 
 def test_a_redirect_next_action_becomes_the_action_url() -> None:

@@ -216,10 +216,22 @@ def pay_confirm(viewer: Viewer) -> BaseResponse:
             return redirect(portal_url("pay_review", key=attempt.key), code=303)
         return redirect(portal_url("pay_form", **_again_args(attempt)), code=303)
     if attempt.state == AttemptState.REQUIRES_ACTION:
+        # A form's POST may be redirected within the portal only (CSP form-action 'self'
+        # applies to the redirect too): the sandbox's step, ours, at once; a gateway's
+        # own page (Stripe's 3-D Secure) is the outcome page's "Continue" link.
         action = _action_url(found, attempt)
-        if action:
+        if action and _ours(action):
             return redirect(action, code=303)
     return redirect(portal_url("pay_outcome", attempt_id=attempt.id), code=303)
+
+
+def _ours(url: str) -> bool:
+    """A path on this portal (the sandbox's page), not an address elsewhere."""
+    return url.startswith("/") and not url.startswith(("//", "/\\"))
+
+
+def _web(url: str | None) -> bool:
+    return url is not None and url.startswith(("https://", "http://"))
 
 
 def _again_args(attempt: PaymentAttempt) -> dict[str, list[int]]:
@@ -227,15 +239,17 @@ def _again_args(attempt: PaymentAttempt) -> dict[str, list[int]]:
 
 
 def _action_url(found: payments.Gateway, attempt: PaymentAttempt) -> str | None:
-    """Where the browser goes for the 3-D Secure step, told to come back to us."""
+    """Where the browser goes for the 3-D Secure step. The sandbox's page, ours, is
+    told where to come back to; a gateway's own page (Stripe's) is used as the gateway
+    gave it: it sends the browser to the return_url the charge was made with."""
     if not attempt.gateway_reference:
         return None
     try:
         answer = found.retrieve(attempt.gateway_reference)
     except payments.GatewayError:
         return None
-    if answer.action_url is None:
-        return None
+    if answer.action_url is None or not _ours(answer.action_url):
+        return answer.action_url if _web(answer.action_url) else None
     back = url_for(
         "customer.pay_return", public_id=attempt.bill_group.public_id, attempt_id=attempt.id
     )
