@@ -308,7 +308,8 @@ def add_return_origin(db: Session, actor: Actor, entity: Entity, raw: str) -> Re
     query or fragment is refused, so nobody thinks they allowed just one page."""
     text = raw.strip()
     origin = canonical_origin(text)
-    if text.rstrip("/") != origin and urlsplit(text)._replace(path="").geturl() != origin:
+    parts = urlsplit(text)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or text[-1] in "?#":
         raise Invalid(
             f"Enter just the origin, like {origin}: scheme, host and port, no path.", "origin"
         )
