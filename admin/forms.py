@@ -236,6 +236,8 @@ AUDIT_ACTIONS = {
     "api_key.": "API keys",
     "webhook_endpoint.": "Webhook endpoints",
     "webhook_delivery.": "Webhook resends",
+    "portal_session.": "Portal sessions made through the API",
+    "return_origin.": "Return origins",
 }
 
 
