@@ -9,6 +9,7 @@ from sqlalchemy import select
 from portal.actions import portal_sessions
 from portal.models import ReturnOrigin, StaffRole
 from tests.admin.conftest import post_form
+from tests.conftest import csrf_token
 from tests.factories import make_entity
 from tests.portal.pages_helpers import audit_rows
 
@@ -89,16 +90,16 @@ def test_a_duplicate_is_refused(app, db, staff_client, entity):
 
 @pytest.mark.parametrize("role", [StaffRole.ACCOUNT_MANAGER, StaffRole.VIEWER])
 def test_only_admins(app, db, staff_client, entity, role):
-    admin = staff_client(StaffRole.ADMIN)
-    token_page = admin.get(PAGE)
-    assert token_page.status_code == 200
     other = staff_client(role)
     assert other.get(PAGE).status_code == 403
-    from tests.conftest import csrf_token
-
-    csrf = csrf_token(other.get("/admin/").text) if other.get("/admin/").status_code == 200 else ""
-    forged = other.post(
-        PAGE, data={"csrf_token": csrf, "entity_id": entity.id, "origin": "https://x.example"}
-    )
-    assert forged.status_code == 403
+    # A forged POST with a valid CSRF token of the member's own session.
+    home = other.get("/admin/")
+    assert home.status_code == 200
+    data = {"csrf_token": csrf_token(home.text), "entity_id": entity.id}
+    assert other.post(PAGE, data=data | {"origin": "https://x.example"}).status_code == 403
     assert origins(db) == []
+    admin = staff_client(StaffRole.ADMIN)
+    post_form(admin, PAGE, entity_id=entity.id, origin="https://x.example")
+    [row] = db.scalars(select(ReturnOrigin)).all()
+    assert other.post(f"{PAGE}/{row.id}/remove", data=data).status_code == 403
+    assert origins(db) == [(entity.id, "https://x.example")]
