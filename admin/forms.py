@@ -236,6 +236,8 @@ AUDIT_ACTIONS = {
     "api_key.": "API keys",
     "webhook_endpoint.": "Webhook endpoints",
     "webhook_delivery.": "Webhook resends",
+    "portal_session.": "Portal sessions made through the API",
+    "return_origin.": "Return origins",
 }
 
 
@@ -313,8 +315,27 @@ class ApiKeyForm(FlaskForm):
         "Scopes",
         choices=[SelectChoice(scope, scope) for scope in apikeys.SCOPES],
         default=["read"],
-        validators=[_at_least_one("Choose at least one scope: read, write or both.")],
+        validators=[_at_least_one("Choose at least one scope: read, write or sessions.")],
     )
+
+
+class ReturnOriginForm(FlaskForm):
+    """An origin of the seller's own app that portal sessions may name as return_url."""
+
+    entity_id = SelectField("Seller (entity)", coerce=_optional_int, validate_choice=False)
+    origin = text(
+        "Origin",
+        InputRequired("Enter the origin, like https://app.example.com."),
+        Length(max=300, message="That is too long to be an origin."),
+        filters=[_strip],
+        type="url",
+        spellcheck="false",
+        autocomplete="off",
+    )
+
+    def validate_entity_id(self, field: SelectField) -> None:
+        if field.data not in {choice.value for choice in field.choices}:
+            raise ValidationError("Choose a seller.")
 
 
 class WebhookEndpointForm(FlaskForm):

@@ -19,17 +19,26 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
+from wtforms import SelectChoice
 
-from admin.forms import ApiKeyForm, WebhookEndpointEditForm, WebhookEndpointForm
+from admin.forms import (
+    ApiKeyForm,
+    ReturnOriginForm,
+    WebhookEndpointEditForm,
+    WebhookEndpointForm,
+)
 from admin.guard import NAV, acting_staff, bp, staff_required
 from admin.lookup import get_or_404, one_or_404
 from portal import apikeys, audit, db, paging, webhooks
+from portal.actions import ActionError, portal_sessions
 from portal.config import settings
 from portal.db import rowcount
 from portal.forms import ButtonForm
 from portal.models import (
     ApiKey,
     DeliveryStatus,
+    Entity,
+    ReturnOrigin,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -40,6 +49,7 @@ PER_PAGE = 50
 
 NAV.append(("admin.api_keys", "API keys", PERMISSION))
 NAV.append(("admin.webhooks_list", "Webhooks", PERMISSION))
+NAV.append(("admin.return_origins", "Return origins", PERMISSION))
 
 
 def _when(moment: dt.datetime) -> str:
@@ -389,3 +399,75 @@ def resend_webhook_delivery(endpoint_id: int, delivery_id: int) -> Response:
     database.commit()
     flash(f"{event.type} {event.public_id} queued; the worker sends it within seconds.")
     return back
+
+
+# --- return origins of portal sessions ----------------------------------------------
+
+
+def _origin_form(**kwargs: Any) -> ReturnOriginForm:
+    form = ReturnOriginForm(**kwargs)
+    entities = db.session().scalars(select(Entity).order_by(Entity.name, Entity.id))
+    form.entity_id.choices = [
+        SelectChoice("", "Choose a seller"),
+        *(SelectChoice(e.id, e.name) for e in entities),
+    ]
+    return form
+
+
+def _origins_page(form: ReturnOriginForm, status: int = 200) -> tuple[str, int]:
+    origins = db.session().scalars(
+        select(ReturnOrigin)
+        .options(joinedload(ReturnOrigin.entity))
+        .order_by(ReturnOrigin.entity_id, ReturnOrigin.origin)
+    )
+    return render_template(
+        "admin/return_origins.html",
+        origins=list(origins),
+        form=form,
+        button=ButtonForm(formdata=None),
+        when=_when,
+    ), status
+
+
+@bp.get("/return-origins")
+@staff_required(PERMISSION)
+def return_origins() -> tuple[str, int]:
+    return _origins_page(_origin_form(formdata=None))
+
+
+@bp.post("/return-origins")
+@staff_required(PERMISSION)
+def add_return_origin() -> Response | tuple[str, int]:
+    form = _origin_form()
+    if not form.validate_on_submit():
+        return _origins_page(form, 400)
+    database = db.session()
+    entity = get_or_404(Entity, form.entity_id.data)
+    try:
+        row = portal_sessions.add_return_origin(
+            database, acting_staff(), entity, form.origin.data or ""
+        )
+    except ActionError as exc:
+        database.rollback()
+        form.origin.errors = [exc.message]
+        return _origins_page(form, exc.status if exc.status != 422 else 400)
+    database.commit()
+    flash(f"Portal sessions of {entity.name} may now return to {row.origin}.")
+    return redirect(url_for("admin.return_origins"), code=303)
+
+
+@bp.post("/return-origins/<int:origin_id>/remove")
+@staff_required(PERMISSION)
+def remove_return_origin(origin_id: int) -> Response:
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    database = db.session()
+    try:
+        row = portal_sessions.remove_return_origin(database, acting_staff(), origin_id)
+    except ActionError as exc:
+        database.rollback()
+        flash(exc.message)
+        return redirect(url_for("admin.return_origins"), code=303)
+    database.commit()
+    flash(f"Removed {row.origin}: links made before lose their Back link, new ones are refused.")
+    return redirect(url_for("admin.return_origins"), code=303)

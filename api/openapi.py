@@ -210,6 +210,11 @@ class PortalLink(Out):
     contract_active: bool
 
 
+class PortalSession(Out):
+    url: str
+    expires_at: dt.datetime
+
+
 class ErrorItem(Out):
     field: str | None
     message: str
@@ -250,12 +255,14 @@ OUTPUTS: list[type[Out]] = [
     Contact,
     AccessRule,
     PortalLink,
+    PortalSession,
     Error,
 ]
 INPUTS: list[type[BaseModel]] = [
     *schemas.UPSERT_BODIES.values(),
     schemas.ContactIn,
     schemas.AccessRuleIn,
+    schemas.PortalSessionIn,
 ]
 
 
@@ -597,6 +604,27 @@ def _paths() -> dict[str, Any]:
             {"204": {"description": "Removed"}, **_errors(404, *READ_ERRORS)},
             parameters=[EXTERNAL_ID, rule_id],
             tag="access-rules",
+        )
+    }
+    paths["/portal-sessions"] = {
+        "post": _operation(
+            "createPortalSession",
+            "A one-time link that signs your customer in to a bill group's portal",
+            "sessions",
+            {
+                "201": {
+                    "description": (
+                        "Made: send the customer's browser to `url` within five minutes "
+                        "(it works once). 422 when no access rule admits the address (the "
+                        "message says why), the path is not a page of that portal, or the "
+                        "return_url's origin is not allowed."
+                    ),
+                    **_json(_ref("PortalSession")),
+                },
+                **_errors(*READ_ERRORS, 422),
+            },
+            request="PortalSessionIn",
+            tag="portal-sessions",
         )
     }
     return paths

@@ -297,6 +297,19 @@ def may_access(bill_group: BillGroup, email: str, today: dt.date) -> AccessRule 
     return admitting_rule(bill_group.access_rules, email)
 
 
+def refusal(bill_group: BillGroup, email: str, today: dt.date) -> str | None:
+    """Why `may_access` says no for this canonical address today, in words for whoever
+    asked on the customer's behalf (the seller's app); None if it says yes. Never shown
+    to the customer, to whom every refusal looks the same."""
+    if not bill_group.portal_enabled:
+        return "The portal of this bill group is switched off."
+    if not bill_group.has_active_contract(today):
+        return "This bill group's contract is not active today."
+    if admitting_rule(bill_group.access_rules, email) is None:
+        return f"No access rule of this bill group admits {email}."
+    return None
+
+
 def check_new_rule(spec: RuleSpec, existing: Sequence[AccessRule]) -> list[AccessRule]:
     """Raise if the new rule duplicates or is covered by an existing one; return the
     address rules that the new domain rule would make redundant."""

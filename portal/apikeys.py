@@ -15,7 +15,7 @@ from portal.models import ApiKey
 from portal.signin import sha256
 
 PREFIX = "bp_"
-SCOPES = ("read", "write")
+SCOPES = ("read", "write", "sessions")
 _SHAPE = re.compile(r"^bp_[A-Za-z0-9_-]{43}$")
 # last_used_at is written at most this often, not on every request.
 TOUCH_EVERY = dt.timedelta(seconds=60)

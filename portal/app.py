@@ -48,6 +48,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         pages,
         paying,
         payment_methods,
+        portal_sessions,
         public,
         signin,
         statements,
@@ -60,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
     app.register_blueprint(contact_confirmation.bp)
+    app.register_blueprint(portal_sessions.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.
     app.register_blueprint(viewer.bp, name=viewer.PREVIEW, url_prefix=viewer.PREVIEW_PREFIX)

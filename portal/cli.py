@@ -129,11 +129,14 @@ def create_staff(email: str, role: str, name: str | None, password_stdin: bool) 
 @click.option(
     "--scope",
     "scopes",
-    type=click.Choice(["read", "write"]),
+    type=click.Choice(["read", "write", "sessions"]),  # portal.apikeys.SCOPES
     multiple=True,
     default=("read", "write"),
     show_default=True,
-    help="Repeat for both; a read-only key cannot change anything.",
+    help=(
+        "Repeat for more than one; a read-only key cannot change anything, and only a "
+        "sessions key makes portal sessions (sign-in links for the seller's app)."
+    ),
 )
 def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key for the billing system and print it once (it is stored only as

@@ -121,6 +121,8 @@ class Settings:
     # API: requests per key, and wrong keys per client IP (over either: 429).
     API_LIMIT_PER_KEY: RateLimit = "1200 per minute"
     API_AUTH_FAILURE_LIMIT: RateLimit = "20 per 15 minutes; 100 per day"
+    # Portal sessions (one-time sign-in links) one API key may make; over it, 429.
+    API_PORTAL_SESSION_LIMIT_PER_KEY: RateLimit = "60 per minute; 2000 per day"
     # Webhooks: seconds per attempt, attempts before a delivery is marked failed, and
     # whether endpoints may resolve to private addresses (empty: only in local dev).
     WEBHOOK_TIMEOUT: int = 5

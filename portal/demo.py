@@ -39,6 +39,7 @@ from portal.models import (
     PaymentMethodType,
     PaymentStatus,
     Product,
+    ReturnOrigin,
     RuleKind,
     StaffRole,
     StaffUser,
@@ -48,6 +49,7 @@ from portal.models import (
 )
 
 DEMO_ENTITY = "demo-northwind"
+DEMO_APP_ORIGIN = "http://localhost:3000"
 STAFF_EMAIL = "admin@northwind-cloud.com"
 BRAND = "#0f766e"
 
@@ -258,6 +260,8 @@ def load(session: Session, today: dt.date | None = None) -> bool:
             _credit_note(session, group, plan, today)
         for value, subdomains in plan.rules:
             add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
+    # The seller's app of the README's portal-session example, on the developer's machine.
+    session.add(ReturnOrigin(entity=entity, origin=DEMO_APP_ORIGIN, created_by="demo"))
     staff = StaffUser(email=STAFF_EMAIL, name="Demo Admin", role=StaffRole.ADMIN)
     staff.set_password(secrets.token_urlsafe(24))  # replaced by new_staff_password
     session.add(staff)

@@ -8,7 +8,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-TOKEN_IN_PATH = re.compile(r"(/verify/)[^/?#\s\"]+")
+# The emailed sign-in link's token, and a portal session's (/p/<id>/session/<token>).
+TOKEN_IN_PATH = re.compile(r"(/verify/|/session/)[^/?#\s\"]+")
 
 
 def redact(text: str) -> str:
@@ -16,7 +17,7 @@ def redact(text: str) -> str:
 
 
 class RedactTokens(logging.Filter):
-    """Rewrites a record's message so no /verify/<token> survives."""
+    """Rewrites a record's message so no /verify/<token> or /session/<token> survives."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -396,14 +396,15 @@ def check_code(db: Session, bill_group: BillGroup, nonce: str | None, raw: str) 
     return None
 
 
-def retire_others(db: Session, challenge: SignInChallenge) -> None:
-    """After a sign-in, the other open links and codes for that address stop working."""
+def retire_open(db: Session, bill_group_id: int, email: str, *, except_id: int | None) -> None:
+    """After a sign-in, the open links and codes for that address and bill group stop
+    working, but `except_id` (the challenge just spent)."""
     db.execute(
         update(SignInChallenge)
         .where(
-            SignInChallenge.bill_group_id == challenge.bill_group_id,
-            SignInChallenge.email == challenge.email,
-            SignInChallenge.id != challenge.id,
+            SignInChallenge.bill_group_id == bill_group_id,
+            SignInChallenge.email == email,
+            SignInChallenge.id != (except_id if except_id is not None else -1),
             SignInChallenge.spent_at.is_(None),
             SignInChallenge.retired_at.is_(None),
         )

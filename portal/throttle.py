@@ -72,6 +72,7 @@ BUDGETS = {
     "staff-reauth": "STAFF_REAUTH_LIMIT_PER_USER",
     "api-auth-failures": "API_AUTH_FAILURE_LIMIT",
     "api-key": "API_LIMIT_PER_KEY",
+    "api-portal-sessions": "API_PORTAL_SESSION_LIMIT_PER_KEY",
     "gateway-webhook-failures": "GATEWAY_WEBHOOK_FAILURE_LIMIT",
 }
 

@@ -59,14 +59,43 @@ def complete_sign_in(
         raise SignInRefused("link_not_usable")
     if may_access(group, challenge.email, today()) is None:
         raise SignInRefused("access_revoked", challenge.email)
+    return start_session(
+        db, group, challenge.email, challenge.next_path, replacing=replacing, spent=challenge.id
+    )
+
+
+def start_session(
+    db: Session,
+    group: BillGroup,
+    email: str,
+    next_path: str | None,
+    *,
+    replacing: CustomerSession | None,
+    spent: int | None = None,
+    return_url: str | None = None,
+    audit_detail: str | None = None,
+) -> SignedIn:
+    """The part of a sign-in that follows proof of the address, for every way in (an
+    emailed link or code, a portal session the seller's app made): end the browser's old
+    session, retire the open links for the address (but `spent`, the challenge just
+    used), create the session row, audit and queue `portal.signed_in`. The caller has
+    checked the rules."""
     if replacing is not None:
         sessions.revoke(db, replacing, "replaced")
-    signin.retire_others(db, challenge)
-    sid, row = sessions.create(db, group, challenge.email)
-    actor = Actor.customer(challenge.email)
-    audit.record(db, "signin.complete", "signed_in", bill_group_id=group.id, **actor.audit())
-    events.signed_in(db, group, challenge.email)
-    return SignedIn(sid, row, challenge.email, challenge.next_path)
+    signin.retire_open(db, group.id, email, except_id=spent)
+    sid, row = sessions.create(db, group, email)
+    row.return_url = return_url
+    actor = Actor.customer(email)
+    audit.record(
+        db,
+        "signin.complete",
+        "signed_in",
+        bill_group_id=group.id,
+        detail=audit_detail,
+        **actor.audit(),
+    )
+    events.signed_in(db, group, email)
+    return SignedIn(sid, row, email, next_path)
 
 
 def record_refusal(db: Session, group: BillGroup, refused: SignInRefused) -> None:

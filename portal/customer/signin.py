@@ -6,6 +6,7 @@ whether or not an address has access.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -26,11 +27,11 @@ from werkzeug.wrappers import Response as BaseResponse
 from portal import clock, db, devices, sessions, signin, throttle
 from portal.access import AccessError, canonical_email
 from portal.actions import signin as signin_actions
-from portal.actions.signin import SignInRefused
+from portal.actions.signin import SignedIn, SignInRefused
 from portal.clock import today
 from portal.customer.forms import CodeForm, EmailForm
 from portal.forms import ButtonForm
-from portal.models import BillGroup, SignInChallenge
+from portal.models import BillGroup, CustomerSession, SignInChallenge
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
 
@@ -161,7 +162,7 @@ def confirm_post(public_id: str) -> BaseResponse:
         db.session().rollback()
         challenge = db.session().get(SignInChallenge, challenge_id)
         actor = challenge.email if challenge and challenge.bill_group_id == group.id else None
-        return _refuse(group, SignInRefused("link_not_usable", actor))
+        return refuse(group, SignInRefused("link_not_usable", actor))
     return _complete(group, challenge_id)
 
 
@@ -229,7 +230,7 @@ def _session_challenge(group: BillGroup, key: str) -> SignInChallenge | None:
     return challenge
 
 
-def _refuse(group: BillGroup, refused: SignInRefused) -> BaseResponse:
+def refuse(group: BillGroup, refused: SignInRefused) -> BaseResponse:
     """Record the refusal (and keep the challenge spent), then the one neutral page."""
     signin_actions.record_refusal(db.session(), group, refused)
     db.session().commit()
@@ -237,15 +238,26 @@ def _refuse(group: BillGroup, refused: SignInRefused) -> BaseResponse:
 
 
 def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
-    """The challenge is spent (uncommitted): the action signs in; this commits it, then
-    gives the browser a fresh cookie session, remembers the device and redirects."""
+    """The challenge is spent (uncommitted): sign in with it."""
+    return finish_sign_in(
+        group,
+        lambda replacing: signin_actions.complete_sign_in(
+            db.session(), group, challenge_id, replacing=replacing
+        ),
+    )
+
+
+def finish_sign_in(
+    group: BillGroup, sign_in: Callable[[CustomerSession | None], SignedIn]
+) -> BaseResponse:
+    """A secret is spent (uncommitted): `sign_in` (an action, given the browser's current
+    session to end) signs in; this commits it, then gives the browser a fresh cookie
+    session, remembers the device and redirects. Every way in ends here."""
     previous = sessions.current_customer()
     try:
-        signed_in = signin_actions.complete_sign_in(
-            db.session(), group, challenge_id, replacing=previous.row if previous else None
-        )
+        signed_in = sign_in(previous.row if previous else None)
     except SignInRefused as refused:
-        return _refuse(group, refused)
+        return refuse(group, refused)
     db.session().commit()
     # A new session: nothing from before sign-in survives, apart from a new nonce.
     logout_user()

@@ -42,6 +42,8 @@ class Viewer:
     preview: bool = False
     # Preview only: why customers cannot reach this portal today, if they cannot.
     unavailable_because: str | None = None
+    # A session the seller's app made: its page, for the header's "Back to <seller>".
+    return_url: str | None = None
 
     @property
     def can_write(self) -> bool:
@@ -80,7 +82,11 @@ def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
                 return redirect(url_for("signin.start", public_id=public_id, next=request.path))
             # Loading the session re-checked the address against this group's rules and
             # availability, with the group, its seller and rules in the same statement.
-            viewer = Viewer(bill_group=customer.bill_group, email=customer.email)
+            viewer = Viewer(
+                bill_group=customer.bill_group,
+                email=customer.email,
+                return_url=customer.row.return_url,
+            )
         if request.method not in ("GET", "HEAD") and not viewer.can_write:
             abort(403)
         g.viewer = viewer

@@ -40,6 +40,7 @@ from portal.models.paying import (
     SandboxCharge,
 )
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
+from portal.models.portal_session import PortalSessionToken, ReturnOrigin
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 
@@ -80,7 +81,9 @@ __all__ = [
     "PaymentMethod",
     "PaymentMethodType",
     "PaymentStatus",
+    "PortalSessionToken",
     "Product",
+    "ReturnOrigin",
     "RuleKind",
     "SignInChallenge",
     "PERMISSIONS",

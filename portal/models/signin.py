@@ -79,6 +79,9 @@ class CustomerSession(IdMixin, SessionMixin, Base):
     )
     email: Mapped[str] = mapped_column(String(254), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Signed in through a portal session the seller's app made: its page for the header's
+    # "Back to <seller>" link (of an origin staff allowed), for this session only.
+    return_url: Mapped[str | None] = mapped_column(String(2000))
 
     bill_group: Mapped[BillGroup] = relationship()
 

@@ -684,6 +684,45 @@ class AccessRuleIn(Body):
     )
 
 
+class PortalSessionIn(Body):
+    """What the seller's app sends to sign its customer in to the portal
+    (POST /api/v1/portal-sessions); portal.actions.portal_sessions checks the rest."""
+
+    bill_group: ExternalId
+    email: Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=320,
+            description="The customer's address; an access rule of the bill group must admit it.",
+            examples=["ap@acme.com"],
+        ),
+    ]
+    path: Annotated[
+        StrictStr | None,
+        Field(
+            max_length=400,
+            description=(
+                "The portal page to land on, a path of the bill group's portal: /overview "
+                "(the default), /invoices, /invoices/<invoice external id or number>, "
+                "/subscriptions, /payment-methods, /payments, /billing-details, /contacts."
+            ),
+            examples=["/invoices/INV-1"],
+        ),
+    ] = None
+    return_url: Annotated[
+        StrictStr | None,
+        Field(
+            max_length=2000,
+            description=(
+                'Your page for the portal header\'s "Back to <seller>" link; its origin must '
+                "be one an admin allowed for the seller (staff pages, Return origins)."
+            ),
+            examples=["https://app.example.com/account"],
+        ),
+    ] = None
+
+
 CONTACT_KINDS: tuple[str, ...] = tuple(kind.value for kind in ContactKind)
 ContactKindName = Literal["billing", "shipping"]
 

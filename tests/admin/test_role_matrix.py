@@ -58,6 +58,8 @@ def route_values(app, db):
         "key": "no-such-key",
         "attempt_id": 1,
         "payment_id": 1,
+        # The remove button of an allowed return origin: none exists, a 404 is allowed.
+        "origin_id": 1,
     }
 
 

@@ -64,7 +64,9 @@ def fuzz_app(database: Path, **overrides: Any) -> tuple[Flask, str]:
     app = create_app({**FUZZ_CONFIG, "DATABASE_URL": f"sqlite:///{database}", **overrides})
     with app.app_context():
         Base.metadata.create_all(portal_db.engine())
-        key, _row = apikeys.create(portal_db.session(), "schemathesis", {"read", "write"}, "fuzz")
+        key, _row = apikeys.create(
+            portal_db.session(), "schemathesis", {"read", "write", "sessions"}, "fuzz"
+        )
         portal_db.session().commit()
     client = app.test_client()
     headers = {"Authorization": f"Bearer {key}"}

@@ -27,6 +27,9 @@ BEYOND_THE_SCHEMA: tuple[tuple[int, str, str], ...] = (
     # Check digits and the email rules (email-validator, IDNA, public suffix list).
     (422, "vat_number", ""),
     (422, r"email|support_email|value", ""),
+    # A portal session's landing page and return origin: the portal's pages, the
+    # invoices of that bill group, the origins an admin allowed.
+    (422, r"path|return_url", ""),
     # A card number where a token or a name belongs (Luhn).
     (422, r"brand|holder_name|gateway_token", "That looks like a card number"),
     # Rules across fields (the models' own validators): no field.
