@@ -1,8 +1,8 @@
 """portal sessions made through the API: one-time link tokens, allowed return origins,
 and the session's "Back to" link
 
-Revision ID: 0011_portal_sessions
-Revises: 0010_pay
+Revision ID: 0012_portal_sessions
+Revises: 0011_paying_fixes
 Create Date: 2026-12-03 18:30:00.000000
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import portal.db
 
-revision: str = "0011_portal_sessions"
-down_revision: str | None = "0010_pay"
+revision: str = "0012_portal_sessions"
+down_revision: str | None = "0011_paying_fixes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
