@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -36,7 +35,7 @@ from tests.stripe_helpers import (
     stripe_settings,
 )
 
-pytestmark = pytest.mark.usefixtures("clock")
+pytestmark = pytest.mark.usefixtures("clock", "stripe_app")
 
 ACTION_RE = re.compile(r'<a class="button" href="([^"]+)">Continue to the security check</a>')
 
@@ -83,18 +82,17 @@ def attempt_of(db: Session) -> PaymentAttempt:
     return found
 
 
-def test_a_stripe_charge_succeeds_and_pays_the_invoice(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    invoice: int,
-    localstripe: LocalStripe,
-) -> None:
-    method = stripe_card(db, group, localstripe, GOOD)
+def pay_by_stripe(db, group, customer, invoice, localstripe, number):
+    """Save a card of `number`, review paying the invoice with it, confirm: the confirm's
+    response and the attempt it made."""
+    method = stripe_card(db, group, localstripe, number)
     page = review(customer, group, invoice, method=str(method))
     response = pay(customer, group, page.text)
-    attempt = attempt_of(db)
+    return response, attempt_of(db)
+
+
+def test_a_stripe_charge_succeeds_and_pays_the_invoice(db, group, customer, invoice, localstripe):
+    response, attempt = pay_by_stripe(db, group, customer, invoice, localstripe, GOOD)
     assert response.headers["Location"] == url(group, f"/pay/attempts/{attempt.id}")
     assert "Payment received" in customer.get(response.headers["Location"]).text
     assert attempt.gateway == "stripe" and (attempt.gateway_reference or "").startswith("pi_")
@@ -103,17 +101,11 @@ def test_a_stripe_charge_succeeds_and_pays_the_invoice(
     assert invoice_state(db, invoice)[1] == "paid"
 
 
-def test_a_stripe_decline_says_why_and_applies_nothing(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    invoice: int,
-    localstripe: LocalStripe,
-) -> None:
-    method = stripe_card(db, group, localstripe, DECLINED_ON_CHARGE)
-    page = review(customer, group, invoice, method=str(method))
-    shown = customer.get(pay(customer, group, page.text).headers["Location"]).text
+def test_a_stripe_decline_says_why_and_applies_nothing(db, group, customer, invoice, localstripe):
+    response, _attempt = pay_by_stripe(
+        db, group, customer, invoice, localstripe, DECLINED_ON_CHARGE
+    )
+    shown = customer.get(response.headers["Location"]).text
     assert "Payment declined" in shown and "Your card was declined." in shown
     assert invoice_state(db, invoice) == (0, "open")
 
@@ -123,20 +115,9 @@ def test_a_stripe_decline_says_why_and_applies_nothing(
     [("complete", "Payment received", "paid"), ("fail", "Payment declined", "open")],
 )
 def test_stripe_3d_secure_is_a_link_off_the_outcome_page_and_back(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    invoice: int,
-    localstripe: LocalStripe,
-    outcome: str,
-    heading: str,
-    state: str,
-) -> None:
-    method = stripe_card(db, group, localstripe, THREE_D_SECURE)
-    page = review(customer, group, invoice, method=str(method))
-    response = pay(customer, group, page.text)
-    attempt = attempt_of(db)
+    db, group, customer, invoice, localstripe, outcome, heading, state
+):
+    response, attempt = pay_by_stripe(db, group, customer, invoice, localstripe, THREE_D_SECURE)
     # Not off the portal: to the outcome page, which waits for the check.
     outcome_page = url(group, f"/pay/attempts/{attempt.id}")
     assert response.status_code == 303 and response.headers["Location"] == outcome_page
@@ -168,19 +149,12 @@ def test_stripe_3d_secure_is_a_link_off_the_outcome_page_and_back(
 
 @pytest.mark.parametrize("action", ["javascript:alert(1)", "data:text/html,x", "//evil.example/"])
 def test_an_action_url_that_is_not_a_web_page_is_not_linked(
-    stripe_app: Flask,
-    db: Session,
-    group: BillGroup,
-    customer: FlaskClient,
-    invoice: int,
-    localstripe: LocalStripe,
-    monkeypatch: pytest.MonkeyPatch,
-    action: str,
-) -> None:
+    app, db, group, customer, invoice, localstripe, monkeypatch, action
+):
     """A gateway's answer is not trusted to be a link: only http(s) pages elsewhere."""
     method = stripe_card(db, group, localstripe, THREE_D_SECURE)
     page = review(customer, group, invoice, method=str(method))
-    found = payments.get_gateway(settings_of(stripe_app))
+    found = payments.get_gateway(settings_of(app))
 
     def retrieve(reference: str) -> Charge:
         return Charge(
