@@ -9,7 +9,6 @@ from decimal import Decimal
 from functools import partial
 from io import BytesIO
 from typing import Any
-from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
@@ -35,6 +34,7 @@ from reportlab.platypus import (
 
 from portal.models import ContactKind, Entity, Invoice, PaymentStatus
 from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
+from portal.pdf_fonts import SANS, SANS_BOLD, draw_string, markup, needs_fallback
 
 MARGIN = 18 * mm
 FOOTER_Y = 10 * mm
@@ -46,14 +46,14 @@ HAIRLINE = colors.HexColor("#d1d5db")
 SHADE = colors.HexColor("#f3f4f6")
 CELL_PADDING = 6  # reportlab's default left and right padding in a table cell
 
-BODY = ParagraphStyle("body", fontName="Helvetica", fontSize=9, leading=12, textColor=INK)
+BODY = ParagraphStyle("body", fontName=SANS, fontSize=9, leading=12, textColor=INK)
 BODY_RIGHT = ParagraphStyle("body-right", BODY, alignment=TA_RIGHT)
-STRONG = ParagraphStyle("strong", BODY, fontName="Helvetica-Bold")
+STRONG = ParagraphStyle("strong", BODY, fontName=SANS_BOLD)
 STRONG_RIGHT = ParagraphStyle("strong-right", STRONG, alignment=TA_RIGHT)
 MUTED_LEFT = ParagraphStyle("muted", BODY, textColor=MUTED)
 MUTED_RIGHT = ParagraphStyle("muted-right", MUTED_LEFT, alignment=TA_RIGHT)
-LABEL = ParagraphStyle("label", BODY, fontName="Helvetica-Bold", fontSize=7.5, textColor=MUTED)
-TITLE = ParagraphStyle("title", BODY, fontName="Helvetica-Bold", fontSize=18, leading=22)
+LABEL = ParagraphStyle("label", BODY, fontName=SANS_BOLD, fontSize=7.5, textColor=MUTED)
+TITLE = ParagraphStyle("title", BODY, fontName=SANS_BOLD, fontSize=18, leading=22)
 HEADING = ParagraphStyle("heading", STRONG, spaceAfter=1 * mm)
 
 
@@ -62,7 +62,7 @@ def para(lines: str | None | list[str | None], style: ParagraphStyle = BODY) -> 
     data is always text and never markup (CVE-2023-33733); empty lines are dropped."""
     items = lines if isinstance(lines, list) else [lines]
     text = [line for item in items if item for line in item.splitlines() if line.strip()]
-    return Paragraph("<br/>".join(escape(line) for line in text), style)
+    return Paragraph("<br/>".join(markup(line) for line in text), style)
 
 
 def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragraph:
@@ -70,7 +70,11 @@ def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragra
     draws strings directly, never parsing them, at a fraction of a Paragraph's cost;
     the table's own style must then set the same font, colour and alignment), as a
     wrapping Paragraph when it does not."""
-    if "\n" not in text and stringWidth(text, style.fontName, style.fontSize) <= width:
+    if (
+        "\n" not in text
+        and not needs_fallback(text)
+        and stringWidth(text, style.fontName, style.fontSize) <= width
+    ):
         return text
     return para(text, style)
 
@@ -115,6 +119,7 @@ def build(
         author=entity.legal_name or entity.name,
         creator=entity.name,
         invariant=1,  # no timestamps or random ids: the same document gives the same bytes
+        initialFontName=SANS,  # each page's first font too: no document names Helvetica
     )
     # Unpadded, so that text, tables and the rule share one left edge.
     frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
@@ -301,12 +306,12 @@ def _totals(invoice: Invoice, fmt: Formats) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
+                ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("ALIGN", (1, 0), (1, -1), "RIGHT"),
-                ("FONT", (0, 2), (-1, 2), "Helvetica-Bold", 9, 12),
+                ("FONT", (0, 2), (-1, 2), SANS_BOLD, 9, 12),
                 ("LINEABOVE", (0, 2), (-1, 2), 0.5, HAIRLINE),
-                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 11, 14),
+                ("FONT", (0, -1), (-1, -1), SANS_BOLD, 11, 14),
                 ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
                 ("TOPPADDING", (0, -1), (-1, -1), 6),
             ]
@@ -353,13 +358,23 @@ def _payments(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
 
 def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
     """A data table: a muted header row, repeated on every page it spills onto, hairlines
-    between rows and figures right-aligned in the last column."""
+    between rows and figures right-aligned in the last column. A plain string with
+    characters DejaVu lacks becomes a Paragraph, whose markup sets them in a CJK font."""
+    rows = [
+        [
+            _fallback(value, row == 0, column == len(widths) - 1)
+            if isinstance(value, str) and needs_fallback(value)
+            else value
+            for column, value in enumerate(cells)
+        ]
+        for row, cells in enumerate(rows)
+    ]
     table = Table(rows, colWidths=widths, repeatRows=1)
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8, 12),
+                ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
+                ("FONT", (0, 0), (-1, 0), SANS_BOLD, 8, 12),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
                 ("ALIGN", (-1, 0), (-1, -1), "RIGHT"),
@@ -372,10 +387,18 @@ def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, .
     return table
 
 
+def _fallback(text: str, header: bool, last: bool) -> Paragraph:
+    if header:
+        return para(text, STRONG_RIGHT if last else STRONG)
+    return para(text, BODY_RIGHT if last else BODY)
+
+
 def _grid_style(valign: str = "TOP", bottom: float = 0) -> TableStyle:
-    """A layout table: no padding at the edges, no lines."""
+    """A layout table: no padding at the edges, no lines, and the document's font (a
+    Table's own is Helvetica, for any plain string a caller does not style)."""
     return TableStyle(
         [
+            ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
             ("VALIGN", (0, 0), (-1, -1), valign),
             ("LEFTPADDING", (0, 0), (-1, -1), 0),
             ("RIGHTPADDING", (0, 0), (-1, -1), 0),
@@ -414,8 +437,9 @@ class _NumberedCanvas(Canvas):
         self.setStrokeColor(HAIRLINE)
         self.setLineWidth(0.5)
         self.line(MARGIN, FOOTER_Y + 10, width - MARGIN, FOOTER_Y + 10)
-        self.setFont("Helvetica", 8)
         self.setFillColor(MUTED)
-        self.drawString(MARGIN, FOOTER_Y, self._footer)
-        self.drawRightString(width - MARGIN, FOOTER_Y, f"Page {number} of {total}")
+        draw_string(self, MARGIN, FOOTER_Y, self._footer, SANS, 8)
+        draw_string(
+            self, width - MARGIN, FOOTER_Y, f"Page {number} of {total}", SANS, 8, right=True
+        )
         self.restoreState()

@@ -27,6 +27,7 @@ from portal.invoice_pdf import (
     ruled_table,
 )
 from portal.models import ContactKind
+from portal.pdf_fonts import SANS_BOLD
 from portal.statement import KIND_LABELS, Statement
 
 
@@ -90,7 +91,7 @@ def _lines(found: Statement, fmt: Formats, width: float) -> Table:
         [22 * mm, 22 * mm, text, *numbers[1:], numbers[0] + 4 * mm],
         ("BACKGROUND", (0, 0), (-1, 0), SHADE),
         ("ALIGN", (3, 0), (-1, -1), "RIGHT"),
-        ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 9, 12),
+        ("FONT", (0, -1), (-1, -1), SANS_BOLD, 9, 12),
         ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
         ("TOPPADDING", (0, 0), (-1, -1), 3),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
@@ -105,7 +106,7 @@ def _aging(found: Statement, fmt: Formats, width: float) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8, 12),
+                ("FONT", (0, 0), (-1, 0), SANS_BOLD, 8, 12),
                 ("FONT", (0, 1), (-1, 1), BODY.fontName, 10, 13),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("ALIGN", (0, 0), (-1, -1), "RIGHT"),
