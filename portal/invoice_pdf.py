@@ -32,6 +32,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from portal import bank
 from portal.models import ContactKind, Entity, Invoice, PaymentStatus
 from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
 from portal.pdf_fonts import SANS, SANS_BOLD, draw_string, markup, needs_fallback
@@ -92,6 +93,7 @@ def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
             _lines_table(invoice, fmt, width),
             Spacer(0, 4 * mm),
             _closing(invoice, fmt, width),
+            *_bank_transfer(invoice, fmt, width),
         ]
 
     return build(
@@ -354,6 +356,88 @@ def _payments(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
         )
     widths = [24 * mm, width - 52 * mm, 28 * mm]
     return [para("Payments applied", HEADING), ruled_table(rows, widths)]
+
+
+def _bank_transfer(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
+    """How to pay an open invoice by bank transfer, when its seller has bank details:
+    the details, and for EUR the EPC payment QR code, drawn as vector squares."""
+    transfer = bank.transfer_for(invoice)
+    if transfer is None:
+        return []
+    details = transfer.details
+    rows: list[tuple[str, str | None]] = [
+        ("Account holder", details.account_holder),
+        ("Bank", details.bank_name),
+        ("IBAN", transfer.iban_display),
+        ("BIC", details.bic),
+        ("Account number", details.account_number),
+        ("Routing number", details.routing_number),
+        ("Reference", transfer.reference),
+        ("Amount", fmt.money(transfer.amount_minor)),
+    ]
+    qr = transfer.qr()
+    qr_width = 32 * mm if qr is not None else 0
+    text_width = width - qr_width - (4 * mm if qr is not None else 0)
+    value_width = text_width - 32 * mm
+    facts = Table(
+        [
+            [cell(label, 32 * mm, MUTED_LEFT), cell(value, value_width)]
+            for label, value in rows
+            if value
+        ],
+        colWidths=[32 * mm, value_width],
+    )
+    facts.setStyle(_grid_style(bottom=1.5))
+    facts.setStyle([("TEXTCOLOR", (0, 0), (0, -1), MUTED), ("TEXTCOLOR", (1, 0), (1, -1), INK)])
+    body: Flowable = facts
+    if qr is not None:
+        body = Table([[facts, QRCode(qr.matrix, qr_width)]], colWidths=[width - qr_width, qr_width])
+        body.setStyle(_grid_style())
+    intro = f"Send {fmt.money(transfer.amount_minor)} to this account, quoting the reference."
+    if qr is not None:
+        intro += " Or scan the QR code with your banking app."
+    return [
+        Spacer(0, 6 * mm),
+        KeepTogether([para("Pay by bank transfer", HEADING), para(intro, MUTED_LEFT), body]),
+    ]
+
+
+class QRCode(Flowable):
+    """A QR code's modules as filled squares (a vector drawing, sharp at any zoom), with
+    the four-module quiet zone the standard asks for inside `size`."""
+
+    QUIET = 4
+
+    def __init__(self, matrix: Any, size: float) -> None:
+        super().__init__()
+        self.matrix = [bytes(row) for row in matrix]
+        self.size = size
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        return self.size, self.size
+
+    def draw(self) -> None:
+        canvas: Any = self.canv
+        count = len(self.matrix) + 2 * self.QUIET
+        module = self.size / count
+        canvas.saveState()
+        canvas.setFillColor(colors.white)
+        canvas.rect(0, 0, self.size, self.size, stroke=0, fill=1)
+        canvas.setFillColor(colors.black)
+        path = canvas.beginPath()
+        for y, row in enumerate(self.matrix):
+            top = self.size - (y + self.QUIET + 1) * module
+            x = 0
+            while x < len(row):
+                if not row[x]:
+                    x += 1
+                    continue
+                start = x
+                while x < len(row) and row[x]:
+                    x += 1
+                path.rect((start + self.QUIET) * module, top, (x - start) * module, module)
+        canvas.drawPath(path, stroke=0, fill=1)
+        canvas.restoreState()
 
 
 def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
