@@ -110,11 +110,13 @@ def string_width(text: str, font: str, size: float) -> float:
 def draw_string(
     canvas: Any, x: float, y: float, text: str, font: str, size: float, *, right: bool = False
 ) -> None:
-    """drawString (which never parses markup) run by run; `right` aligns the end at x."""
+    """Text drawn as drawString draws it (never parsing markup), in one text object that
+    changes font run by run, so a reader extracts it as one string; `right` aligns its
+    end at x."""
     if right:
         x -= string_width(text, font, size)
+    line = canvas.beginText(x, y)
     for part, cid in runs(text):
-        face = font if cid is None else cid
-        canvas.setFont(face, size)
-        canvas.drawString(x, y, part)
-        x += pdfmetrics.stringWidth(part, face, size)
+        line.setFont(font if cid is None else cid, size)
+        line.textOut(part)
+    canvas.drawText(line)

@@ -9,9 +9,10 @@ from io import BytesIO
 
 import pytest
 from pypdf import PdfReader
+from reportlab.platypus import Paragraph
 
 from portal import pdf_fonts, receipts, statement, statement_pdf
-from portal.invoice_pdf import render
+from portal.invoice_pdf import render, ruled_table
 from tests.factories import TODAY, add_payment, make_bill_group, make_entity, make_invoice
 
 NUMBER = "発票-7"
@@ -67,6 +68,15 @@ def test_an_invoice_keeps_every_glyph(db, invoice):
     pdf = render(invoice, today=TODAY)
     assert_all_there(text_of(pdf))
     assert_unicode_fonts(pdf)
+    # The footer, drawn run by run on the canvas, not by a Paragraph.
+    assert f"Invoice {NUMBER} · Questions?" in " ".join(text_of(pdf).split())
+
+
+def test_a_plain_table_string_dejavu_lacks_becomes_a_paragraph():
+    table = ruled_table([["Head", "Amount"], ["発票-7", "1"], ["INV-1", "2"]], [50, 20])
+    cells = table._cellvalues  # what the Table will draw
+    assert isinstance(cells[1][0], Paragraph) and cells[1][1] == "1"
+    assert cells[2][0] == "INV-1"  # plain strings stay strings: the fast path
 
 
 def test_a_receipt_keeps_every_glyph(db, invoice):
