@@ -14,13 +14,20 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from admin.forms import AccountForm, AccountSearchForm, BillGroupForm, EntityPaymentSettingsForm
+from admin.forms import (
+    AccountForm,
+    AccountSearchForm,
+    BillGroupForm,
+    EntityBankDetailsForm,
+    EntityPaymentSettingsForm,
+)
 from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from admin.lookup import get_or_404
-from portal import clock, credits, db, links, paging
+from portal import bank, clock, credits, db, links, paging
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
+from portal.actions.bank import set_bank_details
 from portal.actions.credits import set_payment_settings
 from portal.forms import ButtonForm, status_of
 from portal.models import (
@@ -357,6 +364,49 @@ def entity_payment_settings(bill_group_id: int) -> View:
         return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
     return render_template(
         "admin/payment_settings.html", form=form, group=group, entity=entity
+    ), status_of(form)
+
+
+@bp.route("/bill-groups/<int:bill_group_id>/bank-details", methods=["GET", "POST"])
+@staff_required("manage_accounts")
+def entity_bank_details(bill_group_id: int) -> View:
+    """The bill group's seller's bank details, shown on open invoices for paying by bank
+    transfer, and how the payment reference is made (portal.bank has the rules)."""
+    group = get_or_404(BillGroup, bill_group_id)
+    entity = group.entity
+    form = EntityBankDetailsForm(
+        data=None
+        if request.method == "POST"
+        else {
+            "account_holder": entity.bank_account_holder,
+            "bank_name": entity.bank_name,
+            "iban": entity.bank_iban and bank.format_iban(entity.bank_iban),
+            "bic": entity.bank_bic,
+            "account_number": entity.bank_account_number,
+            "routing_number": entity.bank_routing_number,
+            "reference_format": entity.bank_reference_format,
+        }
+    )
+    changed = _submitted(
+        form,
+        lambda database: set_bank_details(
+            database,
+            acting_staff(),
+            entity,
+            account_holder=form.account_holder.data,
+            bank_name=form.bank_name.data,
+            iban=form.iban.data,
+            bic=form.bic.data,
+            account_number=form.account_number.data,
+            routing_number=form.routing_number.data,
+            reference_format=form.reference_format.data,
+        ),
+    )
+    if changed is not None:
+        flash("Bank details saved." if changed else "Nothing changed.")
+        return redirect(url_for("admin.bill_group", bill_group_id=group.id), code=303)
+    return render_template(
+        "admin/bank_details.html", form=form, group=group, entity=entity
     ), status_of(form)
 
 

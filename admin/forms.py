@@ -21,7 +21,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
-from portal import apikeys, webhooks
+from portal import apikeys, bank, webhooks
 from portal.forms import Attributes, QueryForm, SecretInput, code, on_or_after, text
 from portal.models import BillingFrequency
 from portal.money import MoneyError, check_currency
@@ -380,4 +380,24 @@ class EntityPaymentSettingsForm(FlaskForm):
     )
     allow_credit_application = BooleanField(
         "Customers may apply credit notes and unapplied payments to invoices"
+    )
+
+
+# --- a seller's bank details (admin/accounts.py; the rules are portal.bank's) --------------
+
+
+class EntityBankDetailsForm(FlaskForm):
+    account_holder = text("Account holder (as the bank has it)", autocomplete="off")
+    bank_name = text("Bank name", autocomplete="off")
+    iban = text("IBAN", autocomplete="off", spellcheck="false", autocapitalize="characters")
+    bic = text("BIC (SWIFT code)", autocomplete="off", spellcheck="false")
+    account_number = text("Account number", autocomplete="off", inputmode="numeric")
+    routing_number = text("Routing number (ABA)", autocomplete="off", inputmode="numeric")
+    reference_format = SelectField(
+        "Payment reference",
+        choices=[
+            SelectChoice(value.value, label) for value, label in bank.REFERENCE_LABELS.items()
+        ],
+        default=bank.ReferenceFormat.INVOICE_NUMBER.value,
+        validate_choice=False,  # portal.bank refuses an unknown one, with its message
     )

@@ -239,6 +239,13 @@ def load(session: Session, today: dt.date | None = None) -> bool:
     rng = random.Random(today.toordinal())
     entity = seller()
     entity.external_id = DEMO_ENTITY
+    # Paying by bank transfer: every open invoice shows these, and the EUR ones (Globex,
+    # Initech) an EPC payment QR code. Set here, not in seller(): bench/pdf.py times the
+    # invoice without them.
+    entity.bank_account_holder = "Northwind Cloud Ltd"
+    entity.bank_name = "NatWest"
+    entity.bank_iban = "GB29NWBK60161331926819"
+    entity.bank_bic = "NWBKGB2L"
     products = {
         key: Product(entity=entity, external_id=f"demo-{key}", name=name, sku=key.upper())
         for key, (name, _price) in PRODUCTS.items()

@@ -9,7 +9,6 @@ from decimal import Decimal
 from functools import partial
 from io import BytesIO
 from typing import Any
-from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_RIGHT
@@ -33,8 +32,10 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from portal import bank
 from portal.models import ContactKind, Entity, Invoice, PaymentStatus
 from portal.money import babel_locale, format_day, format_money, format_quantity, format_rate
+from portal.pdf_fonts import SANS, SANS_BOLD, draw_string, markup, needs_fallback
 
 MARGIN = 18 * mm
 FOOTER_Y = 10 * mm
@@ -46,14 +47,14 @@ HAIRLINE = colors.HexColor("#d1d5db")
 SHADE = colors.HexColor("#f3f4f6")
 CELL_PADDING = 6  # reportlab's default left and right padding in a table cell
 
-BODY = ParagraphStyle("body", fontName="Helvetica", fontSize=9, leading=12, textColor=INK)
+BODY = ParagraphStyle("body", fontName=SANS, fontSize=9, leading=12, textColor=INK)
 BODY_RIGHT = ParagraphStyle("body-right", BODY, alignment=TA_RIGHT)
-STRONG = ParagraphStyle("strong", BODY, fontName="Helvetica-Bold")
+STRONG = ParagraphStyle("strong", BODY, fontName=SANS_BOLD)
 STRONG_RIGHT = ParagraphStyle("strong-right", STRONG, alignment=TA_RIGHT)
 MUTED_LEFT = ParagraphStyle("muted", BODY, textColor=MUTED)
 MUTED_RIGHT = ParagraphStyle("muted-right", MUTED_LEFT, alignment=TA_RIGHT)
-LABEL = ParagraphStyle("label", BODY, fontName="Helvetica-Bold", fontSize=7.5, textColor=MUTED)
-TITLE = ParagraphStyle("title", BODY, fontName="Helvetica-Bold", fontSize=18, leading=22)
+LABEL = ParagraphStyle("label", BODY, fontName=SANS_BOLD, fontSize=7.5, textColor=MUTED)
+TITLE = ParagraphStyle("title", BODY, fontName=SANS_BOLD, fontSize=18, leading=22)
 HEADING = ParagraphStyle("heading", STRONG, spaceAfter=1 * mm)
 
 
@@ -62,7 +63,7 @@ def para(lines: str | None | list[str | None], style: ParagraphStyle = BODY) -> 
     data is always text and never markup (CVE-2023-33733); empty lines are dropped."""
     items = lines if isinstance(lines, list) else [lines]
     text = [line for item in items if item for line in item.splitlines() if line.strip()]
-    return Paragraph("<br/>".join(escape(line) for line in text), style)
+    return Paragraph("<br/>".join(markup(line) for line in text), style)
 
 
 def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragraph:
@@ -70,7 +71,11 @@ def cell(text: str, width: float, style: ParagraphStyle = BODY) -> str | Paragra
     draws strings directly, never parsing them, at a fraction of a Paragraph's cost;
     the table's own style must then set the same font, colour and alignment), as a
     wrapping Paragraph when it does not."""
-    if "\n" not in text and stringWidth(text, style.fontName, style.fontSize) <= width:
+    if (
+        "\n" not in text
+        and not needs_fallback(text)
+        and stringWidth(text, style.fontName, style.fontSize) <= width
+    ):
         return text
     return para(text, style)
 
@@ -88,6 +93,7 @@ def render(invoice: Invoice, *, today: dt.date, locale: str = "en_GB") -> bytes:
             _lines_table(invoice, fmt, width),
             Spacer(0, 4 * mm),
             _closing(invoice, fmt, width),
+            *_bank_transfer(invoice, fmt, width),
         ]
 
     return build(
@@ -115,6 +121,7 @@ def build(
         author=entity.legal_name or entity.name,
         creator=entity.name,
         invariant=1,  # no timestamps or random ids: the same document gives the same bytes
+        initialFontName=SANS,  # each page's first font too: no document names Helvetica
     )
     # Unpadded, so that text, tables and the rule share one left edge.
     frame = Frame(doc.leftMargin, doc.bottomMargin, doc.width, doc.height, 0, 0, 0, 0)
@@ -301,12 +308,12 @@ def _totals(invoice: Invoice, fmt: Formats) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
+                ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("ALIGN", (1, 0), (1, -1), "RIGHT"),
-                ("FONT", (0, 2), (-1, 2), "Helvetica-Bold", 9, 12),
+                ("FONT", (0, 2), (-1, 2), SANS_BOLD, 9, 12),
                 ("LINEABOVE", (0, 2), (-1, 2), 0.5, HAIRLINE),
-                ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 11, 14),
+                ("FONT", (0, -1), (-1, -1), SANS_BOLD, 11, 14),
                 ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
                 ("TOPPADDING", (0, -1), (-1, -1), 6),
             ]
@@ -351,15 +358,107 @@ def _payments(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
     return [para("Payments applied", HEADING), ruled_table(rows, widths)]
 
 
+def _bank_transfer(invoice: Invoice, fmt: Formats, width: float) -> list[Flowable]:
+    """How to pay an open invoice by bank transfer, when its seller has bank details:
+    the details, and for EUR the EPC payment QR code, drawn as vector squares."""
+    transfer = bank.transfer_for(invoice)
+    if transfer is None:
+        return []
+    details = transfer.details
+    rows: list[tuple[str, str | None]] = [
+        ("Account holder", details.account_holder),
+        ("Bank", details.bank_name),
+        ("IBAN", transfer.iban_display),
+        ("BIC", details.bic),
+        ("Account number", details.account_number),
+        ("Routing number", details.routing_number),
+        ("Reference", transfer.reference),
+        ("Amount", fmt.money(transfer.amount_minor)),
+    ]
+    qr = transfer.qr()
+    qr_width = 32 * mm if qr is not None else 0
+    text_width = width - qr_width - (4 * mm if qr is not None else 0)
+    value_width = text_width - 32 * mm
+    facts = Table(
+        [
+            [cell(label, 32 * mm, MUTED_LEFT), cell(value, value_width)]
+            for label, value in rows
+            if value
+        ],
+        colWidths=[32 * mm, value_width],
+    )
+    facts.setStyle(_grid_style(bottom=1.5))
+    facts.setStyle([("TEXTCOLOR", (0, 0), (0, -1), MUTED), ("TEXTCOLOR", (1, 0), (1, -1), INK)])
+    body: Flowable = facts
+    if qr is not None:
+        body = Table([[facts, QRCode(qr.matrix, qr_width)]], colWidths=[width - qr_width, qr_width])
+        body.setStyle(_grid_style())
+    intro = f"Send {fmt.money(transfer.amount_minor)} to this account, quoting the reference."
+    if qr is not None:
+        intro += " Or scan the QR code with your banking app."
+    return [
+        Spacer(0, 6 * mm),
+        KeepTogether([para("Pay by bank transfer", HEADING), para(intro, MUTED_LEFT), body]),
+    ]
+
+
+class QRCode(Flowable):
+    """A QR code's modules as filled squares (a vector drawing, sharp at any zoom), with
+    the four-module quiet zone the standard asks for inside `size`."""
+
+    QUIET = 4
+
+    def __init__(self, matrix: Any, size: float) -> None:
+        super().__init__()
+        self.matrix = [bytes(row) for row in matrix]
+        self.size = size
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        return self.size, self.size
+
+    def draw(self) -> None:
+        canvas: Any = self.canv
+        count = len(self.matrix) + 2 * self.QUIET
+        module = self.size / count
+        canvas.saveState()
+        canvas.setFillColor(colors.white)
+        canvas.rect(0, 0, self.size, self.size, stroke=0, fill=1)
+        canvas.setFillColor(colors.black)
+        path = canvas.beginPath()
+        for y, row in enumerate(self.matrix):
+            top = self.size - (y + self.QUIET + 1) * module
+            x = 0
+            while x < len(row):
+                if not row[x]:
+                    x += 1
+                    continue
+                start = x
+                while x < len(row) and row[x]:
+                    x += 1
+                path.rect((start + self.QUIET) * module, top, (x - start) * module, module)
+        canvas.drawPath(path, stroke=0, fill=1)
+        canvas.restoreState()
+
+
 def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, ...]) -> Table:
     """A data table: a muted header row, repeated on every page it spills onto, hairlines
-    between rows and figures right-aligned in the last column."""
+    between rows and figures right-aligned in the last column. A plain string with
+    characters DejaVu lacks becomes a Paragraph, whose markup sets them in a CJK font."""
+    rows = [
+        [
+            _fallback(value, row == 0, column == len(widths) - 1)
+            if isinstance(value, str) and needs_fallback(value)
+            else value
+            for column, value in enumerate(cells)
+        ]
+        for row, cells in enumerate(rows)
+    ]
     table = Table(rows, colWidths=widths, repeatRows=1)
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 9, 12),
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8, 12),
+                ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
+                ("FONT", (0, 0), (-1, 0), SANS_BOLD, 8, 12),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
                 ("ALIGN", (-1, 0), (-1, -1), "RIGHT"),
@@ -372,10 +471,18 @@ def ruled_table(rows: list[list[Any]], widths: list[float], *extra: tuple[Any, .
     return table
 
 
+def _fallback(text: str, header: bool, last: bool) -> Paragraph:
+    if header:
+        return para(text, STRONG_RIGHT if last else STRONG)
+    return para(text, BODY_RIGHT if last else BODY)
+
+
 def _grid_style(valign: str = "TOP", bottom: float = 0) -> TableStyle:
-    """A layout table: no padding at the edges, no lines."""
+    """A layout table: no padding at the edges, no lines, and the document's font (a
+    Table's own is Helvetica, for any plain string a caller does not style)."""
     return TableStyle(
         [
+            ("FONT", (0, 0), (-1, -1), SANS, 9, 12),
             ("VALIGN", (0, 0), (-1, -1), valign),
             ("LEFTPADDING", (0, 0), (-1, -1), 0),
             ("RIGHTPADDING", (0, 0), (-1, -1), 0),
@@ -414,8 +521,9 @@ class _NumberedCanvas(Canvas):
         self.setStrokeColor(HAIRLINE)
         self.setLineWidth(0.5)
         self.line(MARGIN, FOOTER_Y + 10, width - MARGIN, FOOTER_Y + 10)
-        self.setFont("Helvetica", 8)
         self.setFillColor(MUTED)
-        self.drawString(MARGIN, FOOTER_Y, self._footer)
-        self.drawRightString(width - MARGIN, FOOTER_Y, f"Page {number} of {total}")
+        draw_string(self, MARGIN, FOOTER_Y, self._footer, SANS, 8)
+        draw_string(
+            self, width - MARGIN, FOOTER_Y, f"Page {number} of {total}", SANS, 8, right=True
+        )
         self.restoreState()

@@ -22,6 +22,7 @@ from portal import links, notices
 from portal.config import settings
 from portal.db import rowcount
 from portal.invoice_pdf import (
+    BODY,
     BODY_RIGHT,
     CELL_PADDING,
     MUTED_LEFT,
@@ -117,6 +118,14 @@ def render_pdf(payment: Payment, *, locale: str = "en_GB") -> bytes:
             ],
             colWidths=[35 * mm, value_width],
             hAlign="LEFT",
+        )
+        # The plain-string cells in the document's font (a Table's own is Helvetica).
+        table.setStyle(
+            [
+                ("FONT", (0, 0), (-1, -1), BODY.fontName, BODY.fontSize, BODY.leading),
+                ("TEXTCOLOR", (0, 0), (0, -1), MUTED_LEFT.textColor),
+                ("TEXTCOLOR", (1, 0), (1, -1), BODY.textColor),
+            ]
         )
         rows: list[list[object]] = [["Invoice", "Amount applied"]]
         for application in sorted(payment.applications, key=lambda a: a.invoice_id):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, KeepTogether, Spacer, Table, TableStyle
 
@@ -27,6 +28,7 @@ from portal.invoice_pdf import (
     ruled_table,
 )
 from portal.models import ContactKind
+from portal.pdf_fonts import SANS_BOLD
 from portal.statement import KIND_LABELS, Statement
 
 
@@ -57,9 +59,14 @@ def render(found: Statement, *, locale: str = "en_GB") -> bytes:
     )
 
 
+# The lines in 8 point: DejaVu Sans is a tenth wider than Helvetica was, and at 9 point a
+# date or a usual "INV-0042 · description" would no longer fit its column.
+LINE = ParagraphStyle("statement-line", BODY, fontSize=8, leading=11)
+
+
 def _lines(found: Statement, fmt: Formats, width: float) -> Table:
-    numbers = [22 * mm, 24 * mm, 24 * mm, 26 * mm]
-    text = width - 22 * mm - sum(numbers)
+    numbers = [20 * mm, 24 * mm, 24 * mm, 26 * mm]
+    text = width - 24 * mm - sum(numbers)
     rows: list[list[Any]] = [["Date", "Type", "Details", "Charges", "Credits", "Balance"]]
     before = found.date_from - dt.timedelta(days=1)
     rows.append([fmt.date(before), "", "Opening balance", "", "", fmt.money(found.opening_minor)])
@@ -69,7 +76,7 @@ def _lines(found: Statement, fmt: Formats, width: float) -> Table:
             [
                 fmt.date(line.day),
                 KIND_LABELS[line.kind],
-                cell(details, text - 2 * CELL_PADDING),
+                cell(details, text - 2 * CELL_PADDING, LINE),
                 fmt.money(line.charge_minor) if line.charge_minor else "",
                 fmt.money(line.credit_minor) if line.credit_minor else "",
                 fmt.money(line.balance_minor),
@@ -87,10 +94,11 @@ def _lines(found: Statement, fmt: Formats, width: float) -> Table:
     )
     return ruled_table(
         rows,
-        [22 * mm, 22 * mm, text, *numbers[1:], numbers[0] + 4 * mm],
+        [24 * mm, *numbers[:1], text, *numbers[1:]],
         ("BACKGROUND", (0, 0), (-1, 0), SHADE),
         ("ALIGN", (3, 0), (-1, -1), "RIGHT"),
-        ("FONT", (0, -1), (-1, -1), "Helvetica-Bold", 9, 12),
+        ("FONT", (0, 1), (-1, -1), LINE.fontName, LINE.fontSize, LINE.leading),
+        ("FONT", (0, -1), (-1, -1), SANS_BOLD, LINE.fontSize, LINE.leading),
         ("LINEABOVE", (0, -1), (-1, -1), 1, INK),
         ("TOPPADDING", (0, 0), (-1, -1), 3),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
@@ -105,7 +113,7 @@ def _aging(found: Statement, fmt: Formats, width: float) -> Table:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8, 12),
+                ("FONT", (0, 0), (-1, 0), SANS_BOLD, 8, 12),
                 ("FONT", (0, 1), (-1, 1), BODY.fontName, 10, 13),
                 ("TEXTCOLOR", (0, 0), (-1, -1), INK),
                 ("ALIGN", (0, 0), (-1, -1), "RIGHT"),

@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from portal import bank
 from portal.access import may_access
 from portal.config import settings_of
 from portal.models import BillGroup, Entity, Invoice, StaffRole, StaffUser
@@ -58,6 +59,9 @@ def test_demo_loads_a_realistic_dataset(runner, db):
     for invoice in db.scalars(select(Invoice)):
         assert invoice.total_minor == sum(x.amount_minor + x.tax_minor for x in invoice.lines)
         assert invoice.amount_paid_minor == sum(a.amount_minor for a in invoice.applications)
+    # An open EUR invoice whose page and PDF show the EPC payment QR code.
+    transfers = [bank.transfer_for(invoice) for invoice in db.scalars(select(Invoice))]
+    assert any(t is not None and t.epc_payload is not None for t in transfers)
 
 
 def test_demo_prints_working_links_and_addresses(runner, db, app):

@@ -217,10 +217,10 @@ def test_every_text_stays_inside_its_column_whatever_its_length(db):
     described = [(t, x, size) for t, x, size in runs if t.split()[0] in long.split()]
     assert len(described) >= 3  # wrapped onto several lines
     for text, x, size in described:
-        assert x + stringWidth(text, "Helvetica", size) < qty_x, text
+        assert x + stringWidth(text, "DejaVuSans", size) < qty_x, text
     page_right = A4[0] - 18 * mm
     for text, x, size in runs:
-        font = "Helvetica-Bold" if text.startswith(("Invoice ", "Balance")) else "Helvetica"
+        font = "DejaVuSans-Bold" if text.startswith(("Invoice ", "Balance")) else "DejaVuSans"
         assert x + stringWidth(text, font, size) <= page_right + 1, text
     assert "Support" in [text for text, _x, _size in runs]
 

@@ -28,3 +28,10 @@ def test_templates_and_migrations_install_inside_the_package():
 def test_the_checkout_finds_them_at_the_top():
     assert resource_dir("templates") == ROOT / "templates"
     assert (resource_dir("migrations") / "env.py").is_file()
+
+
+def test_the_pdf_fonts_and_their_licence_are_package_data():
+    fonts = ROOT / "portal" / "fonts"
+    shipped = {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "LICENSE"}
+    assert shipped <= {path.name for path in fonts.iterdir()}
+    assert "fonts/*" in SETUPTOOLS["package-data"]["portal"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from flask import Response, abort, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from portal import billing, db, downloads, paging
+from portal import bank, billing, db, downloads, paging
 from portal.clock import today
 from portal.config import settings
 from portal.customer.forms import InvoiceFilterForm
@@ -95,7 +95,11 @@ def _invoice_or_404(viewer: Viewer, invoice_id: int) -> Invoice:
 def invoice(viewer: Viewer, invoice_id: int) -> str:
     found = _invoice_or_404(viewer, invoice_id)
     return render_template(
-        "portal/invoice.html", group=viewer.bill_group, invoice=found, today=today()
+        "portal/invoice.html",
+        group=viewer.bill_group,
+        invoice=found,
+        today=today(),
+        transfer=bank.transfer_for(found),
     )
 
 

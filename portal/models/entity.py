@@ -29,6 +29,10 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         ),
         CheckConstraint("logo_type IN ('image/png', 'image/jpeg')", name="logo_type"),
         CheckConstraint("min_partial_payment_minor >= 0", name="min_partial_payment"),
+        CheckConstraint(
+            "bank_reference_format IN ('invoice_number', 'group_and_invoice')",
+            name="bank_reference_format",
+        ),
     )
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -50,6 +54,17 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     )
     allow_credit_application: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=True, server_default=true()
+    )
+    # Paying by bank transfer (portal.bank, set by portal.actions.bank): an IBAN (and
+    # maybe a BIC), or a US account and routing number; how the payment reference is made.
+    bank_account_holder: Mapped[str | None] = mapped_column(String(70))
+    bank_name: Mapped[str | None] = mapped_column(String(70))
+    bank_iban: Mapped[str | None] = mapped_column(String(34))
+    bank_bic: Mapped[str | None] = mapped_column(String(11))
+    bank_account_number: Mapped[str | None] = mapped_column(String(17))
+    bank_routing_number: Mapped[str | None] = mapped_column(String(9))
+    bank_reference_format: Mapped[str] = mapped_column(
+        String(20), nullable=False, default="invoice_number", server_default="invoice_number"
     )
 
     bill_groups: Mapped[list[BillGroup]] = relationship(back_populates="entity")

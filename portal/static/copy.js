@@ -10,6 +10,10 @@
  *   <p id="x-status" role="status" aria-live="polite"></p>
  * The button starts hidden and is shown here, so without JavaScript there is no dead
  * button: the field is still there for the user to select and copy by hand.
+ *
+ * The target may also be plain text (<code id="x" data-copy-value="DE89...">DE89 ...</code>,
+ * the bank details of an invoice): its data-copy-value is copied when it has one (an IBAN
+ * without the spaces it is shown with), else its text; it is selected as a range.
  */
 (function () {
   "use strict";
@@ -22,7 +26,24 @@
     window.setTimeout(function () { region.textContent = message; }, 50);
   }
 
+  function isInput(field) {
+    return field.tagName === "INPUT" || field.tagName === "TEXTAREA";
+  }
+
+  function valueOf(field) {
+    if (isInput(field)) { return field.value; }
+    return field.getAttribute("data-copy-value") || field.textContent.trim();
+  }
+
   function selectAll(field) {
+    if (!isInput(field)) {
+      var range = document.createRange();
+      range.selectNodeContents(field);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      return;
+    }
     field.focus();
     field.select();
     if (field.setSelectionRange) { field.setSelectionRange(0, field.value.length); }
@@ -54,7 +75,7 @@
       }
     };
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(field.value).then(done, fallback);
+      navigator.clipboard.writeText(valueOf(field)).then(done, fallback);
     } else {
       fallback();
     }

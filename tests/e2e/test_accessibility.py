@@ -60,6 +60,7 @@ pytestmark = pytest.mark.e2e
 FAILING_IMPACTS = ("serious", "critical")
 ACME_UK = "Acme UK operations"
 ACME_US = "Acme US operations"
+GLOBEX = "Globex annual licences"
 LEGACY = "Initech legacy support (contract ended)"
 
 AXE_RUN = """async () => {
@@ -394,6 +395,10 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     expect(page.locator("main h1")).to_be_visible()
     tour(page, "payment-settings")
     page.go_back()
+    page.get_by_role("link", name="Change the bank details").click()
+    expect(page.locator("main h1")).to_be_visible()
+    tour(page, "bank-details")
+    page.go_back()
 
     page.get_by_role("link", name="Access settings").click()
     heading(page, re.compile(r"^Portal access"))
@@ -477,6 +482,31 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     page.get_by_role("button", name="Sign out").click()
     heading(page, "Staff sign-in")
 
+    tour.finish()
+
+
+def test_bank_transfer_on_an_eur_invoice(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    """An open EUR invoice of Globex (the demo's seller has an IBAN): the bank details,
+    the EPC QR code with its text alternative, and a copy button that copy.js shows and
+    that copies the IBAN (or selects it, where the clipboard is refused)."""
+    tour = Tour("bank", nu_batch)
+    context = new_context(bypass_csp=True)
+    page = tour.watch(context.new_page())
+    sign_in(page, portal, GLOBEX, "finance@globex.de")
+    page.goto(portal.link(GLOBEX) + "/invoices?status=open")
+    heading(page, "Invoices")
+    page.get_by_role("link", name=re.compile(r"^NW-\d{4}-\d{5}$")).first.click()
+    heading(page, re.compile(r"^Invoice NW-"))
+    section = page.get_by_role("region", name="Pay by bank transfer")
+    expect(section).to_be_visible()
+    expect(section.get_by_role("img", name=re.compile(r"^Payment QR code: €"))).to_be_visible()
+    copy = section.get_by_role("button", name="Copy IBAN")
+    expect(copy).to_be_visible()  # shown by copy.js; hidden without JavaScript
+    copy.click()
+    expect(page.locator("#bank-copy-status")).to_contain_text(
+        re.compile(r"IBAN (copied|is selected)")
+    )
+    tour(page, "invoice-bank-transfer")
     tour.finish()
 
 
