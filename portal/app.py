@@ -50,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         payment_methods,
         public,
         signin,
+        sso,
         statements,
         viewer,
     )
@@ -59,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
+    app.register_blueprint(sso.bp)
     app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.

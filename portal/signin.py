@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, devices, links, throttle
+from portal import audit, clock, devices, links, sso, throttle
 from portal.access import may_access
 from portal.config import settings
 from portal.db import rowcount
@@ -185,6 +185,18 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
             db,
             "signin.link",
             "not_admitted",
+            actor_type="anonymous",
+            actor=challenge.email,
+            bill_group_id=group.id,
+            ip=challenge.ip,
+        )
+        return
+    if sso.required_for(rule):
+        # Staff made the domain sign in with its company's sign-in since the request.
+        audit.record(
+            db,
+            "signin.link",
+            "sso_required",
             actor_type="anonymous",
             actor=challenge.email,
             bill_group_id=group.id,
@@ -404,6 +416,22 @@ def retire_others(db: Session, challenge: SignInChallenge) -> None:
             SignInChallenge.bill_group_id == challenge.bill_group_id,
             SignInChallenge.email == challenge.email,
             SignInChallenge.id != challenge.id,
+            SignInChallenge.spent_at.is_(None),
+            SignInChallenge.retired_at.is_(None),
+        )
+        .values(retired_at=clock.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def retire_for(db: Session, bill_group_id: int, email: str) -> None:
+    """After a sign-in by other means (company sign-in), the address's open links and
+    codes for that bill group stop working."""
+    db.execute(
+        update(SignInChallenge)
+        .where(
+            SignInChallenge.bill_group_id == bill_group_id,
+            SignInChallenge.email == email,
             SignInChallenge.spent_at.is_(None),
             SignInChallenge.retired_at.is_(None),
         )

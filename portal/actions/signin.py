@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from portal import audit, events, sessions, signin
+from portal import audit, events, sessions, signin, sso
 from portal.access import may_access
 from portal.actions import Actor, Forbidden
 from portal.clock import today
@@ -52,21 +52,61 @@ def complete_sign_in(
 ) -> SignedIn:
     """Sign in with a challenge this request has just spent (uncommitted), ending the
     browser's session `replacing`. Raises SignInRefused (writing nothing) if the address
-    no longer has access."""
+    no longer has access, or its domain now signs in with its company's sign-in only."""
     # Afresh: the spend was an UPDATE behind the ORM's back.
     challenge = db.get(SignInChallenge, challenge_id, populate_existing=True)
     if challenge is None or challenge.bill_group_id != group.id:
         raise SignInRefused("link_not_usable")
-    if may_access(group, challenge.email, today()) is None:
+    rule = may_access(group, challenge.email, today())
+    if rule is None:
         raise SignInRefused("access_revoked", challenge.email)
+    if sso.required_for(rule):
+        raise SignInRefused("sso_required", challenge.email)
+    signin.retire_others(db, challenge)
+    return _start_session(
+        db, group, challenge.email, challenge.next_path, replacing, "signed_in", None
+    )
+
+
+def complete_sso_sign_in(
+    db: Session,
+    group: BillGroup,
+    verified: sso.Verified,
+    *,
+    replacing: CustomerSession | None = None,
+) -> SignedIn:
+    """Sign in with an address the company's provider has just vouched for (portal.sso
+    checked the token and spent the attempt). The same re-check and the same session as
+    the emailed link; audited with the provider. Raises SignInRefused if the bill group's
+    rules do not admit the address today."""
+    email = verified.email
+    if may_access(group, email, today()) is None:
+        raise SignInRefused("access_revoked", email)
+    signin.retire_for(db, group.id, email)
+    detail = f"sso {verified.provider.issuer}"[:500]
+    return _start_session(
+        db, group, email, verified.attempt.next_path, replacing, "signed_in_sso", detail
+    )
+
+
+def _start_session(
+    db: Session,
+    group: BillGroup,
+    email: str,
+    next_path: str | None,
+    replacing: CustomerSession | None,
+    outcome: str,
+    detail: str | None,
+) -> SignedIn:
     if replacing is not None:
         sessions.revoke(db, replacing, "replaced")
-    signin.retire_others(db, challenge)
-    sid, row = sessions.create(db, group, challenge.email)
-    actor = Actor.customer(challenge.email)
-    audit.record(db, "signin.complete", "signed_in", bill_group_id=group.id, **actor.audit())
-    events.signed_in(db, group, challenge.email)
-    return SignedIn(sid, row, challenge.email, challenge.next_path)
+    sid, row = sessions.create(db, group, email)
+    actor = Actor.customer(email)
+    audit.record(
+        db, "signin.complete", outcome, bill_group_id=group.id, detail=detail, **actor.audit()
+    )
+    events.signed_in(db, group, email)
+    return SignedIn(sid, row, email, next_path)
 
 
 def record_refusal(db: Session, group: BillGroup, refused: SignInRefused) -> None:

@@ -40,6 +40,7 @@ from portal.models.paying import (
 )
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
+from portal.models.sso import SsoAttempt, SsoMode, SsoProvider
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 
 __all__ = [
@@ -52,6 +53,9 @@ __all__ = [
     "PaymentAttemptLine",
     "PaymentSource",
     "SandboxCharge",
+    "SsoAttempt",
+    "SsoMode",
+    "SsoProvider",
     "AccessRule",
     "Account",
     "ApiKey",
