@@ -226,8 +226,8 @@ class SsoForm(FlaskForm):
     mode = SelectField(
         "How customers at this domain sign in",
         choices=[
-            ("offered", "Offered: company sign-in or the emailed link"),
-            ("required", "Required: company sign-in only, no emailed link"),
+            SelectChoice("offered", "Offered: company sign-in or the emailed link"),
+            SelectChoice("required", "Required: company sign-in only, no emailed link"),
         ],
         default="offered",
     )
