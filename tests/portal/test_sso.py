@@ -320,3 +320,28 @@ def test_the_endpoints_are_rate_limited(app, db, client, oidc_mock):
     change_settings(app, SECRET_ENDPOINT_LIMIT="3 per minute")
     statuses = [client.get("/sso/callback?state=x&code=y").status_code for _ in range(5)]
     assert statuses[:3] == [400, 400, 400] and statuses[-1] == 429
+
+
+# --- the demo ---------------------------------------------------------------------------
+
+
+def test_the_demo_offers_company_sign_in_only_with_a_mock_configured(app, db, client, oidc_mock):
+    from portal import demo
+
+    with app.app_context():
+        demo.load(db)
+        db.commit()
+    assert db.scalars(select(SsoProvider)).all() == []
+    demo.delete_everything(db)
+    db.commit()
+    change_settings(app, SSO_DEMO_ISSUER=oidc_mock.url)
+    with app.app_context():
+        demo.load(db)
+        db.commit()
+        provider = db.scalars(select(SsoProvider)).one()
+        assert (provider.issuer, provider.mode) == (oidc_mock.url, SsoMode.OFFERED)
+        assert "Company sign-in" in demo.describe(db, "http://x", True, "pw")
+    group = provider.rule.bill_group
+    oidc_mock.set_user("demo-ap", {"email": "ap@acme.com", "email_verified": True})
+    done = back_to_portal(client, oidc_mock.authorize(start(client, group), "demo-ap"))
+    assert done.status_code == 303 and sessions_of(db, group) == 1
