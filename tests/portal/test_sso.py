@@ -345,3 +345,20 @@ def test_the_demo_offers_company_sign_in_only_with_a_mock_configured(app, db, cl
     oidc_mock.set_user("demo-ap", {"email": "ap@acme.com", "email_verified": True})
     done = back_to_portal(client, oidc_mock.authorize(start(client, group), "demo-ap"))
     assert done.status_code == 303 and sessions_of(db, group) == 1
+
+
+def test_twenty_concurrent_callbacks_sign_in_exactly_once(app, db, client, fake_provider):
+    """The same callback, 20 times at once from the browser that started it, against a
+    provider that would take the code every time: the state is spent once."""
+    from tests.portal.signin_helpers import CONCURRENT, clone, race
+
+    group = setup_sso(app, db, fake_provider.url)
+    location = start(client, group)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+    fake_provider.claims = {"nonce": query["nonce"][0]}
+    callback = f"/sso/callback?code=abc&state={query['state'][0]}"
+    browsers = [clone(app, client) for _ in range(CONCURRENT)]
+    responses = race(browsers, lambda browser: browser.get(callback))
+    assert sorted(r.status_code for r in responses) == [303] + [400] * (CONCURRENT - 1)
+    assert sessions_of(db, group) == 1
+    assert len(fake_provider.token_requests) == 1
