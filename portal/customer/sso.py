@@ -56,9 +56,9 @@ def callback() -> BaseResponse | tuple[str, int]:
         audit.record(database, "signin.sso", "state_not_usable", actor_type="anonymous")
         database.commit()
         return render_template("portal/signin/sso_expired.html"), 400
-    group = available_bill_group_by_id(attempt.bill_group_id)
     # The attempt stays spent whatever happens next.
     database.commit()
+    group = available_bill_group_by_id(attempt.bill_group_id)
     try:
         verified = sso.verify(database, attempt, state)
     except sso.ProviderUnavailable as exc:

@@ -362,3 +362,12 @@ def test_twenty_concurrent_callbacks_sign_in_exactly_once(app, db, client, fake_
     assert sorted(r.status_code for r in responses) == [303] + [400] * (CONCURRENT - 1)
     assert sessions_of(db, group) == 1
     assert len(fake_provider.token_requests) == 1
+
+
+def test_the_callback_code_and_state_are_kept_out_of_request_logs():
+    from portal.logredact import redact
+
+    line = '127.0.0.1 "GET /sso/callback?code=SECRETCODE&state=SECRETSTATE HTTP/1.1" 303'
+    cleaned = redact(line)
+    assert "SECRETCODE" not in cleaned and "SECRETSTATE" not in cleaned
+    assert '"GET /sso/callback?[redacted] HTTP/1.1" 303' in cleaned
