@@ -95,7 +95,12 @@ def _refuse(group: BillGroup, provider_id: int, code: str, email: str | None) ->
         detail=provider.issuer[:500] if provider else None,
     )
     database.commit()
-    return render_template("portal/signin/sso_refused.html", group=group, provider=provider), 403
+    return render_template(
+        "portal/signin/sso_refused.html",
+        group=group,
+        provider=provider,
+        elsewhere=code == "other_browser",
+    ), 403
 
 
 def _unavailable(

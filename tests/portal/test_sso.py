@@ -128,7 +128,9 @@ def test_a_callback_in_another_browser_signs_in_nobody(app, db, client, oidc_moc
     oidc_mock.set_user("eve", {"email": "eve@acme.com", "email_verified": True})
     callback = oidc_mock.authorize(start(client, group), "eve")
     other = app.test_client()
-    assert back_to_portal(other, callback).status_code == 403
+    refused = back_to_portal(other, callback)
+    assert refused.status_code == 403
+    assert "started in another browser" in refused.text
     assert sessions_of(db, group) == 0
     assert "other_browser" in audit_outcomes(db, "signin.sso")
 
@@ -222,7 +224,7 @@ def test_a_token_signed_with_another_key_signs_in_nobody(app, db, client, fake_p
 
 
 def test_a_provider_that_is_down_gets_a_clear_page_and_the_link_still_works(app, db, client, smtp):
-    from tests.conftest import free_port, link_and_code
+    from tests.conftest import csrf_token, free_port, link_and_code
 
     group = make_bill_group(db)
     rule = add_rule(db, group, "acme.com", created_by="test")
@@ -254,7 +256,18 @@ def test_a_provider_that_is_down_gets_a_clear_page_and_the_link_still_works(app,
     path, _code = link_and_code(smtp.to("ap@acme.com")[-1])
     confirm = client.get(client.get(path).headers["Location"])
     assert confirm.status_code == 200
-    assert sessions_of(db, group) == 0
+    done = client.post(
+        f"/p/{group.public_id}/confirm", data={"csrf_token": csrf_token(confirm.text)}
+    )
+    assert done.status_code == 303 and done.headers["Location"].endswith("/overview")
+    assert sessions_of(db, group) == 1
+    # Required, and down: the page does not offer the emailed link.
+    provider = db.scalars(select(SsoProvider)).one()
+    provider.mode = SsoMode.REQUIRED
+    db.commit()
+    down = app.test_client().get(link)
+    assert down.status_code == 502
+    assert "Email me a sign-in link" not in down.text and "ask your IT team" in down.text
 
 
 # --- required ---------------------------------------------------------------------------
@@ -371,3 +384,19 @@ def test_the_callback_code_and_state_are_kept_out_of_request_logs():
     cleaned = redact(line)
     assert "SECRETCODE" not in cleaned and "SECRETSTATE" not in cleaned
     assert '"GET /sso/callback?[redacted] HTTP/1.1" 303' in cleaned
+
+
+def test_the_next_path_is_kept_and_only_inside_the_portal(app, db, client, oidc_mock):
+    group = setup_sso(app, db, oidc_mock.url)
+    oidc_mock.set_user("nina", {"email": "nina@acme.com", "email_verified": True})
+    request_link(client, group.public_id, "nina@acme.com")
+    provider = db.scalars(select(SsoProvider)).one()
+    wanted = f"/p/{group.public_id}/invoices"
+    for next_path, lands in ((wanted, wanted), ("https://evil.example/", None)):
+        browser = app.test_client()
+        request_link(browser, group.public_id, "nina@acme.com")
+        started = browser.get(
+            f"/p/{group.public_id}/sso/{provider.id}", query_string={"next": next_path}
+        )
+        done = back_to_portal(browser, oidc_mock.authorize(started.headers["Location"], "nina"))
+        assert done.headers["Location"] == (lands or f"/p/{group.public_id}/overview")
