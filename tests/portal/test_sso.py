@@ -409,3 +409,20 @@ def test_the_next_path_is_kept_and_only_inside_the_portal(app, db, client, oidc_
         )
         done = back_to_portal(browser, oidc_mock.authorize(started.headers["Location"], "nina"))
         assert done.headers["Location"] == (lands or f"/p/{group.public_id}/overview")
+
+
+def test_removing_the_rule_removes_its_company_sign_in(app, db, client, oidc_mock):
+    from portal.actions import rules
+
+    group = setup_sso(app, db, oidc_mock.url)
+    oidc_mock.set_user("rita", {"email": "rita@acme.com", "email_verified": True})
+    callback = oidc_mock.authorize(start(client, group), "rita")
+    rule = db.scalars(select(SsoProvider)).one().rule
+    with app.test_request_context():
+        rules.remove_rule(db, Actor.staff("admin@seller.test"), group, rule.id)
+        db.commit()
+    db.expire_all()
+    assert db.scalars(select(SsoProvider)).all() == []
+    # The attempt went with it: the callback finds nothing to finish.
+    assert back_to_portal(client, callback).status_code == 400
+    assert sessions_of(db, group) == 0
