@@ -100,12 +100,13 @@ def _client(provider_id: int | str, issuer: str, client_id: str, secret: str) ->
 
 
 def client_for(provider: SsoProvider) -> FlaskOAuth2App:
-    return _client(
-        provider.id,
-        provider.issuer,
-        provider.client_id,
-        crypto.unseal(SECRET_PURPOSE, provider.client_secret_sealed),
-    )
+    """The provider's client; ProviderUnavailable if its secret cannot be unsealed (the
+    SECRET_KEY changed since staff saved it: they must enter it again)."""
+    try:
+        secret = crypto.unseal(SECRET_PURPOSE, provider.client_secret_sealed)
+    except (crypto.InvalidToken, ValueError):
+        raise ProviderUnavailable("client secret cannot be unsealed") from None
+    return _client(provider.id, provider.issuer, provider.client_id, secret)
 
 
 def _metadata(client: FlaskOAuth2App, issuer: str) -> dict[str, Any]:

@@ -426,3 +426,13 @@ def test_removing_the_rule_removes_its_company_sign_in(app, db, client, oidc_moc
     # The attempt went with it: the callback finds nothing to finish.
     assert back_to_portal(client, callback).status_code == 400
     assert sessions_of(db, group) == 0
+
+
+def test_a_secret_that_cannot_be_unsealed_is_a_clear_page(app, db, client, oidc_mock):
+    group = setup_sso(app, db, oidc_mock.url)
+    db.scalars(select(SsoProvider)).one().client_secret_sealed = "not-a-fernet-token"
+    db.commit()
+    page = request_link(client, group.public_id, "ap@acme.com")
+    link = SSO_LINK_RE.search(page.text).group(1).replace("&amp;", "&")
+    down = client.get(link)
+    assert down.status_code == 502 and "is not answering" in down.text
