@@ -124,6 +124,7 @@ def _page(
         overlap=overlap,
         button=ButtonForm(formdata=None),
         may_change=g.staff.may("manage_access"),
+        may_sso=g.staff.may("manage_sso"),
         contract_active=group.has_active_contract(today),
         when=_when,
     ), status

@@ -198,6 +198,41 @@ class DomainRuleForm(FlaskForm):
     fold_in = BooleanField("Remove the address rules the domain covers")
 
 
+class SsoForm(FlaskForm):
+    company_name = text(
+        "Company name",
+        DataRequired("Enter the company's name as its people know it."),
+        Length(max=80, message="At most 80 characters."),
+    )
+    issuer = text(
+        "Issuer URL",
+        DataRequired("Enter the provider's issuer URL, like https://login.acme.com."),
+        Length(max=500, message="At most 500 characters."),
+        **_VERBATIM,
+    )
+    client_id = text(
+        "Client id",
+        DataRequired("Enter the client id the provider gave you."),
+        Length(max=255, message="At most 255 characters."),
+        **_VERBATIM,
+    )
+    # Never rendered back; empty keeps the stored secret.
+    client_secret = StringField(
+        "Client secret",
+        validators=[Length(max=1000, message="At most 1000 characters.")],
+        widget=SecretInput(),
+        render_kw={"autocomplete": "off", "spellcheck": "false"},
+    )
+    mode = SelectField(
+        "How customers at this domain sign in",
+        choices=[
+            SelectChoice("offered", "Offered: company sign-in or the emailed link"),
+            SelectChoice("required", "Required: company sign-in only, no emailed link"),
+        ],
+        default="offered",
+    )
+
+
 class EmailRuleForm(FlaskForm):
     email = text(
         "Email address",

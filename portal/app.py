@@ -51,6 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         portal_sessions,
         public,
         signin,
+        sso,
         statements,
         viewer,
     )
@@ -60,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
+    app.register_blueprint(sso.bp)
     app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(portal_sessions.bp)
     app.register_blueprint(viewer.bp)

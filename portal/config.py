@@ -112,6 +112,12 @@ class Settings:
     MAIL_TRANSPORT: str = ""
     # Run the outbox and sign-in worker in the web process (the demo's default).
     WORKER_IN_PROCESS: bool | None = None
+    # Company single sign-on: seconds to wait for each answer from a company's OpenID
+    # Connect provider (discovery, keys, token).
+    SSO_TIMEOUT_SECONDS: int = 5
+    # The demo data's company sign-in: an issuer such as http://127.0.0.1:9400 where
+    # oidc-provider-mock runs (`python -m oidc_provider_mock`). Empty: no SSO in the demo.
+    SSO_DEMO_ISSUER: str = ""
     # Sign-in defaults from SECURITY.md.
     SIGNIN_TTL_MINUTES: int = 15
     CUSTOMER_SESSION_IDLE_MINUTES: int = 30
@@ -358,6 +364,8 @@ def validate(app: Flask, config: Settings) -> None:
         raise ConfigError("RATELIMIT_IPV4_PREFIX must be between 8 and 32.")
     if not 32 <= config.RATELIMIT_IPV6_PREFIX <= 128:
         raise ConfigError("RATELIMIT_IPV6_PREFIX must be between 32 and 128.")
+    if not 1 <= config.SSO_TIMEOUT_SECONDS <= 30:
+        raise ConfigError("SSO_TIMEOUT_SECONDS must be between 1 and 30.")
     if not 0 <= config.NOTICE_WINDOW_MINUTES <= 60:
         raise ConfigError("NOTICE_WINDOW_MINUTES must be between 0 and 60.")
     for key in (

@@ -8,21 +8,25 @@ Deterministic: the same day gives the same data.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import io
 import random
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from PIL import Image, ImageDraw
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from portal import links
+from portal import crypto, links, sso
 from portal.access import add_rule
+from portal.config import settings
 from portal.db import Base
 from portal.models import (
+    AccessRule,
     Account,
     BillGroup,
     BillingFrequency,
@@ -41,6 +45,8 @@ from portal.models import (
     Product,
     ReturnOrigin,
     RuleKind,
+    SsoMode,
+    SsoProvider,
     StaffRole,
     StaffUser,
     Subscription,
@@ -266,7 +272,9 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         if not plan.contract_ended:
             _credit_note(session, group, plan, today)
         for value, subdomains in plan.rules:
-            add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
+            rule = add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
+            if plan.key == SSO_PLAN and rule.kind == RuleKind.DOMAIN:
+                _demo_sso(rule)
     # The seller's app of the README's portal-session example, on the developer's machine.
     session.add(ReturnOrigin(entity=entity, origin=DEMO_APP_ORIGIN, created_by="demo"))
     staff = StaffUser(email=STAFF_EMAIL, name="Demo Admin", role=StaffRole.ADMIN)
@@ -274,6 +282,35 @@ def load(session: Session, today: dt.date | None = None) -> bool:
     session.add(staff)
     session.flush()
     return True
+
+
+# The bill group whose domain rule offers company sign-in, when the demo has a provider.
+SSO_PLAN = "acme-us"
+
+
+def demo_sso_issuer() -> str | None:
+    """The mock provider the demo's company sign-in uses: SSO_DEMO_ISSUER, and only if
+    oidc-provider-mock is installed (the dev extra), since nothing else would answer there
+    with any client id and secret."""
+    issuer = settings().SSO_DEMO_ISSUER.rstrip("/")
+    if not issuer or importlib.util.find_spec("oidc_provider_mock") is None:
+        return None
+    return issuer
+
+
+def _demo_sso(rule: AccessRule) -> None:
+    issuer = demo_sso_issuer()
+    if issuer is None:
+        return
+    rule.sso = SsoProvider(
+        company_name="Acme",
+        issuer=issuer,
+        client_id="billing-portal-demo",
+        # oidc-provider-mock takes any client secret; it is sealed all the same.
+        client_secret_sealed=crypto.seal(sso.SECRET_PURPOSE, secrets.token_urlsafe(16)),
+        mode=SsoMode.OFFERED,
+        updated_by="demo",
+    )
 
 
 def _bill_group(
@@ -563,4 +600,13 @@ def describe(session: Session, base_url: str, loaded: bool, staff_password: str)
         f"Staff sign-in: {base_url}/admin  {STAFF_EMAIL} / {staff_password}",
         "(a new random password on every run of `flask demo`)",
     ]
+    issuer = demo_sso_issuer()
+    if issuer:
+        out += [
+            "",
+            f"Company sign-in: people at acme.com on Acme US operations may also use Acme "
+            f"sign-in, the oidc-provider-mock at {issuer} (run `python -m oidc_provider_mock "
+            f"-p {urlsplit(issuer).port or 9400}`; its login page takes any name, and PUT "
+            f"{issuer}/users/<name> with email and email_verified sets what it says).",
+        ]
     return "\n".join(out)

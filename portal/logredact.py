@@ -1,4 +1,5 @@
-"""Keep sign-in tokens out of request logs: the dev server's and gunicorn's."""
+"""Keep sign-in tokens out of request logs: the dev server's and gunicorn's. That is the
+emailed link's token, and the company sign-in callback's authorization code and state."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from gunicorn.glogging import Logger
 
 # The emailed sign-in link's token, and a portal session's (/p/<id>/session/<token>).
 TOKEN_IN_PATH = re.compile(r"(/verify/|/session/)[^/?#\s\"]+")
+# /sso/callback?code=...&state=...: a code is single use and needs the PKCE verifier, but
+# neither belongs in a log.
+CALLBACK_SECRETS = re.compile(r"(/sso/callback\?)[^\s\"#]*")
 
 
 def redact(text: str) -> str:
-    return TOKEN_IN_PATH.sub(r"\1[redacted]", text)
+    text = TOKEN_IN_PATH.sub(r"\1[redacted]", text)
+    return CALLBACK_SECRETS.sub(r"\1[redacted]", text)
 
 
 class RedactTokens(logging.Filter):

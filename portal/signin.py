@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, devices, links, throttle
+from portal import audit, clock, devices, links, sso, throttle
 from portal.access import may_access
 from portal.config import settings
 from portal.db import rowcount
@@ -185,6 +185,18 @@ def _decide(db: Session, challenge: SignInChallenge, now: dt.datetime) -> None:
             db,
             "signin.link",
             "not_admitted",
+            actor_type="anonymous",
+            actor=challenge.email,
+            bill_group_id=group.id,
+            ip=challenge.ip,
+        )
+        return
+    if sso.required_for(rule):
+        # Staff made the domain sign in with its company's sign-in since the request.
+        audit.record(
+            db,
+            "signin.link",
+            "sso_required",
             actor_type="anonymous",
             actor=challenge.email,
             bill_group_id=group.id,

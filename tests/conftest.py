@@ -35,6 +35,7 @@ from portal.config import settings_of
 from portal.db import Base, make_engine
 from tests.clock import MIDDAY, Clock
 from tests.localstripe import localstripe  # noqa: F401  # the session fixture
+from tests.oidc_mock import fake_provider, oidc_mock  # noqa: F401  # the provider fixtures
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL")

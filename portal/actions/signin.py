@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from portal import audit, events, sessions, signin
+from portal import audit, events, sessions, signin, sso
 from portal.access import may_access
 from portal.actions import Actor, Forbidden
 from portal.clock import today
@@ -52,15 +52,43 @@ def complete_sign_in(
 ) -> SignedIn:
     """Sign in with a challenge this request has just spent (uncommitted), ending the
     browser's session `replacing`. Raises SignInRefused (writing nothing) if the address
-    no longer has access."""
+    no longer has access, or its domain now signs in with its company's sign-in only."""
     # Afresh: the spend was an UPDATE behind the ORM's back.
     challenge = db.get(SignInChallenge, challenge_id, populate_existing=True)
     if challenge is None or challenge.bill_group_id != group.id:
         raise SignInRefused("link_not_usable")
-    if may_access(group, challenge.email, today()) is None:
+    rule = may_access(group, challenge.email, today())
+    if rule is None:
         raise SignInRefused("access_revoked", challenge.email)
+    if sso.required_for(rule):
+        raise SignInRefused("sso_required", challenge.email)
     return start_session(
         db, group, challenge.email, challenge.next_path, replacing=replacing, spent=challenge.id
+    )
+
+
+def complete_sso_sign_in(
+    db: Session,
+    group: BillGroup,
+    verified: sso.Verified,
+    *,
+    replacing: CustomerSession | None = None,
+) -> SignedIn:
+    """Sign in with an address the company's provider has just vouched for (portal.sso
+    checked the token and spent the attempt). The same re-check and the same session as
+    the emailed link; audited with the provider. Raises SignInRefused if the bill group's
+    rules do not admit the address today."""
+    email = verified.email
+    if may_access(group, email, today()) is None:
+        raise SignInRefused("access_revoked", email)
+    return start_session(
+        db,
+        group,
+        email,
+        verified.attempt.next_path,
+        replacing=replacing,
+        outcome="signed_in_sso",
+        audit_detail=f"sso {verified.provider.issuer}"[:500],
     )
 
 
@@ -73,13 +101,14 @@ def start_session(
     replacing: CustomerSession | None,
     spent: int | None = None,
     return_url: str | None = None,
+    outcome: str = "signed_in",
     audit_detail: str | None = None,
 ) -> SignedIn:
     """The part of a sign-in that follows proof of the address, for every way in (an
-    emailed link or code, a portal session the seller's app made): end the browser's old
-    session, retire the open links for the address (but `spent`, the challenge just
-    used), create the session row, audit and queue `portal.signed_in`. The caller has
-    checked the rules."""
+    emailed link or code, the company's sign-in, a portal session the seller's app
+    made): end the browser's old session, retire the open links for the address (but
+    `spent`, the challenge just used), create the session row, audit and queue
+    `portal.signed_in`. The caller has checked the rules."""
     if replacing is not None:
         sessions.revoke(db, replacing, "replaced")
     signin.retire_open(db, group.id, email, except_id=spent)
@@ -89,7 +118,7 @@ def start_session(
     audit.record(
         db,
         "signin.complete",
-        "signed_in",
+        outcome,
         bill_group_id=group.id,
         detail=audit_detail,
         **actor.audit(),

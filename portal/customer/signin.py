@@ -24,14 +24,14 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import clock, db, devices, sessions, signin, throttle
+from portal import clock, db, devices, sessions, signin, sso, throttle
 from portal.access import AccessError, canonical_email
 from portal.actions import signin as signin_actions
 from portal.actions.signin import SignedIn, SignInRefused
 from portal.clock import today
 from portal.customer.forms import CodeForm, EmailForm
 from portal.forms import ButtonForm
-from portal.models import BillGroup, CustomerSession, SignInChallenge
+from portal.models import BillGroup, CustomerSession, SignInChallenge, SsoMode
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
 
@@ -99,9 +99,22 @@ def request_link(public_id: str) -> tuple[str, int] | str:
         form.email.errors = [exc.message]
         return render_template("portal/signin/start.html", group=group, form=form), 400
     next_path = signin.safe_next(form.next.data, public_id)
+    # The company sign-in of the address's domain, if staff set one up: a property of
+    # the domain, the same for every address there, so showing it (or, when it is
+    # required, showing only it) says nothing about the address that was typed.
+    provider = sso.provider_for(group, email)
+    if provider is not None and provider.mode is SsoMode.REQUIRED:
+        return render_template(
+            "portal/signin/sso_required.html", group=group, provider=provider, next=next_path
+        )
     signin.request_link(db.session(), group, email, ensure_nonce(), next_path)
     return render_template(
-        "portal/signin/check_email.html", group=group, email=email, form=CodeForm()
+        "portal/signin/check_email.html",
+        group=group,
+        email=email,
+        form=CodeForm(),
+        provider=provider,
+        next=next_path,
     )
 
 
@@ -258,6 +271,13 @@ def finish_sign_in(
         signed_in = sign_in(previous.row if previous else None)
     except SignInRefused as refused:
         return refuse(group, refused)
+    return signed_in_browser(group, signed_in)
+
+
+def signed_in_browser(group: BillGroup, signed_in: SignedIn) -> BaseResponse:
+    """Commit the new session, then give the browser a fresh cookie session, remember the
+    device and redirect: the end of every way in (link, code, company sign-in, a portal
+    session)."""
     db.session().commit()
     # A new session: nothing from before sign-in survives, apart from a new nonce.
     logout_user()

@@ -42,6 +42,7 @@ from portal.models.paying import (
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.portal_session import PortalSessionToken, ReturnOrigin
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
+from portal.models.sso import SsoAttempt, SsoMode, SsoProvider
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
 
 __all__ = [
@@ -55,6 +56,9 @@ __all__ = [
     "PaymentSource",
     "ReceiptDue",
     "SandboxCharge",
+    "SsoAttempt",
+    "SsoMode",
+    "SsoProvider",
     "AccessRule",
     "Account",
     "ApiKey",

@@ -14,6 +14,7 @@ from portal.models._base import BigId, IdMixin, str_enum
 
 if TYPE_CHECKING:
     from portal.models.account import BillGroup
+    from portal.models.sso import SsoProvider
 
 
 class RuleKind(enum.StrEnum):
@@ -41,6 +42,10 @@ class AccessRule(IdMixin, Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     bill_group: Mapped[BillGroup] = relationship(back_populates="access_rules")
+    # A domain rule's company single sign-on, if staff set one up (portal.sso).
+    sso: Mapped[SsoProvider | None] = relationship(
+        back_populates="rule", cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
 
     @property
     def label(self) -> str:

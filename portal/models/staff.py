@@ -35,6 +35,9 @@ PERMISSIONS: dict[StaffRole, frozenset[str]] = {
             "audit_all",
             # API keys and webhook endpoints: what the billing system may do and hear.
             "manage_integrations",
+            # A domain rule's company single sign-on: where the portal trusts another
+            # party to say who someone is.
+            "manage_sso",
         }
     ),
 }
