@@ -41,8 +41,22 @@ from portal.models.paying import (
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
+from portal.models.subscription_change import (
+    CHANGE_LABELS,
+    ChangeKind,
+    Plan,
+    RequestState,
+    SubscriptionChangeRequest,
+    subscription_plan_options,
+)
 
 __all__ = [
+    "CHANGE_LABELS",
+    "ChangeKind",
+    "Plan",
+    "RequestState",
+    "SubscriptionChangeRequest",
+    "subscription_plan_options",
     "FINAL_STATES",
     "AttemptState",
     "CreditApplication",
