@@ -11,6 +11,7 @@ lock orders concurrent asks, and a partial unique index refuses a second pending
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -28,6 +29,7 @@ from portal.models import (
     BillGroup,
     ChangeKind,
     Entity,
+    Plan,
     RequestState,
     Subscription,
     SubscriptionChangeRequest,
@@ -37,6 +39,78 @@ PENDING = (
     "A change to this subscription is already waiting for the billing system's answer. "
     "You can ask for another once it has answered."
 )
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change as checked, ready to be asked for (or shown on the review page)."""
+
+    subscription: Subscription
+    kind: ChangeKind
+    to_plan: Plan | None = None
+    to_quantity: int | None = None
+    reason: str | None = None
+    comment: str | None = None
+
+
+def check_change(
+    db: Session,
+    group: BillGroup,
+    subscription_id: int,
+    kind: ChangeKind | str,
+    *,
+    plan_id: int | None = None,
+    quantity: int | None = None,
+    reason: str | None = None,
+    comment: str | None = None,
+) -> Change:
+    """The rules of a change, without writing: another group's subscription, a kind not
+    offered or switched off, a plan not offered, a quantity out of range, a cancellation
+    without a reason, a request already waiting are refused."""
+    try:
+        kind = ChangeKind(kind)
+    except ValueError:
+        raise Invalid("Choose a change.", "kind") from None
+    subscription = db.scalar(
+        select(Subscription).where(
+            Subscription.id == subscription_id, Subscription.bill_group_id == group.id
+        )
+    )
+    if subscription is None:
+        raise NotFound("There is no such subscription in this account.")
+    if not rules.switched_on(group.entity, kind):
+        raise Forbidden(f"{kind.label}: {group.entity.name} does not take this change here.")
+    if not rules.offered_by_subscription(subscription, kind):
+        raise Forbidden(f"{kind.label}: this subscription does not offer this change.")
+    if rules.pending(db, [subscription.id]):
+        raise Conflict(PENDING)
+    change: dict[str, Any] = {}
+    if kind == ChangeKind.PLAN:
+        options = {plan.id: plan for plan in rules.plan_options(subscription)}
+        if plan_id is None or plan_id not in options:
+            raise Invalid("Choose one of the plans offered.", "plan")
+        change["to_plan"] = options[plan_id]
+    elif kind == ChangeKind.QUANTITY:
+        low, high = rules.quantity_range(subscription)
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            raise Invalid("Enter a whole number.", "quantity")
+        if quantity < low or (high is not None and quantity > high):
+            limit = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise Invalid(f"Enter a quantity {limit}.", "quantity")
+        if quantity == subscription.quantity:
+            raise Invalid("That is the quantity you have now.", "quantity")
+        change["to_quantity"] = quantity
+    if kind in (ChangeKind.CANCEL_NOW, ChangeKind.CANCEL_AT_TERM_END):
+        if reason not in rules.CANCEL_REASONS:
+            raise Invalid("Choose why you are cancelling.", "reason")
+        change["reason"] = reason
+    try:
+        change["comment"] = details.clean_text(
+            comment, max_length=rules.COMMENT_MAX, what="comment"
+        )
+    except details.DetailError as exc:
+        raise Invalid(exc.message, "comment") from None
+    return Change(subscription, kind, **change)
 
 
 def request_change(
@@ -52,64 +126,35 @@ def request_change(
     comment: str | None = None,
 ) -> SubscriptionChangeRequest:
     """Ask the billing system for a change to one of `group`'s subscriptions, as the
-    customer `actor`. Refused (nothing written): another group's subscription, a kind
-    not offered or switched off, a plan not offered, a quantity out of range, a
-    cancellation without a reason, a request already waiting."""
+    customer `actor`: checked by check_change under the bill group's lock, stored,
+    audited and sent as `subscription.change_requested`. Refused, nothing written, as
+    check_change refuses, and when another request got in first (Conflict)."""
     if actor.kind != "customer":
         raise Forbidden("Only a customer asks for a change to a subscription.")
-    try:
-        kind = ChangeKind(kind)
-    except ValueError:
-        raise Invalid("Choose a change.", "kind") from None
     lock_bill_group(db, group.id)
-    subscription = db.scalar(
-        select(Subscription).where(
-            Subscription.id == subscription_id, Subscription.bill_group_id == group.id
-        )
+    change = check_change(
+        db,
+        group,
+        subscription_id,
+        kind,
+        plan_id=plan_id,
+        quantity=quantity,
+        reason=reason,
+        comment=comment,
     )
-    if subscription is None:
-        raise NotFound("There is no such subscription in this account.")
-    db.refresh(subscription)
-    if not rules.switched_on(group.entity, kind):
-        raise Forbidden(f"{kind.label}: {group.entity.name} does not take this change here.")
-    if not rules.offered_by_subscription(subscription, kind):
-        raise Forbidden(f"{kind.label}: this subscription does not offer this change.")
-    if rules.pending(db, [subscription.id]):
-        raise Conflict(PENDING)
-    values: dict[str, Any] = {"from_plan_id": subscription.plan_id}
-    values["from_quantity"] = subscription.quantity
-    if kind == ChangeKind.PLAN:
-        options = {plan.id: plan for plan in rules.plan_options(subscription)}
-        if plan_id is None or plan_id not in options:
-            raise Invalid("Choose one of the plans offered.", "plan")
-        values["to_plan_id"] = plan_id
-    elif kind == ChangeKind.QUANTITY:
-        low, high = rules.quantity_range(subscription)
-        if isinstance(quantity, bool) or not isinstance(quantity, int):
-            raise Invalid("Enter a whole number.", "quantity")
-        if quantity < low or (high is not None and quantity > high):
-            limit = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise Invalid(f"Enter a quantity {limit}.", "quantity")
-        if quantity == subscription.quantity:
-            raise Invalid("That is the quantity you have now.", "quantity")
-        values["to_quantity"] = quantity
-    if kind in (ChangeKind.CANCEL_NOW, ChangeKind.CANCEL_AT_TERM_END):
-        if reason not in rules.CANCEL_REASONS:
-            raise Invalid("Choose why you are cancelling.", "reason")
-        values["reason"] = reason
-    try:
-        values["comment"] = details.clean_text(
-            comment, max_length=rules.COMMENT_MAX, what="comment"
-        )
-    except details.DetailError as exc:
-        raise Invalid(exc.message, "comment") from None
+    subscription = change.subscription
     request = SubscriptionChangeRequest(
         subscription=subscription,
         bill_group_id=group.id,
-        kind=kind,
+        kind=change.kind,
         state=RequestState.REQUESTED,
+        from_plan_id=subscription.plan_id,
+        from_quantity=subscription.quantity,
+        to_plan_id=None if change.to_plan is None else change.to_plan.id,
+        to_quantity=change.to_quantity,
+        reason=change.reason,
+        comment=change.comment,
         requested_by=actor.name,
-        **values,
     )
     try:
         with db.begin_nested():
@@ -125,7 +170,7 @@ def request_change(
         **actor.audit(),
         bill_group_id=group.id,
         detail=json.dumps(
-            {"request": request.id, "subscription": subscription.id, "kind": kind.value}
+            {"request": request.id, "subscription": subscription.id, "kind": change.kind.value}
         ),
     )
     events.subscription_change_requested(db, group, request, actor.event())
