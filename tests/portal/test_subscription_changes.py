@@ -65,7 +65,7 @@ def test_pick_review_and_ask_for_another_plan_then_hear_the_answer(
     business = next(p for p in sub.allowed_plans if p.name == "Business")
     # The plans it may move to, with their price per period; not the one it is on.
     assert "Business: €249.00 monthly" in form.text and "Starter: €29.00 monthly" in form.text
-    assert 'value="%d"' % sub.plan_id not in form.text
+    assert f'value="{sub.plan_id}"' not in form.text
 
     review = customer.get(review_path(group, sub, kind="plan", plan=str(business.id)))
     assert review.status_code == 200
