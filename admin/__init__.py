@@ -12,9 +12,10 @@ from admin.guard import NAV, bp
 
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the blueprint when imported.
-    from admin import access, accounts, audit, auth, home, integrations, staff
+    from admin import access, accounts, audit, auth, home, integrations, staff, subscriptions
 
     assert access and accounts and audit and auth and home and integrations and staff
+    assert subscriptions
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 from emails.render import Email, render
 from portal import links
 from portal.models import (
+    BillGroup,
     ChangeKind,
     Entity,
     Plan,
@@ -96,6 +97,27 @@ def pending(db: Session, subscription_ids: list[int]) -> dict[int, SubscriptionC
         )
     )
     return {row.subscription_id: row for row in rows}
+
+
+def requests_of(db: Session, group: BillGroup, limit: int = 100) -> list[SubscriptionChangeRequest]:
+    """The bill group's requests, waiting ones first, then newest first."""
+    return list(
+        db.scalars(
+            select(SubscriptionChangeRequest)
+            .where(SubscriptionChangeRequest.bill_group_id == group.id)
+            .options(
+                selectinload(SubscriptionChangeRequest.subscription).selectinload(
+                    Subscription.plan
+                ),
+                selectinload(SubscriptionChangeRequest.to_plan),
+            )
+            .order_by(
+                (SubscriptionChangeRequest.state == RequestState.REQUESTED).desc(),
+                SubscriptionChangeRequest.id.desc(),
+            )
+            .limit(limit)
+        )
+    )
 
 
 def describe(request: SubscriptionChangeRequest) -> str:

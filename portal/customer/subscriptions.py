@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import abort, flash, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
+from wtforms import SelectChoice
 
 from portal import audit, billing, db
 from portal import subscriptions as rules
@@ -114,8 +115,11 @@ def _form(
             viewer, subscription, Forbidden(f"{kind.label}: this change is not offered here.")
         )
     low, high = rules.quantity_range(subscription)
-    form.plan.choices = [(str(p.id), p.name) for p in rules.plan_options(subscription)]
-    form.reason.choices = [("", "Choose a reason"), *rules.CANCEL_REASONS.items()]
+    form.plan.choices = [SelectChoice(str(p.id), p.name) for p in rules.plan_options(subscription)]
+    form.reason.choices = [
+        SelectChoice("", "Choose a reason"),
+        *(SelectChoice(code, label) for code, label in rules.CANCEL_REASONS.items()),
+    ]
     for name, message in (errors or {}).items():
         field = getattr(form, name, None)
         if field is not None:

@@ -35,6 +35,8 @@ PERMISSIONS: dict[StaffRole, frozenset[str]] = {
             "audit_all",
             # API keys and webhook endpoints: what the billing system may do and hear.
             "manage_integrations",
+            # Which changes to a subscription customers may ask for, per seller.
+            "manage_self_service",
         }
     ),
 }

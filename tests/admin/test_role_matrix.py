@@ -58,6 +58,9 @@ def route_values(app, db):
         "key": "no-such-key",
         "attempt_id": 1,
         "payment_id": 1,
+        # Subscription pages: none of these exists, and a 404 is allowed.
+        "subscription_id": 1,
+        "request_id": 1,
     }
 
 
