@@ -374,8 +374,8 @@ def _subscription(
 
 # Per seat, per month: what a customer of Acme UK sees when asking for another plan.
 CATALOGUE = [
-    ("starter", "Starter", 1900, "The essentials, for small teams"),
-    ("team", "Team", 4900, "Shared dashboards and priority support"),
+    ("starter", "Starter", 2900, "The essentials, for small teams"),
+    ("team", "Team", 5900, "Shared dashboards and priority support"),
     ("business", "Business", 9900, "Single sign-on, audit log and a named manager"),
 ]
 CHANGEABLE_GROUP = "acme-uk"
