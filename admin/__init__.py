@@ -12,9 +12,20 @@ from admin.guard import NAV, bp
 
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the blueprint when imported.
-    from admin import access, accounts, audit, auth, home, integrations, sso, staff
+    from admin import (
+        access,
+        accounts,
+        audit,
+        auth,
+        home,
+        integrations,
+        sso,
+        staff,
+        subscriptions,
+    )
 
     assert access and accounts and audit and auth and home and integrations and sso and staff
+    assert subscriptions
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -17,6 +17,7 @@ from wtforms import SelectChoice
 from admin.forms import (
     AccountForm,
     AccountSearchForm,
+    AnswerChangeForm,
     BillGroupForm,
     EntityBankDetailsForm,
     EntityPaymentSettingsForm,
@@ -24,6 +25,7 @@ from admin.forms import (
 from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from admin.lookup import get_or_404
 from portal import bank, clock, credits, db, links, paging
+from portal import subscriptions as subscription_changes
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
 from portal.actions.accounts import GROUP_FIELDS, InvoicedTermsFixed
@@ -35,6 +37,7 @@ from portal.models import (
     Account,
     BillGroup,
     BillingFrequency,
+    ChangeKind,
     CustomerSession,
     Entity,
     Payment,
@@ -304,6 +307,13 @@ def bill_group(bill_group_id: int) -> str:
             select(func.count(Payment.id)).where(Payment.bill_group_id == group.id)
         ),
         credit_notes=credits.credit_notes(db.session(), group),
+        change_requests=subscription_changes.requests_of(db.session(), group),
+        answer_form=AnswerChangeForm(),
+        describe_change=subscription_changes.describe,
+        subscription_name=subscription_changes.subscription_name,
+        switched_on=subscription_changes.switched_on,
+        change_kinds=list(ChangeKind),
+        cancel_reasons=subscription_changes.CANCEL_REASONS,
         unapplied=dict(
             (payment.id, left) for payment, left in credits.unapplied_payments(db.session(), group)
         ),

@@ -13,6 +13,7 @@ from wtforms import (
     Field,
     HiddenField,
     PasswordField,
+    RadioField,
     SelectChoice,
     SelectField,
     SelectMultipleField,
@@ -435,4 +436,32 @@ class EntityBankDetailsForm(FlaskForm):
         ],
         default=bank.ReferenceFormat.INVOICE_NUMBER.value,
         validate_choice=False,  # portal.bank refuses an unknown one, with its message
+    )
+
+
+# --- subscription changes (admin/subscriptions.py) ---------------------------------------
+
+
+class SubscriptionSettingsForm(FlaskForm):
+    """One switch per kind of change (portal.models.ChangeKind), named by its value."""
+
+    plan = BooleanField("Change plan (upgrade or downgrade)")
+    quantity = BooleanField("Change quantity")
+    pause = BooleanField("Pause")
+    resume = BooleanField("Resume")
+    convert_trial = BooleanField("Convert a trial to a paid subscription")
+    extend_trial = BooleanField("Extend a trial")
+    cancel_at_term_end = BooleanField("Cancel at the end of the term")
+    cancel_now = BooleanField("Cancel now")
+
+
+class AnswerChangeForm(FlaskForm):
+    decision = RadioField(
+        "Answer",
+        choices=[SelectChoice("accept", "Accept"), SelectChoice("refuse", "Refuse")],
+        validators=[InputRequired("Choose accept or refuse.")],
+    )
+    reason = text(
+        "Reason or note for the customer (needed to refuse)",
+        Length(max=1000, message="The reason can be at most 1000 characters."),
     )

@@ -88,6 +88,64 @@ class Product(Stamped):
     sku: str | None
 
 
+class Plan(Stamped):
+    external_id: str | None
+    entity: str | None
+    name: str
+    description: str | None
+    price_minor: int
+    currency: str
+    period: Literal["monthly", "quarterly", "semiannual", "annual"]
+
+
+class AllowedChanges(Out):
+    plans: list[str]
+    quantity_min: int | None
+    quantity_max: int | None
+    cancel_now: bool
+    cancel_at_term_end: bool
+    pause: bool
+    resume: bool
+    convert_trial: bool
+    extend_trial: bool
+
+
+class ChangeSide(Out):
+    """A subscription's plan and quantity: as it was when asked, or as asked for."""
+
+    plan: str | None
+    plan_name: str | None
+    price_minor: int | None
+    currency: str | None
+    period: Literal["monthly", "quarterly", "semiannual", "annual"] | None
+    quantity: int | None
+
+
+class SubscriptionChangeRequest(Stamped):
+    id: int
+    subscription: str | None
+    bill_group: str | None
+    kind: Literal[
+        "plan",
+        "quantity",
+        "pause",
+        "resume",
+        "convert_trial",
+        "extend_trial",
+        "cancel_at_term_end",
+        "cancel_now",
+    ]
+    state: Literal["requested", "accepted", "refused"]
+    current: ChangeSide
+    requested: ChangeSide
+    reason: Literal["too_expensive", "not_using", "missing_features", "switching", "other"] | None
+    comment: str | None
+    requested_by: str
+    answered_by: str | None
+    answer_reason: str | None
+    answered_at: dt.datetime | None
+
+
 class SubscriptionItem(Out):
     product: str | None
     product_name: str
@@ -106,6 +164,10 @@ class Subscription(Stamped):
     end_date: dt.date | None
     items: list[SubscriptionItem]
     amount_per_period_minor: int
+    plan: str | None
+    quantity: int | None
+    trial_end: dt.date | None
+    allowed_changes: AllowedChanges
 
 
 class InvoiceLine(Out):
@@ -236,6 +298,7 @@ RECORDS: dict[str, type[Out]] = {
     "accounts": Account,
     "bill-groups": BillGroup,
     "products": Product,
+    "plans": Plan,
     "subscriptions": Subscription,
     "invoices": Invoice,
     "payments": Payment,
@@ -256,6 +319,7 @@ OUTPUTS: list[type[Out]] = [
     AccessRule,
     PortalLink,
     PortalSession,
+    SubscriptionChangeRequest,
     Error,
 ]
 INPUTS: list[type[BaseModel]] = [
@@ -263,6 +327,8 @@ INPUTS: list[type[BaseModel]] = [
     schemas.ContactIn,
     schemas.AccessRuleIn,
     schemas.PortalSessionIn,
+    schemas.ChangeAcceptIn,
+    schemas.ChangeRefuseIn,
 ]
 
 
@@ -627,7 +693,79 @@ def _paths() -> dict[str, Any]:
             tag="portal-sessions",
         )
     }
+    _change_request_paths(paths)
     return paths
+
+
+REQUEST_ID = {
+    "name": "request_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+    "description": "The portal's id of the change request (in its webhook and the list).",
+}
+
+
+def _change_request_paths(paths: dict[str, Any]) -> None:
+    """What customers asked to change on their subscriptions, and the answers."""
+    tag = "subscription-change-requests"
+    state = {
+        "name": "state",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["requested", "accepted", "refused"]},
+        "description": "Only requests in this state (requested: waiting for an answer).",
+    }
+    paths["/subscription-change-requests"] = {
+        "get": _operation(
+            "listSubscriptionChangeRequests",
+            "List change requests, oldest change first: poll for those waiting",
+            "read",
+            {
+                "200": {"description": "A page", **_json(_feed_of("SubscriptionChangeRequest"))},
+                **_errors(*READ_ERRORS),
+            },
+            parameters=[*LIST_PARAMETERS, state, _filter("bill_group")],
+            tag=tag,
+        )
+    }
+    paths["/subscription-change-requests/{request_id}"] = {
+        "get": _operation(
+            "getSubscriptionChangeRequest",
+            "Read one change request",
+            "read",
+            {
+                "200": {"description": "The request", **_json(_ref("SubscriptionChangeRequest"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[REQUEST_ID],
+            tag=tag,
+        )
+    }
+    for verb, body, summary in (
+        (
+            "accept",
+            "ChangeAcceptIn",
+            "Accept the change (once); optionally send the subscription as it now is",
+        ),
+        ("refuse", "ChangeRefuseIn", "Refuse the change (once), with a reason for the customer"),
+    ):
+        paths[f"/subscription-change-requests/{{request_id}}/{verb}"] = {
+            "post": _operation(
+                f"{verb}SubscriptionChangeRequest",
+                summary,
+                "write",
+                {
+                    "200": {
+                        "description": "Answered; the customer is emailed the answer",
+                        **_json(_ref("SubscriptionChangeRequest")),
+                    },
+                    **_errors(*WRITE_ERRORS),
+                },
+                parameters=[REQUEST_ID],
+                request=body,
+                tag=tag,
+            )
+        }
 
 
 # --- webhooks ----------------------------------------------------------------------------
@@ -645,6 +783,7 @@ EVENT_OBJECTS: dict[str, dict[str, Any]] = {
     "payment.failed": _ref("Payment"),
     "autopay.changed": _ref("AutoPay"),
     "credit.applied": _ref("CreditApplied"),
+    "subscription.change_requested": _ref("SubscriptionChangeRequest"),
 }
 EVENT_SUMMARIES = {
     "portal.signed_in": "A customer signed in to a bill group's portal",
@@ -658,6 +797,10 @@ EVENT_SUMMARIES = {
     "payment.failed": "A customer's payment in the portal was declined (nothing applied)",
     "autopay.changed": "Automatic payment was turned on or off for the bill group",
     "credit.applied": "A customer applied a credit note or an unapplied payment to an invoice",
+    "subscription.change_requested": (
+        "A customer asked for a change to a subscription: accept or refuse it with "
+        "POST /subscription-change-requests/{id}/accept or /refuse"
+    ),
 }
 
 
@@ -810,6 +953,7 @@ CHILDREN: dict[str, dict[str, dict[str, Any]]] = {
     "entities": {
         "PutBillGroup": _child("putBillGroup", "entity", "a bill group"),
         "PutProduct": _child("putProduct", "entity", "a product"),
+        "PutPlan": _child("putPlan", "entity", "a plan"),
     },
     "accounts": {"PutBillGroup": _child("putBillGroup", "account", "a bill group")},
     "bill-groups": {

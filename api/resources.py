@@ -74,6 +74,7 @@ RESOURCES: dict[str, Resource] = {
             _RECORDS["bill_group"], "BillGroup", (("account", Account, BillGroup.account_id),)
         ),
         Resource(_RECORDS["product"], "Product"),
+        Resource(_RECORDS["plan"], "Plan"),
         _in_group(_RECORDS["subscription"], "Subscription"),
         _in_group(_RECORDS["invoice"], "Invoice"),
         _in_group(_RECORDS["payment"], "Payment"),

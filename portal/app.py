@@ -53,11 +53,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         signin,
         sso,
         statements,
+        subscriptions,
         viewer,
     )
 
     assert details and invoices and pages and payment_methods  # imported for their routes
-    assert credits and statements
+    assert credits and statements and subscriptions
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)

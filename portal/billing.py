@@ -219,7 +219,11 @@ def subscriptions(db: Session, group: BillGroup) -> list[Subscription]:
         db.scalars(
             select(Subscription)
             .where(Subscription.bill_group_id == group.id)
-            .options(selectinload(Subscription.items).selectinload(SubscriptionItem.product))
+            .options(
+                selectinload(Subscription.items).selectinload(SubscriptionItem.product),
+                selectinload(Subscription.plan),
+                selectinload(Subscription.allowed_plans),
+            )
             .order_by(Subscription.status, Subscription.start_date.desc())
         )
     )

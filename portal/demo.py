@@ -42,6 +42,7 @@ from portal.models import (
     PaymentMethod,
     PaymentMethodType,
     PaymentStatus,
+    Plan,
     Product,
     ReturnOrigin,
     RuleKind,
@@ -256,7 +257,20 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         key: Product(entity=entity, external_id=f"demo-{key}", name=name, sku=key.upper())
         for key, (name, _price) in PRODUCTS.items()
     }
-    session.add_all([entity, *products.values()])
+    # The seller's catalogue, in the currency of the bill group whose customer may change plans.
+    catalogue = [
+        Plan(
+            entity=entity,
+            external_id=f"demo-plan-{key}",
+            name=name,
+            price_minor=price,
+            currency="GBP",
+            period=BillingFrequency.MONTHLY,
+            description=description,
+        )
+        for key, name, price, description in CATALOGUE
+    ]
+    session.add_all([entity, *products.values(), *catalogue])
     accounts: dict[str, Account] = {}
     counter = iter(range(1, 10_000))
     for plan in PLANS:
@@ -265,6 +279,8 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         )
         group = _bill_group(session, entity, account, plan, today)
         _subscription(group, plan, products, today)
+        if plan.key == CHANGEABLE_GROUP:
+            _allow_changes(group, catalogue)
         methods = _payment_methods(group, plan, rng)
         session.add(group)
         session.flush()
@@ -402,6 +418,29 @@ def _subscription(
                 items=[SubscriptionItem(product=products["api"], quantity=50, unit_price_minor=0)],
             )
         )
+
+
+# Per seat, per month: what a customer of Acme UK sees when asking for another plan.
+CATALOGUE = [
+    ("starter", "Starter", 2900, "The essentials, for small teams"),
+    ("team", "Team", 5900, "Shared dashboards and priority support"),
+    ("business", "Business", 9900, "Single sign-on, audit log and a named manager"),
+]
+CHANGEABLE_GROUP = "acme-uk"
+
+
+def _allow_changes(group: BillGroup, catalogue: list[Plan]) -> None:
+    """The demo's subscriptions that a customer may ask to change: the main one moves
+    between the plans, changes seats, pauses or cancels; the trial converts or extends."""
+    main, *rest = group.subscriptions
+    main.plan = catalogue[1]
+    main.quantity = 40
+    main.quantity_min, main.quantity_max = 5, 200
+    main.allowed_plans = list(catalogue)
+    main.allow_pause = main.allow_cancel_at_term_end = main.allow_cancel_now = True
+    for trial in rest:
+        trial.trial_end = trial.renewal_date
+        trial.allow_convert_trial = trial.allow_extend_trial = trial.allow_cancel_now = True
 
 
 def _price(key: str, currency: str) -> int:

@@ -18,6 +18,7 @@ from portal.models import (
     Invoice,
     Payment,
     PaymentMethod,
+    SubscriptionChangeRequest,
 )
 from portal.sync import serialize
 
@@ -132,3 +133,17 @@ def credit_applied(
         "invoice": serialize.invoice(invoice, today),
     }
     webhooks.emit(db, "credit.applied", group, obj, actor=actor)
+
+
+def subscription_change_requested(
+    db: Session, group: BillGroup, request: SubscriptionChangeRequest, actor: Who
+) -> None:
+    """A customer asked for a change to a subscription: accept or refuse it through the API."""
+    _written(
+        db,
+        "subscription.change_requested",
+        group,
+        request,
+        serialize.subscription_change_request,
+        actor,
+    )

@@ -59,6 +59,7 @@ EVENT_TYPES = (
     "payment.failed",
     "autopay.changed",
     "credit.applied",
+    "subscription.change_requested",
 )
 SIGNATURE_HEADER = "Portal-Signature"
 REPLAY_WINDOW = 300

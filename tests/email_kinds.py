@@ -18,15 +18,22 @@ from emails.render import Email, render
 from portal.models import (
     Account,
     BillGroup,
+    BillingFrequency,
+    ChangeKind,
     Entity,
     Invoice,
     NoticeChange,
     Payment,
     PaymentApplication,
     PaymentStatus,
+    Plan,
+    RequestState,
+    Subscription,
+    SubscriptionChangeRequest,
 )
 from portal.notices import notice_email
 from portal.receipts import receipt_email
+from portal.subscriptions import answer_email
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "emails"
 SELLER = "Northwind Cloud"
@@ -92,6 +99,19 @@ def every_kind() -> dict[str, Example]:
         )
     )
 
+    business = Plan(
+        name="Business", price_minor=24900, currency="GBP", period=BillingFrequency.MONTHLY
+    )
+    change = SubscriptionChangeRequest(
+        bill_group=group,
+        subscription=Subscription(plan=Plan(name="Team"), items=[]),
+        kind=ChangeKind.PLAN,
+        to_plan=business,
+        state=RequestState.ACCEPTED,
+        requested_by="ap@acme.com",
+        answer_reason="From your next invoice",
+    )
+
     examples = {
         "signin_link": Example(
             signin(link), (link, "1234-5678", "15 minutes", "Acme UK operations", *seller)
@@ -141,6 +161,17 @@ def every_kind() -> dict[str, Example]:
                 "Visa ending 4242",
                 "03 December 2026 at 09:30",
                 f"{PORTAL}/payments",
+                *seller,
+            ),
+        ),
+        "subscription_change_answered": Example(
+            answer_email(change, "en_GB"),
+            (
+                "Move to the Business plan",
+                "£249.00",
+                "From your next invoice",
+                "Team",
+                f"{PORTAL}/subscriptions",
                 *seller,
             ),
         ),

@@ -26,6 +26,7 @@ from portal.models import (
     PaymentMethodType,
     PaymentSource,
     PaymentStatus,
+    Plan,
     Product,
     Subscription,
     SubscriptionItem,
@@ -211,3 +212,41 @@ def make_subscription(db: Session, bill_group: BillGroup, **overrides: Any) -> S
         "items": [SubscriptionItem(product=product, quantity=3, unit_price_minor=4900)],
     }
     return _added(db, Subscription(**(values | overrides)))
+
+
+def make_plan(db: Session, entity: Entity, **overrides: Any) -> Plan:
+    """A plan of `entity`'s catalogue: Team, 99.00 EUR a month."""
+    values: dict[str, Any] = {
+        "entity": entity,
+        "name": "Team",
+        "price_minor": 9900,
+        "currency": "EUR",
+        "period": BillingFrequency.MONTHLY,
+        "external_id": f"plan-{next(_seq)}",
+    }
+    return _added(db, Plan(**(values | overrides)))
+
+
+def make_changeable_subscription(
+    db: Session, bill_group: BillGroup, **overrides: Any
+) -> Subscription:
+    """An active subscription on the Team plan, 5 seats (1 to 20), that may move to the
+    Business or Starter plans, pause, cancel now or at term end."""
+    entity = bill_group.entity
+    team = make_plan(db, entity, name="Team", price_minor=9900, currency=bill_group.currency)
+    business = make_plan(
+        db, entity, name="Business", price_minor=24900, currency=bill_group.currency
+    )
+    starter = make_plan(db, entity, name="Starter", price_minor=2900, currency=bill_group.currency)
+    values: dict[str, Any] = {
+        "plan": team,
+        "quantity": 5,
+        "quantity_min": 1,
+        "quantity_max": 20,
+        "allowed_plans": [team, business, starter],
+        "allow_pause": True,
+        "allow_cancel_now": True,
+        "allow_cancel_at_term_end": True,
+        "external_id": f"sub-{next(_seq)}",
+    }
+    return make_subscription(db, bill_group, **(values | overrides))

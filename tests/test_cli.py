@@ -170,3 +170,21 @@ def test_create_api_key_prints_a_working_key_once(app, runner, db):
     assert client.put("/api/v1/accounts/a", json={"name": "A"}, headers=headers).status_code == 403
     refused = runner.invoke(args=["create-api-key", " "])
     assert refused.exit_code == 2 and "name" in refused.output
+
+
+def test_the_demo_has_a_subscription_with_changes_allowed_and_a_catalogue(runner, db):
+    from portal import subscriptions
+    from portal.models import Plan, Subscription
+
+    assert runner.invoke(args=["demo"]).exit_code == 0
+    plans = db.scalars(select(Plan).order_by(Plan.price_minor)).all()
+    assert [p.name for p in plans] == ["Starter", "Team", "Business"]
+    main = db.scalar(select(Subscription).where(Subscription.external_id == "demo-sub-acme-uk"))
+    kinds = {k.value for k in subscriptions.allowed_kinds(main, main.bill_group.entity)}
+    assert {"plan", "quantity", "pause", "cancel_now", "cancel_at_term_end"} <= kinds
+    trial = db.scalar(
+        select(Subscription).where(Subscription.external_id == "demo-sub-acme-uk-trial")
+    )
+    assert {"convert_trial", "extend_trial"} <= {
+        k.value for k in subscriptions.allowed_kinds(trial, trial.bill_group.entity)
+    }

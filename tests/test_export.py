@@ -126,3 +126,57 @@ def test_the_readme_example_imports(app, db):
     summary = run(app, db, example)
     assert summary.rejected == 0 and summary.total("created") == 3
     assert counts(db)["bill_group"] == 1
+
+
+def test_plans_and_what_a_subscription_allows_round_trip(runner, db, app, fresh_app, tmp_path):
+    plan = {"entity": "ent-1", "currency": "EUR", "period": "monthly"}
+    subscription = DATASET[9] | {
+        "data": DATASET[9]["data"]
+        | {
+            "plan": "plan-team",
+            "quantity": 5,
+            "trial_end": "2025-01-15",
+            "allowed_changes": {
+                "plans": ["plan-team", "plan-business"],
+                "quantity_min": 2,
+                "quantity_max": 50,
+                "pause": True,
+                "cancel_at_term_end": True,
+            },
+        }
+    }
+    assert subscription["type"] == "subscription"
+    lines = [
+        *DATASET[:9],
+        # Before the subscription that names them, as export writes them.
+        {
+            "type": "plan",
+            "external_id": "plan-team",
+            "data": plan | {"name": "Team", "price_minor": 9900},
+        },
+        {
+            "type": "plan",
+            "external_id": "plan-business",
+            "data": plan | {"name": "Business", "price_minor": 24900},
+        },
+        subscription,
+    ]
+    result = runner.invoke(args=["import", str(write(tmp_path, lines))])
+    assert result.exit_code == 0, result.output
+    before = snapshot(db)
+    (sub,) = before["subscription"]
+    assert sub["plan"] == "plan-team" and sub["allowed_changes"]["plans"] == [
+        "plan-team",
+        "plan-business",
+    ]
+    exported = tmp_path / "export.jsonl"
+    assert runner.invoke(args=["export", str(exported)]).exit_code == 0
+    types = [json.loads(line)["type"] for line in exported.read_text().splitlines()]
+    assert types.index("plan") < types.index("subscription")
+    imported = fresh_app.test_cli_runner().invoke(args=["import", str(exported)])
+    assert imported.exit_code == 0, imported.output
+    other = fresh_app.extensions["portal.db"]()
+    try:
+        assert snapshot(other) == before
+    finally:
+        other.close()

@@ -15,6 +15,7 @@ from wtforms import (
     SelectChoice,
     SelectField,
     StringField,
+    TextAreaField,
 )
 from wtforms.validators import InputRequired, Length, Optional, Regexp
 
@@ -201,3 +202,15 @@ class StripeCardForm(FlaskForm):
         ]
     )
     make_default = BooleanField("Use this card for automatic payments (make it the default)")
+
+
+class ChangeRequestForm(QueryForm):
+    """Picking a change to a subscription (a GET form: the review page asks, with its own
+    button). The choices are the subscription's; the rules are the action's."""
+
+    plan = RadioField("New plan", choices=[], validate_choice=False)
+    quantity = text("New quantity", Length(max=9), inputmode="numeric", autocomplete="off")
+    reason = SelectField("Why are you cancelling?", choices=[], validate_choice=False)
+    comment = TextAreaField(
+        "Anything the billing team should know (optional)", validators=[Length(max=1000)]
+    )

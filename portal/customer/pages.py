@@ -1,4 +1,4 @@
-"""The overview and subscriptions pages."""
+"""The overview page (subscriptions: portal.customer.subscriptions)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,3 @@ def overview(viewer: Viewer) -> str:
         autopay_form=AutopayForm(),
         autopay_warning=expiry_warning(group, today()) if group.auto_pay else None,
     )
-
-
-@bp.get("/subscriptions")
-@portal_page
-def subscriptions(viewer: Viewer) -> str:
-    subscriptions = billing.subscriptions(db.session(), viewer.bill_group)
-    return render_page("portal/subscriptions.html", subscriptions=subscriptions)

@@ -50,6 +50,13 @@ class Viewer:
         return not self.preview
 
 
+def may_manage_billing(viewer: Viewer) -> bool:
+    """Whether this viewer may change billing (ask for a subscription change): today
+    every signed-in customer, never the staff preview. Customer roles (viewer, billing
+    manager) will decide it here, in this one place."""
+    return not viewer.preview
+
+
 def current_viewer() -> Viewer:
     viewer: Viewer = g.viewer
     return viewer

@@ -44,8 +44,22 @@ from portal.models.portal_session import PortalSessionToken, ReturnOrigin
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.sso import SsoAttempt, SsoMode, SsoProvider
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
+from portal.models.subscription_change import (
+    CHANGE_LABELS,
+    ChangeKind,
+    Plan,
+    RequestState,
+    SubscriptionChangeRequest,
+    subscription_plan_options,
+)
 
 __all__ = [
+    "CHANGE_LABELS",
+    "ChangeKind",
+    "Plan",
+    "RequestState",
+    "SubscriptionChangeRequest",
+    "subscription_plan_options",
     "FINAL_STATES",
     "AttemptState",
     "CreditApplication",

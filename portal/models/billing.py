@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     case,
+    false,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from portal.models.account import BillGroup
     from portal.models.entity import Entity
     from portal.models.payment_method import PaymentMethod
+    from portal.models.subscription_change import Plan
 
 
 class SubscriptionStatus(enum.StrEnum):
@@ -92,9 +95,21 @@ class Product(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     entity: Mapped[Entity] = relationship()
 
 
+def _allowed() -> Mapped[bool]:
+    return mapped_column(Boolean, nullable=False, default=False, server_default=false())
+
+
 class Subscription(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "subscriptions"
-    __table_args__ = (CheckConstraint("end_date IS NULL OR end_date >= start_date", name="dates"),)
+    __table_args__ = (
+        CheckConstraint("end_date IS NULL OR end_date >= start_date", name="dates"),
+        CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity"),
+        CheckConstraint(
+            "quantity_min IS NULL OR quantity_max IS NULL OR quantity_min <= quantity_max",
+            name="quantity_range",
+        ),
+        CheckConstraint("quantity_min IS NULL OR quantity_min > 0", name="quantity_min"),
+    )
 
     bill_group_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("bill_groups.id", ondelete="CASCADE"), nullable=False, index=True
@@ -108,10 +123,29 @@ class Subscription(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     start_date: Mapped[dt.date] = mapped_column(Date, nullable=False)
     renewal_date: Mapped[dt.date | None] = mapped_column(Date)
     end_date: Mapped[dt.date | None] = mapped_column(Date)
+    # The plan of the seller's catalogue it is on, and how many of it (seats, licences).
+    plan_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("plans.id", ondelete="RESTRICT"), index=True
+    )
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    trial_end: Mapped[dt.date | None] = mapped_column(Date)
+    # The changes the billing system allows the customer to ask for (portal.subscriptions).
+    quantity_min: Mapped[int | None] = mapped_column(Integer)
+    quantity_max: Mapped[int | None] = mapped_column(Integer)
+    allow_cancel_now: Mapped[bool] = _allowed()
+    allow_cancel_at_term_end: Mapped[bool] = _allowed()
+    allow_pause: Mapped[bool] = _allowed()
+    allow_resume: Mapped[bool] = _allowed()
+    allow_convert_trial: Mapped[bool] = _allowed()
+    allow_extend_trial: Mapped[bool] = _allowed()
 
     bill_group: Mapped[BillGroup] = relationship(back_populates="subscriptions")
     items: Mapped[list[SubscriptionItem]] = relationship(
         back_populates="subscription", cascade="all, delete-orphan", order_by="SubscriptionItem.id"
+    )
+    plan: Mapped[Plan | None] = relationship(foreign_keys=[plan_id])
+    allowed_plans: Mapped[list[Plan]] = relationship(
+        secondary="subscription_plan_options", order_by="Plan.id"
     )
 
     @property

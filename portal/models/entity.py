@@ -18,6 +18,10 @@ LOGO_MAX_BYTES = 256 * 1024
 LOGO_TYPES = ("image/png", "image/jpeg")
 
 
+def _switch() -> Mapped[bool]:
+    return mapped_column(Boolean, nullable=False, default=True, server_default=true())
+
+
 class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "entities"
     __table_args__ = (
@@ -66,6 +70,17 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     bank_reference_format: Mapped[str] = mapped_column(
         String(20), nullable=False, default="invoice_number", server_default="invoice_number"
     )
+
+    # Which changes to a subscription its customers may ask for (portal.subscriptions):
+    # the staff's switch, on top of what each subscription allows.
+    allow_change_plan: Mapped[bool] = _switch()
+    allow_change_quantity: Mapped[bool] = _switch()
+    allow_change_pause: Mapped[bool] = _switch()
+    allow_change_resume: Mapped[bool] = _switch()
+    allow_change_convert_trial: Mapped[bool] = _switch()
+    allow_change_extend_trial: Mapped[bool] = _switch()
+    allow_change_cancel_at_term_end: Mapped[bool] = _switch()
+    allow_change_cancel_now: Mapped[bool] = _switch()
 
     bill_groups: Mapped[list[BillGroup]] = relationship(back_populates="entity")
 

@@ -38,6 +38,8 @@ PERMISSIONS: dict[StaffRole, frozenset[str]] = {
             # A domain rule's company single sign-on: where the portal trusts another
             # party to say who someone is.
             "manage_sso",
+            # Which changes to a subscription customers may ask for, per seller.
+            "manage_self_service",
         }
     ),
 }

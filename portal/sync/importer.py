@@ -331,13 +331,15 @@ def _references(line: _Line) -> set[tuple[str, str]]:
         if isinstance(value := getattr(body, name, None), str)
     }
     found |= {("product", item.product) for item in getattr(body, "items", ())}
+    if line.kind.name == "subscription":
+        found |= {("plan", ext) for ext in [body.plan, *body.allowed_changes.plans] if ext}
     found |= {("product", row.product) for row in getattr(body, "lines", ()) if row.product}
     found |= {("invoice", a.invoice) for a in getattr(body, "applications", ())}
     return found
 
 
 # Kept in the lookups from one group to the next: the records other lines name.
-_REFERENCED = {"entity", "account", "bill_group", "product", "payment_method"}
+_REFERENCED = {"entity", "account", "bill_group", "product", "plan", "payment_method"}
 
 
 def _prefetch(db: Session, lines: list[_Line], lookups: dict[Any, Any]) -> list[Any]:

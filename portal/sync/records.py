@@ -22,6 +22,7 @@ from portal.models import (
     Payment,
     PaymentApplication,
     PaymentMethod,
+    Plan,
     Product,
     Subscription,
     SubscriptionItem,
@@ -88,6 +89,15 @@ RECORDS: dict[str, Record] = {
             lambda row, _: serialize.product(row),
             (selectinload(Product.entity),),
         ),
+        # Before subscriptions, which name the plan they are on and those they may move to.
+        Record(
+            "plan",
+            "plans",
+            Plan,
+            schemas.PlanIn,
+            lambda row, _: serialize.plan(row),
+            (selectinload(Plan.entity),),
+        ),
         Record(
             "subscription",
             "subscriptions",
@@ -97,8 +107,10 @@ RECORDS: dict[str, Record] = {
             (
                 selectinload(Subscription.bill_group),
                 selectinload(Subscription.items).selectinload(SubscriptionItem.product),
+                selectinload(Subscription.plan),
+                selectinload(Subscription.allowed_plans),
             ),
-            (selectinload(Subscription.items),),
+            (selectinload(Subscription.items), selectinload(Subscription.allowed_plans)),
         ),
         Record(
             "invoice",

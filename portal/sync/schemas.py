@@ -488,6 +488,50 @@ class SubscriptionItemIn(Body):
     unit_price_minor: Minor
 
 
+class PlanIn(Body):
+    """One plan of the seller's catalogue: what the customer sees when asking for a change."""
+
+    entity: ExternalId
+    name: Name200
+    description: Annotated[StrictStr | None, Field(max_length=5000)] = None
+    price_minor: Minor
+    currency: Currency
+    period: BillingFrequency
+
+
+SeatCount = Annotated[StrictInt, Field(ge=1, le=10**9)]
+MAX_PLAN_OPTIONS = 50
+
+
+class AllowedChangesIn(Body):
+    """The changes a customer may ask for on this subscription (all off by default)."""
+
+    plans: Annotated[
+        list[ExternalId],
+        Field(
+            max_length=MAX_PLAN_OPTIONS,
+            description="The plans it may move to (plans of the bill group's seller).",
+        ),
+    ] = []
+    quantity_min: SeatCount | None = None
+    quantity_max: SeatCount | None = None
+    cancel_now: StrictBool = False
+    cancel_at_term_end: StrictBool = False
+    pause: StrictBool = False
+    resume: StrictBool = False
+    convert_trial: StrictBool = False
+    extend_trial: StrictBool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> AllowedChangesIn:
+        low, high = self.quantity_min, self.quantity_max
+        if low is not None and high is not None and low > high:
+            raise ValueError("quantity_min is above quantity_max.")
+        if len(set(self.plans)) != len(self.plans):
+            raise ValueError("plans names a plan twice.")
+        return self
+
+
 class SubscriptionIn(Body):
     bill_group: ExternalId
     status: SubscriptionStatus
@@ -496,12 +540,38 @@ class SubscriptionIn(Body):
     renewal_date: Day | None = None
     end_date: Day | None = None
     items: Annotated[list[SubscriptionItemIn], Field(max_length=MAX_ITEMS)] = []
+    plan: ExternalId | None = None
+    quantity: SeatCount | None = None
+    trial_end: Day | None = None
+    allowed_changes: AllowedChangesIn = AllowedChangesIn()
 
     @model_validator(mode="after")
     def _dates(self) -> SubscriptionIn:
         if self.end_date is not None and self.end_date < self.start_date:
             raise ValueError("end_date is before start_date.")
         return self
+
+
+class ChangeAcceptIn(Body):
+    """Accepting a subscription change request: a note for the customer, and the
+    subscription as it is now (written as its PUT would be), if the billing system has it."""
+
+    reason: Annotated[
+        StrictStr | None,
+        Field(max_length=1000, json_schema_extra=documented(1000)),
+        AfterValidator(_text(1000, "reason")),
+    ] = None
+    subscription: SubscriptionIn | None = None
+
+
+class ChangeRefuseIn(Body):
+    """Refusing a subscription change request: why, in words for the customer."""
+
+    reason: Annotated[
+        StrictStr,
+        Field(json_schema_extra=documented(1000, required=True)),
+        AfterValidator(_required_text(1000, "reason")),
+    ]
 
 
 class InvoiceLineIn(Body):
@@ -732,6 +802,7 @@ UPSERT_BODIES: dict[str, type[Body]] = {
     "accounts": AccountIn,
     "bill-groups": BillGroupIn,
     "products": ProductIn,
+    "plans": PlanIn,
     "subscriptions": SubscriptionIn,
     "invoices": InvoiceIn,
     "payments": PaymentIn,

@@ -17,8 +17,10 @@ from portal.models import (
     Invoice,
     Payment,
     PaymentMethod,
+    Plan,
     Product,
     Subscription,
+    SubscriptionChangeRequest,
 )
 
 
@@ -134,6 +136,71 @@ def subscription(record: Subscription) -> dict[str, Any]:
             for item in record.items
         ],
         "amount_per_period_minor": record.amount_per_period_minor,
+        "plan": _ref(record.plan),
+        "quantity": record.quantity,
+        "trial_end": iso(record.trial_end),
+        "allowed_changes": allowed_changes(record),
+        **_stamps(record),
+    }
+
+
+def allowed_changes(record: Subscription) -> dict[str, Any]:
+    """What the customer may ask for, as the billing system sent it (the seller's
+    switches per entity may still turn a kind off)."""
+    return {
+        "plans": [plan.external_id for plan in record.allowed_plans if plan.external_id],
+        "quantity_min": record.quantity_min,
+        "quantity_max": record.quantity_max,
+        "cancel_now": record.allow_cancel_now,
+        "cancel_at_term_end": record.allow_cancel_at_term_end,
+        "pause": record.allow_pause,
+        "resume": record.allow_resume,
+        "convert_trial": record.allow_convert_trial,
+        "extend_trial": record.allow_extend_trial,
+    }
+
+
+def plan(record: Plan) -> dict[str, Any]:
+    return {
+        "external_id": record.external_id,
+        "entity": _ref(record.entity),
+        "name": record.name,
+        "description": record.description,
+        "price_minor": record.price_minor,
+        "currency": record.currency,
+        "period": record.period.value,
+        **_stamps(record),
+    }
+
+
+def _plan_side(found: Plan | None, quantity: int | None) -> dict[str, Any]:
+    return {
+        "plan": _ref(found),
+        "plan_name": None if found is None else found.name,
+        "price_minor": None if found is None else found.price_minor,
+        "currency": None if found is None else found.currency,
+        "period": None if found is None else found.period.value,
+        "quantity": quantity,
+    }
+
+
+def subscription_change_request(record: SubscriptionChangeRequest) -> dict[str, Any]:
+    """A change a customer asked for: what the subscription was, what they asked for,
+    and the answer once there is one."""
+    return {
+        "id": record.id,
+        "subscription": _ref(record.subscription),
+        "bill_group": _ref(record.bill_group),
+        "kind": record.kind.value,
+        "state": record.state.value,
+        "current": _plan_side(record.from_plan, record.from_quantity),
+        "requested": _plan_side(record.to_plan, record.to_quantity),
+        "reason": record.reason,
+        "comment": record.comment,
+        "requested_by": record.requested_by,
+        "answered_by": record.answered_by,
+        "answer_reason": record.answer_reason,
+        "answered_at": iso(record.answered_at),
         **_stamps(record),
     }
 

@@ -30,6 +30,7 @@ from portal.models import (
     PaymentMethod,
     PaymentSource,
     PaymentStatus,
+    Plan,
     Product,
     Subscription,
     SubscriptionItem,
@@ -274,14 +275,80 @@ def _billed_in(group: BillGroup, currency: str | None, what: str) -> None:
         )
 
 
+def plan(
+    db: Session, external_id: str, body: schemas.PlanIn, *, batch: Batch = NO_BATCH
+) -> Upserted:
+    seller = _reference(db, Entity, body.entity, "entity", batch)
+    values = body.model_dump(exclude={"entity"}) | {"entity_id": seller.id}
+    record = find(db, Plan, external_id, batch)
+    if record is not None and record.currency != body.currency and _plan_in_use(db, record):
+        raise SyncError(
+            "conflict",
+            "Subscriptions use this plan in its currency; make a new plan for another currency.",
+            "currency",
+        )
+    return _upsert(db, Plan, external_id, values, batch)
+
+
+def _plan_in_use(db: Session, record: Plan) -> bool:
+    return (
+        db.scalar(select(func.count(Subscription.id)).where(Subscription.plan_id == record.id)) or 0
+    ) > 0
+
+
+def _plan(db: Session, group: BillGroup, external_id: str, field: str, batch: Batch) -> Plan:
+    """A plan the subscription may name: one of its bill group's seller, in its currency."""
+    found = _reference(db, Plan, external_id, field, batch)
+    if found.entity_id != group.entity_id:
+        raise SyncError(
+            "invalid", f"Plan {external_id!r} belongs to another seller than the bill group.", field
+        )
+    if found.currency != group.currency:
+        raise SyncError(
+            "invalid",
+            f"Plan {external_id!r} is priced in {found.currency}; "
+            f"the bill group is billed in {group.currency}.",
+            field,
+        )
+    return found
+
+
+def _allowed_values(body: schemas.AllowedChangesIn) -> dict[str, Any]:
+    return {
+        "quantity_min": body.quantity_min,
+        "quantity_max": body.quantity_max,
+        "allow_cancel_now": body.cancel_now,
+        "allow_cancel_at_term_end": body.cancel_at_term_end,
+        "allow_pause": body.pause,
+        "allow_resume": body.resume,
+        "allow_convert_trial": body.convert_trial,
+        "allow_extend_trial": body.extend_trial,
+    }
+
+
 def subscription(
     db: Session, external_id: str, body: schemas.SubscriptionIn, *, batch: Batch = NO_BATCH
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
     record, created = _in_group(db, Subscription, external_id, group, "subscription", batch)
     found = _products(db, group, [item.product for item in body.items], "items", batch)
-    values = body.model_dump(exclude={"bill_group", "items"}) | {"bill_group_id": group.id}
+    on_plan = None if body.plan is None else _plan(db, group, body.plan, "plan", batch)
+    options = [
+        _plan(db, group, ext, f"allowed_changes.plans.{index}", batch)
+        for index, ext in enumerate(body.allowed_changes.plans)
+    ]
+    values = body.model_dump(exclude={"bill_group", "items", "plan", "allowed_changes"}) | {
+        "bill_group_id": group.id,
+        **_allowed_values(body.allowed_changes),
+    }
     changed = _assign(record, values)
+    if created or record.plan_id != (None if on_plan is None else on_plan.id):
+        record.plan = on_plan
+        changed = True
+    if sorted(p.id for p in record.allowed_plans) != sorted(p.id for p in options):
+        record.allowed_plans = sorted(options, key=lambda p: p.id)
+        changed = True
+        _touch(record)
     wanted = [(found[i.product].id, i.quantity, i.unit_price_minor) for i in body.items]
     current = [(i.product_id, i.quantity, i.unit_price_minor) for i in record.items]
     if wanted != current:
@@ -591,6 +658,7 @@ UPSERTS: dict[str, Callable[..., Upserted]] = {
     "accounts": account,
     "bill-groups": bill_group,
     "products": product,
+    "plans": plan,
     "subscriptions": subscription,
     "invoices": invoice,
     "payments": payment,

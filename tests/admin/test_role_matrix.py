@@ -60,6 +60,9 @@ def route_values(app, db):
         "payment_id": 1,
         # The remove button of an allowed return origin: none exists, a 404 is allowed.
         "origin_id": 1,
+        # Subscription pages: none of these exists, and a 404 is allowed.
+        "subscription_id": 1,
+        "request_id": 1,
     }
 
 

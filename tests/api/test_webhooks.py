@@ -20,7 +20,7 @@ from portal.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from tests.api.conftest import push_bill_group
+from tests.api.conftest import SUBSCRIPTION, push_bill_group
 from tests.clock import Clock
 from tests.conftest import run_worker, sign_in
 from tests.portal.pages_helpers import form_data
@@ -528,9 +528,12 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         },
     )
     api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"})
+    plan = {"entity": "ent-1", "name": "Team", "price_minor": 9900, "currency": "EUR"}
     for url, body in (
         ("/payments/pay-1", PAYMENT),
         ("/credit-notes/cn-1", CREDIT_NOTE),
+        ("/plans/plan-1", plan | {"period": "monthly"}),
+        ("/plans/plan-2", plan | {"name": "Business", "period": "annual"}),
     ):
         assert api.put(url, body).status_code == 201
     with app.app_context():
@@ -587,6 +590,20 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         events.payment_succeeded(session, group, payment, customer)
         payment.status = PaymentStatus.FAILED
         events.payment_failed(session, group, payment, customer)
+        session.commit()
+    changeable = {"plan": "plan-1", "allowed_changes": {"plans": ["plan-2"]}}
+    assert api.put("/subscriptions/sub-1", SUBSCRIPTION | changeable).status_code == 200
+    with app.app_context():
+        from portal.actions.subscriptions import request_change
+        from portal.models import Plan, Subscription
+
+        session = portal_db.session()
+        group = session.scalar(select(BillGroup))
+        sub = session.scalar(select(Subscription))
+        business = session.scalar(select(Plan).where(Plan.external_id == "plan-2"))
+        request_change(
+            session, Actor.customer("ap@acme.com"), group, sub.id, "plan", plan_id=business.id
+        )
         session.commit()
     deliver(app)
     assert set(webhooks.EVENT_TYPES) <= {event["type"] for event in receiver.events.values()}

@@ -221,6 +221,16 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     tour(page, "invoice")
 
     tour_portal_page(page, tour, "Subscriptions")
+    page.get_by_role("link", name="Change plan").click()
+    heading(page, re.compile(r"^Change plan: "))
+    tour(page, "subscription-change")
+    page.get_by_role("button", name="Review the change").click()
+    expect(page.locator("#plan-error")).to_be_visible()
+    tour(page, "subscription-change-error")
+    page.get_by_label(re.compile(r"^Business: ")).check()
+    page.get_by_role("button", name="Review the change").click()
+    heading(page, "Review your change")
+    tour(page, "subscription-review")
 
     tour_portal_page(page, tour, "Billing details")
     page.get_by_label("VAT number").fill("GB123")

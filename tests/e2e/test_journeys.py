@@ -230,6 +230,49 @@ def test_customer_applies_a_credit_and_downloads_the_statement(
     assert "Statement of account" in text and "CN-ACME-UK-1" in text
 
 
+def test_customer_asks_for_more_seats_and_staff_accept_by_hand(
+    new_context: NewContext, portal: Portal
+):
+    address = "seats@acme.com"
+    customer = new_context().new_page()
+    sign_in(customer, portal, ACME_UK, address)
+    portal_nav(customer, "Subscriptions")
+    customer.get_by_role("link", name="Change quantity").click()
+    expect(
+        customer.get_by_role("heading", name=re.compile(r"^Change quantity: Team"))
+    ).to_be_visible()
+    customer.get_by_label("New quantity").fill("500")
+    customer.get_by_role("button", name="Review the change").click()
+    expect(customer.locator("#quantity-error")).to_have_text("Enter a quantity between 5 and 200.")
+    customer.get_by_label("New quantity").fill("60")
+    customer.get_by_role("button", name="Review the change").click()
+    expect(customer.get_by_role("heading", name="Review your change")).to_be_visible()
+    expect(
+        customer.get_by_role("row", name=re.compile(r"After the change Team 60"))
+    ).to_be_visible()
+    expect(customer.get_by_text("The billing system confirms the final amount")).to_be_visible()
+    customer.get_by_role("button", name="Ask for this change").click()
+    expect(status(customer).first).to_contain_text("Change requested.")
+    expect(customer.get_by_text("Change the quantity from 40 to 60")).to_be_visible()
+    expect(customer.get_by_role("link", name="Change quantity")).to_have_count(0)
+
+    staff = new_context().new_page()
+    staff_sign_in(staff, portal)
+    open_bill_group(staff, "Acme Corporation", ACME_UK)
+    row = staff.get_by_role("row").filter(has_text="Change the quantity from 40 to 60")
+    row.get_by_label("Accept").check()
+    row.get_by_label("Reason or note for the customer").fill("From your next invoice")
+    before = len(portal.inbox.to(address))
+    row.get_by_role("button", name=re.compile("^Answer")).click()
+    expect(status(staff).first).to_contain_text("Answer saved")
+
+    mail = portal.next_email(address, before, "accepted")
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    assert "Change the quantity from 40 to 60" in text and "From your next invoice" in text
+    customer.reload()
+    expect(customer.get_by_role("link", name="Change quantity")).to_be_visible()
+
+
 def test_link_opened_elsewhere_asks_for_the_code(new_context: NewContext, portal: Portal):
     address = "treasury@acme.com"
     first = new_context().new_page()
