@@ -32,21 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT_S = 30
+from tests.loopback import serving
+
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -97,53 +92,16 @@ class LocalStripe:
         self.post(f"/_config/webhooks/{name}", {"url": url, "secret": secret})
 
 
-def _answers(url: str) -> bool:
-    try:
-        with _DIRECT.open(url + "/js.stripe.com/v3/", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStripe]:
     """localstripe on a free loopback port for the whole run, stopped at the end."""
-    from tests.conftest import free_port
-
     log = tmp_path_factory.mktemp("localstripe") / "localstripe.log"
-    for _try in range(3):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.localstripe", "--port", str(port)],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None and not _answers(url):
-            time.sleep(0.1)
-        if process.poll() is None and _answers(url):
-            break
-        _stop(process)  # the port was taken in between, most likely: another one
-    else:
-        raise RuntimeError(f"localstripe did not start:\n{log.read_text(errors='replace')}")
-    try:
+
+    def command(port: int) -> list[str]:
+        return ["-m", "tests.localstripe", "--port", str(port)]
+
+    with serving("localstripe", command, "/js.stripe.com/v3/", log) as url:
         yield LocalStripe(url)
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # --- the server (run in its own process) -----------------------------------------------

@@ -13,9 +13,6 @@ Test helpers, not the portal's code: nothing under portal/ imports this.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -31,7 +28,7 @@ from joserfc.jwk import KeySet, RSAKey
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.localstripe import ROOT, START_TIMEOUT_S, _stop
+from tests.loopback import serving
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -74,51 +71,16 @@ class OidcMock:
         raise AssertionError("the mock did not redirect")
 
 
-def _answers(url: str) -> bool:
-    try:
-        with _DIRECT.open(url + "/.well-known/openid-configuration", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def oidc_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcMock]:
     """oidc-provider-mock on a free loopback port for the whole run, stopped at the end."""
-    from tests.conftest import free_port
-
     log = tmp_path_factory.mktemp("oidc") / "oidc-provider-mock.log"
-    for _try in range(3):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "oidc_provider_mock",
-                    "--host",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                ],
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None and not _answers(url):
-            time.sleep(0.1)
-        if process.poll() is None and _answers(url):
-            break
-        _stop(process)
-    else:
-        raise RuntimeError(f"oidc-provider-mock did not start:\n{log.read_text(errors='replace')}")
-    try:
+
+    def command(port: int) -> list[str]:
+        return ["-m", "oidc_provider_mock", "--host", "127.0.0.1", "-p", str(port)]
+
+    with serving("oidc-provider-mock", command, "/.well-known/openid-configuration", log) as url:
         yield OidcMock(url)
-    finally:
-        _stop(process)
 
 
 # --- a provider that issues what the test asks for ------------------------------------
