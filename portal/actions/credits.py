@@ -9,7 +9,6 @@ each spent once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal import audit, clock, credits, events, notices
-from portal.actions import Actor, Forbidden, Invalid, NotFound
+from portal.actions import Actor, Forbidden, Invalid, NotFound, seller_settings
 from portal.locks import lock_bill_group
 from portal.models import (
     BillGroup,
@@ -224,19 +223,4 @@ def set_payment_settings(
         "min_partial_payment_minor": min_partial_payment_minor,
         "allow_credit_application": bool(allow_credit_application),
     }
-    changed = {
-        name: [getattr(entity, name), value]
-        for name, value in wanted.items()
-        if getattr(entity, name) != value
-    }
-    for name in changed:
-        setattr(entity, name, wanted[name])
-    if changed:
-        audit.record(
-            db,
-            "entity.payment_settings",
-            "changed",
-            **actor.audit(),
-            detail=json.dumps({"entity_id": entity.id, "changes": changed})[:500],
-        )
-    return changed
+    return seller_settings.change(db, actor, entity, "entity.payment_settings", wanted)

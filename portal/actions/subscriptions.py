@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from emails import outbox
 from portal import audit, clock, details, events
 from portal import subscriptions as rules
-from portal.actions import Actor, Conflict, Forbidden, Invalid, NotFound
+from portal.actions import Actor, Conflict, Forbidden, Invalid, NotFound, seller_settings
 from portal.config import settings
 from portal.db import rowcount
 from portal.locks import lock_bill_group
@@ -247,19 +247,5 @@ def set_subscription_settings(
     unknown = set(switches) - set(ChangeKind)
     if unknown:
         raise Invalid("Unknown kind of change.", "kind")
-    changed: dict[str, list[bool]] = {}
-    for kind, wanted in switches.items():
-        name = f"allow_change_{kind.value}"
-        if getattr(entity, name) != bool(wanted):
-            changed[kind.value] = [getattr(entity, name), bool(wanted)]
-            setattr(entity, name, bool(wanted))
-    if changed:
-        db.flush()
-        audit.record(
-            db,
-            "entity.subscription_settings",
-            "changed",
-            **actor.audit(),
-            detail=json.dumps({"entity_id": entity.id, "changes": changed})[:500],
-        )
-    return changed
+    wanted = {f"allow_change_{kind.value}": bool(on) for kind, on in switches.items()}
+    return seller_settings.change(db, actor, entity, "entity.subscription_settings", wanted)

@@ -282,12 +282,12 @@ def test_staff_switch_kinds_of_change_for_a_seller(app, db, group):
             db, STAFF, entity, {ChangeKind.CANCEL_NOW: False, ChangeKind.PAUSE: True}
         )
         db.commit()
-        assert changes == {"cancel_now": [True, False]}
+        assert changes == {"allow_change_cancel_now": [True, False]}
         assert entity.allow_change_cancel_now is False
         (row,) = db.scalars(
             select(AuditEvent).where(AuditEvent.action == "entity.subscription_settings")
         ).all()
-        assert json.loads(row.detail)["changes"] == {"cancel_now": [True, False]}
+        assert json.loads(row.detail)["changes"] == {"allow_change_cancel_now": [True, False]}
         assert set_subscription_settings(db, STAFF, entity, {ChangeKind.CANCEL_NOW: False}) == {}
         with pytest.raises(Forbidden):
             set_subscription_settings(db, CUSTOMER, entity, {ChangeKind.CANCEL_NOW: True})
