@@ -42,9 +42,10 @@ class AccessRule(IdMixin, Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     bill_group: Mapped[BillGroup] = relationship(back_populates="access_rules")
-    # A domain rule's company single sign-on, if staff set one up (portal.sso).
+    # A domain rule's company single sign-on, if staff set one up (portal.sso). Loaded
+    # when asked for (the sign-in pages): the rules are read on every request, this is not.
     sso: Mapped[SsoProvider | None] = relationship(
-        back_populates="rule", cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+        back_populates="rule", cascade="all, delete-orphan", passive_deletes=True
     )
 
     @property
