@@ -4,6 +4,8 @@ customer cancels for. Read by the pages (the buttons) and by the action (the rul
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -99,6 +101,30 @@ def pending(db: Session, subscription_ids: list[int]) -> dict[int, SubscriptionC
     return {row.subscription_id: row for row in rows}
 
 
+# How long the subscriptions page shows the answer to the last request.
+ANSWER_SHOWN = dt.timedelta(days=30)
+
+
+def recent_answers(
+    db: Session, subscription_ids: list[int], now: dt.datetime
+) -> dict[int, SubscriptionChangeRequest]:
+    """The last request answered within ANSWER_SHOWN, by subscription id: the customer
+    sees what was decided until the billing system's own record shows the change."""
+    if not subscription_ids:
+        return {}
+    rows = db.scalars(
+        select(SubscriptionChangeRequest)
+        .where(
+            SubscriptionChangeRequest.subscription_id.in_(subscription_ids),
+            SubscriptionChangeRequest.state != RequestState.REQUESTED,
+            SubscriptionChangeRequest.answered_at >= now - ANSWER_SHOWN,
+        )
+        .order_by(SubscriptionChangeRequest.answered_at, SubscriptionChangeRequest.id)
+        .options(selectinload(SubscriptionChangeRequest.to_plan))
+    )
+    return {row.subscription_id: row for row in rows}
+
+
 def requests_of(db: Session, group: BillGroup, limit: int = 100) -> list[SubscriptionChangeRequest]:
     """The bill group's requests, waiting ones first, then newest first."""
     return list(
@@ -145,10 +171,25 @@ def answer_email(request: SubscriptionChangeRequest, locale: str) -> Email:
         new_price=(
             None
             if request.to_plan is None
-            else format_money(request.to_plan.price_minor, request.to_plan.currency, locale)
+            else price_text(
+                request.to_plan.price_minor,
+                request.to_plan.currency,
+                request.to_quantity or request.subscription.quantity,
+                locale,
+            )
         ),
         portal_url=links.portal_url(group, "/subscriptions"),
     )
+
+
+def price_text(price_minor: int, currency: str, quantity: int | None, locale: str) -> str:
+    """A plan's listed price as the customer should read it: per unit, with what that
+    comes to for their quantity, when the subscription counts units."""
+    each = format_money(price_minor, currency, locale)
+    if not quantity:
+        return each
+    total = format_money(price_minor * quantity, currency, locale)
+    return f"{each} per unit, {total} for {quantity}"
 
 
 def subscription_name(subscription: Subscription) -> str:

@@ -16,7 +16,7 @@ from flask import abort, flash, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from portal import audit, billing, db
+from portal import audit, billing, clock, db
 from portal import subscriptions as rules
 from portal.actions import ActionError, Actor, Conflict, Forbidden, NotFound
 from portal.actions.subscriptions import Change, check_change, request_change
@@ -45,6 +45,7 @@ def subscriptions(viewer: Viewer) -> str:
         subscriptions=found,
         allowed={s.id: rules.allowed_kinds(s, group.entity) for s in found},
         pending=rules.pending(db.session(), [s.id for s in found]),
+        answered=rules.recent_answers(db.session(), [s.id for s in found], clock.now()),
         may_manage=may_manage_billing(viewer),
         describe=rules.describe,
     )

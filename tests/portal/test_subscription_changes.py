@@ -63,15 +63,16 @@ def test_pick_review_and_ask_for_another_plan_then_hear_the_answer(
     form = customer.get(url(group, f"/subscriptions/{sub.id}/change?kind=plan"))
     assert form.status_code == 200
     business = next(p for p in sub.allowed_plans if p.name == "Business")
-    # The plans it may move to, with their price per period; not the one it is on.
-    assert "Business: €249.00 monthly" in form.text and "Starter: €29.00 monthly" in form.text
+    # The plans it may move to, with their price per unit and for the 5 it has; not its own.
+    assert "Business: €249.00 per unit (€1,245.00 for your 5), monthly" in form.text
+    assert "Starter: €29.00 per unit (€145.00 for your 5), monthly" in form.text
     assert f'value="{sub.plan_id}"' not in form.text
 
     review = customer.get(review_path(group, sub, kind="plan", plan=str(business.id)))
     assert review.status_code == 200
     text = html.unescape(re.sub(r"<[^>]+>", " ", review.text))
-    assert re.search(r"Today\s+Team\s+5\s+€99\.00 monthly", text)
-    assert re.search(r"After the change\s+Business\s+5\s+€249\.00 monthly", text)
+    assert re.search(r"Today\s+Team\s+5\s+€99\.00 monthly\s+€495\.00", text)
+    assert re.search(r"After the change\s+Business\s+5\s+€249\.00 monthly\s+€1,245\.00", text)
     assert "The billing system confirms the final amount" in text
     assert requests(db) == []  # the review writes nothing
 
@@ -105,9 +106,14 @@ def test_pick_review_and_ask_for_another_plan_then_hear_the_answer(
     assert "accepted" in mail["Subject"]
     body = plain_text(mail)
     assert "Move to the Business plan" in body and "From your next invoice" in body
+    assert "€249.00 per unit, €1,245.00 for 5" in body
     assert url(group, "/subscriptions") in body
-    # Answered: the buttons are back.
-    assert ">Change plan<" in customer.get(url(group, "/subscriptions")).text
+    # Answered: the buttons are back, and the answer is shown until the record changes.
+    page = html.unescape(customer.get(url(group, "/subscriptions")).text)
+    assert ">Change plan<" in page
+    assert (
+        "Accepted on" in page and "Move to the Business plan. Note: From your next invoice" in page
+    )
 
 
 def test_a_refusal_is_emailed_with_its_reason(app, db, customer, group, sub, smtp):
@@ -123,6 +129,8 @@ def test_a_refusal_is_emailed_with_its_reason(app, db, customer, group, sub, smt
     (mail,) = smtp.to(ADDRESS)
     assert "not accepted" in mail["Subject"]
     assert "The contract runs to June" in plain_text(mail)
+    page = html.unescape(customer.get(url(group, "/subscriptions")).text)
+    assert "Not accepted on" in page and "Reason: The contract runs to June" in page
 
 
 @pytest.mark.parametrize(
