@@ -32,7 +32,7 @@ def open_link(public_id: str, token: str) -> BaseResponse | tuple[str, int]:
     group = available_bill_group(public_id)
     found = portal_sessions.find_open(db.session(), group, token)
     if found is None:
-        return see_other("signin.link_invalid", public_id=public_id)
+        return see_other("signin.link_invalid", public_id=public_id, kind="session")
     session[OPENED] = found.id
     return see_other("portal_session.confirm", public_id=public_id)
 
@@ -42,7 +42,7 @@ def confirm(public_id: str) -> str | BaseResponse:
     group = available_bill_group(public_id)
     opened = _opened(group)
     if opened is None:
-        return see_other("signin.link_invalid", public_id=public_id)
+        return see_other("signin.link_invalid", public_id=public_id, kind="session")
     return render_template(
         "portal/signin/portal_session_confirm.html",
         group=group,
@@ -58,17 +58,18 @@ def confirm_post(public_id: str) -> BaseResponse:
     form = ButtonForm()
     token_id = session.get(OPENED)
     if not form.validate_on_submit() or not isinstance(token_id, int):
-        return see_other("signin.link_invalid", public_id=public_id)
+        return see_other("signin.link_invalid", public_id=public_id, kind="session")
     if not portal_sessions.spend(db.session(), token_id, group):
         db.session().rollback()
         row = db.session().get(PortalSessionToken, token_id)
         actor = row.email if row and row.bill_group_id == group.id else None
-        return refuse(group, SignInRefused("link_not_usable", actor))
+        return refuse(group, SignInRefused("link_not_usable", actor), "session")
     return finish_sign_in(
         group,
         lambda replacing: portal_sessions.sign_in_with(
             db.session(), group, token_id, replacing=replacing
         ),
+        "session",
     )
 
 

@@ -208,8 +208,11 @@ def resend(public_id: str) -> str | BaseResponse:
 
 @bp.get("/link-invalid")
 def link_invalid(public_id: str) -> str:
+    """The one page for a link that cannot be used; `?kind=session` for a portal session's
+    (made by the seller's app: the way back is there, not a new email)."""
     group = available_bill_group(public_id)
-    return render_template("portal/signin/link_invalid.html", group=group)
+    from_app = request.args.get("kind") == "session"
+    return render_template("portal/signin/link_invalid.html", group=group, from_app=from_app)
 
 
 @bp.post("/sign-out")
@@ -243,11 +246,11 @@ def _session_challenge(group: BillGroup, key: str) -> SignInChallenge | None:
     return challenge
 
 
-def refuse(group: BillGroup, refused: SignInRefused) -> BaseResponse:
+def refuse(group: BillGroup, refused: SignInRefused, kind: str | None = None) -> BaseResponse:
     """Record the refusal (and keep the challenge spent), then the one neutral page."""
     signin_actions.record_refusal(db.session(), group, refused)
     db.session().commit()
-    return see_other("signin.link_invalid", public_id=group.public_id)
+    return see_other("signin.link_invalid", public_id=group.public_id, kind=kind)
 
 
 def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
@@ -261,7 +264,9 @@ def _complete(group: BillGroup, challenge_id: int) -> BaseResponse:
 
 
 def finish_sign_in(
-    group: BillGroup, sign_in: Callable[[CustomerSession | None], SignedIn]
+    group: BillGroup,
+    sign_in: Callable[[CustomerSession | None], SignedIn],
+    kind: str | None = None,
 ) -> BaseResponse:
     """A secret is spent (uncommitted): `sign_in` (an action, given the browser's current
     session to end) signs in; this commits it, then gives the browser a fresh cookie
@@ -270,7 +275,7 @@ def finish_sign_in(
     try:
         signed_in = sign_in(previous.row if previous else None)
     except SignInRefused as refused:
-        return refuse(group, refused)
+        return refuse(group, refused, kind)
     return signed_in_browser(group, signed_in)
 
 

@@ -185,7 +185,10 @@ def test_a_link_works_once(app, client, group, seller):
     assert follow(client, url).headers["Location"].endswith("/overview")
     other = app.test_client()
     refused = open_link(other, url)
-    assert refused.headers["Location"] == f"/p/{group.public_id}/link-invalid"
+    assert refused.headers["Location"] == f"/p/{group.public_id}/link-invalid?kind=session"
+    told = other.get(refused.headers["Location"]).text
+    assert "own app work once and expire after 5 minutes" in told
+    assert "Ask for a new sign-in link" not in told
     assert sessions_count(app, group.public_id) == 1
 
 
@@ -194,9 +197,9 @@ def test_a_link_expires_after_five_minutes(app, client, group, seller, clock):
     late = app.test_client()
     page = open_link(late, url)
     clock.advance(minutes=5)
-    assert open_link(client, url).headers["Location"].endswith("/link-invalid")
+    assert open_link(client, url).headers["Location"].endswith("/link-invalid?kind=session")
     posted = late.post(f"/p/{group.public_id}/session", data={"csrf_token": csrf_token(page.text)})
-    assert posted.headers["Location"].endswith("/link-invalid")
+    assert posted.headers["Location"].endswith("/link-invalid?kind=session")
     assert sessions_count(app, group.public_id) == 0
     clock.advance(seconds=-1)
     assert follow(app.test_client(), url).headers["Location"].endswith("/overview")
@@ -218,7 +221,7 @@ def test_twenty_concurrent_opens_make_one_session(app, client, group, seller):
     locations = [r.headers["Location"] for r in responses]
     assert [r.status_code for r in responses] == [303] * CONCURRENT
     assert locations.count(f"/p/{group.public_id}/overview") == 1
-    assert locations.count(f"/p/{group.public_id}/link-invalid") == CONCURRENT - 1
+    assert locations.count(f"/p/{group.public_id}/link-invalid?kind=session") == CONCURRENT - 1
     assert sessions_count(app, group.public_id) == 1
     winner = browsers[locations.index(f"/p/{group.public_id}/overview")]
     assert winner.get(f"/p/{group.public_id}/overview").status_code == 200
@@ -231,7 +234,7 @@ def test_a_forged_post_without_csrf_or_without_opening_spends_nothing(app, clien
     stranger = app.test_client()
     csrf = csrf_token(stranger.get(f"/p/{group.public_id}").text)
     forged = stranger.post(f"/p/{group.public_id}/session", data={"csrf_token": csrf})
-    assert forged.headers["Location"].endswith("/link-invalid")
+    assert forged.headers["Location"].endswith("/link-invalid?kind=session")
     [row] = rows(app, PortalSessionToken)
     assert row.spent_at is None
     assert (
@@ -286,7 +289,7 @@ def test_a_revoked_key_makes_nothing_and_its_links_stop_working(app, client, db,
     posted = client.post(
         f"/p/{group.public_id}/session", data={"csrf_token": csrf_token(page.text)}
     )
-    assert posted.headers["Location"].endswith("/link-invalid")
+    assert posted.headers["Location"].endswith("/link-invalid?kind=session")
     assert sessions_count(app, group.public_id) == 0
     assert [a.outcome for a in audits(app, "signin.complete")] == ["key_revoked"]
 
@@ -301,7 +304,7 @@ def test_access_revoked_between_making_and_opening_refuses(app, client, db, grou
     posted = client.post(
         f"/p/{group.public_id}/session", data={"csrf_token": csrf_token(page.text)}
     )
-    assert posted.headers["Location"].endswith("/link-invalid")
+    assert posted.headers["Location"].endswith("/link-invalid?kind=session")
     assert sessions_count(app, group.public_id) == 0
     assert [a.outcome for a in audits(app, "signin.complete")] == ["access_revoked"]
 
@@ -485,7 +488,7 @@ def test_a_link_of_another_bill_group_does_not_open_this_one(app, client, db, gr
     assert (
         client.get(f"/p/{other.public_id}/session/{token}")
         .headers["Location"]
-        .endswith("/link-invalid")
+        .endswith("/link-invalid?kind=session")
     )
 
 
