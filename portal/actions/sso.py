@@ -74,7 +74,7 @@ def set_sso(
             sso.check_discovery(issuer, client_id)
         except sso.ProviderUnavailable as exc:
             raise Invalid(
-                f"Could not read the provider's settings at {issuer}/.well-known/"
+                f"Could not read the provider's settings at {issuer.rstrip('/')}/.well-known/"
                 f"openid-configuration ({exc.reason}). Check the issuer URL, and that the "
                 "provider answers from this server.",
                 "issuer",
