@@ -211,6 +211,12 @@ class ChangeRequestForm(QueryForm):
     plan = RadioField("New plan", choices=[], validate_choice=False)
     quantity = text("New quantity", Length(max=9), inputmode="numeric", autocomplete="off")
     reason = SelectField("Why are you cancelling?", choices=[], validate_choice=False)
+
+
+class ChangeNoteForm(FlaskForm):
+    """The review page's one button, with the customer's note: posted, never in a URL
+    (a query string ends up in history and access logs)."""
+
     comment = TextAreaField(
         "Anything the billing team should know (optional)", validators=[Length(max=1000)]
     )

@@ -20,7 +20,7 @@ from portal import audit, billing, clock, db
 from portal import subscriptions as rules
 from portal.actions import ActionError, Actor, Conflict, Forbidden, NotFound
 from portal.actions.subscriptions import Change, check_change, request_change
-from portal.customer.forms import ChangeRequestForm
+from portal.customer.forms import ChangeNoteForm, ChangeRequestForm
 from portal.customer.viewer import (
     Viewer,
     bp,
@@ -29,7 +29,6 @@ from portal.customer.viewer import (
     portal_url,
     render_page,
 )
-from portal.forms import ButtonForm
 from portal.models import ChangeKind, Subscription
 
 View = str | tuple[str, int] | BaseResponse
@@ -145,7 +144,7 @@ def subscriptions_review(viewer: Viewer, subscription_id: int) -> View:
     """Today's plan and the new one, before the one button that asks. Writes nothing."""
     subscription = _subscription(viewer, subscription_id)
     kind = _kind(request.args.get("kind"))
-    asked = _asked(request.args)
+    asked = _asked(request.args) | {"comment": None}  # the note is the POST's, not the URL's
     try:
         change = check_change(db.session(), viewer.bill_group, subscription.id, kind, **asked)
     except (Forbidden, NotFound, Conflict) as exc:
@@ -156,20 +155,19 @@ def subscriptions_review(viewer: Viewer, subscription_id: int) -> View:
     return _review(viewer, change)
 
 
-def _review(viewer: Viewer, change: Change) -> str:
+def _review(viewer: Viewer, change: Change, form: ChangeNoteForm | None = None) -> str:
     hidden = {
         "kind": change.kind.value,
         "plan": "" if change.to_plan is None else str(change.to_plan.id),
         "quantity": "" if change.to_quantity is None else str(change.to_quantity),
         "reason": change.reason or "",
-        "comment": change.comment or "",
     }
     return render_page(
         "portal/subscription_review.html",
         change=change,
         subscription=change.subscription,
         name=rules.subscription_name(change.subscription),
-        form=ButtonForm(),
+        form=form or ChangeNoteForm(),
         hidden=hidden,
         again={key: value for key, value in hidden.items() if value} | {"again": "1"},
         reasons=rules.CANCEL_REASONS,
@@ -196,7 +194,8 @@ def subscriptions_request(viewer: Viewer, subscription_id: int) -> View:
         )
         session.commit()
         abort(403)
-    if not ButtonForm().validate_on_submit():
+    note = ChangeNoteForm()
+    if not note.validate_on_submit() and note.csrf_token.errors:
         abort(400)  # no CSRF token: the page that sent this was not ours
     subscription = _subscription(viewer, subscription_id)
     kind = _kind(request.form.get("kind"))
@@ -215,6 +214,11 @@ def subscriptions_request(viewer: Viewer, subscription_id: int) -> View:
         return redirect(portal_url("subscriptions"), code=303)
     except ActionError as exc:
         session.rollback()
+        if exc.field == "comment":  # the note: the review page again, with the message
+            asked = _asked(request.form) | {"comment": None}
+            change = check_change(session, group, subscription.id, kind, **asked)
+            note.comment.errors = [exc.message]
+            return _review(viewer, change, note), 400
         return _refusal(viewer, subscription, exc)
     session.commit()
     flash(

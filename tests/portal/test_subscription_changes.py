@@ -253,3 +253,22 @@ def test_a_customer_who_may_not_manage_billing_sees_no_buttons_and_a_forged_post
         )
     ).all()
     assert (row.actor, row.bill_group_id) == (ADDRESS, group.id)
+
+
+def test_the_note_is_posted_with_the_request_never_put_in_a_url(db, customer, group, sub):
+    review = customer.get(review_path(group, sub, kind="pause", comment="in the URL"))
+    assert review.status_code == 200
+    assert 'name="comment"' in review.text and "in the URL" not in review.text
+    too_long = customer.post(
+        url(group, f"/subscriptions/{sub.id}/request"),
+        data={"csrf_token": csrf_token(review.text), "kind": "pause", "comment": "x" * 5000},
+    )
+    assert too_long.status_code == 400 and 'name="comment"' in too_long.text
+    assert requests(db) == []
+    done = customer.post(
+        url(group, f"/subscriptions/{sub.id}/request"),
+        data={"csrf_token": csrf_token(review.text), "kind": "pause", "comment": "Bitte ab Januar"},
+    )
+    assert done.status_code == 303
+    (made,) = requests(db)
+    assert made.comment == "Bitte ab Januar"
