@@ -529,3 +529,28 @@ def test_discovery_does_not_follow_a_redirect(app, db, fake_provider):
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def test_the_token_and_key_requests_go_through_the_guard(
+    app, db, client, fake_provider, monkeypatch
+):
+    """Discovery may be fine and still name a token endpoint (or JWKS) inside: those
+    requests are checked too, and the callback is a clear page with nobody signed in."""
+    from portal import webhooks
+
+    for inside in ("/token", "/jwks"):
+        fake_provider.token_requests.clear()
+        group = setup_sso(app, db, fake_provider.url)
+        location = start(client, group)
+        state = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["state"][0]
+        monkeypatch.setattr(
+            webhooks,
+            "refused_destination",
+            lambda url, inside=inside: webhooks.REFUSED_ADDRESS if url.endswith(inside) else None,
+        )
+        response = client.get(f"/sso/callback?code=abc&state={state}")
+        monkeypatch.undo()
+        assert response.status_code == 502, inside
+        assert sessions_of(db, group) == 0
+        # The token request was never sent, or (keys refused) sent once, then refused.
+        assert len(fake_provider.token_requests) == (0 if inside == "/token" else 1)
