@@ -378,7 +378,7 @@ def entity_payment_settings(bill_group_id: int) -> View:
 
 
 @bp.route("/bill-groups/<int:bill_group_id>/bank-details", methods=["GET", "POST"])
-@staff_required("manage_accounts")
+@staff_required("manage_bank_details")
 def entity_bank_details(bill_group_id: int) -> View:
     """The bill group's seller's bank details, shown on open invoices for paying by bank
     transfer, and how the payment reference is made (portal.bank has the rules)."""

@@ -54,7 +54,9 @@ _PHONE = re.compile(
 )
 # Unicode categories no one-line text may contain: controls, format characters (zero-width
 # and direction marks among them) and the line and paragraph separators.
-FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Cs: a lone surrogate ("\ud800" from a caller that did not come through the request
+# hygiene) can be neither stored nor encoded into a webhook or an email.
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 _NON_EU = {"GB": gb_vat, "CH": ch_vat, "NO": no_vat}
 _EU = {code.upper() for code in eu_vat.MEMBER_STATES}
 

@@ -9,11 +9,23 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-# The emailed sign-in link's token, and a portal session's (/p/<id>/session/<token>).
-TOKEN_IN_PATH = re.compile(r"(/verify/|/session/)[^/?#\s\"]+")
+
+def _spelled(text: str) -> str:
+    """A pattern for `text` as a request line may carry it: the server routes on the
+    percent-decoded path, so /p/x/sess%69on/<token> and /p/x%2Fsession%2F<token> open
+    the same link as /p/x/session/<token>, and the raw line the access log writes must
+    be redacted in every spelling (case-insensitive: over-redacting is harmless)."""
+    return "".join(f"(?:{re.escape(ch)}|%{ord(ch):02x})" for ch in text)
+
+
+# The emailed sign-in link's token, and a portal session's (/p/<id>/session/<token>):
+# everything after the marker up to the query, so an encoded slash cannot end it early.
+TOKEN_IN_PATH = re.compile(
+    f'((?:{_spelled("/verify/")}|{_spelled("/session/")}))[^?#\\s"]+', re.IGNORECASE
+)
 # /sso/callback?code=...&state=...: a code is single use and needs the PKCE verifier, but
 # neither belongs in a log.
-CALLBACK_SECRETS = re.compile(r"(/sso/callback\?)[^\s\"#]*")
+CALLBACK_SECRETS = re.compile(f'({_spelled("/sso/callback")}\\?)[^\\s"#]*', re.IGNORECASE)
 
 
 def redact(text: str) -> str:

@@ -25,12 +25,13 @@ from urllib.parse import urlsplit
 import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
+from authlib.integrations.requests_client import OAuth2Session
 from flask import session
 from joserfc.errors import JoseError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from portal import clock, crypto
+from portal import clock, crypto, webhooks
 from portal.access import AccessError, canonical_email, rule_admits
 from portal.config import settings
 from portal.db import rowcount
@@ -81,11 +82,43 @@ def issuer_problem(issuer: str, *, allow_http: bool) -> str | None:
     return None
 
 
+class RefusedDestination(requests.ConnectionError):
+    """A request the portal will not make: to an address that is not public (outside
+    local development), or a redirect."""
+
+
+def _guarded_session(*args: Any, **kwargs: Any) -> Any:
+    """authlib's requests session for every call to a provider (discovery, JWKS, the
+    token request), held to the webhooks' rule: the issuer is a URL staff type and the
+    endpoints are whatever its discovery document names, so without this a typo, a
+    stolen admin session or a hostile provider would turn the portal into a probe of
+    its own network (127.0.0.1, 169.254.169.254, internal names). Redirects are not
+    followed: a public issuer must not bounce the request inside."""
+    session = OAuth2Session(*args, **kwargs)
+    send = session.request
+
+    def request(method: str, url: str, *more: Any, **options: Any) -> Any:
+        refused = webhooks.refused_destination(url)
+        if refused is not None:
+            host = urlsplit(url).hostname
+            log.warning("company sign-in request to %s refused: %s", host, refused)
+            raise RefusedDestination(refused)
+        options["allow_redirects"] = False
+        response = send(method, url, *more, **options)
+        if response.is_redirect or 300 <= response.status_code < 400:
+            response.close()
+            raise RefusedDestination("the provider answered with a redirect")
+        return response
+
+    session.request = request  # requests' get and post call it, and so does authlib
+    return session
+
+
 def _client(provider_id: int | str, issuer: str, client_id: str, secret: str) -> FlaskOAuth2App:
     """A fresh authlib client for one provider (not a registry entry: staff may change the
     settings at any time, and a client per request sees the change at once)."""
     name = f"sso{provider_id}"
-    return FlaskOAuth2App(
+    client = FlaskOAuth2App(
         FlaskIntegration(name),
         name=name,
         client_id=client_id,
@@ -97,6 +130,8 @@ def _client(provider_id: int | str, issuer: str, client_id: str, secret: str) ->
             "default_timeout": settings().SSO_TIMEOUT_SECONDS,
         },
     )
+    client.client_cls = _guarded_session
+    return client
 
 
 def client_for(provider: SsoProvider) -> FlaskOAuth2App:
@@ -114,6 +149,8 @@ def _metadata(client: FlaskOAuth2App, issuer: str) -> dict[str, Any]:
     Connect Discovery 1.0, section 4.3) and it names the endpoints the flow needs."""
     try:
         metadata: dict[str, Any] = client.load_server_metadata()
+    except RefusedDestination as exc:
+        raise ProviderUnavailable(f"discovery refused: {exc}") from None
     except (requests.RequestException, ValueError) as exc:
         raise ProviderUnavailable(f"discovery failed: {type(exc).__name__}") from None
     if metadata.get("issuer") != issuer:
@@ -243,6 +280,8 @@ def verify(db: Session, attempt: SsoAttempt, state: str) -> Verified:
             },
             leeway=LEEWAY_SECONDS,
         )
+    except RefusedDestination as exc:
+        raise ProviderUnavailable(f"token or key request refused: {exc}") from None
     except requests.RequestException as exc:
         raise ProviderUnavailable(f"token request failed: {type(exc).__name__}") from None
     except JoseError as exc:

@@ -319,6 +319,22 @@ def _resolve(host: str, port: int) -> tuple[str | None, str | None]:
     return addresses[0], None
 
 
+def refused_destination(url: str) -> str | None:
+    """Why the portal must not fetch `url` (REFUSED_ADDRESS, or why its host cannot be
+    resolved), or None: the webhook rule, for any other server-side request to an address
+    staff typed (a company sign-in's issuer and the endpoints its discovery names)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "not a valid URL"
+    host = parts.hostname or ""
+    if not host:
+        return "not a valid URL"
+    _address, refused = _resolve(host, port)
+    return refused
+
+
 def _private_allowed() -> bool:
     allow = settings().WEBHOOK_ALLOW_PRIVATE_NETWORKS
     return is_local(current_app) if allow is None else bool(allow)

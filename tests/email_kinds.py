@@ -152,6 +152,30 @@ def every_kind() -> dict[str, Example]:
                 "Northwind billing portal",
             ),
         ),
+        "bank_details_changed": Example(
+            render(
+                "bank_details_changed",
+                "admin@northwind-cloud.com",
+                account="admin@northwind-cloud.com",
+                seller=SELLER,
+                by="manager@northwind-cloud.com",
+                when=WHEN,
+                old_last4="3000",
+                new_last4="0131",
+                fields="IBAN, BIC",
+                issuer="Northwind billing portal",
+                sign_in_url="https://portal.example.test/admin/sign-in",
+            ),
+            (
+                "https://portal.example.test/admin/sign-in",
+                "manager@northwind-cloud.com",
+                "03 December 2026 at 09:30",
+                "ending 3000",
+                "ending 0131",
+                "IBAN, BIC",
+                SELLER,
+            ),
+        ),
         "payment_receipt": Example(
             receipt_email(group, payment, "ap@acme.com"),
             (
@@ -177,6 +201,10 @@ def every_kind() -> dict[str, Example]:
         ),
     }
     return examples
+
+
+# Mail to staff: no seller, so no Reply-To.
+STAFF_KINDS = frozenset({"staff_second_factor", "bank_details_changed"})
 
 
 def template_kinds() -> set[str]:

@@ -187,3 +187,17 @@ def test_control_characters_cannot_add_fields():
     assert len(text.split("\n")) == 11
     assert text.split("\n")[5] == "Evil DE00"
     assert text.split("\n")[10] == "INV-1 BCD 002"
+
+
+@pytest.mark.parametrize(
+    "brk", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+)
+def test_every_line_break_a_reader_might_split_on_is_a_space(brk):
+    """The holder's name and the reference (an invoice number from the billing system)
+    cannot carry another IBAN into the payload, whatever a banking app splits lines on."""
+    evil = f"INV-1{brk}DE02120300000000202051"
+    text = payload(name=f"Harbour{brk}GB33BUKB20201555555555", reference=evil)
+    lines = text.split("\n")
+    assert len(lines) == 11 and lines[6] == IBAN
+    assert not any(ch in text for ch in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+    assert lines[10] == "INV-1 DE02120300000000202051"

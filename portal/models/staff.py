@@ -31,6 +31,9 @@ PERMISSIONS: dict[StaffRole, frozenset[str]] = {
             "preview",
             "manage_access",
             "manage_accounts",
+            # Where customers send money (a seller's bank details): an account manager's
+            # phished session must not be able to redirect every invoice's payment.
+            "manage_bank_details",
             "manage_staff",
             "audit_all",
             # API keys and webhook endpoints: what the billing system may do and hear.

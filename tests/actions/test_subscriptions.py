@@ -193,6 +193,26 @@ def test_cancelling_needs_a_reason_from_the_list(app, db, group, sub):
     assert error.field == "comment"
 
 
+@pytest.mark.parametrize(
+    "comment", ["a\ud800b", "\udfff", "a\x00b", "x\u202ey", "line\u2028two", "x" * 100_000]
+)
+def test_a_comment_that_cannot_be_stored_or_sent_is_refused(app, db, group, sub, comment):
+    """A lone surrogate, a control, a direction mark, a separator, 100k characters: a
+    clear refusal at the field, nothing written (a surrogate would otherwise crash the
+    insert, the webhook's JSON or the email)."""
+    error = refused(app, db, group, sub.id, "pause", Invalid, comment=comment)
+    assert error.field == "comment"
+
+
+def test_an_answer_reason_with_a_lone_surrogate_is_refused(app, db, group, sub):
+    asked = ask(app, db, group, sub.id, "pause")
+    with app.app_context(), pytest.raises(Invalid) as refusal:
+        answer_change(db, BILLING, asked.id, accept=False, reason="no\ud800")
+    assert refusal.value.field == "reason"
+    db.rollback()
+    assert db.get(SubscriptionChangeRequest, asked.id).state == RequestState.REQUESTED
+
+
 def test_one_request_waits_per_subscription(app, db, group, sub):
     ask(app, db, group, sub.id, "pause")
     error = refused(app, db, group, sub.id, "cancel_now", Conflict, reason="other")
@@ -333,3 +353,52 @@ def test_twenty_concurrent_asks_make_one_request(app, db, group, sub):
         )
         == 1
     )
+
+
+def test_twenty_concurrent_answers_make_one_answer(app, db, group, sub):
+    """The billing system retrying, staff answering by hand at the same moment: twenty
+    answers (half accept, half refuse) to one request; exactly one is written, mailed and
+    audited, the others are told it was answered already."""
+    with app.app_context():
+        asked = request_change(db, CUSTOMER, group, sub.id, "pause")
+        db.commit()
+        engine = portal_db.engine()
+    mails = db.scalar(select(func.count(OutboxMessage.id)))
+    factory = sessionmaker(engine, expire_on_commit=False)
+    barrier = threading.Barrier(20)
+    outcomes: list[object] = [None] * 20
+
+    def attempt(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with app.app_context(), factory() as session:
+                try:
+                    answer_change(
+                        session,
+                        BILLING if index % 2 else STAFF,
+                        asked.id,
+                        accept=bool(index % 2),
+                        reason=f"answer {index}",
+                    )
+                    session.commit()
+                    outcomes[index] = "answered"
+                except Conflict as exc:
+                    session.rollback()
+                    outcomes[index] = exc.code
+        except Exception as exc:  # reported by the assertions below
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(map(repr, outcomes)) == ["'already_answered'"] * 19 + ["'answered'"], outcomes
+    db.expire_all()
+    (answer,) = db.scalars(
+        select(AuditEvent).where(AuditEvent.action == "subscription.change_answer")
+    ).all()
+    row = db.get(SubscriptionChangeRequest, asked.id)
+    assert row.state.value == answer.outcome
+    assert json.loads(answer.detail)["reason"] == row.answer_reason
+    assert db.scalar(select(func.count(OutboxMessage.id))) == mails + 1

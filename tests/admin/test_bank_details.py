@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from portal.models import AuditEvent, Entity, StaffRole
-from tests.admin.conftest import post_form
+from emails.outbox import unseal
+from portal.models import AuditEvent, Entity, OutboxMessage, StaffRole
+from tests.admin.conftest import make_staff, post_form
 from tests.conftest import csrf_token
 from tests.factories import make_bill_group
 from tests.portal.pages_helpers import field_errors
@@ -38,8 +39,18 @@ def audits(db) -> list[AuditEvent]:
     return list(db.scalars(select(AuditEvent).where(AuditEvent.action == "entity.bank_details")))
 
 
-@pytest.mark.parametrize("role", [StaffRole.ADMIN, StaffRole.ACCOUNT_MANAGER])
-def test_staff_who_manage_accounts_set_the_bank_details(db, staff_client, group, role):
+def notices(db) -> list[OutboxMessage]:
+    return list(
+        db.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.kind == "bank_details_changed")
+            .order_by(OutboxMessage.to_address)
+        )
+    )
+
+
+def test_admins_set_the_bank_details(db, staff_client, group):
+    role = StaffRole.ADMIN
     client = staff_client(role)
     form = client.get(page(group))
     assert form.status_code == 200 and 'name="iban"' in form.text
@@ -63,8 +74,11 @@ def test_staff_who_manage_accounts_set_the_bank_details(db, staff_client, group,
     )
 
 
-def test_a_viewer_may_not_open_or_post_the_form(db, staff_client, group):
-    viewer = staff_client(StaffRole.VIEWER)
+@pytest.mark.parametrize("role", [StaffRole.VIEWER, StaffRole.ACCOUNT_MANAGER])
+def test_only_admins_may_open_or_post_the_form(db, staff_client, group, role):
+    """Where customers send money is not an account manager's to change: one phished
+    account manager session would otherwise redirect every open invoice's payment."""
+    viewer = staff_client(role)
     assert viewer.get(page(group)).status_code == 403
     assert "Change the bank details" not in viewer.get(f"/admin/bill-groups/{group.id}").text
     token = csrf_token(viewer.get(f"/admin/bill-groups/{group.id}").text)
@@ -72,6 +86,42 @@ def test_a_viewer_may_not_open_or_post_the_form(db, staff_client, group):
     assert response.status_code == 403
     db.expire_all()
     assert db.get(Entity, group.entity_id).bank_iban is None and audits(db) == []
+    assert notices(db) == []
+
+
+def read(app, message: OutboxMessage) -> str:
+    with app.app_context():  # the sealing key
+        return unseal(message.text_body)
+
+
+def test_every_active_admin_is_told_who_changed_them_and_the_accounts_last_four(
+    app, db, staff_client, group
+):
+    other = make_staff(db, StaffRole.ADMIN, "other-admin@staff.example.com")
+    gone = make_staff(db, StaffRole.ADMIN, "gone-admin@staff.example.com")
+    gone.is_active = False
+    make_staff(db, StaffRole.ACCOUNT_MANAGER, "manager@staff.example.com")
+    db.commit()
+    client = staff_client()
+    assert post_form(client, page(group), **GOOD).status_code == 303
+    first = notices(db)
+    assert sorted(m.to_address for m in first) == sorted(["admin-3@staff.example.com", other.email])
+    assert all(m.reply_to is None for m in first)  # staff mail, not the seller's
+    text = read(app, first[0])
+    assert "admin-3@staff.example.com changed the bank details" in text
+    assert "Account before: none" in text and "Account now: ending 3000" in text
+    assert "IBAN" in text
+
+    moved = GOOD | {"iban": "GB82 WEST 1234 5698 7654 32", "bic": "NWBKGB2LXXX"}
+    assert post_form(client, page(group), **moved).status_code == 303
+    second = [m for m in notices(db) if m.id not in {n.id for n in first}]
+    assert len(second) == 2
+    text = read(app, second[0])
+    assert "Account before: ending 3000" in text and "Account now: ending 5432" in text
+
+    # Nothing changed: nothing to tell.
+    assert post_form(client, page(group), **moved).status_code == 303
+    assert len(notices(db)) == 4
 
 
 def test_a_post_without_its_csrf_token_is_refused(db, staff_client, group):

@@ -200,3 +200,14 @@ def test_the_matrix_covers_the_second_factor_routes(app):
     endpoints = {rule.endpoint for rule in admin_rules(app)}
     assert {"admin.enrol", "admin.enrol_qr", "admin.second_factor"} <= endpoints
     assert "admin.reset_second_factor" in endpoints
+
+
+def test_only_admins_may_change_where_customers_send_money(app):
+    """Bank details: an account manager (or a phished account manager session) must not
+    be able to redirect invoice payments; the form names its own permission."""
+    assert app.view_functions["admin.entity_bank_details"].staff_permission == (
+        "manage_bank_details"
+    )
+    assert [role for role in StaffRole if "manage_bank_details" in PERMISSIONS[role]] == [
+        StaffRole.ADMIN
+    ]

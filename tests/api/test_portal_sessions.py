@@ -497,6 +497,33 @@ def test_the_token_is_redacted_from_request_logs():
     assert logredact.redact(line) == '"GET /p/abc123def456/session/[redacted]?x=1 HTTP/1.1" 303'
 
 
+def test_an_encoded_spelling_of_the_link_opens_it_and_is_still_redacted(app, client, group, seller):
+    """The server routes on the percent-decoded path, so /sess%69on/<token> and
+    %2Fsession%2F<token> open the link; the access log writes the raw request line, so
+    each spelling must be redacted too (a log reader must never get a live token)."""
+    url = made(seller)
+    path = "/" + url.split("://", 1)[1].split("/", 1)[1]
+    public_id, token = path.split("/")[2], path.rsplit("/", 1)[1]
+    for spelled in (
+        f"/p/{public_id}/sess%69on/{token}",
+        f"/p/{public_id}%2Fsession%2F{token}",
+        f"/p/{public_id}%2fSession%2f{token}%2Fmore",
+        f"/p/{public_id}/%73ession/{token}",
+    ):
+        line = f'"GET {spelled} HTTP/1.1" 303'
+        assert token not in logredact.redact(line), spelled
+        assert "[redacted] HTTP/1.1" in logredact.redact(line)
+        if "Session" not in spelled and "more" not in spelled:
+            opened = client.get(spelled)
+            assert opened.headers["Location"].endswith(f"/p/{public_id}/session"), spelled
+    callback = '"GET /sso/callbac%6b?code=C0DE&state=ST4TE HTTP/1.1" 303'
+    assert "C0DE" not in logredact.redact(callback)
+    assert "ST4TE" not in logredact.redact(callback)
+    # Nothing else is touched.
+    for kept in ("GET /p/x/session HTTP/1.1", "GET /p/x/sessions/1 HTTP/1.1"):
+        assert logredact.redact(kept) == kept
+
+
 def test_expiry_is_five_minutes_from_making(app, group, seller, clock):
     made(seller)
     [row] = rows(app, PortalSessionToken)

@@ -144,6 +144,12 @@ def test_a_callback_in_another_browser_signs_in_nobody(app, db, client, oidc_moc
         ({"email": "carol@acme.com", "email_verified": False}, "email_not_verified"),
         ({"email": "carol@acme.com", "email_verified": "true"}, "email_not_verified"),
         ({"email": "carol@acme.com"}, "email_not_verified"),
+        ({"email": "carol@acme.com", "email_verified": 1}, "email_not_verified"),
+        ({"email": "carol@acme.com", "email_verified": [True]}, "email_not_verified"),
+        ({"email": "carol\uff20acme.com", "email_verified": True}, "email_malformed"),
+        ({"email": "carol@acme.com, eve@evil.net", "email_verified": True}, "email_malformed"),
+        ({"email": "carol@acmé.com", "email_verified": True}, "email_of_another_domain"),
+        ({"email": "carol@xn--acm-dma.com", "email_verified": True}, "email_of_another_domain"),
         ({"email": "carol@evilacme.com", "email_verified": True}, "email_of_another_domain"),
         ({"email": "carol@sub.acme.com", "email_verified": True}, "email_of_another_domain"),
         ({"email": "carol@acme.com.evil.net", "email_verified": True}, "email_of_another_domain"),
@@ -436,3 +442,115 @@ def test_a_secret_that_cannot_be_unsealed_is_a_clear_page(app, db, client, oidc_
     link = SSO_LINK_RE.search(page.text).group(1).replace("&amp;", "&")
     down = client.get(link)
     assert down.status_code == 502 and "is not answering" in down.text
+
+
+# --- where the portal's own requests may go (SSRF) ---------------------------------------
+
+
+def _set(app, db, issuer: str):
+    group = make_bill_group(db)
+    rule = add_rule(db, group, "acme.com", created_by="test")
+    db.commit()
+    with app.test_request_context():
+        return sso_actions.set_sso(
+            db,
+            Actor.staff("admin@seller.test"),
+            group,
+            rule.id,
+            sso_actions.SsoSettings("Acme", issuer, "portal", SECRET, SsoMode.OFFERED),
+            allow_http=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "issuer", ["loopback", "http://169.254.169.254/latest", "http://10.0.0.7", "http://[::1]:8080"]
+)
+def test_an_issuer_inside_the_network_is_refused_outside_local_dev(app, db, fake_provider, issuer):
+    """Staff type the issuer, and the portal fetches it: outside local development it
+    must be a public address, as a webhook URL must (a typo or a stolen admin session
+    must not make the portal probe 127.0.0.1 or the cloud metadata service)."""
+    from portal.actions import Invalid
+
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False, SSO_TIMEOUT_SECONDS=2)
+    issuer = fake_provider.url if issuer == "loopback" else issuer
+    with pytest.raises(Invalid, match="private or reserved") as refused:
+        _set(app, db, issuer)
+    assert refused.value.field == "issuer"
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(SsoProvider)) == 0
+
+
+def test_a_provider_name_resolving_inside_is_refused(app, monkeypatch):
+    """A name is checked against every address it resolves to, for discovery, the keys
+    and the token request alike (they all go through the one guarded session)."""
+    import socket
+
+    change_settings(app, WEBHOOK_ALLOW_PRIVATE_NETWORKS=False)
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, port, *a, **k: [(2, 1, 6, "", ("10.1.2.3", port))]
+    )
+    with app.test_request_context():
+        client = sso._client("t", "https://login.acme.example", "portal", "")
+        session = client._get_session()
+        with pytest.raises(sso.RefusedDestination, match="private or reserved"):
+            session.get("https://login.acme.example/jwks")
+        with pytest.raises(sso.ProviderUnavailable, match="discovery refused"):
+            sso.check_discovery("https://login.acme.example", "portal")
+
+
+def test_discovery_does_not_follow_a_redirect(app, db, fake_provider):
+    """A provider that answers discovery with a redirect (to somewhere inside, or a
+    document of its choosing) is refused: redirects are never followed."""
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    def bouncer(environ, start_response):
+        if environ["PATH_INFO"] == "/.well-known/openid-configuration":
+            response = Response("", 302, {"Location": f"{url}/moved"})
+        else:  # the moved document names the bouncer as its issuer: good but for the hop
+            body = (
+                '{"issuer": "%s", "authorization_endpoint": "%s/authorize", '
+                '"token_endpoint": "%s/token", "jwks_uri": "%s/jwks"}' % ((url,) * 4)
+            )
+            response = Response(body, mimetype="application/json")
+        return response(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, bouncer, threaded=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        from portal.actions import Invalid
+
+        with pytest.raises(Invalid, match="redirect"):
+            _set(app, db, url)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_the_token_and_key_requests_go_through_the_guard(
+    app, db, client, fake_provider, monkeypatch
+):
+    """Discovery may be fine and still name a token endpoint (or JWKS) inside: those
+    requests are checked too, and the callback is a clear page with nobody signed in."""
+    from portal import webhooks
+
+    for inside in ("/token", "/jwks"):
+        fake_provider.token_requests.clear()
+        group = setup_sso(app, db, fake_provider.url)
+        location = start(client, group)
+        state = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["state"][0]
+        monkeypatch.setattr(
+            webhooks,
+            "refused_destination",
+            lambda url, inside=inside: webhooks.REFUSED_ADDRESS if url.endswith(inside) else None,
+        )
+        response = client.get(f"/sso/callback?code=abc&state={state}")
+        monkeypatch.undo()
+        assert response.status_code == 502, inside
+        assert sessions_of(db, group) == 0
+        # The token request was never sent, or (keys refused) sent once, then refused.
+        assert len(fake_provider.token_requests) == (0 if inside == "/token" else 1)
