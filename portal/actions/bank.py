@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from portal import audit, bank, clock
-from portal.actions import Actor, Invalid
+from portal import bank, clock
+from portal.actions import Actor, Invalid, seller_settings
 from portal.config import settings
 from portal.models import PERMISSIONS, Entity, StaffUser
 
@@ -46,24 +45,8 @@ def set_bank_details(
         )
     except bank.BankError as exc:
         raise Invalid(exc.message, exc.field) from None
-    wanted = details.columns()
-    changed = {
-        name: [getattr(entity, name), value]
-        for name, value in wanted.items()
-        if getattr(entity, name) != value
-    }
-    for name in changed:
-        setattr(entity, name, wanted[name])
+    changed = seller_settings.change(db, actor, entity, "entity.bank_details", details.columns())
     if changed:
-        audit.record(
-            db,
-            "entity.bank_details",
-            "changed",
-            **actor.audit(),
-            detail=json.dumps({"entity_id": entity.id, "changes": changed}, ensure_ascii=False)[
-                :500
-            ],
-        )
         _notify(db, actor, entity, changed)
         db.flush()
     return changed
