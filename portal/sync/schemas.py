@@ -510,7 +510,8 @@ class AllowedChangesIn(Body):
         list[ExternalId],
         Field(
             max_length=MAX_PLAN_OPTIONS,
-            description="The plans it may move to (plans of the bill group's seller).",
+            description="The plans it may move to (plans of the bill group's seller), each once.",
+            json_schema_extra={"uniqueItems": True},
         ),
     ] = []
     quantity_min: SeatCount | None = None

@@ -32,8 +32,9 @@ BEYOND_THE_SCHEMA: tuple[tuple[int, str, str], ...] = (
     (422, r"path|return_url", ""),
     # A card number where a token or a name belongs (Luhn).
     (422, r"brand|holder_name|gateway_token", "That looks like a card number"),
-    # Rules across fields (the models' own validators): no field.
+    # Rules across fields (the models' own validators): no field, or the nested object's.
     (422, "", ""),
+    (422, r"(.+\.)?allowed_changes", "quantity_min is above quantity_max"),
     # An opaque cursor that this API did not give out.
     (400, "cursor", "That cursor is not one this API gave out"),
 )
