@@ -21,7 +21,11 @@ import schemathesis
 # the start of the message of the API's error.
 BEYOND_THE_SCHEMA: tuple[tuple[int, str, str], ...] = (
     # Existence and ownership of other records.
-    (422, r"(.+\.)?(account|entity|bill_group|product|invoice|payment_method)", "There is no "),
+    (
+        422,
+        r"(.+\.)?(account|entity|bill_group|product|invoice|payment_method|plan|plans\.\d+)",
+        "There is no ",
+    ),
     (422, r"(.+\.)?(product|invoice|payment_method)", r"(Product .* belongs|That .* belongs)"),
     (422, "currency", "The bill group is billed in "),
     # Check digits and the email rules (email-validator, IDNA, public suffix list).
@@ -35,6 +39,7 @@ BEYOND_THE_SCHEMA: tuple[tuple[int, str, str], ...] = (
     # Rules across fields (the models' own validators): no field, or the nested object's.
     (422, "", ""),
     (422, r"(.+\.)?allowed_changes", "quantity_min is above quantity_max"),
+    (422, r"subscription", "end_date is before start_date"),
     # An opaque cursor that this API did not give out.
     (400, "cursor", "That cursor is not one this API gave out"),
 )
