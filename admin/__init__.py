@@ -19,13 +19,14 @@ def init_app(app: Flask) -> None:
         auth,
         home,
         integrations,
+        reminders,
         sso,
         staff,
         subscriptions,
     )
 
     assert access and accounts and audit and auth and home and integrations and sso and staff
-    assert subscriptions
+    assert subscriptions and reminders
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -455,6 +455,22 @@ class SubscriptionSettingsForm(FlaskForm):
     cancel_now = BooleanField("Cancel now")
 
 
+# --- reminders (admin/reminders.py) ---------------------------------------------------
+
+
+def _schedule(label: str) -> StringField:
+    # The days themselves are checked by the action (portal.reminders.parse_schedule).
+    return _plain(label, "A schedule", 60, inputmode="text", autocomplete="off")
+
+
+class ReminderSettingsForm(FlaskForm):
+    """One schedule per kind of reminder (portal.models.ReminderKind), named by its value."""
+
+    upcoming = _schedule("Upcoming invoice: days before a subscription renews")
+    due_soon = _schedule("Due soon: days before an invoice's due date")
+    overdue = _schedule("Overdue: days after an invoice's due date")
+
+
 class AnswerChangeForm(FlaskForm):
     decision = RadioField(
         "Answer",

@@ -63,6 +63,7 @@ def queue(db: Session, email: Email, discard_after: dt.datetime | None = None) -
             text_body=seal(email.text),
             html_body=seal(email.html),
             attachments=_seal_attachments(email.attachments),
+            headers=seal(json.dumps(email.headers)) if email.headers else None,
             next_attempt_at=clock.now(),
             discard_after=discard_after,
         )
@@ -91,6 +92,14 @@ def unseal_attachments(sealed: str | None) -> tuple[Attachment, ...]:
         Attachment(item["filename"], item["content_type"], base64.b64decode(item["data"]))
         for item in json.loads(unseal(sealed))
     )
+
+
+def unseal_headers(sealed: str | None) -> tuple[tuple[str, str], ...]:
+    """The extra headers queued with a message; raises InvalidToken if SECRET_KEY has
+    changed."""
+    if not sealed:
+        return ()
+    return tuple((name, value) for name, value in json.loads(unseal(sealed)))
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -131,11 +140,14 @@ def _send_claimed(db: Session, sender: Sender, messages: list[OutboxMessage]) ->
         try:
             text, html = unseal(message.text_body), unseal(message.html_body)
             files = unseal_attachments(message.attachments)
+            headers = unseal_headers(message.headers)
         except InvalidToken:
             _drop(db, message, now, "cannot be decrypted: SECRET_KEY has changed")
             continue
         try:
-            sender.deliver(message.to_address, message.subject, text, html, message.reply_to, files)
+            sender.deliver(
+                message.to_address, message.subject, text, html, message.reply_to, files, headers
+            )
         except Exception as exc:  # SMTP errors, timeouts, refused connections
             message.attempts += 1
             message.next_attempt_at = now + backoff(message.attempts)
@@ -165,7 +177,7 @@ def _record_sent(db: Session, message: OutboxMessage) -> None:
         "claimed_until": None,
     }
     if settings().MAIL_TRANSPORT != "console":  # the dev mailbox reads them
-        values |= {"text_body": "", "html_body": "", "attachments": None}
+        values |= {"text_body": "", "html_body": "", "attachments": None, "headers": None}
     deadline = time.monotonic() + RECORD_SENT_FOR.total_seconds()
     while True:
         try:
@@ -195,6 +207,7 @@ def _drop(db: Session, message: OutboxMessage, now: dt.datetime, why: str) -> No
     message.claimed_until = None
     message.text_body = message.html_body = ""
     message.attachments = None
+    message.headers = None
     message.last_error = why
     db.commit()
     log.info("outbox message %s dropped: %s", message.id, why)

@@ -27,10 +27,17 @@ class Email:
     # Replies reach a person: the seller's contact address, for email sent on its behalf.
     reply_to: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    # Extra headers, (name, value): a reminder's List-Unsubscribe (RFC 8058).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def render(
-    kind: str, to: str, *, attachments: tuple[Attachment, ...] = (), **context: Any
+    kind: str,
+    to: str,
+    *,
+    attachments: tuple[Attachment, ...] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+    **context: Any,
 ) -> Email:
     base = f"emails/{kind}"
     subject = " ".join(render_template(f"{base}/subject.txt", **context).split())
@@ -45,4 +52,5 @@ def render(
         html=render_template(f"{base}/body.html", **context),
         reply_to=getattr(entity, "support_email", None) or None,
         attachments=attachments,
+        headers=headers,
     )

@@ -50,11 +50,61 @@ mail = _Mail()
 # plain ASCII and short enough to need no folding (nearly every message we send), in
 # under half the time. Any other message stays with policy.SMTP: compat32 folds long or
 # encoded headers its own way (a non-ASCII subject arrived with a leading space).
-_WIRE = email.policy.compat32.clone(linesep="\r\n")
+# RFC 8058 one-click unsubscribe: the URL must arrive exactly as written. Folded, a long
+# URL has no whitespace to break at and policy.SMTP writes it as RFC 2047 encoded words,
+# which no mail client reads as a URL (tried). These headers are built by us, ASCII and
+# without line breaks (`build` checks), and stay within the 998 octets of RFC 5322
+# 2.1.1, so they are written on one line under either policy.
+VERBATIM = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+MAX_HEADER_LINE = 998
+
+
+def _one_line(name: str, value: str, linesep: str) -> str:
+    return f"{name}: {value}{linesep}"
+
+
+class _Compat32(email.policy.Compat32):
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in VERBATIM:
+            return _one_line(name, value, self.linesep)
+        return super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in VERBATIM:
+            return _one_line(name, value, self.linesep).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+class _SMTP(email.policy.EmailPolicy):
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in VERBATIM:
+            return _one_line(name, value, self.linesep)
+        folded: str = super().fold(name, value)
+        return folded
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in VERBATIM:
+            return _one_line(name, value, self.linesep).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_WIRE = _Compat32(linesep="\r\n")
+_SMTP_WIRE = _SMTP(linesep="\r\n")
 
 
 def _needs_no_folding(name: str, value: object) -> bool:
+    if name.lower() in VERBATIM:
+        return True  # written as it is under either policy
     return isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= 78
+
+
+def _check_verbatim(name: str, value: str) -> None:
+    if (
+        not value.isascii()
+        or any(char in value for char in "\r\n\0")
+        or len(name) + 2 + len(value) > MAX_HEADER_LINE
+    ):
+        raise ValueError(f"header {name} cannot be written on one line")
 
 
 # RFC 3834: a message no person wrote. Out-of-office replies and other auto-responders
@@ -93,7 +143,7 @@ class _Message(Message):
     def as_bytes(self) -> bytes:
         built = self._message()
         plain = all(_needs_no_folding(name, value) for name, value in built.raw_items())
-        return built.as_bytes(policy=_WIRE if plain else email.policy.SMTP)
+        return built.as_bytes(policy=_WIRE if plain else _SMTP_WIRE)
 
 
 def build(
@@ -103,10 +153,17 @@ def build(
     html: str,
     reply_to: str | None = None,
     attachments: tuple[Attachment, ...] = (),
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> _Message:
     """The message as it goes out: From MAIL_DEFAULT_SENDER, a Message-ID on its domain,
-    marked as automatic, and Reply-To the seller's contact when it is sent for one."""
+    marked as automatic, Reply-To the seller's contact when it is sent for one, and any
+    extra headers it was queued with."""
     sender = settings().MAIL_DEFAULT_SENDER
+    extra = dict(AUTOMATIC)
+    for name, value in headers:
+        if name.lower() in VERBATIM:
+            _check_verbatim(name, value)
+        extra[name] = value
     message = _Message(
         subject=subject,
         recipients=[to],
@@ -114,7 +171,7 @@ def build(
         html=html,
         sender=sender,
         reply_to=reply_to,
-        extra_headers=dict(AUTOMATIC),
+        extra_headers=extra,
     )
     message.msgId = email.utils.make_msgid(domain=sender_domain(sender))
     for attachment in attachments:
@@ -155,6 +212,7 @@ class Sender:
         html: str,
         reply_to: str | None = None,
         attachments: tuple[Attachment, ...] = (),
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if settings().MAIL_TRANSPORT == "console":
             # The body holds sign-in secrets, which never go to a log: read it on the
@@ -162,7 +220,7 @@ class Sender:
             base = settings().PORTAL_BASE_URL
             log.warning("email to %s: %r; read it at %s/dev/mailbox", to, subject, base)
             return
-        message = build(to, subject, text, html, reply_to, attachments)
+        message = build(to, subject, text, html, reply_to, attachments, headers)
         reused = self._connection is not None
         while True:
             try:

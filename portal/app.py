@@ -44,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         credits,
         details,
         devmail,
+        email_reminders,
         invoices,
         pages,
         paying,
@@ -54,16 +55,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         sso,
         statements,
         subscriptions,
+        unsubscribe,
         viewer,
     )
 
     assert details and invoices and pages and payment_methods  # imported for their routes
-    assert credits and statements and subscriptions
+    assert credits and statements and subscriptions and email_reminders
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
     app.register_blueprint(sso.bp)
     app.register_blueprint(contact_confirmation.bp)
+    app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(portal_sessions.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.

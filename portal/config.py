@@ -140,6 +140,9 @@ class Settings:
     # beyond that wait for, and are listed in, the next allowed notice.
     NOTICE_WINDOW_MINUTES: int = 5
     NOTICE_LIMIT_PER_DAY: int = 10
+    # Reminders (portal.reminders): the worker scans for those due at most once in this
+    # many seconds (0: on every pass); the schedules themselves are per seller, set by staff.
+    REMINDER_SCAN_SECONDS: int = 300
     # A new billing contact address gets one "you were named" email with a link that
     # works once, for this many hours; the same address is named again by email at most
     # once per CONTACT_NAMED_INTERVAL_HOURS, and one bill group names at most
@@ -366,6 +369,8 @@ def validate(app: Flask, config: Settings) -> None:
         raise ConfigError("RATELIMIT_IPV6_PREFIX must be between 32 and 128.")
     if not 1 <= config.SSO_TIMEOUT_SECONDS <= 30:
         raise ConfigError("SSO_TIMEOUT_SECONDS must be between 1 and 30.")
+    if not 0 <= config.REMINDER_SCAN_SECONDS <= 86400:
+        raise ConfigError("REMINDER_SCAN_SECONDS must be between 0 and 86400.")
     if not 0 <= config.NOTICE_WINDOW_MINUTES <= 60:
         raise ConfigError("NOTICE_WINDOW_MINUTES must be between 0 and 60.")
     for key in (

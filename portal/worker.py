@@ -1,5 +1,5 @@
-"""The background worker: decides pending sign-in requests, sends the outbox, delivers
-webhooks and settles payments the gateway is still processing.
+"""The background worker: decides pending sign-in requests, queues reminders, sends the
+outbox, delivers webhooks and settles payments the gateway is still processing.
 
 `flask --app wsgi worker` runs it; the demo runs it in a thread of the web process.
 """
@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, current_app
 
 from emails import outbox
-from portal import db, notices, payments, receipts, signin, webhooks
+from portal import db, notices, payments, receipts, reminders, signin, webhooks
 from portal.config import settings, settings_of
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,22 @@ def _email_pass(worker: str | None) -> tuple[int, int]:
     # sends them.
     notices.send_due(session)
     receipts.send_due(session)
+    scan_reminders()
     sent = outbox.send_due(session, worker)
     return decided, sent
+
+
+def scan_reminders() -> int:
+    """Queue the reminders due, at most once per REMINDER_SCAN_SECONDS in this process
+    (a scan is a few indexed queries per seller, but there is no point in running it
+    twice a second); several workers scanning at once is safe (portal.reminders)."""
+    state = current_app.extensions.setdefault("portal.reminder_scan", {"at": None})
+    now = time.monotonic()
+    last = state["at"]
+    if last is not None and now - last < settings().REMINDER_SCAN_SECONDS:
+        return 0
+    state["at"] = now
+    return reminders.send_due(db.session())
 
 
 def deliver_webhooks(worker: str | None = None) -> int:

@@ -22,17 +22,22 @@ from portal.models import (
     ChangeKind,
     Entity,
     Invoice,
+    InvoiceStatus,
     NoticeChange,
     Payment,
     PaymentApplication,
     PaymentStatus,
     Plan,
+    Product,
+    ReminderKind,
     RequestState,
     Subscription,
     SubscriptionChangeRequest,
+    SubscriptionItem,
 )
 from portal.notices import notice_email
 from portal.receipts import receipt_email
+from portal.reminders import reminder_email
 from portal.subscriptions import answer_email
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "emails"
@@ -112,7 +117,51 @@ def every_kind() -> dict[str, Example]:
         answer_reason="From your next invoice",
     )
 
+    reminded = BillGroup(
+        id=42,
+        name="Acme UK operations",
+        public_id="PUBLICID",
+        entity=entity,
+        account=Account(name="Acme Ltd"),
+        currency="GBP",
+    )
+    owed = Invoice(
+        id=9,
+        number="INV-0042",
+        currency="GBP",
+        status=InvoiceStatus.OPEN,
+        issue_date=dt.date(2026, 11, 20),
+        due_date=dt.date(2026, 12, 10),
+        total_minor=12000,
+        amount_paid_minor=2000,
+        amount_credited_minor=0,
+    )
+    renewing = Subscription(
+        id=5,
+        plan=Plan(name="Team"),
+        renewal_date=dt.date(2026, 12, 10),
+        items=[
+            SubscriptionItem(product=Product(name="Team seats"), quantity=3, unit_price_minor=4900)
+        ],
+    )
+    today = dt.date(2026, 12, 3)
+
+    def reminder(kind: ReminderKind, target: Invoice | Subscription) -> Email:
+        return reminder_email(kind, reminded, target, "ap@acme.com", today)
+
     examples = {
+        "reminder_upcoming": Example(
+            reminder(ReminderKind.UPCOMING, renewing),
+            ("Team", "10 December 2026", "£147.00", f"{PORTAL}/subscriptions", *seller),
+        ),
+        "reminder_due_soon": Example(
+            reminder(ReminderKind.DUE_SOON, owed),
+            ("INV-0042", "10 December 2026", "£100.00", f"{PORTAL}/invoices/9", *seller),
+        ),
+        "reminder_overdue": Example(
+            reminder(ReminderKind.OVERDUE, owed),
+            ("INV-0042", "10 December 2026", "£100.00", f"{PORTAL}/invoices/9", *seller),
+        ),
         "signin_link": Example(
             signin(link), (link, "1234-5678", "15 minutes", "Acme UK operations", *seller)
         ),

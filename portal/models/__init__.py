@@ -41,6 +41,12 @@ from portal.models.paying import (
 )
 from portal.models.payment_method import PaymentMethod, PaymentMethodType
 from portal.models.portal_session import PortalSessionToken, ReturnOrigin
+from portal.models.reminder import (
+    ReminderKind,
+    ReminderOutcome,
+    ReminderSent,
+    ReminderUnsubscription,
+)
 from portal.models.signin import AuditEvent, CustomerSession, SignInChallenge
 from portal.models.sso import SsoAttempt, SsoMode, SsoProvider
 from portal.models.staff import PERMISSIONS, StaffRole, StaffSession, StaffUser
@@ -54,6 +60,10 @@ from portal.models.subscription_change import (
 )
 
 __all__ = [
+    "ReminderKind",
+    "ReminderOutcome",
+    "ReminderSent",
+    "ReminderUnsubscription",
     "CHANGE_LABELS",
     "ChangeKind",
     "Plan",

@@ -109,6 +109,8 @@ class Subscription(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
             name="quantity_range",
         ),
         CheckConstraint("quantity_min IS NULL OR quantity_min > 0", name="quantity_min"),
+        # The reminder scan (portal.reminders): subscriptions renewing soon.
+        Index("ix_subscriptions_status_renewal", "status", "renewal_date"),
     )
 
     bill_group_id: Mapped[int] = mapped_column(
@@ -194,6 +196,8 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
         Index("ix_invoices_bill_group_status_due", "bill_group_id", "status", "due_date"),
         # The API feed's ?updated_since= (the feed itself is in change_seq order).
         Index("ix_invoices_updated", "updated_at", "id"),
+        # The reminder scan (portal.reminders): one seller's open invoices by due date.
+        Index("ix_invoices_entity_status_due", "entity_id", "status", "due_date"),
         CheckConstraint("due_date >= issue_date", name="dates"),
         CheckConstraint("subtotal_minor >= 0 AND tax_minor >= 0", name="amounts"),
         CheckConstraint("total_minor = subtotal_minor + tax_minor", name="total"),

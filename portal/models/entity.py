@@ -22,6 +22,10 @@ def _switch() -> Mapped[bool]:
     return mapped_column(Boolean, nullable=False, default=True, server_default=true())
 
 
+def _schedule() -> Mapped[str]:
+    return mapped_column(String(40), nullable=False, default="", server_default="")
+
+
 class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     __tablename__ = "entities"
     __table_args__ = (
@@ -81,6 +85,13 @@ class Entity(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     allow_change_extend_trial: Mapped[bool] = _switch()
     allow_change_cancel_at_term_end: Mapped[bool] = _switch()
     allow_change_cancel_now: Mapped[bool] = _switch()
+
+    # Reminder schedules (portal.reminders), as staff set them: days before a renewal,
+    # before a due date, after a due date, as a comma-separated list ("1,7,14"); empty:
+    # that kind of reminder is off.
+    remind_upcoming_days: Mapped[str] = _schedule()
+    remind_due_soon_days: Mapped[str] = _schedule()
+    remind_overdue_days: Mapped[str] = _schedule()
 
     bill_groups: Mapped[list[BillGroup]] = relationship(back_populates="entity")
 

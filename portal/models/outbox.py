@@ -42,3 +42,6 @@ class OutboxMessage(IdMixin, Base):
     # Files sent with it (a receipt PDF), sealed like the bodies: JSON of
     # [{"filename", "content_type", "data" (base64)}]; None for none.
     attachments: Mapped[str | None] = mapped_column(Text)
+    # Extra headers (List-Unsubscribe of a reminder), sealed like the bodies: JSON of
+    # [[name, value], ...]; None for none.
+    headers: Mapped[str | None] = mapped_column(Text)
