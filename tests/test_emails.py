@@ -6,6 +6,7 @@ To accept a deliberate change: PORTAL_TEST_UPDATE_GOLDEN=1 pytest tests/test_ema
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -42,4 +43,21 @@ def test_signin_email_matches_its_golden_files(app, variant):
     assert ("/verify/" in email.text) is (variant == "link")
     assert "1234-5678" in email.text and "1234-5678" in email.html
     # Nothing that depends on remote images or styles.
+    assert "<img" not in email.html and "<link" not in email.html
+
+
+@pytest.mark.parametrize("kind", ["reminder_upcoming", "reminder_due_soon", "reminder_overdue"])
+def test_reminder_emails_match_their_golden_files(app, kind):
+    from tests.email_kinds import every_kind
+
+    with app.test_request_context():
+        email = every_kind()[kind].email
+    # The unsubscribe token is signed with the test SECRET_KEY and a timestamp: masked.
+    masked = {
+        part: re.sub(r"/unsubscribe/[\w.-]+", "/unsubscribe/TOKEN", text)
+        for part, text in (("txt", email.text), ("html", email.html))
+    }
+    check(f"{kind}.txt", masked["txt"])
+    check(f"{kind}.html", masked["html"])
+    assert ("/unsubscribe/" in email.text) is (kind != "reminder_overdue")
     assert "<img" not in email.html and "<link" not in email.html

@@ -254,3 +254,63 @@ def test_a_message_with_an_attachment_stays_mixed(app):
     [alternative, _pdf] = built.iter_parts()
     assert [p.get_content_type() for p in alternative.iter_parts()] == ["text/plain", "text/html"]
     assert built["Auto-Submitted"] == "auto-generated"
+
+
+# --- RFC 8058 one-click unsubscribe headers (reminders) ----------------------------------
+
+UNSUBSCRIBE_RE = re.compile(
+    rb"\r\nList-Unsubscribe: <(https://portal\.example\.test/p/PUBLICID/unsubscribe/"
+    rb"[A-Za-z0-9_.-]+)>\r\n"
+)
+NON_ESSENTIAL = {"reminder_upcoming", "reminder_due_soon"}
+
+
+def test_non_essential_reminders_carry_one_click_unsubscribe_headers(arrived):
+    """RFC 8058 section 3.1: one HTTPS URI in List-Unsubscribe, and List-Unsubscribe-Post
+    exactly "List-Unsubscribe=One-Click"; each header on one line, the URL as written
+    (a folded or RFC 2047-encoded URL is no URL to a mail client)."""
+    for name, (example, received, raw) in arrived.items():
+        if name not in NON_ESSENTIAL:
+            assert received["List-Unsubscribe"] is None, name
+            assert received["List-Unsubscribe-Post"] is None, name
+            continue
+        [url] = UNSUBSCRIBE_RE.findall(raw)
+        assert received["List-Unsubscribe"] == f"<{url.decode()}>"
+        assert received.get_all("List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+        assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+        assert b"=?utf-8?" not in raw.split(b"\r\n\r\n", 1)[0].split(b"List-Unsubscribe")[1]
+        # The same link is in both parts, for people.
+        text = received.get_body(("plain",)).get_content()
+        assert url.decode() in text, name
+        assert dict(example.email.headers)["List-Unsubscribe"] == f"<{url.decode()}>"
+
+
+@pytest.mark.parametrize("seller", SELLERS.values(), ids=SELLERS.keys())
+def test_a_long_unsubscribe_header_stays_on_one_line_under_either_policy(app, seller):
+    """A non-ASCII subject sends the message through policy.SMTP, which would fold the
+    long URL into encoded words; the header is written as it is all the same."""
+    url = "https://portal.example.test/p/PUBLICID/unsubscribe/" + "a" * 300
+    headers = (
+        ("List-Unsubscribe", f"<{url}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    )
+    with app.test_request_context():
+        raw = build("ap@acme.com", f"Reminder from {seller}", "x", "<p>x</p>", None, (), headers)
+        data = raw.as_bytes()
+    assert f"\r\nList-Unsubscribe: <{url}>\r\n".encode() in data
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["List-Unsubscribe"] == f"<{url}>"
+    assert parsed["Subject"] == f"Reminder from {seller}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<https://x.example/\r\nBcc: victim@example.com>",
+        "<https://x.example/ü>",
+        "<" + "a" * 1000 + ">",
+    ],
+)
+def test_an_unsubscribe_header_that_cannot_be_one_line_is_refused(app, value):
+    with app.test_request_context(), pytest.raises(ValueError):
+        build("ap@acme.com", "Reminder", "x", "<p>x</p>", None, (), (("List-Unsubscribe", value),))

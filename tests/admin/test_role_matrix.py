@@ -63,6 +63,8 @@ def route_values(app, db):
         # Subscription pages: none of these exists, and a 404 is allowed.
         "subscription_id": 1,
         "request_id": 1,
+        # A stopped reminder to turn back on (preview: refused whatever it is).
+        "unsubscription_id": 1,
     }
 
 
