@@ -253,6 +253,11 @@ def load(session: Session, today: dt.date | None = None) -> bool:
     entity.bank_name = "NatWest"
     entity.bank_iban = "GB29NWBK60161331926819"
     entity.bank_bic = "NWBKGB2L"
+    # Reminders to the billing contacts (the demo's worker sends them on its first pass;
+    # read them at /dev/mailbox): before renewals, before and after due dates.
+    entity.remind_upcoming_days = "7, 30"
+    entity.remind_due_soon_days = "1, 7"
+    entity.remind_overdue_days = "1, 7, 14"
     products = {
         key: Product(entity=entity, external_id=f"demo-{key}", name=name, sku=key.upper())
         for key, (name, _price) in PRODUCTS.items()
