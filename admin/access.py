@@ -14,7 +14,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm
+from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm, RuleRoleForm
 from admin.guard import acting_staff, bp, staff_required
 from admin.lookup import get_or_404, one_or_404
 from portal import audit, clock, db, sessions
@@ -32,7 +32,7 @@ from portal.actions import rules
 from portal.actions.rules import Added
 from portal.config import settings
 from portal.forms import ButtonForm
-from portal.models import AccessRule, BillGroup, CustomerSession, RuleKind
+from portal.models import AccessRule, BillGroup, CustomerRole, CustomerSession, RuleKind
 
 PAGE = "admin.bill_group_access"
 
@@ -123,6 +123,8 @@ def _page(
         check=check,
         overlap=overlap,
         button=ButtonForm(formdata=None),
+        role_form=RuleRoleForm(formdata=None),
+        roles=list(CustomerRole),
         may_change=g.staff.may("manage_access"),
         may_sso=g.staff.may("manage_sso"),
         contract_active=group.has_active_contract(today),
@@ -174,7 +176,12 @@ def _anchor(rule: dict[str, object]) -> str:
 
 
 def _add(
-    group: BillGroup, raw: str, *, include_subdomains: bool = False, fold_in: bool = False
+    group: BillGroup,
+    raw: str,
+    role: str | None,
+    *,
+    include_subdomains: bool = False,
+    fold_in: bool = False,
 ) -> Added:
     """Add the rule through the one action and commit; AccessError leaves nothing behind."""
     database = db.session()
@@ -183,6 +190,7 @@ def _add(
         acting_staff(),
         group,
         raw,
+        role=role,
         include_subdomains=include_subdomains,
         fold_in=fold_in,
         extra_providers=settings().PUBLIC_MAIL_PROVIDERS_EXTRA,
@@ -204,6 +212,7 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
                 added = _add(
                     group,
                     raw,
+                    form.role.data,
                     include_subdomains=form.include_subdomains.data,
                     fold_in=form.fold_in.data,
                 )
@@ -211,10 +220,14 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
                 form.domain.errors = [exc.message]
                 return _page(group, domain_form=form, overlap=True, status=400)
             except AccessError as exc:
+                if exc.field == "role":
+                    form.role.errors = [exc.message]
+                    return _page(group, domain_form=form, status=400)
                 problem = exc.message
             else:
                 message = (
-                    f"Added {added.rule.label}: everyone with an address there can now sign in."
+                    f"Added {added.rule.label}: everyone with an address there can now sign in, "
+                    f"as {_role_words(added.rule.role)}."
                 )
                 if added.folded:
                     names = ", ".join(old["label"] for old in added.folded)
@@ -235,11 +248,17 @@ def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
         problem = _not_an_address(raw)
         if problem is None:
             try:
-                added = _add(group, raw)
+                added = _add(group, raw, form.role.data)
             except AccessError as exc:
+                if exc.field == "role":
+                    form.role.errors = [exc.message]
+                    return _page(group, email_form=form, status=400)
                 problem = exc.message
             else:
-                flash(f"Added {added.rule.label}: they can now sign in.")
+                flash(
+                    f"Added {added.rule.label}: they can now sign in, "
+                    f"as {_role_words(added.rule.role)}."
+                )
                 return _back(group, "emails")
         form.email.errors = [problem]
     return _page(group, email_form=form, status=400)
@@ -262,6 +281,39 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
     database.commit()
     flash(f"Removed {removed.label}. Anyone it let in is signed out at their next click.")
     return _back(group, _anchor(removed.rule))
+
+
+def _role_words(role: CustomerRole) -> str:
+    return "viewers (read only)" if role is CustomerRole.VIEWER else "billing managers"
+
+
+@bp.post("/bill-groups/<int:bill_group_id>/access/rules/<int:rule_id>/role")
+@staff_required("manage_access")
+def change_access_rule_role(bill_group_id: int, rule_id: int) -> Response | tuple[str, int]:
+    """Another customer role for one rule; the people it admits have it at their next click."""
+    group = get_or_404(BillGroup, bill_group_id)
+    form = RuleRoleForm()
+    if not form.validate_on_submit():
+        abort(400)
+    database = db.session()
+    try:
+        changed = rules.change_role(database, acting_staff(), group, rule_id, form.role.data or "")
+    except rules.NoSuchRule:
+        abort(404)
+    except AccessError as exc:
+        database.rollback()
+        flash(exc.message)
+        return _page(group, status=400)
+    database.commit()
+    rule = changed.rule
+    if changed.changed:
+        flash(
+            f"{rule.label} now admits {_role_words(rule.role)}; "
+            "anyone signed in through it has the new role at their next click."
+        )
+    else:
+        flash(f"{rule.label} already admits {_role_words(rule.role)}: nothing changed.")
+    return _back(group, "domains" if rule.kind == RuleKind.DOMAIN else "emails")
 
 
 # --- customer sessions --------------------------------------------------------------

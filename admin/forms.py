@@ -24,7 +24,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 
 from portal import apikeys, bank, webhooks
 from portal.forms import Attributes, QueryForm, SecretInput, code, on_or_after, text
-from portal.models import BillingFrequency
+from portal.models import BillingFrequency, CustomerRole, RuleKind
 from portal.money import MoneyError, check_currency
 
 # What an address or a domain is typed as: exactly, with no spelling or capital fixed.
@@ -187,6 +187,28 @@ class BillGroupForm(FlaskForm):
 # --- portal access settings (admin/access.py) -------------------------------------------
 
 
+ROLE_CHOICES = [SelectChoice(role.value, role.label) for role in CustomerRole]
+
+
+def _role(default: CustomerRole, id: str) -> SelectField:
+    """A rule's customer role (`id`: two add forms share the page). Not checked against the
+    choices here: the posted value goes to the action (portal.access.parse_role), whose
+    refusal of a forged "admin" says which roles there are."""
+    return SelectField(
+        "Customer role",
+        choices=ROLE_CHOICES,
+        default=default.value,
+        validate_choice=False,
+        id=id,
+    )
+
+
+class RuleRoleForm(FlaskForm):
+    """Another role for an existing rule (one per row of the rules table)."""
+
+    role = _role(CustomerRole.VIEWER, "role")
+
+
 class DomainRuleForm(FlaskForm):
     domain = text(
         "Domain",
@@ -195,6 +217,7 @@ class DomainRuleForm(FlaskForm):
         **_VERBATIM,
     )
     include_subdomains = BooleanField("and its subdomains")
+    role = _role(CustomerRole.default_for(RuleKind.DOMAIN), "domain-role")
     # Posted only by the "Add the domain and remove those addresses" button.
     fold_in = BooleanField("Remove the address rules the domain covers")
 
@@ -241,6 +264,7 @@ class EmailRuleForm(FlaskForm):
         Length(max=320, message="That is too long to be an email address."),
         **(_VERBATIM | {"type": "email"}),
     )
+    role = _role(CustomerRole.default_for(RuleKind.EMAIL), "email-role")
 
 
 class AccessCheckForm(QueryForm):

@@ -261,6 +261,7 @@ class AccessRule(Out):
     value: str
     label: str
     include_subdomains: bool
+    role: Literal["viewer", "billing_manager"]
     created_by: str
     created_at: dt.datetime
 
@@ -326,6 +327,7 @@ INPUTS: list[type[BaseModel]] = [
     *schemas.UPSERT_BODIES.values(),
     schemas.ContactIn,
     schemas.AccessRuleIn,
+    schemas.AccessRuleChange,
     schemas.PortalSessionIn,
     schemas.ChangeAcceptIn,
     schemas.ChangeRefuseIn,
@@ -670,7 +672,21 @@ def _paths() -> dict[str, Any]:
             {"204": {"description": "Removed"}, **_errors(404, *READ_ERRORS)},
             parameters=[EXTERNAL_ID, rule_id],
             tag="access-rules",
-        )
+        ),
+    }
+    paths["/bill-groups/{external_id}/access-rules/{rule_id}/role"] = {
+        "put": _operation(
+            "changeAccessRuleRole",
+            "Give a rule another customer role; it applies at the next request of anyone it admits",
+            "write",
+            {
+                "200": {"description": "The rule as changed", **_json(_ref("AccessRule"))},
+                **_errors(*WRITE_ERRORS),
+            },
+            parameters=[EXTERNAL_ID, rule_id],
+            request="AccessRuleChange",
+            tag="access-rules",
+        ),
     }
     paths["/portal-sessions"] = {
         "post": _operation(
@@ -778,6 +794,7 @@ EVENT_OBJECTS: dict[str, dict[str, Any]] = {
     "payment_method.added": _ref("PaymentMethod"),
     "payment_method.default_changed": _ref("PaymentMethod"),
     "access_rule.created": _ref("AccessRule"),
+    "access_rule.updated": _ref("AccessRule"),
     "access_rule.deleted": _ref("AccessRule"),
     "payment.succeeded": _ref("Payment"),
     "payment.failed": _ref("Payment"),
@@ -792,6 +809,7 @@ EVENT_SUMMARIES = {
     "payment_method.added": "A payment method was added",
     "payment_method.default_changed": "Another payment method became the default",
     "access_rule.created": "An access rule was added",
+    "access_rule.updated": 'An access rule\'s customer role changed (`changed` is ["role"])',
     "access_rule.deleted": "An access rule was removed (the rule as it was)",
     "payment.succeeded": "A customer paid in the portal (the payment and what it paid)",
     "payment.failed": "A customer's payment in the portal was declined (nothing applied)",

@@ -40,17 +40,37 @@ def create_rule(external_id: str) -> tuple[Response, int]:
             group,
             data.value,
             include_subdomains=data.include_subdomains,
+            role=data.role,
             fold_in=data.fold_in,
             extra_providers=settings().PUBLIC_MAIL_PROVIDERS_EXTRA,
         )
     except ActionError as exc:  # an overlap's message names the redundant rules
-        raise _refused(exc, field="value") from None
+        raise _refused(exc, field=exc.field or "value") from None
     session.commit()
     response = jsonify(serialize.access_rule(added.rule))
     response.headers["Location"] = url_for(
         "api.delete_rule", external_id=external_id, rule_id=added.rule.id
     )
     return response, 201
+
+
+# A path of its own, not PATCH on the rule's: Werkzeug answers 405 instead of 404 for an
+# id beyond BIGINT on a path with routes for several methods (portal.web.IdConverter).
+@bp.put("/bill-groups/<external_id>/access-rules/<int:rule_id>/role")
+@requires("write")
+def change_rule(external_id: str, rule_id: int) -> Response:
+    """Another customer role for the rule (the only thing about a rule that changes: a
+    different value is a different rule, removed and added)."""
+    group = bill_group_or_404(external_id)
+    data = body(schemas.AccessRuleChange)
+    session = db.session()
+    try:
+        changed = rules.change_role(session, acting_key(), group, rule_id, data.role)
+    except ActionError as exc:
+        session.rollback()
+        raise _refused(exc, field=exc.field) from None
+    session.commit()
+    return jsonify(serialize.access_rule(changed.rule))
 
 
 @bp.delete("/bill-groups/<external_id>/access-rules/<int:rule_id>")

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from portal.actions import Conflict, Invalid
 from portal.locks import lock_bill_group
-from portal.models import AccessRule, BillGroup, RuleKind
+from portal.models import AccessRule, BillGroup, CustomerRole, RuleKind
 
 MAX_INPUT_LENGTH = 320
 MAX_ADDRESS_LENGTH = 254
@@ -344,11 +344,29 @@ class Stored:
     folded: list[AccessRule]
 
 
+ROLE_CHOICES = "Choose a role: viewer (reads only) or billing manager (may also change and pay)."
+
+
+def parse_role(raw: object) -> CustomerRole:
+    """A role as typed or posted ("viewer", "billing_manager"), or AccessError naming the
+    two there are: anything else ("admin", "owner", a number) is refused, never mapped."""
+    if isinstance(raw, CustomerRole):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return CustomerRole(raw.strip())
+        except ValueError:
+            pass
+    raise AccessError(ROLE_CHOICES, field="role")
+
+
 class RuleOptions(TypedDict, total=False):
     """How a rule is added, beyond the rule itself: store_rule's keywords, which the
     functions that hand on to it take too."""
 
     include_subdomains: bool
+    # None: the kind's default (CustomerRole.default_for).
+    role: CustomerRole | str | None
     fold_in: bool
     extra_providers: Iterable[str]
 
@@ -360,6 +378,7 @@ def store_rule(
     *,
     created_by: str,
     include_subdomains: bool = False,
+    role: CustomerRole | str | None = None,
     fold_in: bool = False,
     extra_providers: Iterable[str] = (),
 ) -> Stored:
@@ -369,9 +388,12 @@ def store_rule(
     same transaction and returned in id order; without it they are named in an
     OverlappingRules error. On any AccessError the session has been rolled back. This is
     the write only: portal.actions.rules.add_rule adds the audit rows and the events.
+    `role` None gives the kind's default; a role that is not one (a forged "admin") is
+    an AccessError on the `role` field, before anything is written.
     """
     try:
         spec = parse_rule(raw, include_subdomains, extra_providers)
+        chosen = CustomerRole.default_for(spec.kind) if role is None else parse_role(role)
         # Serialised per bill group, so two concurrent requests cannot add overlapping rules.
         lock_bill_group(db, bill_group.id)
         existing = db.scalars(
@@ -392,6 +414,7 @@ def store_rule(
             kind=spec.kind,
             value=spec.value,
             include_subdomains=spec.include_subdomains,
+            role=chosen,
             created_by=created_by,
         )
         db.add(rule)

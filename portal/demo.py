@@ -33,6 +33,7 @@ from portal.models import (
     Contact,
     ContactKind,
     CreditNote,
+    CustomerRole,
     Entity,
     Invoice,
     InvoiceLine,
@@ -293,7 +294,15 @@ def load(session: Session, today: dt.date | None = None) -> bool:
         if not plan.contract_ended:
             _credit_note(session, group, plan, today)
         for value, subdomains in plan.rules:
-            rule = add_rule(session, group, value, created_by="demo", include_subdomains=subdomains)
+            # Billing managers, so that the README's walk-through can change and pay.
+            rule = add_rule(
+                session,
+                group,
+                value,
+                created_by="demo",
+                include_subdomains=subdomains,
+                role=CustomerRole.BILLING_MANAGER,
+            )
             if plan.key == SSO_PLAN and rule.kind == RuleKind.DOMAIN:
                 _demo_sso(rule)
     # The seller's app of the README's portal-session example, on the developer's machine.

@@ -87,6 +87,13 @@ def access_rule_created(db: Session, group: BillGroup, rule: AccessRule, actor: 
     _written(db, "access_rule.created", group, rule, serialize.access_rule, actor)
 
 
+def access_rule_updated(
+    db: Session, group: BillGroup, rule: AccessRule, actor: Who, changed: list[str]
+) -> None:
+    """A rule's customer role changed (`changed` is ["role"])."""
+    _written(db, "access_rule.updated", group, rule, serialize.access_rule, actor, changed=changed)
+
+
 def access_rule_deleted(db: Session, group: BillGroup, rule: dict[str, Any], actor: Who) -> None:
     """`rule` as serialised before the delete: the row is gone by now."""
     webhooks.emit(db, "access_rule.deleted", group, rule, actor=actor)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, joinedload
 from portal import audit, clock, db, staffauth
 from portal.access import may_access
 from portal.config import settings
-from portal.models import BillGroup, CustomerSession
+from portal.models import BillGroup, CustomerRole, CustomerSession
 from portal.signin import sha256
 from portal.staffauth import Staff
 
@@ -31,15 +31,18 @@ login_manager = LoginManager()
 
 
 class Customer(UserMixin):
-    """A signed-in customer: one address, one bill group."""
+    """A signed-in customer: one address, one bill group, and the role of the rule that
+    admits the address on this request (not the one that admitted it at sign-in: staff
+    may have changed it since)."""
 
     is_preview = False
 
-    def __init__(self, sid: str, row: CustomerSession) -> None:
+    def __init__(self, sid: str, row: CustomerSession, role: CustomerRole) -> None:
         self._sid = sid
         self.row = row
         self.email = row.email
         self.bill_group: BillGroup = row.bill_group
+        self.role = role
 
     def get_id(self) -> str:
         return PREFIX + self._sid
@@ -113,16 +116,17 @@ def load(db_session: Session, sid: str) -> Customer | None:
     now = clock.now()
     idle = dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
     reason = row.lapsed(now, idle)
-    if reason is None and may_access(row.bill_group, row.email, now.date()) is None:
-        reason = "access_revoked"
-    if reason:
-        revoke(db_session, row, reason)
+    # The rules came with the session's statement: the admitting rule, and so the role,
+    # costs no query of its own.
+    rule = None if reason else may_access(row.bill_group, row.email, now.date())
+    if rule is None:
+        revoke(db_session, row, reason or "access_revoked")
         db_session.commit()
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now
         db_session.commit()
-    return Customer(sid, row)
+    return Customer(sid, row, rule.role)
 
 
 def revoke(db_session: Session, row: CustomerSession, reason: str) -> None:

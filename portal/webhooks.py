@@ -54,6 +54,7 @@ EVENT_TYPES = (
     "payment_method.added",
     "payment_method.default_changed",
     "access_rule.created",
+    "access_rule.updated",
     "access_rule.deleted",
     "payment.succeeded",
     "payment.failed",

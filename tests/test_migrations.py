@@ -315,3 +315,48 @@ def test_flask_db_subcommand_help(name):
     assert f"db {name} [OPTIONS]" in result.output
     summary = (db_group.commands[name].help or "").splitlines()[0]
     assert summary and summary in " ".join(result.output.split())
+
+
+def check_existing_rules_keep_full_access(url: str) -> None:
+    """0016 gives every rule already there the billing manager's role, domain rules too:
+    nobody loses, on upgrade, what they could do before. New rules get the kind's
+    default (portal.access), which the column's server default does not decide."""
+    from tests.factories import make_bill_group
+
+    with migration_app(url) as app:
+        flask_db(app, "upgrade")
+        session = portal_db.session()
+        group = make_bill_group(session)
+        session.commit()
+        group_id = group.id
+        flask_db(app, "downgrade", "0015_subscription_changes")
+        engine = portal_db.engine()
+        with engine.begin() as connection:
+            for kind, value in (("domain", "acme.com"), ("email", "cfo@acme-holdings.com")):
+                connection.execute(
+                    text(
+                        "INSERT INTO access_rules (bill_group_id, kind, value, "
+                        "include_subdomains, created_by, created_at) "
+                        "VALUES (:group, :kind, :value, false, 'old', '2026-11-01 09:00:00')"
+                    ),
+                    {"group": group_id, "kind": kind, "value": value},
+                )
+        flask_db(app, "upgrade")
+        with engine.connect() as connection:
+            roles = connection.execute(text("SELECT value, role FROM access_rules ORDER BY id"))
+            assert roles.all() == [
+                ("acme.com", "billing_manager"),
+                ("cfo@acme-holdings.com", "billing_manager"),
+            ]
+
+
+def test_existing_rules_keep_full_access_on_sqlite(tmp_path):
+    check_existing_rules_keep_full_access(f"sqlite:///{tmp_path / 'portal.db'}")
+
+
+@pytest.mark.db
+@pytest.mark.postgres
+def test_existing_rules_keep_full_access_on_postgresql():
+    assert POSTGRES_URL is not None
+    with throwaway_database(POSTGRES_URL) as url:
+        check_existing_rules_keep_full_access(url)

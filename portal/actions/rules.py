@@ -1,7 +1,10 @@
-"""Adding and removing a bill group's access rules: the one path for the staff pages and
-the API. Each action checks with portal.access, takes the bill group's rule lock, writes,
-audits (`access_rule.add` / `access_rule.remove`) and queues the webhook events, in the
-caller's transaction.
+"""Adding and removing a bill group's access rules, and changing a rule's customer role:
+the one path for the staff pages and the API. Each action checks with portal.access,
+takes the bill group's rule lock, writes, audits (`access_rule.add` / `access_rule.remove`
+/ `access_rule.role`) and queues the webhook events, in the caller's transaction.
+
+A role change, like a removal, needs nothing done to the sessions the rule admitted:
+every request reads the role from the rule that admits the address now.
 
 Removing a rule does not end the customer sessions it admitted: every request re-checks
 its session against the rules (portal.sessions), so the next click signs them out.
@@ -16,11 +19,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from portal import audit, events
-from portal.access import RuleOptions, store_rule
+from portal.access import RuleOptions, parse_role, store_rule
 from portal.actions import Actor, NotFound
 from portal.db import rowcount
 from portal.locks import lock_bill_group
-from portal.models import AccessRule, BillGroup
+from portal.models import AccessRule, BillGroup, CustomerRole
 from portal.sync import serialize
 
 
@@ -59,9 +62,26 @@ class Removed:
         return str(self.rule["label"])
 
 
+@dataclass(frozen=True)
+class RoleChanged:
+    """The rule after the change, and the role it had (the same, if nothing changed)."""
+
+    rule: AccessRule
+    before: CustomerRole
+
+    @property
+    def changed(self) -> bool:
+        return self.rule.role != self.before
+
+
 def _record(db: Session, actor: Actor, group: BillGroup, outcome: str, label: str) -> None:
     action = "access_rule.add" if outcome == "added" else "access_rule.remove"
     audit.record(db, action, outcome, bill_group_id=group.id, detail=label[:500], **actor.audit())
+
+
+def _labelled(rule: AccessRule) -> str:
+    """An added rule as the trail names it: the rule and the role it grants."""
+    return f"{rule.label} ({rule.role.value})"
 
 
 def add_rule(
@@ -72,7 +92,7 @@ def add_rule(
     (Conflict); the session has then been rolled back."""
     stored = store_rule(db, group, raw, created_by=actor.label, **options)
     folded = [serialize.access_rule(old) for old in stored.folded]
-    _record(db, actor, group, "added", stored.rule.label)
+    _record(db, actor, group, "added", _labelled(stored.rule))
     events.access_rule_created(db, group, stored.rule, actor.event())
     for old in folded:
         _record(db, actor, group, "folded_in", old["label"])
@@ -97,3 +117,36 @@ def remove_rule(db: Session, actor: Actor, group: BillGroup, rule_id: int) -> Re
     _record(db, actor, group, "removed", gone["label"])
     events.access_rule_deleted(db, group, gone, actor.event())
     return Removed(gone)
+
+
+def change_role(
+    db: Session, actor: Actor, group: BillGroup, rule_id: int, role: CustomerRole | str
+) -> RoleChanged:
+    """Give one rule of this bill group another customer role. Raises AccessError (on
+    the `role` field) for anything but a role, before reading anything; NoSuchRule.
+    Choosing the role the rule has already is no change: no audit row, no event."""
+    wanted = parse_role(role)
+    # The rule lock first, then the row: two staff changing the same rule apply in turn,
+    # and each audit row's "before" is the role the other one left.
+    lock_bill_group(db, group.id)
+    rule = db.scalar(
+        select(AccessRule)
+        .where(AccessRule.id == rule_id, AccessRule.bill_group_id == group.id)
+        .execution_options(populate_existing=True)
+    )
+    if rule is None:
+        raise NoSuchRule()
+    before = rule.role
+    if before == wanted:
+        return RoleChanged(rule, before)
+    rule.role = wanted
+    audit.record(
+        db,
+        "access_rule.role",
+        "changed",
+        bill_group_id=group.id,
+        detail=f"{rule.label}: {before.value} -> {wanted.value}"[:500],
+        **actor.audit(),
+    )
+    events.access_rule_updated(db, group, rule, actor.event(), changed=["role"])
+    return RoleChanged(rule, before)

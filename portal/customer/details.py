@@ -60,7 +60,7 @@ def contacts(viewer: Viewer) -> str:
 
 
 @bp.route("/contacts/<kind>", methods=["GET", "POST"])
-@portal_page
+@portal_page(form=True)
 def edit_contact(viewer: Viewer, kind: str) -> str | tuple[str, int] | BaseResponse:
     if kind not in (ContactKind.BILLING, ContactKind.SHIPPING):
         abort(404)

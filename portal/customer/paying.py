@@ -17,6 +17,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -57,8 +58,11 @@ def gateway() -> payments.Gateway | None:
 
 @bp.app_context_processor
 def _can_pay() -> dict[str, bool]:
-    """`can_pay` in every template: whether a gateway is configured to pay with."""
-    return {"can_pay": settings().PAYMENT_GATEWAY != "none"}
+    """`can_pay` in every template: whether a gateway is configured to pay with, and on a
+    portal page, whether the viewer's role shows the pay buttons (a viewer's does not)."""
+    viewer = g.get("viewer")
+    shown = viewer is None or viewer.sees_controls
+    return {"can_pay": settings().PAYMENT_GATEWAY != "none" and shown}
 
 
 def _invoice_ids(values: list[str]) -> list[int] | None:
@@ -85,7 +89,7 @@ def _open_invoices(group: BillGroup, ids: list[int] | None) -> list[Invoice]:
 
 
 @bp.route("/pay", methods=["GET", "POST"])
-@portal_page
+@portal_page(form=True)
 def pay_form(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
     group = viewer.bill_group
     if gateway() is None:
@@ -161,7 +165,7 @@ def _attempt_by_key(group: BillGroup, key: str) -> PaymentAttempt:
 
 
 @bp.get("/pay/review/<key>")
-@portal_page
+@portal_page(form=True)
 def pay_review(viewer: Viewer, key: str) -> str | BaseResponse:
     group = viewer.bill_group
     attempt = _attempt_by_key(group, key)

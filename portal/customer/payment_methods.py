@@ -40,14 +40,15 @@ def payment_methods(viewer: Viewer) -> str:
         group=group,
         methods=group.payment_methods,
         gateway=gateway,
-        can_add=gateway is not None
+        can_add=viewer.sees_controls
+        and gateway is not None
         and (gateway.collects_card_details or _stripe(gateway) is not None),
         button=ButtonForm(),
     )
 
 
 @bp.route("/payment-methods/new", methods=["GET", "POST"])
-@portal_page
+@portal_page(form=True)
 def add_payment_method(viewer: Viewer) -> str | tuple[str, int] | BaseResponse:
     gateway = _gateway()
     group = viewer.bill_group

@@ -31,7 +31,7 @@ from portal.actions.signin import SignedIn, SignInRefused
 from portal.clock import today
 from portal.customer.forms import CodeForm, EmailForm
 from portal.forms import ButtonForm
-from portal.models import BillGroup, CustomerSession, SignInChallenge, SsoMode
+from portal.models import BillGroup, CustomerRole, CustomerSession, SignInChallenge, SsoMode
 
 bp = Blueprint("signin", __name__, url_prefix="/p/<public_id>")
 
@@ -288,7 +288,10 @@ def signed_in_browser(group: BillGroup, signed_in: SignedIn) -> BaseResponse:
     logout_user()
     session.clear()
     session["nonce"] = signin.new_nonce()
-    login_user(sessions.Customer(signed_in.sid, signed_in.session), remember=False)
+    # This request only sets the cookie and redirects; the next one loads the session and
+    # reads the role from the rule that admits the address then. Until then: the least.
+    customer = sessions.Customer(signed_in.sid, signed_in.session, CustomerRole.VIEWER)
+    login_user(customer, remember=False)
     target = signed_in.next_path or url_for("customer.overview", public_id=group.public_id)
     response = redirect(target, code=303)
     devices.remember(response, signed_in.email)

@@ -4,8 +4,9 @@ and one button that asks (POST, portal.actions.subscriptions.request_change). Th
 billing system answers later; until then the subscription shows the change "requested".
 
 The staff preview sees every page with its buttons disabled, and any POST from it is
-refused by `portal_page`. A customer who may not manage billing (may_manage_billing)
-sees no buttons, and a forged POST from them is a 403 with an audit row.
+refused by `portal_page`. A customer who may not manage billing (may_manage_billing: a
+viewer's rule) sees no buttons, the form pages send them back to the overview, and a
+forged POST from them is a 403 with an audit row (portal_page, before the view runs).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flask import abort, flash, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 from wtforms import SelectChoice
 
-from portal import audit, billing, clock, db
+from portal import billing, clock, db
 from portal import subscriptions as rules
 from portal.actions import ActionError, Actor, Conflict, Forbidden, NotFound
 from portal.actions.subscriptions import Change, check_change, request_change
@@ -92,7 +93,7 @@ def _refusal(viewer: Viewer, subscription: Subscription, exc: ActionError) -> Vi
 
 
 @bp.get("/subscriptions/<int:subscription_id>/change")
-@portal_page
+@portal_page(form=True)
 def subscriptions_change(viewer: Viewer, subscription_id: int) -> View:
     """The form for one kind of change; with ?plan= etc. after a refusal, filled in again."""
     subscription = _subscription(viewer, subscription_id)
@@ -139,7 +140,7 @@ def _form(
 
 
 @bp.get("/subscriptions/<int:subscription_id>/review")
-@portal_page
+@portal_page(form=True)
 def subscriptions_review(viewer: Viewer, subscription_id: int) -> View:
     """Today's plan and the new one, before the one button that asks. Writes nothing."""
     subscription = _subscription(viewer, subscription_id)
@@ -180,20 +181,9 @@ def _review(viewer: Viewer, change: Change, form: ChangeNoteForm | None = None) 
 def subscriptions_request(viewer: Viewer, subscription_id: int) -> View:
     """The one button: ask the billing system. A double submit makes one request (the
     second is told the first is waiting)."""
+    # portal_page has refused (403, audited) anyone who may not manage billing.
     session = db.session()
     group = viewer.bill_group
-    if not may_manage_billing(viewer):
-        audit.record(
-            session,
-            "subscription.change_request",
-            "forbidden",
-            actor_type="customer",
-            actor=viewer.email,
-            bill_group_id=group.id,
-            detail=f"subscription {subscription_id}: may not manage billing",
-        )
-        session.commit()
-        abort(403)
     note = ChangeNoteForm()
     if not note.validate_on_submit() and note.csrf_token.errors:
         abort(400)  # no CSRF token: the page that sent this was not ours

@@ -4,6 +4,12 @@ A page is written once, as a function of a `Viewer`. Under /p/<public id> the vi
 the signed-in customer. The factory registers the same blueprint a second time, as
 "preview" under /admin/preview/<public id>, where the viewer is a staff member looking
 read-only from inside their own staff session: the pages are identical by construction.
+
+Customer roles: the viewer carries the role of the access rule that admits the address
+on this request. `may_manage_billing` is the one place that decides whether it may
+change anything; `portal_page` applies it to every POST (403 and a `customer.forbidden`
+audit row), so a new write view cannot forget it. The staff preview shows the pages as a
+billing manager sees them, with every control disabled.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, Flask, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
@@ -22,7 +28,7 @@ from portal import audit, db, sessions
 from portal.clock import today
 from portal.customer.signin import available_bill_group
 from portal.forms import ButtonForm
-from portal.models import BillGroup
+from portal.models import BillGroup, CustomerRole
 from portal.payments import method_label
 from portal.staffauth import Staff
 
@@ -39,6 +45,8 @@ class Viewer:
     bill_group: BillGroup
     # The customer's address; in a preview, the staff member's (shown, never used to act).
     email: str
+    # The admitting rule's role, read on this request; a preview shows a billing manager's.
+    role: CustomerRole
     preview: bool = False
     # Preview only: why customers cannot reach this portal today, if they cannot.
     unavailable_because: str | None = None
@@ -49,12 +57,19 @@ class Viewer:
     def can_write(self) -> bool:
         return not self.preview
 
+    @property
+    def sees_controls(self) -> bool:
+        """Whether pages show the buttons and forms that change things: to billing
+        managers, and to the preview (disabled there). A viewer sees none, and a line
+        saying whom to ask instead."""
+        return self.role is CustomerRole.BILLING_MANAGER
+
 
 def may_manage_billing(viewer: Viewer) -> bool:
-    """Whether this viewer may change billing (ask for a subscription change): today
-    every signed-in customer, never the staff preview. Customer roles (viewer, billing
-    manager) will decide it here, in this one place."""
-    return not viewer.preview
+    """Whether this viewer may change billing: details, contacts, payment methods, paying,
+    auto-pay, credits, subscription changes. A billing manager's rule, and never the
+    staff preview. The one place that decides; `portal_page` asks it on every POST."""
+    return viewer.role is CustomerRole.BILLING_MANAGER and not viewer.preview
 
 
 def current_viewer() -> Viewer:
@@ -67,14 +82,32 @@ def render_page(template: str, **context: Any) -> str:
     return render_template(template, group=current_viewer().bill_group, **context)
 
 
-def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
+READ_ONLY_NOTE = "You can view this bill group; to change anything or pay, ask"
+
+
+def portal_page(
+    view: Callable[..., Any] | None = None, *, viewers_may_post: bool = False, form: bool = False
+) -> Any:
     """Resolve the portal link and the viewer, then call view(viewer, **kwargs).
 
     Customers: without a session for this very bill group the visitor is sent to its
     sign-in page, with this page as `next`. Preview: see `_preview_viewer`. A read-only
     viewer may not POST.
-    """
 
+    Roles: any POST from someone who may not manage billing (may_manage_billing) is a 403
+    with a `customer.forbidden` audit row, before the view runs, unless the view is
+    marked `viewers_may_post=True` (for what any signed-in person may do for themselves).
+    `form=True` marks a page that exists only to change something (a form, a review
+    before paying): a viewer's GET is sent to the overview with READ_ONLY_NOTE.
+    """
+    if view is None:
+        return lambda found: _portal_page(found, viewers_may_post=viewers_may_post, form=form)
+    return _portal_page(view, viewers_may_post=viewers_may_post, form=form)
+
+
+def _portal_page(
+    view: Callable[..., Any], *, viewers_may_post: bool, form: bool
+) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(public_id: str, **kwargs: Any) -> Any:
         if request.blueprint == PREVIEW:
@@ -92,18 +125,44 @@ def portal_page(view: Callable[..., Any]) -> Callable[..., Any]:
             viewer = Viewer(
                 bill_group=customer.bill_group,
                 email=customer.email,
+                role=customer.role,
                 return_url=customer.row.return_url,
             )
-        if request.method not in ("GET", "HEAD") and not viewer.can_write:
+        reading = request.method in ("GET", "HEAD")
+        if not reading and not viewer.can_write:
             abort(403)
+        if not reading and not viewers_may_post and not may_manage_billing(viewer):
+            _forbidden(viewer)
         g.viewer = viewer
+        if reading and form and not viewer.sees_controls:
+            flash(f"{READ_ONLY_NOTE} {viewer.bill_group.entity.support_email}.")
+            return redirect(portal_url("overview"), code=303)
         return view(viewer, **kwargs)
 
     # For the /admin role matrix, which sees these views under the preview prefix: they
     # need the "preview" permission, and anything but GET is refused to everyone.
     wrapper.staff_permission = PREVIEW_PERMISSION  # type: ignore[attr-defined]
     wrapper.preview_read_only = True  # type: ignore[attr-defined]
+    # For the test that walks every portal POST as a viewer.
+    wrapper.__dict__["viewers_may_post"] = viewers_may_post
     return wrapper
+
+
+def _forbidden(viewer: Viewer) -> None:
+    """A change by someone whose role does not allow it (a forged form: their pages show
+    no such button): audited with the endpoint, nothing else written, 403."""
+    session = db.session()
+    audit.record(
+        session,
+        "customer.forbidden",
+        viewer.role.value,
+        actor_type="customer",
+        actor=viewer.email,
+        bill_group_id=viewer.bill_group.id,
+        detail=f"{request.method} {request.endpoint}"[:500],
+    )
+    session.commit()
+    abort(403)
 
 
 def _preview_viewer(public_id: str) -> Viewer | BaseResponse:
@@ -146,6 +205,7 @@ def _preview_viewer(public_id: str) -> Viewer | BaseResponse:
     return Viewer(
         bill_group=group,
         email=user.email,
+        role=CustomerRole.BILLING_MANAGER,
         preview=True,
         unavailable_because=_why_unavailable(group),
     )

@@ -1,6 +1,6 @@
 """The billing domain model; import models from here."""
 
-from portal.models.access import AccessRule, RuleKind
+from portal.models.access import AccessRule, CustomerRole, RuleKind
 from portal.models.account import Account, BillGroup, BillingFrequency, Contact, ContactKind
 from portal.models.billing import (
     DisplayStatus,
@@ -113,6 +113,7 @@ __all__ = [
     "Product",
     "ReturnOrigin",
     "RuleKind",
+    "CustomerRole",
     "SignInChallenge",
     "PERMISSIONS",
     "StaffRole",

@@ -22,6 +22,24 @@ class RuleKind(enum.StrEnum):
     EMAIL = "email"
 
 
+class CustomerRole(enum.StrEnum):
+    """What the people a rule admits may do in the portal (decided at every request by
+    portal.customer.viewer.may_manage_billing)."""
+
+    VIEWER = "viewer"  # read only: pages, invoices and their PDFs, statements
+    BILLING_MANAGER = "billing_manager"  # also change details, contacts, methods; pay
+
+    @property
+    def label(self) -> str:
+        return "Viewer" if self is CustomerRole.VIEWER else "Billing manager"
+
+    @classmethod
+    def default_for(cls, kind: RuleKind) -> CustomerRole:
+        """A new rule's role when staff do not choose: a whole domain reads, one named
+        address manages."""
+        return cls.VIEWER if kind == RuleKind.DOMAIN else cls.BILLING_MANAGER
+
+
 class AccessRule(IdMixin, Base):
     __tablename__ = "access_rules"
     __table_args__ = (
@@ -38,6 +56,14 @@ class AccessRule(IdMixin, Base):
     # Canonical form from portal.access: lower-case ASCII, IDNA-encoded domain.
     value: Mapped[str] = mapped_column(String(254), nullable=False)
     include_subdomains: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # The server default is what rules written before roles existed got on upgrade (they
+    # keep the access they had), and what a host still on the old code writes during a
+    # rolling upgrade. New rules always name their role (portal.access.store_rule).
+    role: Mapped[CustomerRole] = mapped_column(
+        str_enum(CustomerRole, "customer_role"),
+        nullable=False,
+        server_default=CustomerRole.BILLING_MANAGER.value,
+    )
     created_by: Mapped[str] = mapped_column(String(254), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 

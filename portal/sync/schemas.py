@@ -738,6 +738,9 @@ class PaymentMethodIn(Body):
         return self
 
 
+CustomerRoleName = Literal["viewer", "billing_manager"]
+
+
 class AccessRuleIn(Body):
     value: Annotated[
         StrictStr,
@@ -749,10 +752,25 @@ class AccessRuleIn(Body):
         ),
     ]
     include_subdomains: StrictBool = False
+    role: CustomerRoleName | None = Field(
+        default=None,
+        description=(
+            "What the people the rule admits may do: `viewer` reads only, `billing_manager` "
+            "may also change billing details, contacts and payment methods, and pay. "
+            "Left out: `viewer` for a domain, `billing_manager` for an address."
+        ),
+    )
     fold_in: StrictBool = Field(
         default=False,
         description="Remove the address rules a new domain rule makes redundant.",
     )
+
+
+class AccessRuleChange(Body):
+    """Another customer role for an existing rule; it applies at the next request of anyone
+    the rule admits."""
+
+    role: CustomerRoleName
 
 
 class PortalSessionIn(Body):

@@ -309,6 +309,7 @@ def access_rule(record: AccessRule) -> dict[str, Any]:
         "value": record.value,
         "label": record.label,
         "include_subdomains": record.include_subdomains,
+        "role": record.role.value,
         "created_by": record.created_by,
         "created_at": iso(record.created_at),
     }

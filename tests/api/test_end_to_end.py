@@ -24,7 +24,12 @@ def test_push_sign_in_change_and_hear_back(app, db, smtp, receiver, api):
 
     push_bill_group(api)
     assert api.put("/payment-methods/pm-1", CARD).status_code == 201
-    assert api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).status_code == 201
+    assert (
+        api.post(
+            "/bill-groups/bg-1/access-rules", {"value": "acme.com", "role": "billing_manager"}
+        ).status_code
+        == 201
+    )
     link = api.get("/bill-groups/bg-1/portal-link").get_json()
     assert link["available"] is True
     public_id = link["url"].rsplit("/", 1)[1]

@@ -528,3 +528,26 @@ def test_expiry_is_five_minutes_from_making(app, group, seller, clock):
     made(seller)
     [row] = rows(app, PortalSessionToken)
     assert row.expires_at - row.created_at == dt.timedelta(minutes=5)
+
+
+def test_a_portal_session_has_the_admitting_rules_role_at_each_request(
+    app, client, db, group, seller
+):
+    """The seller's app makes the session; the role is the rule's (acme.com: a domain, so
+    a viewer), read again on every request, as for every other way in."""
+    signed_in = follow(client, made(seller))
+    assert signed_in.status_code == 303
+    overview = client.get(f"/p/{group.public_id}/overview").text
+    assert '<span class="role-tag">Viewer</span>' in overview
+    posted = client.post(
+        f"/p/{group.public_id}/autopay", data={"csrf_token": csrf_token(overview), "enabled": "on"}
+    )
+    assert posted.status_code == 403
+    (rule,) = group.access_rules
+    staff = Api(app.test_client(), make_key(app))
+    changed = staff.put(
+        f"/bill-groups/bg-acme/access-rules/{rule.id}/role", {"role": "billing_manager"}
+    )
+    assert changed.status_code == 200
+    again = client.get(f"/p/{group.public_id}/overview").text
+    assert '<span class="role-tag">Billing manager</span>' in again

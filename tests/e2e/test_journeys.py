@@ -526,3 +526,66 @@ def test_customer_pays_with_a_card_that_asks_for_3d_secure(new_context: NewConte
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", name="Payment received")).to_be_visible()
     expect(page.get_by_role("status").first).to_contain_text("5.00")
+
+
+def test_a_viewer_reads_invoices_and_their_pdfs_and_is_offered_nothing_to_change(
+    new_context: NewContext, portal: Portal
+):
+    """Staff add an address as a viewer on the access page; that person signs in, reads,
+    downloads an invoice PDF, and sees no button that changes or pays."""
+    address = "auditor@acme-holdings.com"
+    staff = new_context().new_page()
+    staff_sign_in(staff, portal)
+    open_bill_group(staff, "Acme Corporation", ACME_UK)
+    staff.get_by_role("link", name="Access settings").click()
+    staff.get_by_label("Email address", exact=True).fill(address)
+    staff.locator("#email-role").select_option("viewer")
+    staff.get_by_role("button", name="Add address").click()
+    expect(status(staff)).to_have_text(
+        f"Added {address}: they can now sign in, as viewers (read only)."
+    )
+    expect(staff.get_by_label(f"Customer role for {address}")).to_have_value("viewer")
+
+    page = new_context().new_page()
+    sign_in(page, portal, ACME_UK, address)
+    expect(page.locator(".role-tag")).to_have_text("Viewer")
+    expect(page.get_by_text("You can view this bill group.")).to_be_visible()
+    main = page.locator("main")
+    for name in (
+        "Pay outstanding balance",
+        "Turn on automatic payment",
+        "Turn off automatic payment",
+    ):
+        expect(main.get_by_role("button", name=name)).to_have_count(0)
+
+    portal_nav(page, "Invoices")
+    expect(page.get_by_role("heading", name="Invoices", exact=True)).to_be_visible()
+    expect(main.get_by_role("button", name="Pay selected")).to_have_count(0)
+    first = page.get_by_role("link", name=INVOICE_NUMBER).first
+    number = first.inner_text().strip()
+    first.click()
+    expect(page.get_by_role("heading", name=f"Invoice {number}")).to_be_visible()
+    expect(main.get_by_role("button", name="Pay this invoice")).to_have_count(0)
+    with page.expect_download(timeout=15_000) as download_info:
+        page.get_by_role("link", name="Download PDF").click()
+    pdf = download_info.value.path().read_bytes()
+    text = "\n".join(p.extract_text() or "" for p in PdfReader(io.BytesIO(pdf)).pages)
+    assert number in text
+
+    portal_nav(page, "Billing details")
+    expect(page.get_by_text("PO-4471-UK")).to_be_visible()
+    expect(main.get_by_role("button", name="Save billing details")).to_have_count(0)
+    portal_nav(page, "Contacts")
+    expect(main.get_by_role("link", name=re.compile(r"^(Change|Add)"))).to_have_count(0)
+    portal_nav(page, "Payment methods")
+    expect(main.get_by_role("button", name="Make default")).to_have_count(0)
+    expect(main.get_by_role("link", name="Add a card")).to_have_count(0)
+    portal_nav(page, "Subscriptions")
+    expect(main.get_by_role("link", name=re.compile(r"^(Change plan|Pause|Cancel)"))).to_have_count(
+        0
+    )
+
+    # Typing a form's address is no way round: back to the overview, with the note.
+    page.goto(portal.link(ACME_UK) + "/pay")
+    page.wait_for_url(re.compile(r"/overview$"))
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()

@@ -20,6 +20,7 @@ from portal.models import (
     AuditEvent,
     BillGroup,
     Contact,
+    CustomerRole,
     OutboxMessage,
     PaymentMethod,
 )
@@ -47,7 +48,8 @@ pytestmark = pytest.mark.usefixtures("clock")  # midday on TODAY, whatever the w
 def portal_group(db: Session, name: str = GROUP_NAME, **overrides: Any) -> BillGroup:
     """A bill group that admits acme.com, with a billing contact; committed."""
     group = make_bill_group(db, name=name, **overrides)
-    add_rule(db, group, "acme.com", created_by="test")
+    # A billing manager's rule: these pages are mostly about changing things.
+    add_rule(db, group, "acme.com", created_by="test", role=CustomerRole.BILLING_MANAGER)
     make_contact(db, group, email=BILLING_EMAIL, phone="+49 30 1234567")
     db.commit()
     return group

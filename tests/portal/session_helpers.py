@@ -14,6 +14,7 @@ from portal.access import add_rule
 from portal.models import (
     AuditEvent,
     BillGroup,
+    CustomerRole,
 )
 from tests.conftest import (
     CSRF_RE,
@@ -32,7 +33,7 @@ def portal(db: Session, *rules: str, **overrides) -> BillGroup:
     """A bill group with access rules (acme.com unless told otherwise), committed."""
     group = make_bill_group(db, **overrides)
     for rule in rules or ("acme.com",):
-        add_rule(db, group, rule, created_by="test")
+        add_rule(db, group, rule, created_by="test", role=CustomerRole.BILLING_MANAGER)
     db.commit()
     return group
 

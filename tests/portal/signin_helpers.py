@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from portal.access import add_rule
-from portal.models import BillGroup, CustomerSession, SignInChallenge
+from portal.models import BillGroup, CustomerRole, CustomerSession, SignInChallenge
 from tests.conftest import Inbox, csrf_token, link_and_code, run_worker
 from tests.factories import make_bill_group
 
@@ -63,7 +63,7 @@ def challenges(app: Flask, pid: str) -> list:
 
 def portal(db: Session, rule: str = "acme.com") -> str:
     group = make_bill_group(db)
-    add_rule(db, group, rule, created_by="test")
+    add_rule(db, group, rule, created_by="test", role=CustomerRole.BILLING_MANAGER)
     db.commit()
     return group.public_id
 
