@@ -226,13 +226,12 @@ def add_access_domain(bill_group_id: int) -> Response | tuple[str, int]:
                 problem = exc.message
             else:
                 message = (
-                    f"Added {added.rule.label}: everyone with an address there can now sign in, "
-                    f"as {_role_words(added.rule.role)}."
+                    f"Added {added.rule.label}: everyone with an address there can now sign in."
                 )
                 if added.folded:
                     names = ", ".join(old["label"] for old in added.folded)
                     message += f" Removed the address rules it covers: {names}."
-                flash(message)
+                flash(f"{message} {_role_sentence(added.rule.role)}")
                 return _back(group, "domains")
         form.domain.errors = [problem]
     return _page(group, domain_form=form, status=400)
@@ -256,8 +255,8 @@ def add_access_email(bill_group_id: int) -> Response | tuple[str, int]:
                 problem = exc.message
             else:
                 flash(
-                    f"Added {added.rule.label}: they can now sign in, "
-                    f"as {_role_words(added.rule.role)}."
+                    f"Added {added.rule.label}: they can now sign in. "
+                    f"{_role_sentence(added.rule.role)}"
                 )
                 return _back(group, "emails")
         form.email.errors = [problem]
@@ -285,6 +284,10 @@ def remove_access_rule(bill_group_id: int, rule_id: int) -> Response:
 
 def _role_words(role: CustomerRole) -> str:
     return "viewers (read only)" if role is CustomerRole.VIEWER else "billing managers"
+
+
+def _role_sentence(role: CustomerRole) -> str:
+    return f"Customer role: {role.label.lower()}."
 
 
 @bp.post("/bill-groups/<int:bill_group_id>/access/rules/<int:rule_id>/role")

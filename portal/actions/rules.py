@@ -79,11 +79,6 @@ def _record(db: Session, actor: Actor, group: BillGroup, outcome: str, label: st
     audit.record(db, action, outcome, bill_group_id=group.id, detail=label[:500], **actor.audit())
 
 
-def _labelled(rule: AccessRule) -> str:
-    """An added rule as the trail names it: the rule and the role it grants."""
-    return f"{rule.label} ({rule.role.value})"
-
-
 def add_rule(
     db: Session, actor: Actor, group: BillGroup, raw: str, **options: Unpack[RuleOptions]
 ) -> Added:
@@ -92,7 +87,7 @@ def add_rule(
     (Conflict); the session has then been rolled back."""
     stored = store_rule(db, group, raw, created_by=actor.label, **options)
     folded = [serialize.access_rule(old) for old in stored.folded]
-    _record(db, actor, group, "added", _labelled(stored.rule))
+    _record(db, actor, group, "added", stored.rule.label)
     events.access_rule_created(db, group, stored.rule, actor.event())
     for old in folded:
         _record(db, actor, group, "folded_in", old["label"])

@@ -82,7 +82,9 @@ def render_page(template: str, **context: Any) -> str:
     return render_template(template, group=current_viewer().bill_group, **context)
 
 
-READ_ONLY_NOTE = "You can view this bill group; to change anything or pay, ask"
+# Flashed when a viewer opens a page that is only a form; the overview they land on says
+# whom to ask (templates/portal/_page.html).
+FORM_FOR_MANAGERS = "That page changes billing, which a billing manager at your company does."
 
 
 def portal_page(
@@ -98,7 +100,7 @@ def portal_page(
     with a `customer.forbidden` audit row, before the view runs, unless the view is
     marked `viewers_may_post=True` (for what any signed-in person may do for themselves).
     `form=True` marks a page that exists only to change something (a form, a review
-    before paying): a viewer's GET is sent to the overview with READ_ONLY_NOTE.
+    before paying): a viewer's GET is sent to the overview with FORM_FOR_MANAGERS.
     """
     if view is None:
         return lambda found: _portal_page(found, viewers_may_post=viewers_may_post, form=form)
@@ -135,7 +137,7 @@ def _portal_page(
             _forbidden(viewer)
         g.viewer = viewer
         if reading and form and not viewer.sees_controls:
-            flash(f"{READ_ONLY_NOTE} {viewer.bill_group.entity.support_email}.")
+            flash(FORM_FOR_MANAGERS)
             return redirect(portal_url("overview"), code=303)
         return view(viewer, **kwargs)
 

@@ -101,7 +101,9 @@ def test_staff_grants_access_and_copies_the_portal_link(new_context: NewContext,
     # An individual address elsewhere is added.
     page.get_by_label("Email address", exact=True).fill("cfo@globex-holdings.com")
     page.get_by_role("button", name="Add address").click()
-    expect(status(page)).to_have_text("Added cfo@globex-holdings.com: they can now sign in.")
+    expect(status(page)).to_have_text(
+        "Added cfo@globex-holdings.com: they can now sign in. Customer role: billing manager."
+    )
     expect(emails.get_by_role("rowheader", name="cfo@globex-holdings.com")).to_be_visible()
 
     # Copy the portal link from the bill group page.
@@ -542,7 +544,7 @@ def test_a_viewer_reads_invoices_and_their_pdfs_and_is_offered_nothing_to_change
     staff.locator("#email-role").select_option("viewer")
     staff.get_by_role("button", name="Add address").click()
     expect(status(staff)).to_have_text(
-        f"Added {address}: they can now sign in, as viewers (read only)."
+        f"Added {address}: they can now sign in. Customer role: viewer."
     )
     expect(staff.get_by_label(f"Customer role for {address}")).to_have_value("viewer")
 

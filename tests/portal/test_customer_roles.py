@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from portal.actions import Actor
 from portal.actions.rules import change_role
+from portal.customer.viewer import FORM_FOR_MANAGERS
 from portal.models import (
     AccessRule,
     AuditEvent,
@@ -279,7 +280,8 @@ def test_a_viewer_opening_a_form_page_is_sent_to_the_overview_with_the_note(
     response = viewer.get(url(group, page.format(**things)))
     assert response.status_code == 303
     assert response.headers["Location"].endswith(url(group, "/overview"))
-    assert READ_ONLY_NOTE in viewer.get(response.headers["Location"]).text
+    landed = viewer.get(response.headers["Location"]).text
+    assert READ_ONLY_NOTE in landed and FORM_FOR_MANAGERS in landed
     assert forbidden_rows(db) == []  # reading is not a forbidden act
 
 
