@@ -520,6 +520,50 @@ def test_bank_transfer_on_an_eur_invoice(new_context: NewContext, portal: Portal
     tour.finish()
 
 
+def test_every_reminder_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
+    """The pages behind the link in a reminder (the confirm page, done, a broken link),
+    the portal's Email reminders page with a stopped reminder, and the staff's schedule
+    form with its error; everything stopped is turned back on, the schedule left as it was."""
+    from tests.e2e.test_reminders_browser import links_of, reminder
+
+    tour = Tour("reminders", nu_batch)
+    page = tour.watch(new_context(bypass_csp=True).new_page())
+    page.goto(portal.url("/"))  # the first request starts the demo's worker
+    [stop] = [
+        link for link in links_of(reminder(portal, ACME_UK, "renews on")) if "/unsubscribe/" in link
+    ]
+    page.goto(stop)
+    heading(page, "Stop these reminders?")
+    tour(page, "unsubscribe-confirm")
+    page.get_by_role("button", name="Stop reminders").click()
+    heading(page, "Reminders stopped")
+    tour(page, "unsubscribe-done")
+    page.goto(stop[:-3] + "xyz")
+    heading(page, "This link cannot be used")
+    tour(page, "unsubscribe-invalid")
+
+    sign_in(page, portal, ACME_UK, "a11y-reminders@acme.com")
+    portal_nav(page, "Contacts")
+    page.get_by_role("link", name="Email reminders").click()
+    heading(page, "Email reminders")
+    tour(page, "email-reminders")
+    page.get_by_role("button", name="Turn back on").click()
+    expect(page.get_by_text("Nobody has stopped any reminders")).to_be_visible()
+    tour(page, "email-reminders-none")
+
+    staff = tour.watch(new_context(bypass_csp=True).new_page())
+    staff_sign_in(staff, portal)
+    open_bill_group(staff, "Acme Corporation", ACME_UK)
+    staff.get_by_role("link", name="Change the reminder settings").click()
+    heading(staff, "Reminders of Northwind Cloud")
+    tour(staff, "reminder-settings")
+    staff.get_by_label(re.compile("^Due soon")).fill("-1, 999999")
+    staff.get_by_role("button", name="Save reminder settings").click()
+    expect(staff.locator("#due_soon-error")).to_be_visible()
+    tour(staff, "reminder-settings-error")
+    tour.finish()
+
+
 def test_enrol_qr_code_is_visible(new_context: NewContext, portal: Portal):
     page = new_context().new_page()
     staff_sign_in(page, portal)
