@@ -9,10 +9,12 @@ import re
 import pytest
 from sqlalchemy import select
 
-from portal.models import AccessRule, AuditEvent, CustomerSession
+from portal import switcher
+from portal.access import add_rule, may_access
+from portal.models import AccessRule, AuditEvent, CustomerSession, SsoMode, SsoProvider
 from portal.signin import sha256 as sid_hash
 from tests.conftest import csrf_token
-from tests.factories import make_entity, make_invoice
+from tests.factories import TODAY, make_bill_group, make_entity, make_invoice
 from tests.portal.session_helpers import (
     ADDRESS,
     portal,
@@ -296,3 +298,76 @@ def test_the_address_is_the_one_signed_in(app, db, smtp, seller):
     assert ADDRESS not in client.get(f"/p/{c.public_id}/overview").text
     page = client.get(f"/p/{c.public_id}/overview")
     assert post_switch(client, a, page.text).status_code == 403
+
+
+@pytest.mark.parametrize("mode", [SsoMode.REQUIRED, SsoMode.OFFERED])
+def test_a_group_that_requires_company_sign_in_is_never_switched_into(app, db, smtp, seller, mode):
+    """An emailed link proved the address; a group whose rule requires the company's own
+    sign-in wants that proof instead, so it is neither listed nor reachable by switch.
+    Offered (beside the emailed link) changes nothing."""
+    a, b, _c, _d = seller
+    rule = db.scalar(select(AccessRule).where(AccessRule.bill_group_id == b.id))
+    db.add(
+        SsoProvider(
+            rule_id=rule.id,
+            company_name="Acme",
+            issuer="https://login.acme.example",
+            client_id="portal",
+            client_secret_sealed="x",
+            mode=mode,
+            updated_by="test",
+        )
+    )
+    db.commit()
+    client = signed_in(app, smtp, a.public_id)
+    page = client.get(f"/p/{a.public_id}/overview")
+    listed = SWITCH_FORM.findall(page.text)
+
+    response = post_switch(client, b, page.text)
+
+    if mode is SsoMode.REQUIRED:
+        assert listed == []
+        assert response.status_code == 403
+        assert switch_audit(db) == [("sso_required", b.id)]
+        assert the_session(db, app, client).bill_group_id == a.id
+    else:
+        assert listed == [b.public_id]
+        assert response.status_code == 303
+        assert the_session(db, app, client).bill_group_id == b.id
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ap@acme.com",
+        "other@acme.com",
+        "ap@sub.acme.com",
+        "ap@deep.sub.acme.com",
+        "ap@evilacme.com",
+        "ap@acme.com.evil.net",
+        "ap@com",
+        "ap+tag@acme.com",
+    ],
+)
+def test_the_switcher_query_admits_exactly_what_the_rules_admit(app, db, address):
+    """The statement on the rules' value index is portal.access.rule_admits in SQL."""
+    entity = make_entity(db)
+    rules = [
+        ("acme.com", False),
+        ("acme.com", True),
+        ("ap@acme.com", False),
+        ("sub.acme.com", False),
+        ("sub.acme.com", True),
+        ("evilacme.com", False),
+        ("ap@sub.acme.com", False),
+    ]
+    groups = []
+    for value, subdomains in rules:
+        group = make_bill_group(db, entity=entity)
+        add_rule(db, group, value, include_subdomains=subdomains, created_by="test")
+        groups.append(group)
+    db.commit()
+    with app.app_context():
+        found = {r.id for r in switcher.reachable(db, entity.id, address, TODAY)}
+    expected = {g.id for g in groups if may_access(g, address, TODAY) is not None}
+    assert found == expected
