@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from admin.forms import AccessCheckForm, DomainRuleForm, EmailRuleForm, RuleRoleForm
 from admin.guard import acting_staff, bp, staff_required
 from admin.lookup import get_or_404, one_or_404
-from portal import audit, clock, db, sessions
+from portal import audit, clock, db, sessions, switcher
 from portal.access import (
     AccessError,
     OverlappingRules,
@@ -29,10 +29,12 @@ from portal.access import (
     parse_rule,
 )
 from portal.actions import rules
+from portal.actions.customer_sessions import end_session
 from portal.actions.rules import Added
 from portal.config import settings
 from portal.forms import ButtonForm
 from portal.models import AccessRule, BillGroup, CustomerRole, CustomerSession, RuleKind
+from portal.switcher import Reachable
 
 PAGE = "admin.bill_group_access"
 
@@ -54,6 +56,9 @@ class CheckResult:
     admitted: bool = False
     portal_enabled: bool = True
     contract_active: bool = True
+    # The seller's other bill groups whose rules admit the address (the customer's
+    # switcher offers those that are available today).
+    elsewhere: tuple[Reachable, ...] = ()
 
 
 def _check(group: BillGroup, raw: str) -> CheckResult:
@@ -69,6 +74,17 @@ def _check(group: BillGroup, raw: str) -> CheckResult:
         admitted=may_access(group, address, today) is not None,
         portal_enabled=group.portal_enabled,
         contract_active=group.has_active_contract(today),
+        elsewhere=tuple(
+            switcher.reachable(
+                db.session(),
+                group.entity_id,
+                address,
+                today,
+                exclude_id=group.id,
+                only_available=False,
+                switchable_only=False,
+            )
+        ),
     )
 
 
@@ -337,15 +353,7 @@ def revoke_customer_session(bill_group_id: int, session_id: int) -> Response:
     if row.revoked_at is not None:
         flash(f"{row.email} was already signed out.")
         return _back(group, "sessions")
-    sessions.revoke(database, row, "revoked_by_staff")
-    audit.record(
-        database,
-        "session.revoke",
-        "revoked_by_staff",
-        **acting_staff().audit(),
-        bill_group_id=group.id,
-        detail=row.email,
-    )
+    end_session(database, acting_staff(), row, "revoked_by_staff")
     database.commit()
     flash(f"Signed out {row.email}.")
     return _back(group, "sessions")

@@ -51,16 +51,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         payment_methods,
         portal_sessions,
         public,
+        signed_in_devices,
         signin,
         sso,
         statements,
         subscriptions,
+        switch,
         unsubscribe,
         viewer,
     )
 
     assert details and invoices and pages and payment_methods  # imported for their routes
-    assert credits and statements and subscriptions and email_reminders
+    assert credits and statements and subscriptions and email_reminders and signed_in_devices
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
@@ -68,10 +70,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(portal_sessions.bp)
+    app.register_blueprint(switch.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.
     app.register_blueprint(viewer.bp, name=viewer.PREVIEW, url_prefix=viewer.PREVIEW_PREFIX)
     viewer.init_app(app)
+    switch.init_app(app)
 
     import admin
     import api

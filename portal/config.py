@@ -122,6 +122,9 @@ class Settings:
     SIGNIN_TTL_MINUTES: int = 15
     CUSTOMER_SESSION_IDLE_MINUTES: int = 30
     CUSTOMER_SESSION_MAX_HOURS: int = 12
+    # A MaxMind or DB-IP city or country database (.mmdb) on this machine, for the
+    # approximate place of a signed-in device. Empty: only the network is shown.
+    GEOIP_DATABASE: str = ""
     STAFF_SESSION_IDLE_MINUTES: int = 30
     STAFF_SESSION_MAX_HOURS: int = 8
     # API: requests per key, and wrong keys per client IP (over either: 429).

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from portal import crypto, links, sso
+from portal import crypto, links, sso, switcher
 from portal.access import add_rule
 from portal.config import settings
 from portal.db import Base
@@ -313,6 +313,10 @@ def load(session: Session, today: dt.date | None = None) -> bool:
     session.flush()
     return True
 
+
+# The address the README's walk-through signs in with: Acme's two bill groups (GBP, USD)
+# both admit it, so the header's switcher shows.
+DEMO_CUSTOMER = "ap@acme.com"
 
 # The bill group whose domain rule offers company sign-in, when the demo has a provider.
 SSO_PLAN = "acme-us"
@@ -648,6 +652,18 @@ def describe(session: Session, base_url: str, loaded: bool, staff_password: str)
         out.append(f"{group.account.name} — {group.name}{state}")
         out.append(f"  portal link:  {links.portal_url(group, base_url=base_url)}")
         out.append(f"  sign in as:   {email}")
+    # One sign-in, several bill groups: the demo customer's other groups of this seller.
+    first = groups[0] if groups else None
+    if first is not None:
+        reach = switcher.reachable(session, first.entity_id, DEMO_CUSTOMER, today)
+        if len(reach) > 1:
+            names = " and ".join(f"{r.name} ({r.currency})" for r in reach)
+            out += [
+                "",
+                f"One sign-in, several bill groups: {DEMO_CUSTOMER} reaches {names}; signed "
+                "in to one, switch in the header (no second email). Signed-in devices, in "
+                "the header too, lists and signs out the address's other browsers.",
+            ]
     out += [
         "",
         f"Staff sign-in: {base_url}/admin  {STAFF_EMAIL} / {staff_password}",

@@ -15,10 +15,12 @@ from flask import Flask, request, session
 from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from portal import audit, clock, db, staffauth
 from portal.access import may_access
 from portal.config import settings
+from portal.db import rowcount
 from portal.models import BillGroup, CustomerRole, CustomerSession
 from portal.signin import sha256
 from portal.staffauth import Staff
@@ -114,8 +116,7 @@ def load(db_session: Session, sid: str) -> Customer | None:
     if row is None:
         return None
     now = clock.now()
-    idle = dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
-    reason = row.lapsed(now, idle)
+    reason = row.lapsed(now, idle_timeout())
     # The rules came with the session's statement: the admitting rule, and so the role,
     # costs no query of its own.
     rule = None if reason else may_access(row.bill_group, row.email, now.date())
@@ -129,18 +130,39 @@ def load(db_session: Session, sid: str) -> Customer | None:
     return Customer(sid, row, rule.role)
 
 
-def revoke(db_session: Session, row: CustomerSession, reason: str) -> None:
-    if row.revoked_at is None:
-        row.revoked_at = clock.now()
-        row.revoked_reason = reason
-        audit.record(
-            db_session,
-            "session.end",
-            reason,
-            actor_type="customer",
-            actor=row.email,
-            bill_group_id=row.bill_group_id,
-        )
+def idle_timeout() -> dt.timedelta:
+    """How long a customer session lives without a request."""
+    return dt.timedelta(minutes=settings().CUSTOMER_SESSION_IDLE_MINUTES)
+
+
+def revoke(db_session: Session, row: CustomerSession, reason: str) -> bool:
+    """End the session, audited; False if it had already ended. One conditional UPDATE,
+    so that requests ending the same session at once (a double click on "Sign out",
+    staff and the customer together) end and audit it once."""
+    if row.revoked_at is not None:
+        return False
+    now = clock.now()
+    ended = db_session.execute(
+        update(CustomerSession)
+        .where(CustomerSession.id == row.id, CustomerSession.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(ended) == 0:
+        db_session.refresh(row, ["revoked_at", "revoked_reason"])
+        return False
+    # The row in hand says what the database now holds (no second UPDATE at flush).
+    set_committed_value(row, "revoked_at", now)
+    set_committed_value(row, "revoked_reason", reason)
+    audit.record(
+        db_session,
+        "session.end",
+        reason,
+        actor_type="customer",
+        actor=row.email,
+        bill_group_id=row.bill_group_id,
+    )
+    return True
 
 
 def revoke_all(db_session: Session, bill_group_id: int, reason: str) -> int:

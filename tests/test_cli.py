@@ -82,6 +82,15 @@ def test_demo_prints_working_links_and_addresses(runner, db, app):
     assert staff.check_password(password)
 
 
+def test_demo_customer_has_a_second_bill_group_of_the_same_seller(runner, db):
+    """`make demo` shows the switcher: ap@acme.com reaches Acme's GBP and USD groups."""
+    output = runner.invoke(args=["demo"]).output
+    assert (
+        "One sign-in, several bill groups: ap@acme.com reaches "
+        "Acme UK operations (GBP) and Acme US operations (USD)"
+    ) in output
+
+
 def test_demo_twice_loads_once_and_reset_starts_again(runner, db):
     runner.invoke(args=["demo"])
     invoices = count(db, Invoice)

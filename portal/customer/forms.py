@@ -36,6 +36,12 @@ class EmailForm(FlaskForm):
     next = HiddenField()
 
 
+class SwitchForm(FlaskForm):
+    """The switch to another bill group: a button, and the page to land on there."""
+
+    next = HiddenField()
+
+
 class CodeForm(FlaskForm):
     code = code("Code from the email", "Enter the code from the email.")
 

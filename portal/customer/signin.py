@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import clock, db, devices, sessions, signin, sso, throttle
+from portal import clock, db, devices, sessions, signin, sso, switcher, throttle
 from portal.access import AccessError, canonical_email
 from portal.actions import signin as signin_actions
 from portal.actions.signin import SignedIn, SignInRefused
@@ -81,8 +81,16 @@ def start(public_id: str) -> str | BaseResponse:
     group = available_bill_group(public_id)
     if signed_in_to(group):
         return see_other("customer.overview", public_id=public_id)
+    next_path = signin.safe_next(request.args.get("next"), public_id)
+    customer = sessions.current_customer()
+    if customer is not None and switcher.may_switch(
+        customer.bill_group, group, customer.email, today()
+    ):
+        # Signed in to another bill group of this seller that admits the address: one
+        # click instead of an email (anyone else gets the form, as before).
+        return see_other("switch.confirm", public_id=public_id, next=next_path)
     ensure_nonce()
-    form = EmailForm(data={"next": signin.safe_next(request.args.get("next"), public_id) or ""})
+    form = EmailForm(data={"next": next_path or ""})
     return render_template("portal/signin/start.html", group=group, form=form)
 
 

@@ -24,7 +24,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, db, sessions
+from portal import audit, db, sessions, switcher
 from portal.clock import today
 from portal.customer.signin import available_bill_group
 from portal.forms import ButtonForm
@@ -93,7 +93,8 @@ def portal_page(
     """Resolve the portal link and the viewer, then call view(viewer, **kwargs).
 
     Customers: without a session for this very bill group the visitor is sent to its
-    sign-in page, with this page as `next`. Preview: see `_preview_viewer`. A read-only
+    sign-in page, with this page as `next` (signed in to another bill group of the
+    seller: to its switch page, portal.customer.switch). Preview: see `_preview_viewer`. A read-only
     viewer may not POST.
 
     Roles: any POST from someone who may not manage billing (may_manage_billing) is a 403
@@ -120,8 +121,15 @@ def _portal_page(
         else:
             customer = sessions.current_customer()
             if customer is None or customer.bill_group.public_id != public_id:
-                available_bill_group(public_id)  # the one 404 for a link that leads nowhere
-                return redirect(url_for("signin.start", public_id=public_id, next=request.path))
+                # The one 404 for a link that leads nowhere.
+                group = available_bill_group(public_id)
+                # Signed in to another bill group of the seller that admits the address:
+                # one click to switch (portal.customer.switch); anyone else: sign-in.
+                switchable = customer is not None and switcher.may_switch(
+                    customer.bill_group, group, customer.email, today()
+                )
+                where = "switch.confirm" if switchable else "signin.start"
+                return redirect(url_for(where, public_id=public_id, next=request.path))
             # Loading the session re-checked the address against this group's rules and
             # availability, with the group, its seller and rules in the same statement.
             viewer = Viewer(

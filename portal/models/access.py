@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base, UTCDateTime, utcnow
@@ -47,6 +47,10 @@ class AccessRule(IdMixin, Base):
         UniqueConstraint("bill_group_id", "kind", "value"),
         CheckConstraint("kind = 'domain' OR NOT include_subdomains", name="subdomains_on_domain"),
         CheckConstraint("value = lower(value)", name="value_lower"),
+        # The bill-group switcher and the staff access checker look rules up by value
+        # (an address, or a domain and its parents) across a seller's bill groups; the
+        # unique constraint above leads with the bill group and cannot serve that.
+        Index("ix_access_rules_value_kind", "value", "kind"),
     )
 
     bill_group_id: Mapped[int] = mapped_column(

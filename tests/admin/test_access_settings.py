@@ -473,3 +473,33 @@ def test_staff_must_be_signed_in(app, group):
     response = app.test_client().get(page_url(group))
     assert response.status_code == 302
     assert "/admin/sign-in" in response.headers["Location"]
+
+
+def test_the_checker_lists_the_sellers_other_bill_groups_the_address_reaches(manager, db, group):
+    add_rule(db, group, "acme.com", created_by="test")
+    usd = make_bill_group(db, entity=group.entity, name="Same seller USD", currency="USD")
+    add_rule(db, usd, "ap@acme.com", created_by="test")
+    off = make_bill_group(
+        db, entity=group.entity, name="Same seller GBP", currency="GBP", portal_enabled=False
+    )
+    add_rule(db, off, "acme.com", created_by="test")
+    deep = make_bill_group(db, entity=group.entity, name="Same seller CHF", currency="CHF")
+    add_rule(db, deep, "acme.com", include_subdomains=True, created_by="test")
+    other = make_bill_group(db, name="Another seller", currency="EUR")
+    add_rule(db, other, "acme.com", created_by="test")
+    nobody = make_bill_group(db, entity=group.entity, name="Same seller JPY", currency="JPY")
+    add_rule(db, nobody, "other.com", created_by="test")
+    db.commit()
+    before = counts(db)
+
+    text = check(manager, group, "ap@acme.com").text
+
+    assert f"Other bill groups of {group.entity.name} whose rules admit ap@acme.com:" in text
+    for shown in (usd, off, deep):
+        assert f"/admin/bill-groups/{shown.id}/access?address=ap@acme.com#checker" in text
+    assert "Same seller GBP (GBP)</a>: customers cannot sign in there today" in text
+    assert "Another seller" not in text and "Same seller JPY" not in text
+    # A subdomain's address reaches only the group whose rule includes subdomains.
+    text = check(manager, group, "ap@eu.acme.com").text
+    assert "Same seller CHF (CHF)" in text and "Same seller USD" not in text
+    assert counts(db) == before

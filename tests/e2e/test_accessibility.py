@@ -273,6 +273,23 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     expect(page.locator(".error-message").first).to_be_visible()
     tour(page, "statement-error")
 
+    # Signed-in devices, the header's bill-group switcher (open), the "Switch to" page of
+    # a link to another bill group, then back (the rest of the tour is Acme UK's).
+    page.get_by_role("link", name="Signed-in devices").click()
+    heading(page, "Signed-in devices")
+    tour(page, "devices")
+    page.locator(".switcher summary").click()
+    expect(page.get_by_role("button", name=f"{ACME_US} (USD)")).to_be_visible()
+    tour(page, "switcher-open")
+    page.goto(portal.link(ACME_US) + "/invoices")
+    heading(page, f"Switch to {ACME_US}")
+    tour(page, "switch-confirm")
+    page.get_by_role("button", name=f"Switch to {ACME_US}").click()
+    heading(page, "Invoices")
+    page.locator(".switcher summary").click()
+    page.get_by_role("button", name=f"{ACME_UK} (GBP)").click()
+    heading(page, "Invoices")
+
     page.goto(portal.url(portal.groups[ACME_UK].path + "/no-such-page"))
     heading(page, "Page not found")
     tour(page, "not-found")
@@ -436,6 +453,9 @@ def test_every_staff_page(new_context: NewContext, portal: Portal, nu_batch: Bat
     tour(page, "preview-overview")
     for name in ("Invoices", "Billing details", "Payment methods"):
         tour_portal_page(page, tour, name, "preview-")
+    page.get_by_role("link", name="Signed-in devices").click()
+    heading(page, "Signed-in devices")
+    tour(page, "preview-devices")
 
     page.goto(portal.url("/admin/"))
     nav.get_by_role("link", name="Audit trail").click()

@@ -1,0 +1,26 @@
+"""switcher: access rules looked up by value (an address, a domain and its parents)
+across a seller's bill groups, for the bill-group switcher and the staff access checker
+
+Revision ID: 0016_switcher
+Revises: 0015_subscription_changes
+Create Date: 2026-12-04 02:20:00.000000
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0016_switcher"
+down_revision: str | None = "0015_subscription_changes"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("access_rules", schema=None) as batch_op:
+        batch_op.create_index("ix_access_rules_value_kind", ["value", "kind"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("access_rules", schema=None) as batch_op:
+        batch_op.drop_index("ix_access_rules_value_kind")
