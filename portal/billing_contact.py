@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from emails import outbox
 from emails.render import render
 from portal import audit, clock, events, links, notices
+from portal.actions import Actor
 from portal.config import settings
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, Contact, ContactConfirmation, ContactKind
@@ -214,7 +215,14 @@ def confirm(db: Session, group: BillGroup, confirmation_id: int) -> str | None:
     )
     # The address it replaces hears that it no longer gets the notices.
     if before:
-        notices.details_changed(db, group, spent, "billing contact", ["email_confirmed"], [before])
+        notices.details_changed(
+            db,
+            group,
+            Actor.customer(spent),
+            "billing contact",
+            [("email_confirmed", before, spent)],
+            [before],
+        )
     events.contact_updated(db, group, contact, events.customer(spent), ["email"])
     db.commit()
     return spent

@@ -11,6 +11,7 @@ HTML part must carry: the link, the code, the expiry, who sent it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from emails.render import Email, render
 from portal.models import (
     Account,
     BillGroup,
+    BillGroupChange,
     BillingFrequency,
     ChangeKind,
     Entity,
@@ -66,6 +68,13 @@ def every_kind() -> dict[str, Example]:
             actor="ap@acme.com",
             what="billing details",
             fields="VAT number\nPO number",
+            change=BillGroupChange(
+                what="billing details",
+                page="/billing-details",
+                changes=json.dumps(
+                    [["VAT number", "GB123456789", "GB987654321"], ["PO number", None, "PO-7"]]
+                ),
+            ),
         )
         for i in range(2)
     ]
@@ -132,7 +141,16 @@ def every_kind() -> dict[str, Example]:
         ),
         "details_changed": Example(
             notice_email(group, "ap@acme.com", changes),
-            (PORTAL, "03 December 2026 at 09:30", "VAT number, PO number", "ap@acme.com", *seller),
+            (
+                f"{PORTAL}/billing-details",
+                f"{PORTAL}/billing-details/history",
+                "03 December 2026 at 09:30",
+                "VAT number, PO number",
+                "GB123456789",
+                "GB987654321",
+                "ap@acme.com",
+                *seller,
+            ),
         ),
         "staff_second_factor": Example(
             render(
