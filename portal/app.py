@@ -44,6 +44,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         credits,
         details,
         devmail,
+        history,
+        invoice_copies,
         invoices,
         pages,
         paying,
@@ -59,11 +61,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     assert details and invoices and pages and payment_methods  # imported for their routes
     assert credits and statements and subscriptions
+    assert history and invoice_copies
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
     app.register_blueprint(sso.bp)
     app.register_blueprint(contact_confirmation.bp)
+    app.register_blueprint(invoice_copies.links_bp)
     app.register_blueprint(portal_sessions.bp)
     app.register_blueprint(viewer.bp)
     # The same pages again for staff: a read-only preview inside the staff session.

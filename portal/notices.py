@@ -31,6 +31,7 @@ from portal import clock, links
 from portal.actions import Actor
 from portal.config import settings
 from portal.models import BillGroup, BillGroupChange, ContactKind, Notice, NoticeChange
+from portal.paging import Page, clamp
 
 FIELD_NAMES = {
     "po_number": "PO number",
@@ -112,12 +113,15 @@ def details_changed(
     what: str,
     fields: Sequence[str] | Sequence[FieldChange],
     to: list[str],
+    *,
+    tell_actor: bool = True,
 ) -> BillGroupChange:
     """Record the change in the bill group's history and, for each recipient (`to`, the
     billing contact as it was before the change, plus the customer who made it), in the
     caller's transaction; `send_due` emails it, merged with the other changes of its
     window. `fields` are field names, or (field, old, new) where old and new are safe to
-    show."""
+    show. `tell_actor=False`: the actor is not told (an invoice-copy recipient confirming
+    its own address has no portal to review the change in)."""
     rows: list[list[str | None]] = []
     for item in fields:
         field, old, new = (item, None, None) if isinstance(item, str) else item
@@ -134,7 +138,11 @@ def details_changed(
     )
     db.add(change)
     told = list(to)
-    if actor.kind == "customer" and actor.name.casefold() not in {a.casefold() for a in told}:
+    if (
+        tell_actor
+        and actor.kind == "customer"
+        and actor.name.casefold() not in {a.casefold() for a in told}
+    ):
         told.append(actor.name)
     names = "\n".join(sorted({row[0] or "" for row in rows}))
     for address in told:
@@ -276,3 +284,25 @@ def notice_email(group: BillGroup, recipient: str, changes: Sequence[NoticeChang
 
 def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+HISTORY_PER_PAGE = 25
+
+
+def history_page(db: Session, group: BillGroup, page: int) -> Page[BillGroupChange]:
+    """One page of the bill group's change history, newest first."""
+    total = (
+        db.scalar(
+            select(func.count(BillGroupChange.id)).where(BillGroupChange.bill_group_id == group.id)
+        )
+        or 0
+    )
+    page = clamp(page, total, HISTORY_PER_PAGE)
+    rows = db.scalars(
+        select(BillGroupChange)
+        .where(BillGroupChange.bill_group_id == group.id)
+        .order_by(BillGroupChange.id.desc())
+        .limit(HISTORY_PER_PAGE)
+        .offset((page - 1) * HISTORY_PER_PAGE)
+    ).all()
+    return Page(list(rows), total, page, HISTORY_PER_PAGE)

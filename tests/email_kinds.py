@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emails.render import Email, render
+from emails.render import Attachment, Email, render
 from portal.models import (
     Account,
     BillGroup,
@@ -203,6 +203,51 @@ def every_kind() -> dict[str, Example]:
                 "Visa ending 4242",
                 "03 December 2026 at 09:30",
                 f"{PORTAL}/payments",
+                *seller,
+            ),
+        ),
+        "invoice_copy_confirm": Example(
+            render(
+                "invoice_copy_confirm",
+                "ap-inbox@acme.com",
+                entity=entity,
+                bill_group=group,
+                added_by="cfo@acme.com",
+                link=f"{PORTAL}/invoice-copies/confirm/TOKEN",
+                hours=72,
+            ),
+            (
+                f"{PORTAL}/invoice-copies/confirm/TOKEN",
+                "72 hours",
+                "cfo@acme.com",
+                "Acme UK operations",
+                *seller,
+            ),
+        ),
+        "invoice_issued": Example(
+            render(
+                "invoice_issued",
+                "ap-inbox@acme.com",
+                attachments=(Attachment("INV-0042.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n"),),
+                entity=entity,
+                bill_group=group,
+                invoice=Invoice(
+                    number="INV-0042",
+                    issue_date=dt.date(2026, 12, 1),
+                    due_date=dt.date(2026, 12, 31),
+                    total_minor=12000,
+                    currency="GBP",
+                ),
+                added_by="cfo@acme.com",
+                stop_url=f"{PORTAL}/invoice-copies/stop/TOKEN",
+            ),
+            (
+                "INV-0042",
+                "£120.00",
+                "1 December 2026",
+                "31 December 2026",
+                "cfo@acme.com",
+                f"{PORTAL}/invoice-copies/stop/TOKEN",
                 *seller,
             ),
         ),
