@@ -103,7 +103,8 @@ def _page(viewer: Viewer, form: InvoiceCopyForm) -> str:
         "portal/invoice_copies.html",
         form=form,
         recipients=listed,
-        may_change=may_manage_billing(viewer),
+        # The preview shows the forms a billing manager sees, disabled.
+        may_change=may_manage_billing(viewer) or viewer.preview,
         limit=actions.MAX_RECIPIENTS,
         remove_form=ButtonForm(),
     )
