@@ -160,10 +160,23 @@ def details_changed(
     return change
 
 
+# Fields that are events rather than a value replaced: shown as "what: value", not old → new.
+EVENTS = frozenset(
+    {
+        "recipient added",
+        "recipient confirmed",
+        "recipient removed",
+        "payment method",
+        "credit applied",
+    }
+)
+
+
 def history_rows(change: BillGroupChange) -> list[dict[str, str | None]]:
-    """A history row's fields: [{"field", "old", "new"}], in the form's order."""
+    """A history row's fields: [{"field", "old", "new", "event"}], in the form's order;
+    `event` is the one value to show for an event (a recipient added), else None."""
     return [
-        {"field": field, "old": old, "new": new}
+        {"field": field, "old": old, "new": new, "event": (new or old) if field in EVENTS else None}
         for field, old, new in json.loads(change.changes or "[]")
     ]
 
