@@ -266,6 +266,15 @@ class AccessRule(Out):
     created_at: dt.datetime
 
 
+class InvoiceCopyRecipient(Out):
+    id: int
+    email: str
+    status: Literal["pending", "confirmed"]
+    added_by: str
+    created_at: dt.datetime
+    confirmed_at: dt.datetime | None
+
+
 class PortalLink(Out):
     url: str
     available: bool
@@ -318,6 +327,7 @@ OUTPUTS: list[type[Out]] = [
     *RECORDS.values(),
     Contact,
     AccessRule,
+    InvoiceCopyRecipient,
     PortalLink,
     PortalSession,
     SubscriptionChangeRequest,
@@ -687,6 +697,23 @@ def _paths() -> dict[str, Any]:
             request="AccessRuleChange",
             tag="access-rules",
         ),
+    }
+    paths["/bill-groups/{external_id}/invoice-copy-recipients"] = {
+        "get": _operation(
+            "listInvoiceCopyRecipients",
+            "The extra addresses the customer added to receive the bill group's invoices "
+            "(no portal access); only confirmed ones are sent invoice copies",
+            "read",
+            {
+                "200": {
+                    "description": "The recipients, oldest first",
+                    **_json(_list_of("InvoiceCopyRecipient")),
+                },
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[EXTERNAL_ID],
+            tag="bill-groups",
+        )
     }
     paths["/portal-sessions"] = {
         "post": _operation(

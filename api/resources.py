@@ -15,7 +15,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 
 from api.base import ApiError, acting_key, body, bp, page, record, requires
 from portal import clock, db, downloads, links
-from portal.actions import ActionError, TooMany
+from portal.actions import ActionError, TooMany, invoice_copies
 from portal.actions.contacts import update_contact
 from portal.config import settings
 from portal.models import Account, BillGroup, Contact, ContactKind
@@ -244,6 +244,16 @@ def portal_link(external_id: str) -> Response:
             "portal_enabled": group.portal_enabled,
             "contract_active": bool(group.has_active_contract(today)),
         }
+    )
+
+
+@bp.get("/bill-groups/<external_id>/invoice-copy-recipients")
+@requires("read")
+def invoice_copy_recipients(external_id: str) -> Response:
+    group = bill_group_or_404(external_id)
+    rows = invoice_copies.recipients(db.session(), group)
+    return jsonify(
+        {"data": [serialize.invoice_copy_recipient(row) for row in rows], "next_cursor": None}
     )
 
 

@@ -45,6 +45,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         details,
         devmail,
         email_reminders,
+        history,
+        invoice_copies,
         invoices,
         pages,
         paying,
@@ -63,12 +65,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     assert details and invoices and pages and payment_methods  # imported for their routes
     assert credits and statements and subscriptions and email_reminders and signed_in_devices
+    assert history and invoice_copies
     app.register_blueprint(public.bp)
     app.register_blueprint(paying.sandbox_bp)  # 404 unless PAYMENT_GATEWAY is the sandbox
     app.register_blueprint(signin.bp)
     app.register_blueprint(sso.bp)
     app.register_blueprint(contact_confirmation.bp)
     app.register_blueprint(unsubscribe.bp)
+    app.register_blueprint(invoice_copies.links_bp)
     app.register_blueprint(portal_sessions.bp)
     app.register_blueprint(switch.bp)
     app.register_blueprint(viewer.bp)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import hashlib
 import json
-import math
-import secrets
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emails import outbox
 from emails.render import render
-from portal import audit, clock, events, links, notices
+from portal import audit, clock, confirmations, events, links, notices
+from portal.actions import Actor
 from portal.config import settings
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, Contact, ContactConfirmation, ContactKind
@@ -50,8 +48,8 @@ class TooManyNamed(Exception):
         self.retry_after = retry_after
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+token_hash = confirmations.token_hash
+PURPOSE = confirmations.BILLING_CONTACT
 
 
 def lock(db: Session, group: BillGroup) -> Contact | None:
@@ -67,19 +65,7 @@ def lock(db: Session, group: BillGroup) -> Contact | None:
 
 def retire(db: Session, group: BillGroup, keep: str | None = None) -> None:
     """Retire the bill group's open confirmation links (but those for `keep`)."""
-    condition = [
-        ContactConfirmation.bill_group_id == group.id,
-        ContactConfirmation.confirmed_at.is_(None),
-        ContactConfirmation.retired_at.is_(None),
-    ]
-    if keep is not None:
-        condition.append(ContactConfirmation.email != keep)
-    db.execute(
-        update(ContactConfirmation)
-        .where(*condition)
-        .values(retired_at=clock.now())
-        .execution_options(synchronize_session=False)
-    )
+    confirmations.retire(db, group, PURPOSE, keep=keep)
 
 
 def name_address(
@@ -90,54 +76,20 @@ def name_address(
     and commits; raises TooManyNamed, having written nothing, over the daily limit."""
     config = settings()
     now = clock.now()
-    recent = db.scalar(
-        select(ContactConfirmation)
-        .where(
-            ContactConfirmation.bill_group_id == group.id,
-            ContactConfirmation.email == address,
-            ContactConfirmation.created_at
-            > now - dt.timedelta(hours=config.CONTACT_NAMED_INTERVAL_HOURS),
-        )
-        .order_by(ContactConfirmation.id.desc())
-        .limit(1)
-    )
+    since = now - dt.timedelta(hours=config.CONTACT_NAMED_INTERVAL_HOURS)
+    recent = confirmations.latest(db, group, PURPOSE, address, since)
     if recent is None:
-        today = (
-            ContactConfirmation.bill_group_id == group.id,
-            ContactConfirmation.created_at > now - DAY,
-        )
-        named_today = db.scalar(select(func.count(ContactConfirmation.id)).where(*today)) or 0
-        limit = config.CONTACT_NAMED_LIMIT_PER_DAY
-        if named_today >= limit:
-            # Room comes back when enough of today's names are a day old.
-            freeing = db.scalar(
-                select(ContactConfirmation.created_at)
-                .where(*today)
-                .order_by(ContactConfirmation.created_at)
-                .offset(named_today - limit)
-                .limit(1)
-            )
-            wait = (freeing + DAY - now).total_seconds() if freeing is not None else 0
-            raise TooManyNamed(max(1, math.ceil(wait)))
+        wait = confirmations.wait_for_room(db, group, PURPOSE, config.CONTACT_NAMED_LIMIT_PER_DAY)
+        if wait:
+            raise TooManyNamed(wait)
     retire(db, group, keep=address)
     contact.pending_email = address
     if recent is not None:
         if recent.confirmed_at is None:
             recent.retired_at = None  # A, then B, then A again: A's link works again
         return Named.ALREADY_SENT
-    token = secrets.token_urlsafe(32)
     hours = config.CONTACT_CONFIRM_TTL_HOURS
-    expires = now + dt.timedelta(hours=hours)
-    db.add(
-        ContactConfirmation(
-            bill_group_id=group.id,
-            email=address,
-            token_hash=token_hash(token),
-            named_by=actor,
-            created_at=now,
-            expires_at=expires,
-        )
-    )
+    token, expires = confirmations.issue(db, group, PURPOSE, address, actor, hours)
     link = links.portal_url(group, f"/billing-contact/confirm/{token}")
     email = render(
         "contact_named",
@@ -153,28 +105,11 @@ def name_address(
 
 def open_link(db: Session, group: BillGroup, token: str) -> ContactConfirmation | None:
     """The confirmation a link stands for, if it can still be used; spends nothing."""
-    found = db.scalar(
-        select(ContactConfirmation).where(
-            ContactConfirmation.token_hash == token_hash(token),
-            ContactConfirmation.bill_group_id == group.id,
-        )
-    )
-    return found if found is not None and _usable(found) else None
+    return confirmations.open_link(db, group, PURPOSE, token)
 
 
 def pending(db: Session, group: BillGroup, confirmation_id: int) -> ContactConfirmation | None:
-    found = db.get(ContactConfirmation, confirmation_id)
-    if found is None or found.bill_group_id != group.id or not _usable(found):
-        return None
-    return found
-
-
-def _usable(confirmation: ContactConfirmation) -> bool:
-    return (
-        confirmation.confirmed_at is None
-        and confirmation.retired_at is None
-        and confirmation.expires_at > clock.now()
-    )
+    return confirmations.pending(db, group, PURPOSE, confirmation_id)
 
 
 def confirm(db: Session, group: BillGroup, confirmation_id: int) -> str | None:
@@ -182,22 +117,9 @@ def confirm(db: Session, group: BillGroup, confirmation_id: int) -> str | None:
     wins) and make its address the billing contact's; the confirmed address, or None
     if the link is spent, retired, expired, or no longer what the contact awaits.
     Commits or rolls back."""
-    now = clock.now()
     # The bill group first, as a contact edit takes it: the same order, no deadlock.
     contact = lock(db, group)
-    spent = db.scalar(
-        update(ContactConfirmation)
-        .where(
-            ContactConfirmation.id == confirmation_id,
-            ContactConfirmation.bill_group_id == group.id,
-            ContactConfirmation.confirmed_at.is_(None),
-            ContactConfirmation.retired_at.is_(None),
-            ContactConfirmation.expires_at > now,
-        )
-        .values(confirmed_at=now)
-        .returning(ContactConfirmation.email)
-        .execution_options(synchronize_session=False)
-    )
+    spent = confirmations.spend(db, group, PURPOSE, confirmation_id)
     if spent is None or contact is None or contact.pending_email != spent:
         db.rollback()
         return None
@@ -214,7 +136,14 @@ def confirm(db: Session, group: BillGroup, confirmation_id: int) -> str | None:
     )
     # The address it replaces hears that it no longer gets the notices.
     if before:
-        notices.details_changed(db, group, spent, "billing contact", ["email_confirmed"], [before])
+        notices.details_changed(
+            db,
+            group,
+            Actor.customer(spent),
+            "billing contact",
+            [("email_confirmed", before, spent)],
+            [before],
+        )
     events.contact_updated(db, group, contact, events.customer(spent), ["email"])
     db.commit()
     return spent

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from emails import outbox
-from portal import db, notices, payments, receipts, reminders, signin, webhooks
+from portal import db, invoice_copies, notices, payments, receipts, reminders, signin, webhooks
 from portal.config import settings, settings_of
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,12 @@ def run_once(worker: str | None = None) -> tuple[int, int]:
 def _email_pass(worker: str | None) -> tuple[int, int]:
     session = db.session()
     decided = signin.evaluate_pending(session)
-    # Notices whose window has closed and receipts join the outbox first, so this pass
-    # sends them.
+    # Notices whose window has closed, receipts and invoice copies join the outbox
+    # first, so this pass sends them.
     notices.send_due(session)
     receipts.send_due(session)
     scan_reminders()
+    invoice_copies.send_due(session)
     sent = outbox.send_due(session, worker)
     return decided, sent
 

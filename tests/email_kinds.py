@@ -11,13 +11,15 @@ HTML part must carry: the link, the code, the expiry, who sent it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emails.render import Email, render
+from emails.render import Attachment, Email, render
 from portal.models import (
     Account,
     BillGroup,
+    BillGroupChange,
     BillingFrequency,
     ChangeKind,
     Entity,
@@ -71,6 +73,13 @@ def every_kind() -> dict[str, Example]:
             actor="ap@acme.com",
             what="billing details",
             fields="VAT number\nPO number",
+            change=BillGroupChange(
+                what="billing details",
+                page="/billing-details",
+                changes=json.dumps(
+                    [["VAT number", "GB123456789", "GB987654321"], ["PO number", None, "PO-7"]]
+                ),
+            ),
         )
         for i in range(2)
     ]
@@ -181,7 +190,16 @@ def every_kind() -> dict[str, Example]:
         ),
         "details_changed": Example(
             notice_email(group, "ap@acme.com", changes),
-            (PORTAL, "03 December 2026 at 09:30", "VAT number, PO number", "ap@acme.com", *seller),
+            (
+                f"{PORTAL}/billing-details",
+                f"{PORTAL}/billing-details/history",
+                "03 December 2026 at 09:30",
+                "VAT number, PO number",
+                "GB123456789",
+                "GB987654321",
+                "ap@acme.com",
+                *seller,
+            ),
         ),
         "staff_second_factor": Example(
             render(
@@ -234,6 +252,51 @@ def every_kind() -> dict[str, Example]:
                 "Visa ending 4242",
                 "03 December 2026 at 09:30",
                 f"{PORTAL}/payments",
+                *seller,
+            ),
+        ),
+        "invoice_copy_confirm": Example(
+            render(
+                "invoice_copy_confirm",
+                "ap-inbox@acme.com",
+                entity=entity,
+                bill_group=group,
+                added_by="cfo@acme.com",
+                link=f"{PORTAL}/invoice-copies/confirm/TOKEN",
+                hours=72,
+            ),
+            (
+                f"{PORTAL}/invoice-copies/confirm/TOKEN",
+                "72 hours",
+                "cfo@acme.com",
+                "Acme UK operations",
+                *seller,
+            ),
+        ),
+        "invoice_issued": Example(
+            render(
+                "invoice_issued",
+                "ap-inbox@acme.com",
+                attachments=(Attachment("INV-0042.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n"),),
+                entity=entity,
+                bill_group=group,
+                invoice=Invoice(
+                    number="INV-0042",
+                    issue_date=dt.date(2026, 12, 1),
+                    due_date=dt.date(2026, 12, 31),
+                    total_minor=12000,
+                    currency="GBP",
+                ),
+                added_by="cfo@acme.com",
+                stop_url=f"{PORTAL}/invoice-copies/stop/TOKEN",
+            ),
+            (
+                "INV-0042",
+                "£120.00",
+                "1 December 2026",
+                "31 December 2026",
+                "cfo@acme.com",
+                f"{PORTAL}/invoice-copies/stop/TOKEN",
                 *seller,
             ),
         ),

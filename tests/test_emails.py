@@ -61,3 +61,21 @@ def test_reminder_emails_match_their_golden_files(app, kind):
     check(f"{kind}.html", masked["html"])
     assert ("/unsubscribe/" in email.text) is (kind != "reminder_overdue")
     assert "<img" not in email.html and "<link" not in email.html
+
+
+@pytest.mark.parametrize("kind", ["details_changed", "invoice_copy_confirm", "invoice_issued"])
+def test_change_alert_and_invoice_copy_emails_match_their_golden_files(app, kind):
+    from tests.email_kinds import every_kind
+
+    with app.test_request_context():
+        email = every_kind()[kind].email
+    check(f"{kind}.subject.txt", email.subject + "\n")
+    check(f"{kind}.txt", email.text)
+    check(f"{kind}.html", email.html)
+    assert "<img" not in email.html and "<link" not in email.html
+    # An invoice copy's recipient has no portal access: no link into the portal but the
+    # one that stops the copies.
+    if kind == "invoice_issued":
+        portal_links = [w for w in email.text.split() if "/p/PUBLICID" in w]
+        assert portal_links == ["https://portal.example.test/p/PUBLICID/invoice-copies/stop/TOKEN"]
+        assert [a.filename for a in email.attachments] == ["INV-0042.pdf"]

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal import audit
+from portal import audit, notices
 from portal.actions import Actor, Conflict, autopay
+from portal.details import BILLING_DETAILS
 from portal.models import Account, BillGroup, Invoice
 
 EXTERNAL_ID_TAKEN = "Another record already has that external id."
@@ -229,4 +230,11 @@ def update_bill_group(
         db.expire(group, ["account", "entity"])
     if _audited_here(actor):
         record(db, actor, "bill_group.update", "changed", group.account_id, changed, group.id)
+    told = [(name, *changed[name]) for name in BILLING_DETAILS if name in changed]
+    if told:
+        # Staff or the billing system changed what the customer sees on its invoices:
+        # the change history and the billing contact hear of it (portal.notices).
+        notices.details_changed(
+            db, group, actor, "billing details", told, notices.recipients(group)
+        )
     return changed

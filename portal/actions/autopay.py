@@ -1,8 +1,8 @@
 """Automatic payment for a bill group: the customer turns it on (only with a default
 payment method) or off; the billing system can set it too, through the bill group's
 upsert, which calls this same action. Either way it is audited (who, on or off), the
-billing system hears `autopay.changed`, and the billing contact gets the details-changed
-notice."""
+billing system hears `autopay.changed`, and the change alert goes to the billing contact
+(and to the customer who turned it, portal.notices)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def set_autopay(db: Session, actor: Actor, group: BillGroup, enabled: bool) -> b
         bill_group_id=group.id,
         detail=f"automatic payment turned {state}",
     )
-    notices.details_changed(db, group, actor.name, "automatic payment", ["auto_pay"], to)
+    notices.details_changed(
+        db, group, actor, "automatic payment", [("auto_pay", not enabled, enabled)], to
+    )
     events.autopay_changed(db, group, actor.event())
     return True
 

@@ -56,14 +56,19 @@ def update_contact(
             values |= {field: getattr(billing, field) for field in details.ADDRESS_FIELDS}
     new = details.checked(details.CONTACT, values)
     if actor.kind != "customer":
-        return _set(db, group, kind, new, defer_flush)
+        return _set(db, actor, group, kind, new, defer_flush)
     if kind == ContactKind.BILLING:
         return _save_billing(db, actor, group, new)
     return _save_shipping(db, actor, group, new)
 
 
 def _set(
-    db: Session, group: BillGroup, kind: ContactKind, new: dict[str, Any], defer_flush: bool
+    db: Session,
+    actor: Actor,
+    group: BillGroup,
+    kind: ContactKind,
+    new: dict[str, Any],
+    defer_flush: bool,
 ) -> Saved:
     """The billing system's write: idempotent (the same values twice change nothing,
     not even updated_at), flushed unless the import defers its flushes (`defer_flush`:
@@ -75,12 +80,26 @@ def _set(
     if record is None:
         record = Contact(bill_group=group, kind=kind)
     changed = tuple(key for key, value in new.items() if getattr(record, key) != value)
+    before = {key: getattr(record, key) for key in new} if not created else {}
     for key in changed:
         setattr(record, key, new[key])
     if created:
         db.add(record)
     if not defer_flush:
         db.flush()
+    if changed and not created:
+        # The billing system changed a contact the customer knows: in the change history,
+        # and told to the billing contact (the address as it was before).
+        notices.details_changed(
+            db,
+            group,
+            actor,
+            f"{kind.value} contact",
+            [(key, before[key], new[key]) for key in changed],
+            [before["email"]]
+            if kind == ContactKind.BILLING and before["email"]
+            else notices.recipients(group),
+        )
     return Saved(record, created, changed)
 
 
@@ -94,7 +113,14 @@ def _save_shipping(db: Session, actor: Actor, group: BillGroup, new: dict[str, A
     db.add(contact)
     changed = record_change(db, actor, group, "contact.shipping.update", before, new)
     if changed:
-        notices.details_changed(db, group, actor.name, "shipping contact", changed, to)
+        notices.details_changed(
+            db,
+            group,
+            actor,
+            "shipping contact",
+            [(key, before.get(key), new[key]) for key in changed],
+            to,
+        )
         events.contact_updated(db, group, contact, actor.event(), changed)
     return Saved(contact, existing is None, tuple(changed))
 
@@ -129,7 +155,14 @@ def _save_billing(db: Session, actor: Actor, group: BillGroup, new: dict[str, An
         savepoint.rollback()
         return Saved(contact, False, ())
     savepoint.commit()
-    notices.details_changed(db, group, actor.name, "billing contact", changed, to)
+    notices.details_changed(
+        db,
+        group,
+        actor,
+        "billing contact",
+        [(key, before.get(key), after[key]) for key in changed],
+        to,
+    )
     # The billing system hears of a new address when it is confirmed, not before.
     shown = [key for key in changed if key != "pending_email"]
     if shown:

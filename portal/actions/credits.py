@@ -198,7 +198,18 @@ def apply_credit(
     )
     if actor.kind == "customer":
         notices.details_changed(
-            db, group, actor.name, "credits", ["credit applied"], notices.recipients(group)
+            db,
+            group,
+            actor,
+            "credits",
+            [
+                (
+                    "credit applied",
+                    None,
+                    f"{format_money(amount_minor, currency)} to {invoice.number}",
+                )
+            ],
+            notices.recipients(group),
         )
     return Applied(invoice, amount_minor, note, payment)
 

@@ -66,6 +66,13 @@ def update_billing_details(
         return Updated(())
     for key in changed:
         setattr(group, key, new[key])
-    notices.details_changed(db, group, actor.name, "billing details", changed, to)
+    notices.details_changed(
+        db,
+        group,
+        actor,
+        "billing details",
+        [(key, before[key], new[key]) for key in changed],
+        to,
+    )
     events.billing_details_updated(db, group, actor.event(), changed)
     return Updated(tuple(changed))

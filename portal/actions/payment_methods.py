@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from portal import audit, events, locks, notices, payments
 from portal.actions import Actor, NotFound
 from portal.models import BillGroup, PaymentMethod
+from portal.payments import method_label
 
 
 def add_payment_method(
@@ -25,9 +26,13 @@ def add_payment_method(
     """Store what the gateway attached (the default if asked, or if it is the first),
     audit it, queue `payment_method.added` and the notice to the billing contact."""
     to = notices.recipients(group)
+    before = group.default_payment_method
     method = payments.add_payment_method(db, group, attached, make_default=make_default)
     _audit(db, actor, group, "payment_method.add", method)
-    notices.details_changed(db, group, actor.name, "payment methods", ["payment method"], to)
+    told: list[notices.FieldChange] = [("payment method", None, f"added: {method_label(method)}")]
+    if method.is_default and before is not None and before is not method:
+        told.append(("default payment method", _label(before), method_label(method)))
+    notices.details_changed(db, group, actor, "payment methods", told, to)
     events.payment_method_added(db, group, method, actor.event())
     return method
 
@@ -51,16 +56,27 @@ def set_default(db: Session, actor: Actor, group: BillGroup, method_id: int) -> 
     """Make one of the bill group's payment methods its default (NotFound if it has no
     such method), audited, evented and announced."""
     to = notices.recipients(group)
+    before = _label(group.default_payment_method)
     try:
         method = payments.set_default(db, group, method_id)
     except LookupError as exc:
         raise NotFound(str(exc)) from None
     _audit(db, actor, group, "payment_method.default", method)
     notices.details_changed(
-        db, group, actor.name, "payment methods", ["default payment method"], to
+        db,
+        group,
+        actor,
+        "payment methods",
+        [("default payment method", before, method_label(method))],
+        to,
     )
     events.payment_method_default_changed(db, group, method, actor.event())
     return method
+
+
+def _label(method: PaymentMethod | None) -> str | None:
+    """A method as the change alert shows it: brand and last four, never more."""
+    return None if method is None else method_label(method)
 
 
 def _audit(db: Session, actor: Actor, group: BillGroup, action: str, method: PaymentMethod) -> None:

@@ -42,6 +42,19 @@ class SwitchForm(FlaskForm):
     next = HiddenField()
 
 
+class InvoiceCopyForm(FlaskForm):
+    """One address that should receive copies of the invoices (checked by the action)."""
+
+    email = text(
+        "Email address",
+        InputRequired("Enter the email address that should receive the invoices."),
+        Length(max=MAX_INPUT_LENGTH),
+        autocomplete="off",
+        type="email",
+        spellcheck="false",
+    )
+
+
 class CodeForm(FlaskForm):
     code = code("Code from the email", "Enter the code from the email.")
 

@@ -25,7 +25,8 @@ from portal.models.integration import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from portal.models.notice import ContactConfirmation, Notice, NoticeChange
+from portal.models.invoice_copy import InvoiceCopy, InvoiceCopyRecipient
+from portal.models.notice import BillGroupChange, ContactConfirmation, Notice, NoticeChange
 from portal.models.outbox import OutboxMessage
 from portal.models.paying import (
     FINAL_STATES,
@@ -64,6 +65,9 @@ __all__ = [
     "ReminderOutcome",
     "ReminderSent",
     "ReminderUnsubscription",
+    "BillGroupChange",
+    "InvoiceCopy",
+    "InvoiceCopyRecipient",
     "CHANGE_LABELS",
     "ChangeKind",
     "Plan",

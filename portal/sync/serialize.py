@@ -15,6 +15,7 @@ from portal.models import (
     CreditNote,
     Entity,
     Invoice,
+    InvoiceCopyRecipient,
     Payment,
     PaymentMethod,
     Plan,
@@ -312,4 +313,15 @@ def access_rule(record: AccessRule) -> dict[str, Any]:
         "role": record.role.value,
         "created_by": record.created_by,
         "created_at": iso(record.created_at),
+    }
+
+
+def invoice_copy_recipient(record: InvoiceCopyRecipient) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "email": record.email,
+        "status": record.status,
+        "added_by": record.added_by,
+        "created_at": iso(record.created_at),
+        "confirmed_at": iso(record.confirmed_at),
     }

@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from portal import payments
-from portal.actions import Actor, accounts
+from portal.actions import Actor, accounts, invoice_copies
 from portal.models import (
     Account,
     BillGroup,
@@ -455,9 +455,14 @@ def invoice(
         values["voided_at"] = None
     if not created:
         _keep_paid_in_portal(db, record, values)
+    was_void = not created and record.voided_at is not None
     changed = _assign(record, values)
     if lines_changed and not changed and not created:
         _touch(record)
+    if created or (was_void and record.voided_at is None):
+        # A new invoice (or one the billing system took back from void): its copies to
+        # the confirmed invoice-copy recipients, in this same transaction.
+        invoice_copies.queue_for_invoice(db, record, group)
     return _finish(db, record, created, changed or lines_changed, batch)
 
 

@@ -79,8 +79,17 @@ def test_the_customer_turns_it_on_and_off(app, db, group, customer, hooked):
     assert [d["object"]["auto_pay"] for d in data] == [True, False]
     assert data[0]["actor"] == {"type": "customer", "email": CUSTOMER}
     assert data[0]["object"]["payment_method"]["last4"] == "4242"
-    notices = db.scalars(select(NoticeChange).where(NoticeChange.bill_group_id == group.id)).all()
-    assert [n.what for n in notices] == ["automatic payment", "automatic payment"]
+    notices = db.scalars(
+        select(NoticeChange).where(NoticeChange.bill_group_id == group.id).order_by(NoticeChange.id)
+    ).all()
+    # Each switch is told to the billing contact and to the customer who made it, old
+    # and new in the history row behind it.
+    assert [n.what for n in notices] == ["automatic payment"] * 4
+    assert CUSTOMER in {n.recipient for n in notices}
+    assert [json.loads(n.change.changes) for n in notices[::2]] == [
+        [["automatic payment", "off", "on"]],
+        [["automatic payment", "on", "off"]],
+    ]
 
 
 def test_not_without_a_default_payment_method(db, group, customer, hooked):

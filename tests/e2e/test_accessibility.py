@@ -310,6 +310,66 @@ def test_every_customer_page(new_context: NewContext, portal: Portal, nu_batch: 
     tour.finish()
 
 
+def test_every_change_history_and_invoice_copy_page(
+    new_context: NewContext, portal: Portal, nu_batch: Batch
+):
+    """The change history, the invoice-copy recipients (empty, refused, pending,
+    confirmed), and the pages a recipient reaches from its confirmation email."""
+    tour = Tour("invoice-copies", nu_batch)
+    inbox = "ap-a11y@acme-payables.com"
+    page = tour.watch(new_context(bypass_csp=True).new_page())
+    sign_in(page, portal, ACME_UK, "a11y-copies@acme.com")
+
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Change history").click()
+    heading(page, "Change history")
+    tour(page, "change-history")
+
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Invoice copies").click()
+    heading(page, "Invoice copies")
+    tour(page, "invoice-copies")
+    page.get_by_label("Email address").fill("a@acme-payables.com; b@acme-payables.com")
+    page.get_by_role("button", name="Add address").click()
+    expect(page.locator(".error-message").first).to_be_visible()
+    tour(page, "invoice-copies-error")
+    before = portal.mail_count(inbox)
+    page.get_by_label("Email address").fill(inbox)
+    page.get_by_role("button", name="Add address").click()
+    expect(page.get_by_text("Awaiting confirmation")).to_be_visible()
+    tour(page, "invoice-copies-pending")
+
+    asked = portal.next_email(inbox, before, "Confirm you want copies")
+    text = asked.get_body(preferencelist=("plain",)).get_content()
+    found = re.search(r"https?://\S+/invoice-copies/confirm/\S+", text)
+    assert found, text
+    theirs = tour.watch(new_context(bypass_csp=True).new_page())
+    theirs.goto(found.group(0))
+    heading(theirs, "Confirm you want invoice copies")
+    tour(theirs, "invoice-copy-confirm")
+    theirs.get_by_role("button", name="Confirm").click()
+    heading(theirs, "Address confirmed")
+    tour(theirs, "invoice-copy-confirmed")
+    theirs.goto(found.group(0))
+    heading(theirs, "This link cannot be used")
+    tour(theirs, "invoice-copy-link-invalid")
+
+    page.reload()
+    expect(page.get_by_text("Confirmed", exact=True)).to_be_visible()
+    tour(page, "invoice-copies-confirmed")
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Change history").click()
+    heading(page, "Change history")
+    tour(page, "change-history-with-changes")
+
+    # Leave the demo as it was: remove the address again.
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Invoice copies").click()
+    page.get_by_role("row").filter(has_text=inbox).get_by_role("button", name="Remove").click()
+    expect(page.get_by_text(f"{inbox} no longer receives invoice copies")).to_be_visible()
+    tour.finish()
+
+
 def test_every_paying_page(new_context: NewContext, portal: Portal, nu_batch: Batch):
     """The pay form, review, each outcome (declined, 3-D Secure, received, pending), the
     sandbox's security check and the payment history, on Acme US operations, paying part

@@ -449,6 +449,11 @@ def test_every_customer_page_fits_375_px(new_context: NewContext, portal: Portal
     page.get_by_role("link", name="Add a card").click()
     expect(page.get_by_role("heading", name="Add a card")).to_be_visible()
     check("add a card")
+    for name in ("Change history", "Invoice copies"):
+        portal_nav(page, "Billing details")
+        page.get_by_role("link", name=name).click()
+        expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+        check(name)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_text("You have signed out.")).to_be_visible()
     check("signed out")
@@ -591,3 +596,64 @@ def test_a_viewer_reads_invoices_and_their_pdfs_and_is_offered_nothing_to_change
     page.goto(portal.link(ACME_UK) + "/pay")
     page.wait_for_url(re.compile(r"/overview$"))
     expect(page.get_by_role("heading", name="Overview", exact=True)).to_be_visible()
+
+
+def test_customer_adds_an_invoice_copy_recipient_who_confirms_and_sees_the_history(
+    new_context: NewContext, portal: Portal
+):
+    """A billing manager adds the accounts-payable inbox; the inbox's owner confirms in
+    their own browser by the emailed link (the GET only shows a button); the customer
+    sees it confirmed and the whole story in the change history."""
+    address = "copies-journey@acme.com"
+    inbox = "ap-journey@acme-payables.com"
+    page = new_context().new_page()
+    sign_in(page, portal, ACME_UK, address)
+
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Invoice copies").click()
+    expect(page.get_by_role("heading", name="Invoice copies", level=1)).to_be_visible()
+    page.get_by_label("Email address").fill("a@acme-payables.com, b@acme-payables.com")
+    page.get_by_role("button", name="Add address").click()
+    expect(page.get_by_text("Add addresses one at a time")).to_be_visible()
+
+    before = portal.mail_count(inbox)
+    page.get_by_label("Email address").fill(inbox)
+    page.get_by_role("button", name="Add address").click()
+    expect(status(page)).to_contain_text(f"We have emailed {inbox} a link to confirm it")
+    row = page.get_by_role("row").filter(has_text=inbox)
+    expect(row.get_by_text("Awaiting confirmation")).to_be_visible()
+
+    asked = portal.next_email(inbox, before, "Confirm you want copies")
+    link = re.search(r"https?://\S+/invoice-copies/confirm/\S+", plain(asked))
+    assert link, plain(asked)
+    theirs = new_context().new_page()
+    theirs.goto(link.group(0))
+    expect(theirs.get_by_role("heading", name="Confirm you want invoice copies")).to_be_visible()
+    assert "/confirm/" not in theirs.url  # the token left the address bar
+    theirs.get_by_role("button", name="Confirm").click()
+    expect(theirs.get_by_role("heading", name="Address confirmed")).to_be_visible()
+    theirs.goto(link.group(0))  # used: it leads nowhere now
+    expect(theirs.get_by_role("heading", name="This link cannot be used")).to_be_visible()
+
+    page.reload()
+    row = page.get_by_role("row").filter(has_text=inbox)
+    expect(row.get_by_text("Confirmed")).to_be_visible()
+
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Change history").click()
+    expect(page.get_by_role("heading", name="Change history", level=1)).to_be_visible()
+    history = page.get_by_role("table")
+    expect(history.get_by_text(f"{inbox} (awaiting confirmation)")).to_be_visible()
+    expect(
+        history.get_by_text(re.compile(f"Recipient confirmed: .*{re.escape(inbox)}"))
+    ).to_be_visible()
+
+    # Remove it again, so the demo stays as it was for the other tests.
+    portal_nav(page, "Billing details")
+    page.get_by_role("link", name="Invoice copies").click()
+    page.get_by_role("row").filter(has_text=inbox).get_by_role("button", name="Remove").click()
+    expect(status(page)).to_contain_text(f"{inbox} no longer receives invoice copies")
+
+
+def plain(message) -> str:  # type: ignore[no-untyped-def]
+    return message.get_body(preferencelist=("plain",)).get_content()

@@ -64,7 +64,15 @@ def test_billing_details_update_is_stored_audited_and_notified(app, db, group, c
     text = plain_text(notice)
     assert f"UTC: {ADDRESS} changed the billing details: PO number, VAT number." in text
     assert ADDRESS in text
-    assert len(smtp.messages) == 1
+    # Old and new, and a link straight to the page to review it.
+    assert "PO number: PO-1 -> PO-2" in text
+    assert "VAT number: (none) -> DE136695976" in text
+    assert f"https://portal.example.test/p/{group.public_id}/billing-details\r\n" in text
+    assert "because you are the billing contact" in text
+    # The customer who made the change hears of it too, as the one who made it.
+    [own] = smtp.to(ADDRESS)
+    assert "because you made this change" in plain_text(own)
+    assert len(smtp.messages) == 2
 
     # The same values again: nothing to record, nobody to tell.
     queued = outbox_count(db)

@@ -1,0 +1,259 @@
+"""Invoice-copy recipients: the addresses a billing manager adds so that the bill
+group's invoices are emailed to them too (an accounts-payable inbox). They are not
+access rules and never admit anyone to the portal.
+
+An added address receives nothing but one confirmation email until its mailbox confirms
+by the link in it (portal.confirmations: single-use, expiring, stored as a hash, spent
+only by a POST). A bill group has at most MAX_RECIPIENTS, and sends at most
+CONFIRMATIONS_PER_DAY confirmation emails a day. Each change is audited, in the bill
+group's change history, and told to the billing contact and to whoever made it
+(portal.notices).
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from emails import outbox
+from emails.render import render
+from portal import access, audit, clock, confirmations, links, notices
+from portal.actions import Actor, Conflict, Forbidden, Invalid, NotFound, TooMany
+from portal.config import settings
+from portal.locks import lock_bill_group
+from portal.models import BillGroup, Invoice, InvoiceCopy, InvoiceCopyRecipient
+
+MAX_RECIPIENTS = 10
+CONFIRMATIONS_PER_DAY = 10
+PURPOSE = confirmations.INVOICE_COPY
+WHAT = "invoice copies"
+
+
+def recipients(db: Session, group: BillGroup) -> list[InvoiceCopyRecipient]:
+    """The bill group's recipients, oldest first."""
+    return list(
+        db.scalars(
+            select(InvoiceCopyRecipient)
+            .where(InvoiceCopyRecipient.bill_group_id == group.id)
+            .order_by(InvoiceCopyRecipient.id)
+        )
+    )
+
+
+def add_recipient(db: Session, actor: Actor, group: BillGroup, raw: str) -> InvoiceCopyRecipient:
+    """Add one address (pending) and email it its confirmation link. Invalid for a
+    malformed address or a list of them, Conflict for one already there or over the
+    limit, TooMany over the daily number of confirmation emails; nothing written then."""
+    if actor.kind == "customer" and not isinstance(raw, str):
+        raise Invalid("Enter an email address.", "email")
+    try:
+        address = access.canonical_email(raw)
+    except access.AccessError as exc:
+        raise Invalid(exc.message, "email") from None
+    lock_bill_group(db, group.id)
+    where = InvoiceCopyRecipient.bill_group_id == group.id
+    existing = db.scalar(
+        select(InvoiceCopyRecipient).where(where, InvoiceCopyRecipient.email == address)
+    )
+    if existing is not None:
+        state = "receives invoice copies" if existing.confirmed_at else "is waiting to confirm"
+        raise Conflict(f"{address} has already been added: it {state}.", "email", "duplicate")
+    if (db.scalar(select(func.count(InvoiceCopyRecipient.id)).where(where)) or 0) >= MAX_RECIPIENTS:
+        raise Conflict(
+            f"A bill group can send invoice copies to at most {MAX_RECIPIENTS} addresses. "
+            "Remove one first.",
+            "email",
+            "too_many_recipients",
+        )
+    wait = confirmations.wait_for_room(db, group, PURPOSE, CONFIRMATIONS_PER_DAY)
+    if wait:
+        raise TooMany(
+            "Too many confirmation emails have been sent for this bill group today. "
+            "Try again tomorrow.",
+            "email",
+            retry_after=wait,
+        )
+    savepoint = db.begin_nested()
+    recipient = InvoiceCopyRecipient(
+        bill_group_id=group.id, email=address, added_by=actor.label, created_at=clock.now()
+    )
+    db.add(recipient)
+    try:
+        db.flush()
+    except IntegrityError:  # another add of the same address won (the lock makes it rare)
+        savepoint.rollback()
+        raise Conflict(f"{address} has already been added.", "email", "duplicate") from None
+    savepoint.commit()
+    hours = settings().CONTACT_CONFIRM_TTL_HOURS
+    token, expires = confirmations.issue(db, group, PURPOSE, address, actor.label, hours)
+    email = render(
+        "invoice_copy_confirm",
+        address,
+        entity=group.entity,
+        bill_group=group,
+        added_by=actor.label,
+        link=links.portal_url(group, f"/invoice-copies/confirm/{token}"),
+        hours=hours,
+    )
+    outbox.queue(db, email, discard_after=expires)
+    _audit(db, actor, group, "invoice_copy.add", "added", address)
+    notices.details_changed(
+        db,
+        group,
+        actor,
+        WHAT,
+        [("recipient added", None, f"{address} (awaiting confirmation)")],
+        notices.recipients(group),
+    )
+    return recipient
+
+
+def confirm_recipient(db: Session, group: BillGroup, confirmation_id: int) -> str | None:
+    """Spend the confirmation (of twenty racing POSTs one wins) and mark the recipient
+    confirmed; its address, or None (link spent, expired, retired, or the recipient
+    removed meanwhile: nothing written). The recipient is the actor."""
+    lock_bill_group(db, group.id)
+    spent = confirmations.spend(db, group, PURPOSE, confirmation_id)
+    recipient = (
+        None
+        if spent is None
+        else db.scalar(
+            select(InvoiceCopyRecipient).where(
+                InvoiceCopyRecipient.bill_group_id == group.id,
+                InvoiceCopyRecipient.email == spent,
+                InvoiceCopyRecipient.confirmed_at.is_(None),
+            )
+        )
+    )
+    if spent is None or recipient is None:
+        db.rollback()
+        return None
+    recipient.confirmed_at = clock.now()
+    actor = Actor.customer(spent)
+    _audit(db, actor, group, "invoice_copy.confirm", "confirmed", spent)
+    notices.details_changed(
+        db,
+        group,
+        actor,
+        WHAT,
+        [("recipient confirmed", None, spent)],
+        notices.recipients(group),
+        tell_actor=False,
+    )
+    return spent
+
+
+def remove_recipient(db: Session, actor: Actor, group: BillGroup, recipient_id: int) -> str:
+    """Remove one of the bill group's recipients (NotFound for another group's); copies
+    still waiting for it are not sent. The removed address."""
+    lock_bill_group(db, group.id)
+    recipient = db.get(InvoiceCopyRecipient, recipient_id) if 0 < recipient_id < 2**63 else None
+    if recipient is None or recipient.bill_group_id != group.id:
+        raise NotFound("That address does not receive invoice copies of this bill group.")
+    return _remove(db, actor, group, recipient, tell_actor=True)
+
+
+def find_stop(db: Session, group: BillGroup, token: str) -> InvoiceCopy | None:
+    """The copy whose "stop sending me copies" link this is, if its recipient is still
+    there; None for a forged token, another bill group's, or one already used."""
+    if not token or len(token) > 100:
+        return None
+    copy = db.scalar(
+        select(InvoiceCopy)
+        .join(Invoice, Invoice.id == InvoiceCopy.invoice_id)
+        .where(
+            InvoiceCopy.stop_token_hash == confirmations.token_hash(token),
+            Invoice.bill_group_id == group.id,
+        )
+    )
+    return copy if copy is not None and copy.recipient_id is not None else None
+
+
+def stop_copies(db: Session, group: BillGroup, copy_id: int) -> str | None:
+    """The POST behind a copy's stop link: remove its recipient. The removed address, or
+    None (another bill group's copy, or already removed: nothing written)."""
+    lock_bill_group(db, group.id)
+    copy = db.get(InvoiceCopy, copy_id)
+    if copy is None or copy.recipient_id is None:
+        return None
+    recipient = db.get(InvoiceCopyRecipient, copy.recipient_id)
+    if recipient is None or recipient.bill_group_id != group.id:
+        return None
+    # The recipient themself, by the link in a copy they received.
+    return _remove(db, Actor.customer(recipient.email), group, recipient, tell_actor=False)
+
+
+def _remove(
+    db: Session,
+    actor: Actor,
+    group: BillGroup,
+    recipient: InvoiceCopyRecipient,
+    *,
+    tell_actor: bool,
+) -> str:
+    address = recipient.email
+    confirmations.retire(db, group, PURPOSE, only=address)
+    db.delete(recipient)
+    db.flush()
+    _audit(db, actor, group, "invoice_copy.remove", "removed", address)
+    notices.details_changed(
+        db,
+        group,
+        actor,
+        WHAT,
+        [("recipient removed", address, None)],
+        notices.recipients(group),
+        tell_actor=tell_actor,
+    )
+    return address
+
+
+def queue_for_invoice(db: Session, invoice: Invoice, group: BillGroup) -> int:
+    """In the invoice write's own transaction: a copy for each confirmed recipient that
+    has none of this invoice yet (the unique key (invoice, address) backs this, so a
+    sync that sends the invoice again queues nothing). How many were queued."""
+    if invoice.voided_at is not None:
+        return 0
+    confirmed = [r for r in recipients(db, group) if r.confirmed_at is not None]
+    if not confirmed:
+        return 0
+    had: set[str] = set()
+    if invoice.id is not None:
+        had = set(db.scalars(select(InvoiceCopy.email).where(InvoiceCopy.invoice_id == invoice.id)))
+    queued = 0
+    for recipient in confirmed:
+        if recipient.email in had:
+            continue
+        db.add(InvoiceCopy(invoice=invoice, recipient_id=recipient.id, email=recipient.email))
+        queued += 1
+    return queued
+
+
+def refuse(db: Session, actor: Actor, group: BillGroup, what: str) -> Forbidden:
+    """A viewer who may not manage billing tried to change the recipients: audited,
+    and the error for the face to answer 403 with."""
+    audit.record(
+        db,
+        "invoice_copy.refused",
+        "forbidden",
+        **actor.audit(),
+        bill_group_id=group.id,
+        detail=what[:200],
+    )
+    return Forbidden("You cannot change the invoice-copy recipients.")
+
+
+def _audit(
+    db: Session, actor: Actor, group: BillGroup, action: str, outcome: str, address: str
+) -> None:
+    audit.record(
+        db,
+        action,
+        outcome,
+        **actor.audit(),
+        bill_group_id=group.id,
+        detail=json.dumps({"email": address}, ensure_ascii=False),
+    )
