@@ -2,8 +2,8 @@
 emails and the customer's history page), invoice-copy recipients and their copies, and
 the purpose of an address confirmation
 
-Revision ID: 0016_alerts
-Revises: 0015_subscription_changes
+Revision ID: 0018_alerts
+Revises: 0017_switcher
 Create Date: 2026-12-04 02:09:38.946415
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import portal.db
 
-revision: str = "0016_alerts"
-down_revision: str | None = "0015_subscription_changes"
+revision: str = "0018_alerts"
+down_revision: str | None = "0017_switcher"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,8 +1,8 @@
 """switcher: access rules looked up by value (an address, a domain and its parents)
 across a seller's bill groups, for the bill-group switcher and the staff access checker
 
-Revision ID: 0016_switcher
-Revises: 0015_subscription_changes
+Revision ID: 0017_switcher
+Revises: 0016_roles
 Create Date: 2026-12-04 02:20:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0016_switcher"
-down_revision: str | None = "0015_subscription_changes"
+revision: str = "0017_switcher"
+down_revision: str | None = "0016_roles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,8 +1,8 @@
 """reminders: each reminder sent (unique per kind, target, date and step), unsubscriptions
 per bill group, address and kind, the sellers' schedules, outbox headers, scan indexes
 
-Revision ID: 0016_reminders
-Revises: 0015_subscription_changes
+Revision ID: 0019_reminders
+Revises: 0018_alerts
 Create Date: 2026-12-04 02:10:18.278372
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 import portal.db
 
-revision: str = "0016_reminders"
-down_revision: str | None = "0015_subscription_changes"
+revision: str = "0019_reminders"
+down_revision: str | None = "0018_alerts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
