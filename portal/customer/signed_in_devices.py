@@ -75,7 +75,7 @@ def devices(viewer: Viewer) -> str:
 
 
 @bp.post("/devices/<int:session_id>/sign-out")
-@portal_page
+@portal_page(viewers_may_post=True)
 def sign_out_device(viewer: Viewer, session_id: int) -> BaseResponse:
     if not ButtonForm().validate_on_submit():
         abort(400)
@@ -91,7 +91,7 @@ def sign_out_device(viewer: Viewer, session_id: int) -> BaseResponse:
 
 
 @bp.post("/devices/sign-out-others")
-@portal_page
+@portal_page(viewers_may_post=True)
 def sign_out_other_devices(viewer: Viewer) -> BaseResponse:
     if not ButtonForm().validate_on_submit():
         abort(400)
