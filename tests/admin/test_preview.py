@@ -31,6 +31,7 @@ from portal.models import (
     AuditEvent,
     BillGroup,
     ContactKind,
+    CustomerRole,
     CustomerSession,
     Invoice,
     InvoiceStatus,
@@ -63,9 +64,10 @@ pytestmark = pytest.mark.usefixtures("clock")
 @pytest.fixture
 def group(db: Session) -> BillGroup:
     """A bill group with something on every page: invoices in each state (one part paid),
-    a subscription, both contacts, two payment methods. Admits acme.com."""
+    a subscription, both contacts, two payment methods. Admits acme.com as billing
+    managers: the preview shows a billing manager's pages."""
     group = make_bill_group(db, name=GROUP_NAME)
-    add_rule(db, group, "acme.com", created_by="test")
+    add_rule(db, group, "acme.com", created_by="test", role=CustomerRole.BILLING_MANAGER)
     for kind, name in ((ContactKind.BILLING, "Jo Bloggs"), (ContactKind.SHIPPING, "Goods In")):
         make_contact(db, group, kind=kind, name=name)
     day = dt.timedelta(days=1)

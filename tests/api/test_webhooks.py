@@ -365,7 +365,9 @@ def test_each_customer_change_announces_itself(app, db, smtp, receiver, api):
     receiver.check_documented = True
     secret, _ = endpoint(app, receiver.url)
     push_bill_group(api)
-    rule = api.post("/bill-groups/bg-1/access-rules", {"value": "acme.com"}).get_json()
+    rule = api.post(
+        "/bill-groups/bg-1/access-rules", {"value": "acme.com", "role": "billing_manager"}
+    ).get_json()
     public_id = api.get("/bill-groups/bg-1").get_json()["portal_url"].rsplit("/", 1)[1]
     customer = app.test_client()
     assert sign_in(customer, app, smtp, public_id, "AP@acme.com").status_code == 303
@@ -576,6 +578,7 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         events.payment_method_added(session, group, method, staff)
         events.payment_method_default_changed(session, group, method, staff)
         events.access_rule_created(session, group, rule, staff)
+        events.access_rule_updated(session, group, rule, staff, ["role"])
         events.access_rule_deleted(session, group, serialize.access_rule(rule), staff)
         payment = Payment(
             bill_group=group,
