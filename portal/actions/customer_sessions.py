@@ -120,11 +120,10 @@ def end_session(db: Session, actor: Actor, row: CustomerSession, reason: str) ->
     return True
 
 
-def own_sessions(
-    db: Session, current: CustomerSession, *, live_only: bool = True
-) -> list[CustomerSession]:
+def own_sessions(db: Session, current: CustomerSession) -> list[CustomerSession]:
     """The sessions of the current session's address with its seller, across the seller's
     bill groups (a session can move), newest first. Live: not ended, not expired, not idle."""
+    now = clock.now()
     query = (
         select(CustomerSession)
         .join(BillGroup, BillGroup.id == CustomerSession.bill_group_id)
@@ -132,27 +131,21 @@ def own_sessions(
             CustomerSession.email == current.email,
             BillGroup.entity_id == current.bill_group.entity_id,
             CustomerSession.revoked_at.is_(None),
-        )
-        .order_by(CustomerSession.created_at.desc(), CustomerSession.id.desc())
-    )
-    if live_only:
-        now = clock.now()
-        query = query.where(
             CustomerSession.expires_at > now,
             CustomerSession.last_seen_at > now - sessions.idle_timeout(),
         )
+        .order_by(CustomerSession.created_at.desc(), CustomerSession.id.desc())
+    )
     return list(db.scalars(query))
 
 
 def end_own_session(db: Session, current: CustomerSession, session_id: object) -> CustomerSession:
-    """The customer ends another of their own sessions (another device). Anything that is
-    not one of them (another address's, another seller's, an ended one, this one, not a
-    number) is NoSuchSession, and nothing is written."""
+    """The customer ends another of their own live sessions (another device: what the
+    page lists). Anything else (another address's, another seller's, an ended or lapsed
+    one, this one, not a number) is NoSuchSession, and nothing is written."""
     if not isinstance(session_id, int) or not 0 < session_id < 2**63:
         raise NoSuchSession()
-    target = next(
-        (s for s in own_sessions(db, current, live_only=False) if s.id == session_id), None
-    )
+    target = next((s for s in own_sessions(db, current) if s.id == session_id), None)
     if target is None or target.id == current.id:
         raise NoSuchSession()
     end_session(db, Actor.customer(current.email), target, "signed_out_by_customer")
@@ -160,10 +153,11 @@ def end_own_session(db: Session, current: CustomerSession, session_id: object) -
 
 
 def end_other_sessions(db: Session, current: CustomerSession) -> int:
-    """The customer's "sign out all other devices": each ended and audited as one."""
+    """The customer's "sign out all other devices" (the live ones; a lapsed session is
+    ended at its next request anyway): each ended and audited as one."""
     actor = Actor.customer(current.email)
     ended = 0
-    for row in own_sessions(db, current, live_only=False):
+    for row in own_sessions(db, current):
         if row.id != current.id and end_session(db, actor, row, "signed_out_by_customer"):
             ended += 1
     return ended

@@ -72,7 +72,11 @@ class CustomerSession(IdMixin, SessionMixin, Base):
     """A signed-in customer of one bill group."""
 
     __tablename__ = "customer_sessions"
-    __table_args__ = (Index("ix_customer_sessions_bill_group", "bill_group_id", "revoked_at"),)
+    __table_args__ = (
+        Index("ix_customer_sessions_bill_group", "bill_group_id", "revoked_at"),
+        # Signed-in devices: an address's live sessions with a seller, across its groups.
+        Index("ix_customer_sessions_email", "email", "revoked_at"),
+    )
 
     bill_group_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("bill_groups.id", ondelete="CASCADE"), nullable=False

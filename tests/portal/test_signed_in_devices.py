@@ -134,14 +134,20 @@ def test_sign_out_all_other_devices(app, db, smtp, seller):
     assert len(rows(db, AuditEvent, AuditEvent.action == "session.revoke")) == 3
 
 
-@pytest.mark.parametrize("whose", ["another address", "another seller", "this one", "huge", "none"])
+@pytest.mark.parametrize(
+    "whose", ["another address", "another seller", "this one", "lapsed", "huge", "none"]
+)
 def test_a_forged_session_id_is_not_found_and_nothing_is_written(app, db, smtp, seller, whose):
     a, _b, other_seller = seller
     me = browser(app, smtp, a.public_id, FIREFOX)
     browser(app, smtp, a.public_id, CHROME_MAC, address="someone@acme.com")
     browser(app, smtp, other_seller.public_id, CHROME_MAC)
     by_owner = {(r.email, r.bill_group_id): r.id for r in live(db)}
+    lapsed = device_row(app, db, a, IPHONE)
+    lapsed.last_seen_at -= dt.timedelta(hours=1)  # idle past its 30 minutes
+    db.commit()
     target = {
+        "lapsed": lapsed.id,
         "another address": by_owner[("someone@acme.com", a.id)],
         "another seller": by_owner[("ap@acme.com", other_seller.id)],
         "this one": by_owner[("ap@acme.com", a.id)],
@@ -156,8 +162,9 @@ def test_a_forged_session_id_is_not_found_and_nothing_is_written(app, db, smtp, 
     )
 
     assert response.status_code == 404
-    assert len(live(db)) == 3
+    assert len(live(db)) == 4
     assert len(rows(db, AuditEvent)) == audits
+    assert "Safari on iOS" not in page.text  # the lapsed one is not listed either
 
 
 def test_without_csrf_nothing_is_signed_out(app, db, smtp, seller):
