@@ -217,12 +217,17 @@ def queue_for_invoice(db: Session, invoice: Invoice, group: BillGroup) -> int:
     sync that sends the invoice again queues nothing). How many were queued."""
     if invoice.voided_at is not None:
         return 0
-    confirmed = [r for r in recipients(db, group) if r.confirmed_at is not None]
-    if not confirmed:
-        return 0
-    had: set[str] = set()
-    if invoice.id is not None:
-        had = set(db.scalars(select(InvoiceCopy.email).where(InvoiceCopy.invoice_id == invoice.id)))
+    # No autoflush: an import defers its flushes (portal.sync.upsert.Batch), and a query
+    # here must not flush the batch early.
+    with db.no_autoflush:
+        confirmed = [r for r in recipients(db, group) if r.confirmed_at is not None]
+        if not confirmed:
+            return 0
+        had: set[str] = set()
+        if invoice.id is not None:
+            had = set(
+                db.scalars(select(InvoiceCopy.email).where(InvoiceCopy.invoice_id == invoice.id))
+            )
     queued = 0
     for recipient in confirmed:
         if recipient.email in had:
