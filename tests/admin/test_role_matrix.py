@@ -63,6 +63,8 @@ def route_values(app, db):
         # Subscription pages: none of these exists, and a 404 is allowed.
         "subscription_id": 1,
         "request_id": 1,
+        # An invoice-copy recipient's remove button (preview: refused like every POST).
+        "recipient_id": 1,
     }
 
 
