@@ -198,3 +198,33 @@ def test_describe_names_the_field_in_every_message():
     assert described["data.lines.0.description"] == "data.lines.0.description is required."
     unprefixed = dict(schemas.describe(caught.value))
     assert unprefixed["issue_date"] == "issue_date is required."
+
+
+def test_an_imported_invoice_is_copied_once_to_each_confirmed_recipient(app, db):
+    """Invoice copies (issue 18) through the import: queued with the invoice, in its
+    batch, once per invoice and address however often the line is imported again."""
+    import datetime as dt
+
+    from portal.models import InvoiceCopy, InvoiceCopyRecipient
+    from tests.import_helpers import invoice
+
+    run(app, db, jsonl(DATASET))
+    group = db.scalar(select(BillGroup).filter_by(external_id="bg-1"))
+    now = dt.datetime.now(dt.UTC)
+    for email, confirmed in (
+        ("ap-inbox@acme-payables.com", now),
+        ("later@acme-payables.com", None),
+    ):
+        db.add(
+            InvoiceCopyRecipient(
+                bill_group_id=group.id, email=email, added_by="ap@acme.com", confirmed_at=confirmed
+            )
+        )
+    db.commit()
+    new = invoice("inv-copy", "INV-COPY")
+    for _ in range(2):
+        result = run(app, db, jsonl([new]))
+        assert result.rejected == 0
+    db.expire_all()
+    assert db.scalars(select(InvoiceCopy.email)).all() == ["ap-inbox@acme-payables.com"]
+    assert db.scalar(select(func.count()).select_from(InvoiceCopy)) == 1

@@ -47,8 +47,6 @@ def add_recipient(db: Session, actor: Actor, group: BillGroup, raw: str) -> Invo
     """Add one address (pending) and email it its confirmation link. Invalid for a
     malformed address or a list of them, Conflict for one already there or over the
     limit, TooMany over the daily number of confirmation emails; nothing written then."""
-    if actor.kind == "customer" and not isinstance(raw, str):
-        raise Invalid("Enter an email address.", "email")
     try:
         address = access.canonical_email(raw)
     except access.AccessError as exc:
@@ -217,12 +215,17 @@ def queue_for_invoice(db: Session, invoice: Invoice, group: BillGroup) -> int:
     sync that sends the invoice again queues nothing). How many were queued."""
     if invoice.voided_at is not None:
         return 0
-    confirmed = [r for r in recipients(db, group) if r.confirmed_at is not None]
-    if not confirmed:
-        return 0
-    had: set[str] = set()
-    if invoice.id is not None:
-        had = set(db.scalars(select(InvoiceCopy.email).where(InvoiceCopy.invoice_id == invoice.id)))
+    # No autoflush: an import defers its flushes (portal.sync.upsert.Batch), and a query
+    # here must not flush the batch early.
+    with db.no_autoflush:
+        confirmed = [r for r in recipients(db, group) if r.confirmed_at is not None]
+        if not confirmed:
+            return 0
+        had: set[str] = set()
+        if invoice.id is not None:
+            had = set(
+                db.scalars(select(InvoiceCopy.email).where(InvoiceCopy.invoice_id == invoice.id))
+            )
     queued = 0
     for recipient in confirmed:
         if recipient.email in had:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from portal import payments
+from portal import notices, payments
 from portal.actions import Actor, accounts, invoice_copies
 from portal.models import (
     Account,
@@ -573,7 +573,12 @@ def _with_portal_applications(
 
 
 def payment_method(
-    db: Session, external_id: str, body: schemas.PaymentMethodIn, *, batch: Batch = NO_BATCH
+    db: Session,
+    external_id: str,
+    body: schemas.PaymentMethodIn,
+    *,
+    actor: Actor | None = None,
+    batch: Batch = NO_BATCH,
 ) -> Upserted:
     group = _reference(db, BillGroup, body.bill_group, "bill_group", batch)
     record, created = _in_group(db, PaymentMethod, external_id, group, "payment method", batch)
@@ -588,6 +593,8 @@ def payment_method(
             "conflict", "Another payment method already has that gateway token.", "gateway_token"
         )
     values = body.model_dump(exclude={"bill_group", "is_default"}) | {"bill_group_id": group.id}
+    becomes_default = body.is_default and not record.is_default
+    before = group.default_payment_method if becomes_default else None
     changed = _assign(record, values)
     if created:
         record.is_default = False
@@ -601,7 +608,32 @@ def payment_method(
         record.is_default = False
         changed = True
     db.flush()
+    if actor is not None:
+        _payment_method_history(db, actor, group, record, created, becomes_default, before)
     return Upserted(record, created, created or changed)
+
+
+def _payment_method_history(
+    db: Session,
+    actor: Actor,
+    group: BillGroup,
+    record: PaymentMethod,
+    created: bool,
+    becomes_default: bool,
+    before: PaymentMethod | None,
+) -> None:
+    """A method the billing system added, or made the default: in the change history,
+    and told to the billing contact, except in an import (a bulk load, not a change the
+    customer must hear of one by one)."""
+    told: list[notices.FieldChange] = []
+    if created:
+        told.append(("payment method", None, f"added: {payments.method_label(record)}"))
+    if becomes_default and before is not record and not (created and before is None):
+        old = payments.method_label(before) if before is not None else None
+        told.append(("default payment method", old, payments.method_label(record)))
+    if told:
+        to = [] if actor.kind == "import" else notices.recipients(group)
+        notices.details_changed(db, group, actor, "payment methods", told, to)
 
 
 def credit_note(
@@ -671,7 +703,7 @@ UPSERTS: dict[str, Callable[..., Upserted]] = {
     "credit-notes": credit_note,
 }
 # The resources whose upserts are actions the staff forms make too.
-BY_ACTION = frozenset({"accounts", "bill-groups"})
+BY_ACTION = frozenset({"accounts", "bill-groups", "payment-methods"})
 
 
 def put(

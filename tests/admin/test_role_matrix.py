@@ -65,6 +65,8 @@ def route_values(app, db):
         "request_id": 1,
         # A stopped reminder to turn back on (preview: refused whatever it is).
         "unsubscription_id": 1,
+        # An invoice-copy recipient's remove button (preview: refused like every POST).
+        "recipient_id": 1,
     }
 
 

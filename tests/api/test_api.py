@@ -705,3 +705,34 @@ def test_what_any_operation_can_answer_is_documented_for_it(api):
         "GET", "/bill-groups/bg-1/portal-link", data=b"x", headers={"Content-Encoding": "gzip"}
     )
     assert compressed.status_code == 415
+
+
+def test_payment_methods_the_billing_system_writes_are_in_the_change_history(api, db):
+    """Change alerts (issue 18): a method the billing system adds, or makes the default,
+    is a history row by the billing system, told to the billing contact only."""
+    import json as json_module
+
+    from portal.models import BillGroupChange, NoticeChange
+
+    push_bill_group(api)
+    card = CARD | {"is_default": True}
+    assert api.put("/payment-methods/pm-1", card).status_code == 201
+    second = CARD | {"gateway_token": "pm_2", "last4": "1111", "is_default": True}
+    assert api.put("/payment-methods/pm-2", second).status_code == 201
+    assert api.put("/payment-methods/pm-2", second).status_code == 200  # unchanged: no row
+    db.expire_all()
+    changes = db.scalars(
+        select(BillGroupChange)
+        .where(BillGroupChange.what == "payment methods")
+        .order_by(BillGroupChange.id)
+    ).all()
+    assert [json_module.loads(c.changes) for c in changes] == [
+        [["payment method", None, "added: Visa ending 4242"]],
+        [
+            ["payment method", None, "added: Visa ending 1111"],
+            ["default payment method", "Visa ending 4242", "Visa ending 1111"],
+        ],
+    ]
+    assert {c.actor_type for c in changes} == {"api"}
+    told = db.scalars(select(NoticeChange.recipient).where(NoticeChange.what == "payment methods"))
+    assert set(told) == {"ap@acme.com"}
