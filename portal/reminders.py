@@ -427,7 +427,7 @@ def queue_one(db: Session, item: Due) -> bool:
     db.flush()  # the unique key: a second worker stops here
     if unsubscribed:
         return False
-    outbox.queue(db, reminder_email(item.kind, group, target, contact.email, today))
+    outbox.queue(db, reminder_email(item.kind, group, target, contact.email))
     return True
 
 
@@ -436,7 +436,6 @@ def reminder_email(
     group: BillGroup,
     target: Invoice | Subscription,
     to: str,
-    today: dt.date,
 ) -> Email:
     """The reminder, text and HTML, with its deep link (and, when non-essential, its
     one-click unsubscribe)."""
@@ -447,7 +446,6 @@ def reminder_email(
             "number": target.number,
             "balance": format_money(target.balance_minor, target.currency, locale),
             "due": format_day(target.due_date, "long", locale),
-            "days": abs((target.due_date - today).days),
             "link": links.portal_url(group, f"/invoices/{target.id}"),
         }
     else:

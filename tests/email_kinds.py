@@ -153,10 +153,9 @@ def every_kind() -> dict[str, Example]:
             SubscriptionItem(product=Product(name="Team seats"), quantity=3, unit_price_minor=4900)
         ],
     )
-    today = dt.date(2026, 12, 3)
 
     def reminder(kind: ReminderKind, target: Invoice | Subscription) -> Email:
-        return reminder_email(kind, reminded, target, "ap@acme.com", today)
+        return reminder_email(kind, reminded, target, "ap@acme.com")
 
     examples = {
         "reminder_upcoming": Example(
