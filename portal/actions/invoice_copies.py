@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from emails import outbox
 from emails.render import render
 from portal import access, audit, clock, confirmations, links, notices
-from portal.actions import Actor, Conflict, Forbidden, Invalid, NotFound, TooMany
+from portal.actions import Actor, Conflict, Invalid, NotFound, TooMany
 from portal.config import settings
 from portal.locks import lock_bill_group
 from portal.models import BillGroup, Invoice, InvoiceCopy, InvoiceCopyRecipient
@@ -233,20 +233,6 @@ def queue_for_invoice(db: Session, invoice: Invoice, group: BillGroup) -> int:
         db.add(InvoiceCopy(invoice=invoice, recipient_id=recipient.id, email=recipient.email))
         queued += 1
     return queued
-
-
-def refuse(db: Session, actor: Actor, group: BillGroup, what: str) -> Forbidden:
-    """A viewer who may not manage billing tried to change the recipients: audited,
-    and the error for the face to answer 403 with."""
-    audit.record(
-        db,
-        "invoice_copy.refused",
-        "forbidden",
-        **actor.audit(),
-        bill_group_id=group.id,
-        detail=what[:200],
-    )
-    return Forbidden("You cannot change the invoice-copy recipients.")
 
 
 def _audit(

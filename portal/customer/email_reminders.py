@@ -8,7 +8,7 @@ from flask import abort, flash, redirect
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from portal import audit, db, reminders
+from portal import db, reminders
 from portal.actions import ActionError, Actor
 from portal.actions.reminders import resubscribe
 from portal.customer.viewer import (
@@ -56,18 +56,6 @@ def email_reminders(viewer: Viewer) -> str:
 def email_reminders_resubscribe(viewer: Viewer, unsubscription_id: int) -> BaseResponse:
     session = db.session()
     group = viewer.bill_group
-    if not may_manage_billing(viewer):
-        audit.record(
-            session,
-            "reminders.resubscribe",
-            "forbidden",
-            actor_type="customer",
-            actor=viewer.email,
-            bill_group_id=group.id,
-            detail=f"unsubscription {unsubscription_id}: may not manage billing",
-        )
-        session.commit()
-        abort(403)
     if not ButtonForm().validate_on_submit():
         abort(400)
     try:

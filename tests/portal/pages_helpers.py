@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from portal.access import add_rule
 from portal.config import settings_of
 from portal.models import (
+    AccessRule,
     AuditEvent,
     BillGroup,
     Contact,
@@ -53,6 +54,18 @@ def portal_group(db: Session, name: str = GROUP_NAME, **overrides: Any) -> BillG
     make_contact(db, group, email=BILLING_EMAIL, phone="+49 30 1234567")
     db.commit()
     return group
+
+
+def set_role(app: Flask, db: Session, group: BillGroup, role: CustomerRole) -> None:
+    """Change the group's one rule to `role` through the one action, as staff would."""
+    from portal.actions import Actor
+    from portal.actions.rules import change_role
+
+    db.expire_all()
+    (rule,) = db.scalars(select(AccessRule).where(AccessRule.bill_group_id == group.id)).all()
+    with app.app_context():
+        change_role(db, Actor.staff("manager@staff.example.com"), group, rule.id, role)
+        db.commit()
 
 
 def url(group: BillGroup, path: str = "") -> str:

@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.actions import Actor
-from portal.actions.rules import change_role
 from portal.customer.viewer import FORM_FOR_MANAGERS
 from portal.models import (
     AccessRule,
@@ -35,19 +34,10 @@ from portal.models import (
 )
 from tests.conftest import csrf_token
 from tests.factories import make_changeable_subscription, make_invoice, make_payment_method
-from tests.portal.pages_helpers import ADDRESS, url
+from tests.portal.pages_helpers import ADDRESS, set_role, url
 
 STAFF = Actor.staff("manager@staff.example.com")
 READ_ONLY_NOTE = "You can view this bill group."
-
-
-def set_role(app: Flask, db: Session, group: BillGroup, role: CustomerRole) -> None:
-    """Through the one action, as staff would."""
-    db.expire_all()
-    (rule,) = db.scalars(select(AccessRule).where(AccessRule.bill_group_id == group.id)).all()
-    with app.app_context():
-        change_role(db, STAFF, group, rule.id, role)
-        db.commit()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from portal.models import (
     BillGroup,
     BillGroupChange,
     ContactConfirmation,
+    CustomerRole,
     InvoiceCopy,
     InvoiceCopyRecipient,
 )
@@ -38,6 +39,7 @@ from tests.portal.pages_helpers import (
     form_data,
     plain_text,
     portal_group,
+    set_role,
     url,
 )
 from tests.portal.signin_helpers import clone, race
@@ -345,21 +347,23 @@ def test_removing_another_groups_recipient_is_404_and_nothing_changes(
     assert rows(db, InvoiceCopyRecipient) == 1
 
 
-def test_the_preview_cannot_add_and_a_viewer_who_may_not_is_refused(
-    app, db, group, customer, monkeypatch
-):
-    from portal.customer import invoice_copies as view
-
-    monkeypatch.setattr(view, "may_manage_billing", lambda viewer: False)
+def test_a_viewer_sees_no_form_and_a_forged_add_or_remove_is_refused(app, db, group, customer):
+    """A viewer's rule reads the list; adding or removing is a billing manager's: 403,
+    audited as every refused customer write is, nothing written."""
+    assert add(customer, group, INBOX).status_code == 303
+    recipient_id = db.scalar(select(InvoiceCopyRecipient.id))
     page = customer.get(url(group, PAGE)).text
-    assert "Add an address" not in page
-    response = customer.post(
-        url(group, PAGE), data={"email": INBOX, "csrf_token": csrf_token(page)}
-    )
-    assert response.status_code == 403
-    assert rows(db, InvoiceCopyRecipient) == 0
+    set_role(app, db, group, CustomerRole.VIEWER)
+    listed = customer.get(url(group, PAGE)).text
+    assert INBOX in listed and "Add an address" not in listed and "Remove" not in listed
+    token = csrf_token(page)
+    added = customer.post(url(group, PAGE), data={"email": "b@acme.com", "csrf_token": token})
+    removed = customer.post(url(group, f"{PAGE}/{recipient_id}/remove"), data={"csrf_token": token})
+    assert (added.status_code, removed.status_code) == (403, 403)
     db.expire_all()
-    assert db.scalar(select(func.count()).where(AuditEvent.action == "invoice_copy.refused")) == 1
+    assert db.scalars(select(InvoiceCopyRecipient.email)).all() == [INBOX]
+    forbidden = select(func.count()).where(AuditEvent.action == "customer.forbidden")
+    assert db.scalar(forbidden) == 2
 
 
 def test_an_unconfirmed_recipient_never_receives_a_copy(app, db, group, customer, smtp):

@@ -23,6 +23,7 @@ from portal import reminders
 from portal.models import (
     AuditEvent,
     BillGroup,
+    CustomerRole,
     OutboxMessage,
     ReminderKind,
     ReminderUnsubscription,
@@ -30,7 +31,7 @@ from portal.models import (
 from tests.admin.conftest import staff_client  # noqa: F401  (the preview test)
 from tests.conftest import csrf_token, link_and_code, request_link, run_worker
 from tests.factories import TODAY, make_invoice
-from tests.portal.pages_helpers import BILLING_EMAIL, portal_group, url
+from tests.portal.pages_helpers import BILLING_EMAIL, portal_group, set_role, url
 from tests.portal.signin_helpers import race
 from tests.settings import change_settings
 
@@ -288,22 +289,22 @@ def test_another_bill_groups_stopped_reminder_cannot_be_turned_on(app, db, smtp,
     assert len(stopped(db)) == 1
 
 
-def test_a_customer_who_may_not_manage_billing_gets_403_and_an_audit_row(
-    app, db, smtp, group, link, monkeypatch
-):
+def test_a_viewer_cannot_turn_reminders_back_on(app, db, smtp, group, link):
+    """Whom the billing contact's reminders reach is a billing manager's to change."""
     app.test_client().post(link, data=ONE_CLICK)
     [row] = db.scalars(select(ReminderUnsubscription)).all()
     client = signed_in(app, smtp, group)
     page = client.get(url(group, "/email-reminders"))
-    monkeypatch.setattr("portal.customer.email_reminders.may_manage_billing", lambda viewer: False)
+    set_role(app, db, group, CustomerRole.VIEWER)
+    assert "Turn back on" not in client.get(url(group, "/email-reminders")).text
     response = client.post(
         url(group, f"/email-reminders/{row.id}/resubscribe"),
         data={"csrf_token": csrf_token(page.text)},
     )
     assert response.status_code == 403
     assert len(stopped(db)) == 1
-    [event] = audited(db, "reminders.resubscribe")
-    assert event.outcome == "forbidden"
+    [event] = audited(db, "customer.forbidden")
+    assert (event.outcome, event.detail) == ("viewer", "POST customer.email_reminders_resubscribe")
 
 
 def test_the_preview_shows_the_page_and_never_writes(app, db, group, link, staff_client):  # noqa: F811
