@@ -173,7 +173,7 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
         elif request.mimetype == "multipart/form-data":
             fields = [*request.form.items(multi=True)]
             fields += [(name, f.filename or "") for name, f in request.files.items(multi=True)]
-            bad = not hygiene.clean_fields(fields, hygiene.FORM_FORBIDDEN)
+            bad = not hygiene.clean_fields(fields, hygiene.MULTIPART_FORBIDDEN)
     if not bad:
         return None
     # The endpoint, not the value: the value is what we refuse to write anywhere.

@@ -31,8 +31,9 @@ from pydantic import (
     model_validator,
 )
 
-from portal import details, hygiene
+from portal import details, disputes, hygiene
 from portal.access import AccessError, canonical_email
+from portal.actions import Invalid
 from portal.models import (
     BillingFrequency,
     ContactKind,
@@ -810,3 +811,26 @@ UPSERT_BODIES: dict[str, type[Body]] = {
     "payment-methods": PaymentMethodIn,
     "credit-notes": CreditNoteIn,
 }
+
+
+def _message(value: str) -> str:
+    try:
+        return disputes.clean_message(value, what="answer")
+    except Invalid as exc:
+        raise ValueError(exc.message) from None
+
+
+class DisputeAnswerIn(Body):
+    """Answering a customer's question or dispute: the message (over lines if need be,
+    emailed to the customer), and whether that resolves it."""
+
+    message: Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=5000,
+            description="The answer, for the customer; line breaks are kept.",
+        ),
+        AfterValidator(_message),
+    ]
+    resolve: StrictBool = False
