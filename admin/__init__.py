@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         accounts,
         audit,
         auth,
+        disputes,
         home,
         integrations,
         sso,
@@ -25,7 +26,7 @@ def init_app(app: Flask) -> None:
     )
 
     assert access and accounts and audit and auth and home and integrations and sso and staff
-    assert subscriptions
+    assert subscriptions and disputes
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emails.render import Email, render
+from portal.disputes import answer_email as dispute_answer_email
 from portal.models import (
     Account,
     BillGroup,
     BillingFrequency,
     ChangeKind,
+    Dispute,
+    DisputeKind,
+    DisputeMessage,
+    DisputeState,
     Entity,
     Invoice,
     NoticeChange,
@@ -112,6 +117,20 @@ def every_kind() -> dict[str, Example]:
         answer_reason="From your next invoice",
     )
 
+    dispute = Dispute(
+        bill_group=group,
+        invoice=Invoice(id=42, number="INV-0042"),
+        kind=DisputeKind.DISPUTE,
+        reason="wrong_amount",
+        state=DisputeState.RESOLVED,
+        raised_by="ap@acme.com",
+    )
+    answered = DisputeMessage(
+        author_type="staff",
+        author="ops@northwind-cloud.com",
+        body="We credited the 45 seats.\nThe credit note follows.",
+    )
+
     examples = {
         "signin_link": Example(
             signin(link), (link, "1234-5678", "15 minutes", "Acme UK operations", *seller)
@@ -185,6 +204,16 @@ def every_kind() -> dict[str, Example]:
                 "Visa ending 4242",
                 "03 December 2026 at 09:30",
                 f"{PORTAL}/payments",
+                *seller,
+            ),
+        ),
+        "dispute_answered": Example(
+            dispute_answer_email(dispute, answered, "ap@acme.com"),
+            (
+                "INV-0042",
+                "We credited the 45 seats.",
+                "resolved",
+                f"{PORTAL}/invoices/42#thread",
                 *seller,
             ),
         ),

@@ -43,3 +43,14 @@ def test_signin_email_matches_its_golden_files(app, variant):
     assert "1234-5678" in email.text and "1234-5678" in email.html
     # Nothing that depends on remote images or styles.
     assert "<img" not in email.html and "<link" not in email.html
+
+
+def test_dispute_answer_email_matches_its_golden_files(app):
+    from tests.email_kinds import every_kind
+
+    with app.test_request_context():
+        email = every_kind()["dispute_answered"].email
+    assert email.subject == ("Your dispute about invoice INV-0042 is resolved (Northwind Cloud)")
+    check("dispute_answered.txt", email.text)
+    check("dispute_answered.html", email.html)
+    assert "<img" not in email.html and "<link" not in email.html

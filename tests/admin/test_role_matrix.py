@@ -63,6 +63,9 @@ def route_values(app, db):
         # Subscription pages: none of these exists, and a 404 is allowed.
         "subscription_id": 1,
         "request_id": 1,
+        # Disputes and their files: none exists, and a 404 is allowed.
+        "dispute_id": 1,
+        "attachment_id": 1,
     }
 
 

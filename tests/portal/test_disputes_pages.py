@@ -95,6 +95,8 @@ def test_raise_a_dispute_with_a_pdf_see_the_thread_the_badge_and_the_file(
     assert "We ordered 5 seats, not 50." in page.text
     assert "Dispute: The amount is wrong" in page.text
     assert "Send reply" in page.text
+    overview = customer.get(url(group, "/overview")).text
+    assert "1 question or dispute is waiting for the billing team" in overview
     listing = customer.get(url(group, "/invoices")).text
     assert re.search(r"INV-900.*?In dispute", listing, re.S)
 
