@@ -813,6 +813,26 @@ UPSERT_BODIES: dict[str, type[Body]] = {
 }
 
 
+@functools.cache
+def message_pattern() -> str:
+    """What portal.disputes.clean_message accepts, as a pattern: any text without the
+    one-line rule's forbidden characters but tab, CR and LF, with something other than
+    a space in it."""
+    allowed = {0x09, 0x0A, 0x0D}
+    forbidden, spaces = [], []
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs" or code in allowed:
+            continue
+        if unicodedata.category(char) in details.FORBIDDEN_CATEGORIES:
+            forbidden.append(code)
+    for code in range(sys.maxunicode + 1):
+        if chr(code).isspace() and unicodedata.category(chr(code)) != "Cs":
+            spaces.append(code)
+    no, blank = _class(forbidden), _class(sorted(set(spaces) | set(forbidden)))
+    return f"^[^{no}]*[^{blank}][^{no}]*$"
+
+
 def _message(value: str) -> str:
     try:
         return disputes.clean_message(value, what="answer")
@@ -830,6 +850,7 @@ class DisputeAnswerIn(Body):
             min_length=1,
             max_length=5000,
             description="The answer, for the customer; line breaks are kept.",
+            json_schema_extra=lambda schema: schema.update(pattern=message_pattern()),
         ),
         AfterValidator(_message),
     ]
