@@ -17,6 +17,7 @@ def init_app(app: Flask) -> None:
         accounts,
         audit,
         auth,
+        disputes,
         home,
         integrations,
         reminders,
@@ -26,7 +27,7 @@ def init_app(app: Flask) -> None:
     )
 
     assert access and accounts and audit and auth and home and integrations and sso and staff
-    assert subscriptions and reminders
+    assert subscriptions and reminders and disputes
     app.register_blueprint(bp)
     app.jinja_env.globals["admin_nav"] = NAV
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -24,7 +24,7 @@ from admin.forms import (
 )
 from admin.guard import NAV, PUBLIC, acting_staff, bp, staff_required
 from admin.lookup import get_or_404
-from portal import bank, clock, credits, db, links, paging
+from portal import bank, clock, credits, db, disputes, links, paging
 from portal import subscriptions as subscription_changes
 from portal.actions import ActionError
 from portal.actions import accounts as accounts_actions
@@ -308,6 +308,7 @@ def bill_group(bill_group_id: int) -> str:
         ),
         credit_notes=credits.credit_notes(db.session(), group),
         change_requests=subscription_changes.requests_of(db.session(), group),
+        disputes=disputes.of_bill_group(db.session(), group),
         answer_form=AnswerChangeForm(),
         describe_change=subscription_changes.describe,
         subscription_name=subscription_changes.subscription_name,

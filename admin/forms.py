@@ -18,11 +18,13 @@ from wtforms import (
     SelectField,
     SelectMultipleField,
     StringField,
+    TextAreaField,
     widgets,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from portal import apikeys, bank, webhooks
+from portal.disputes import MESSAGE_MAX
 from portal.forms import Attributes, QueryForm, SecretInput, code, on_or_after, text
 from portal.models import BillingFrequency, CustomerRole, RuleKind
 from portal.money import MoneyError, check_currency
@@ -505,3 +507,14 @@ class AnswerChangeForm(FlaskForm):
         "Reason or note for the customer (needed to refuse)",
         Length(max=1000, message="The reason can be at most 1000 characters."),
     )
+
+
+class AnswerDisputeForm(FlaskForm):
+    """Staff answer a customer's question or dispute; the rules of the message are
+    portal.actions.disputes'."""
+
+    message = TextAreaField(
+        "Answer for the customer",
+        validators=[Length(max=MESSAGE_MAX, message=f"At most {MESSAGE_MAX} characters.")],
+    )
+    resolve = BooleanField("This resolves it (the invoice is no longer in dispute)")

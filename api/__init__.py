@@ -11,10 +11,10 @@ from api.base import PREFIX, bp
 
 def init_app(app: Flask) -> None:
     # Each module adds its routes to the blueprint when imported.
-    from api import change_requests, openapi, portal_sessions, resources, rules
+    from api import change_requests, disputes, openapi, portal_sessions, resources, rules
     from portal.web import csrf
 
-    assert change_requests and openapi and portal_sessions and resources and rules
+    assert change_requests and openapi and portal_sessions and resources and rules and disputes
     # Bearer keys, never cookies, authenticate here: there is no ambient credential for
     # a cross-site request to ride on, so CSRF tokens have nothing to protect.
     csrf.exempt(bp)

@@ -146,6 +146,39 @@ class SubscriptionChangeRequest(Stamped):
     answered_at: dt.datetime | None
 
 
+class DisputeAttachment(Out):
+    id: int
+    filename: str
+    content_type: Literal["application/pdf", "image/png", "image/jpeg", "image/webp"]
+    size: int
+    sha256: str
+
+
+class DisputeMessage(Out):
+    id: int
+    author_type: Literal["customer", "staff", "api"]
+    author: str
+    body: str
+    attachment: DisputeAttachment | None
+    created_at: dt.datetime
+
+
+class Dispute(Stamped):
+    id: int
+    bill_group: str | None
+    invoice: str | None
+    invoice_number: str
+    kind: Literal["question", "dispute"]
+    reason: (
+        Literal["wrong_amount", "not_received", "duplicate", "cancelled_service", "other"] | None
+    )
+    state: Literal["open", "resolved"]
+    raised_by: str
+    resolved_by: str | None
+    resolved_at: dt.datetime | None
+    messages: list[DisputeMessage]
+
+
 class SubscriptionItem(Out):
     product: str | None
     product_name: str
@@ -331,6 +364,7 @@ OUTPUTS: list[type[Out]] = [
     PortalLink,
     PortalSession,
     SubscriptionChangeRequest,
+    Dispute,
     Error,
 ]
 INPUTS: list[type[BaseModel]] = [
@@ -341,6 +375,7 @@ INPUTS: list[type[BaseModel]] = [
     schemas.PortalSessionIn,
     schemas.ChangeAcceptIn,
     schemas.ChangeRefuseIn,
+    schemas.DisputeAnswerIn,
 ]
 
 
@@ -737,6 +772,7 @@ def _paths() -> dict[str, Any]:
         )
     }
     _change_request_paths(paths)
+    _dispute_paths(paths)
     return paths
 
 
@@ -811,6 +847,90 @@ def _change_request_paths(paths: dict[str, Any]) -> None:
         }
 
 
+def _id_parameter(name: str, what: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        "description": what,
+    }
+
+
+def _dispute_paths(paths: dict[str, Any]) -> None:
+    """Questions and disputes customers raised on invoices, their threads, and answers."""
+    tag = "disputes"
+    dispute_id = _id_parameter("dispute_id", "The portal's id of the dispute.")
+    state = {
+        "name": "state",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["open", "resolved"]},
+        "description": "Only disputes in this state (open: waiting for an answer).",
+    }
+    paths["/disputes"] = {
+        "get": _operation(
+            "listDisputes",
+            "List questions and disputes with their messages, oldest change first",
+            "read",
+            {
+                "200": {"description": "A page", **_json(_feed_of("Dispute"))},
+                **_errors(*READ_ERRORS),
+            },
+            parameters=[*LIST_PARAMETERS, state, _filter("bill_group"), _filter("invoice")],
+            tag=tag,
+        )
+    }
+    paths["/disputes/{dispute_id}"] = {
+        "get": _operation(
+            "getDispute",
+            "Read one question or dispute with its messages",
+            "read",
+            {
+                "200": {"description": "The dispute", **_json(_ref("Dispute"))},
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[dispute_id],
+            tag=tag,
+        )
+    }
+    paths["/disputes/{dispute_id}/attachments/{attachment_id}"] = {
+        "get": _operation(
+            "getDisputeAttachment",
+            "A file of the thread, as checked and kept (PDF or image)",
+            "read",
+            {
+                "200": {
+                    "description": "The file, as an attachment",
+                    "content": {
+                        kind: {"schema": {"type": "string", "format": "binary"}}
+                        for kind in ("application/pdf", "image/png", "image/jpeg", "image/webp")
+                    },
+                },
+                **_errors(404, *READ_ERRORS),
+            },
+            parameters=[dispute_id, _id_parameter("attachment_id", "The attachment's id.")],
+            tag=tag,
+        )
+    }
+    paths["/disputes/{dispute_id}/answer"] = {
+        "post": _operation(
+            "answerDispute",
+            "Answer an open question or dispute, and resolve it or keep it open",
+            "write",
+            {
+                "200": {
+                    "description": "Answered; the customer is emailed the answer",
+                    **_json(_ref("Dispute")),
+                },
+                **_errors(*WRITE_ERRORS),
+            },
+            parameters=[dispute_id],
+            request="DisputeAnswerIn",
+            tag=tag,
+        )
+    }
+
+
 # --- webhooks ----------------------------------------------------------------------------
 
 # What each event's data.object is (portal.events): the record as the API serialises it.
@@ -828,6 +948,10 @@ EVENT_OBJECTS: dict[str, dict[str, Any]] = {
     "autopay.changed": _ref("AutoPay"),
     "credit.applied": _ref("CreditApplied"),
     "subscription.change_requested": _ref("SubscriptionChangeRequest"),
+    "dispute.opened": _ref("Dispute"),
+    "dispute.replied": _ref("Dispute"),
+    "dispute.answered": _ref("Dispute"),
+    "dispute.resolved": _ref("Dispute"),
 }
 EVENT_SUMMARIES = {
     "portal.signed_in": "A customer signed in to a bill group's portal",
@@ -846,6 +970,13 @@ EVENT_SUMMARIES = {
         "A customer asked for a change to a subscription: accept or refuse it with "
         "POST /subscription-change-requests/{id}/accept or /refuse"
     ),
+    "dispute.opened": (
+        "A customer asked a question about an invoice or disputed it: answer with "
+        "POST /disputes/{id}/answer"
+    ),
+    "dispute.replied": "The customer wrote again on an open question or dispute",
+    "dispute.answered": "Staff or the billing system answered a question or dispute",
+    "dispute.resolved": "A question or dispute was resolved (the invoice is no longer in dispute)",
 }
 
 

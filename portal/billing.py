@@ -21,6 +21,8 @@ from portal import credits, csvexport
 from portal.models import (
     BillGroup,
     DisplayStatus,
+    Dispute,
+    DisputeState,
     Invoice,
     InvoiceStatus,
     PaymentApplication,
@@ -41,6 +43,8 @@ class Summary:
     recent: list[Invoice]
     # What is left of credit notes plus unapplied payments (portal.credits).
     credit_minor: int = 0
+    # Questions and disputes waiting for the billing team's answer (portal.disputes).
+    open_disputes: int = 0
 
     @property
     def balance_minor(self) -> int:
@@ -49,14 +53,19 @@ class Summary:
 
 
 def summary(db: Session, group: BillGroup, today: dt.date, recent: int = 5) -> Summary:
-    outstanding, overdue, overdue_count, notes, payments = db.execute(
+    outstanding, overdue, overdue_count, notes, payments, disputed = db.execute(
         _totals_statement(), {"group_id": group.id, "today": today}
     ).one()
     latest = db.scalars(
         _filtered_statement(InvoiceShape()).limit(recent), {"group_id": group.id}
     ).all()
     return Summary(
-        int(outstanding), int(overdue), int(overdue_count), list(latest), int(notes) + int(payments)
+        int(outstanding),
+        int(overdue),
+        int(overdue_count),
+        list(latest),
+        int(notes) + int(payments),
+        int(disputed),
     )
 
 
@@ -64,9 +73,10 @@ def summary(db: Session, group: BillGroup, today: dt.date, recent: int = 5) -> S
 # putting a select together (and the balance's CASE expression) costs more than
 # compiling it, which SQLAlchemy caches anyway.
 @cache
-def _totals_statement() -> Select[int, int, int, int, int]:
+def _totals_statement() -> Select[int, int, int, int, int, int]:
     """One statement: the open invoices' balance and overdue part, and (as scalar
-    subqueries on their own indexes) the credit left on credit notes and payments."""
+    subqueries on their own indexes) the credit left on credit notes and payments and
+    the questions and disputes still open."""
     overdue = Invoice.due_date < bindparam("today")
     group_id: Any = bindparam("group_id")
     return select(
@@ -75,6 +85,10 @@ def _totals_statement() -> Select[int, int, int, int, int]:
         func.count().filter(overdue),
         credits.credit_notes_total(group_id),
         credits.unapplied_payments_total(group_id),
+        select(func.count())
+        .select_from(Dispute)
+        .where(Dispute.bill_group_id == group_id, Dispute.state == DisputeState.OPEN)
+        .scalar_subquery(),
     ).where(Invoice.bill_group_id == bindparam("group_id"), Invoice.status == InvoiceStatus.OPEN)
 
 

@@ -11,7 +11,8 @@ is compressed (415: no view decompresses it), the same for the API and every for
 from __future__ import annotations
 
 import io
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from flask import Request as FlaskRequest
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
@@ -35,6 +36,22 @@ class TooLarge(RequestEntityTooLarge):
 
 class Encoded(UnsupportedMediaType):
     description = "The body is compressed (Content-Encoding): send it uncompressed."
+
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def larger_body(limit: Callable[[], int], advice: str) -> Callable[[V], V]:
+    """Let one view take a body of up to limit() bytes instead of MAX_CONTENT_LENGTH (a
+    file upload); a larger one is refused with a 413 page that gives `advice`. Put it
+    under the route decorator: the app finds it on the view it registered."""
+
+    def mark(view: V) -> V:
+        setattr(view, "max_body_bytes", limit)  # noqa: B010 (a function attribute)
+        setattr(view, "too_large_advice", advice)  # noqa: B010
+        return view
+
+    return mark
 
 
 class Request(FlaskRequest):

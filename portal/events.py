@@ -15,6 +15,7 @@ from portal.models import (
     BillGroup,
     Contact,
     CreditNote,
+    Dispute,
     Invoice,
     Payment,
     PaymentMethod,
@@ -154,3 +155,11 @@ def subscription_change_requested(
         serialize.subscription_change_request,
         actor,
     )
+
+
+def dispute_event(db: Session, event: str, dispute: Dispute, actor: Who) -> None:
+    """dispute.opened, .replied (the customer wrote again), .answered (staff or the
+    billing system wrote) or .resolved: the dispute with its whole thread."""
+    db.flush()
+    db.refresh(dispute, ["messages"])
+    _written(db, event, dispute.bill_group, dispute, serialize.dispute, actor)

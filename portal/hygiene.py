@@ -25,6 +25,9 @@ FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # the form as U+FFFD. Every text field refuses the other controls itself, next to the
 # field and keeping what was typed; a whole-page 400 would lose it.
 FORM_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
+# A multipart form's fields arrive decoded by Werkzeug, which replaces invalid UTF-8 with
+# U+FFFD: seeing one there is the only sign left of bytes the strict decoding refuses.
+MULTIPART_FORBIDDEN = re.compile("[\x00\ud800-\udfff\ufffd]")
 # In JSON strings a billing system may send multi-line text (an address, a note), so tab,
 # CR and LF pass; NUL (which PostgreSQL refuses), the other C0 controls, DEL and lone
 # surrogates (which cannot be encoded to store) do not.

@@ -149,6 +149,10 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
     (hygiene.FORM_FORBIDDEN): their fields refuse other control characters themselves,
     next to the field, keeping what was typed.
     """
+    view = current_app.view_functions.get(request.endpoint or "")
+    larger = getattr(view, "max_body_bytes", None)
+    if larger is not None:  # an upload (bodies.larger_body)
+        request.max_content_length = larger()
     try:
         # The body, read whole here (bodies.Request), before anything else can read it.
         request.get_data(cache=True)
@@ -169,7 +173,7 @@ def refuse_bad_input() -> tuple[str, int] | Response | None:
         elif request.mimetype == "multipart/form-data":
             fields = [*request.form.items(multi=True)]
             fields += [(name, f.filename or "") for name, f in request.files.items(multi=True)]
-            bad = not hygiene.clean_fields(fields, hygiene.FORM_FORBIDDEN)
+            bad = not hygiene.clean_fields(fields, hygiene.MULTIPART_FORBIDDEN)
     if not bad:
         return None
     # The endpoint, not the value: the value is what we refuse to write anywhere.
@@ -188,6 +192,9 @@ def _refused_body(exc: HTTPException) -> tuple[str, int] | Response:
     if as_json is not None:
         return as_json
     title, advice = ERROR_TEXT.get(code, ERROR_TEXT[400])
+    if code == 413:
+        view = current_app.view_functions.get(request.endpoint or "")
+        advice = getattr(view, "too_large_advice", advice)
     return _page(code, title, advice)
 
 

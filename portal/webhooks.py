@@ -61,6 +61,10 @@ EVENT_TYPES = (
     "autopay.changed",
     "credit.applied",
     "subscription.change_requested",
+    "dispute.opened",
+    "dispute.replied",
+    "dispute.answered",
+    "dispute.resolved",
 )
 SIGNATURE_HEADER = "Portal-Signature"
 REPLAY_WINDOW = 300

@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emails.render import Attachment, Email, render
+from portal.disputes import answer_email as dispute_answer_email
 from portal.models import (
     Account,
     BillGroup,
     BillGroupChange,
     BillingFrequency,
     ChangeKind,
+    Dispute,
+    DisputeKind,
+    DisputeMessage,
+    DisputeState,
     Entity,
     Invoice,
     InvoiceStatus,
@@ -156,6 +161,20 @@ def every_kind() -> dict[str, Example]:
 
     def reminder(kind: ReminderKind, target: Invoice | Subscription) -> Email:
         return reminder_email(kind, reminded, target, "ap@acme.com")
+
+    dispute = Dispute(
+        bill_group=group,
+        invoice=Invoice(id=42, number="INV-0042"),
+        kind=DisputeKind.DISPUTE,
+        reason="wrong_amount",
+        state=DisputeState.RESOLVED,
+        raised_by="ap@acme.com",
+    )
+    answered = DisputeMessage(
+        author_type="staff",
+        author="ops@northwind-cloud.com",
+        body="We credited the 45 seats.\nThe credit note follows.",
+    )
 
     examples = {
         "reminder_upcoming": Example(
@@ -296,6 +315,16 @@ def every_kind() -> dict[str, Example]:
                 "31 December 2026",
                 "cfo@acme.com",
                 f"{PORTAL}/invoice-copies/stop/TOKEN",
+                *seller,
+            ),
+        ),
+        "dispute_answered": Example(
+            dispute_answer_email(dispute, answered, "ap@acme.com"),
+            (
+                "INV-0042",
+                "We credited the 45 seats.",
+                "resolved",
+                f"{PORTAL}/invoices/42#thread",
                 *seller,
             ),
         ),

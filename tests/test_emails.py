@@ -79,3 +79,14 @@ def test_change_alert_and_invoice_copy_emails_match_their_golden_files(app, kind
         portal_links = [w for w in email.text.split() if "/p/PUBLICID" in w]
         assert portal_links == ["https://portal.example.test/p/PUBLICID/invoice-copies/stop/TOKEN"]
         assert [a.filename for a in email.attachments] == ["INV-0042.pdf"]
+
+
+def test_dispute_answer_email_matches_its_golden_files(app):
+    from tests.email_kinds import every_kind
+
+    with app.test_request_context():
+        email = every_kind()["dispute_answered"].email
+    assert email.subject == ("Your dispute about invoice INV-0042 is resolved (Northwind Cloud)")
+    check("dispute_answered.txt", email.text)
+    check("dispute_answered.html", email.html)
+    assert "<img" not in email.html and "<link" not in email.html

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Unpack
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
     DateField,
@@ -21,6 +22,7 @@ from wtforms.validators import InputRequired, Length, Optional, Regexp
 
 from portal.access import MAX_INPUT_LENGTH
 from portal.details import BILLING_DETAILS, CONTACT, Rule
+from portal.disputes import MESSAGE_MAX
 from portal.forms import Attributes, QueryForm, code, on_or_after, text
 
 
@@ -239,3 +241,30 @@ class ChangeNoteForm(FlaskForm):
     comment = TextAreaField(
         "Anything the billing team should know (optional)", validators=[Length(max=1000)]
     )
+
+
+# --- questions and disputes ----------------------------------------------------------
+
+
+class DisputeForm(FlaskForm):
+    """Raising a question or dispute on an invoice (multipart: it may carry a file). The
+    rules of each value are portal.actions.disputes'; the lengths here are the inputs'."""
+
+    kind = RadioField(
+        "What would you like to do?",
+        choices=[
+            SelectChoice("question", "Ask a question about this invoice"),
+            SelectChoice("dispute", "Dispute this invoice"),
+        ],
+        validate_choice=False,
+    )
+    reason = SelectField("Why do you dispute it?", choices=[], validate_choice=False)
+    message = TextAreaField("Your message", validators=[Length(max=MESSAGE_MAX)])
+    attachment = FileField("Attach a file (optional)")
+
+
+class DisputeReplyForm(FlaskForm):
+    """Writing again on an open question or dispute."""
+
+    message = TextAreaField("Your reply", validators=[Length(max=MESSAGE_MAX)])
+    attachment = FileField("Attach a file (optional)")

@@ -10,7 +10,8 @@ from werkzeug.datastructures import MultiDict
 from portal import bank, billing, db, downloads, paging
 from portal.clock import today
 from portal.config import settings
-from portal.customer.forms import InvoiceFilterForm
+from portal.customer import disputes  # its routes join the blueprint too
+from portal.customer.forms import DisputeReplyForm, InvoiceFilterForm
 from portal.customer.viewer import Viewer, bp, portal_page
 from portal.models import DisplayStatus, Invoice
 
@@ -93,13 +94,18 @@ def _invoice_or_404(viewer: Viewer, invoice_id: int) -> Invoice:
 @bp.get("/invoices/<int:invoice_id>")
 @portal_page
 def invoice(viewer: Viewer, invoice_id: int) -> str:
-    found = _invoice_or_404(viewer, invoice_id)
+    return invoice_page(viewer, _invoice_or_404(viewer, invoice_id))
+
+
+def invoice_page(viewer: Viewer, found: Invoice, reply_form: DisputeReplyForm | None = None) -> str:
+    """The invoice with its questions and disputes (a refused reply: its form again)."""
     return render_template(
         "portal/invoice.html",
         group=viewer.bill_group,
         invoice=found,
         today=today(),
         transfer=bank.transfer_for(found),
+        **disputes.thread_context(viewer, found, reply_form),
     )
 
 

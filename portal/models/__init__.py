@@ -16,6 +16,13 @@ from portal.models.billing import (
     SubscriptionStatus,
 )
 from portal.models.changes import ChangeCounter, ChangeMixin
+from portal.models.dispute import (
+    Dispute,
+    DisputeAttachment,
+    DisputeKind,
+    DisputeMessage,
+    DisputeState,
+)
 from portal.models.entity import Entity
 from portal.models.integration import (
     ApiKey,
@@ -68,6 +75,11 @@ __all__ = [
     "BillGroupChange",
     "InvoiceCopy",
     "InvoiceCopyRecipient",
+    "Dispute",
+    "DisputeAttachment",
+    "DisputeKind",
+    "DisputeMessage",
+    "DisputeState",
     "CHANGE_LABELS",
     "ChangeKind",
     "Plan",

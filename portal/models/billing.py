@@ -39,6 +39,7 @@ from portal.models._base import (
 )
 from portal.models.account import BillingFrequency
 from portal.models.changes import ChangeMixin
+from portal.models.dispute import DisputeKind
 from portal.models.paying import PaymentSource
 
 if TYPE_CHECKING:
@@ -240,6 +241,12 @@ class Invoice(IdMixin, TimestampMixin, ChangeMixin, ExternalIdMixin, Base):
     po_number: Mapped[str | None] = mapped_column(String(64))
     memo: Mapped[str | None] = mapped_column(Text)
     voided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The kind of the question or dispute open on it, if one is: written with the
+    # dispute in one transaction (portal.actions.disputes), so the invoice list and
+    # overview show the badge without another query.
+    open_dispute_kind: Mapped[DisputeKind | None] = mapped_column(
+        str_enum(DisputeKind, "invoice_open_dispute_kind")
+    )
 
     entity: Mapped[Entity] = relationship(overlaps="invoices")
     bill_group: Mapped[BillGroup] = relationship(back_populates="invoices", overlaps="entity")

@@ -24,13 +24,17 @@ class StaffRole(enum.StrEnum):
 # What each role may do; every staff view names the permission it needs.
 PERMISSIONS: dict[StaffRole, frozenset[str]] = {
     StaffRole.VIEWER: frozenset({"read", "preview"}),
-    StaffRole.ACCOUNT_MANAGER: frozenset({"read", "preview", "manage_access", "manage_accounts"}),
+    StaffRole.ACCOUNT_MANAGER: frozenset(
+        {"read", "preview", "manage_access", "manage_accounts", "answer_disputes"}
+    ),
     StaffRole.ADMIN: frozenset(
         {
             "read",
             "preview",
             "manage_access",
             "manage_accounts",
+            # Answering customers' questions and disputes on invoices, and resolving them.
+            "answer_disputes",
             # Where customers send money (a seller's bank details): an account manager's
             # phished session must not be able to redirect every invoice's payment.
             "manage_bank_details",

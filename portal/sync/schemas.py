@@ -31,8 +31,9 @@ from pydantic import (
     model_validator,
 )
 
-from portal import details, hygiene
+from portal import details, disputes, hygiene
 from portal.access import AccessError, canonical_email
+from portal.actions import Invalid
 from portal.models import (
     BillingFrequency,
     ContactKind,
@@ -828,3 +829,47 @@ UPSERT_BODIES: dict[str, type[Body]] = {
     "payment-methods": PaymentMethodIn,
     "credit-notes": CreditNoteIn,
 }
+
+
+@functools.cache
+def message_pattern() -> str:
+    """What portal.disputes.clean_message accepts, as a pattern: any text without the
+    one-line rule's forbidden characters but tab, CR and LF, with something other than
+    a space in it."""
+    allowed = {0x09, 0x0A, 0x0D}
+    forbidden, spaces = [], []
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs" or code in allowed:
+            continue
+        if unicodedata.category(char) in details.FORBIDDEN_CATEGORIES:
+            forbidden.append(code)
+    for code in range(sys.maxunicode + 1):
+        if chr(code).isspace() and unicodedata.category(chr(code)) != "Cs":
+            spaces.append(code)
+    no, blank = _class(forbidden), _class(sorted(set(spaces) | set(forbidden)))
+    return f"^[^{no}]*[^{blank}][^{no}]*$"
+
+
+def _message(value: str) -> str:
+    try:
+        return disputes.clean_message(value, what="answer")
+    except Invalid as exc:
+        raise ValueError(exc.message) from None
+
+
+class DisputeAnswerIn(Body):
+    """Answering a customer's question or dispute: the message (over lines if need be,
+    emailed to the customer), and whether that resolves it."""
+
+    message: Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=5000,
+            description="The answer, for the customer; line breaks are kept.",
+            json_schema_extra=lambda schema: schema.update(pattern=message_pattern()),
+        ),
+        AfterValidator(_message),
+    ]
+    resolve: StrictBool = False

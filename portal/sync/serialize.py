@@ -13,6 +13,9 @@ from portal.models import (
     BillGroup,
     Contact,
     CreditNote,
+    Dispute,
+    DisputeAttachment,
+    DisputeMessage,
     Entity,
     Invoice,
     InvoiceCopyRecipient,
@@ -324,4 +327,43 @@ def invoice_copy_recipient(record: InvoiceCopyRecipient) -> dict[str, Any]:
         "added_by": record.added_by,
         "created_at": iso(record.created_at),
         "confirmed_at": iso(record.confirmed_at),
+    }
+
+
+def dispute_attachment(record: DisputeAttachment) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "filename": record.filename,
+        "content_type": record.content_type,
+        "size": record.size,
+        "sha256": record.sha256,
+    }
+
+
+def dispute_message(record: DisputeMessage) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "author_type": record.author_type,
+        "author": record.author,
+        "body": record.body,
+        "attachment": None if record.attachment is None else dispute_attachment(record.attachment),
+        "created_at": iso(record.created_at),
+    }
+
+
+def dispute(record: Dispute) -> dict[str, Any]:
+    """A question or dispute on an invoice, with its whole thread (files by reference)."""
+    return {
+        "id": record.id,
+        "bill_group": _ref(record.bill_group),
+        "invoice": _ref(record.invoice),
+        "invoice_number": record.invoice.number,
+        "kind": record.kind.value,
+        "reason": record.reason,
+        "state": record.state.value,
+        "raised_by": record.raised_by,
+        "resolved_by": record.resolved_by,
+        "resolved_at": iso(record.resolved_at),
+        "messages": [dispute_message(message) for message in record.messages],
+        **_stamps(record),
     }

@@ -67,6 +67,9 @@ def route_values(app, db):
         "unsubscription_id": 1,
         # An invoice-copy recipient's remove button (preview: refused like every POST).
         "recipient_id": 1,
+        # Disputes and their files: none exists, and a 404 is allowed.
+        "dispute_id": 1,
+        "attachment_id": 1,
     }
 
 

@@ -145,7 +145,7 @@ def test_the_document_is_public_valid_openapi_and_covers_every_route(app, client
         if not rule.rule.startswith("/api/v1/") or rule.rule.endswith("openapi.json"):
             continue
         path = rule.rule
-        for name in ("external_id", "kind", "rule_id", "request_id"):
+        for name in ("external_id", "kind", "rule_id", "request_id", "dispute_id", "attachment_id"):
             path = path.replace(f"<{name}>", "{" + name + "}").replace(
                 f"<int:{name}>", "{" + name + "}"
             )

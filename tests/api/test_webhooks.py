@@ -20,6 +20,7 @@ from portal.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from tests import files
 from tests.api.conftest import SUBSCRIPTION, push_bill_group
 from tests.clock import Clock
 from tests.conftest import run_worker, sign_in
@@ -607,6 +608,27 @@ def test_every_event_the_portal_sends_is_documented_with_its_payload(app, db, re
         request_change(
             session, Actor.customer("ap@acme.com"), group, sub.id, "plan", plan_id=business.id
         )
+        session.commit()
+    with app.test_request_context():
+        from portal.actions import disputes
+        from portal.models import Invoice
+
+        session = portal_db.session()
+        group = session.scalar(select(BillGroup))
+        invoice = session.scalar(select(Invoice).where(Invoice.bill_group_id == group.id))
+        customer_actor = Actor.customer("ap@acme.com")
+        raised = disputes.raise_dispute(
+            session,
+            customer_actor,
+            group,
+            invoice.id,
+            kind="dispute",
+            reason="duplicate",
+            message="Billed twice",
+            upload=disputes.Upload("a.png", files.png_bytes()),
+        )
+        disputes.reply(session, customer_actor, group, raised.id, message="See the file")
+        disputes.answer(session, Actor.api_key("billing"), raised.id, message="Yes", resolve=True)
         session.commit()
     deliver(app)
     assert set(webhooks.EVENT_TYPES) <= {event["type"] for event in receiver.events.values()}

@@ -657,3 +657,52 @@ def test_customer_adds_an_invoice_copy_recipient_who_confirms_and_sees_the_histo
 
 def plain(message) -> str:  # type: ignore[no-untyped-def]
     return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_customer_disputes_an_invoice_with_a_pdf_and_staff_resolve_it(
+    new_context: NewContext, portal: Portal
+):
+    from tests.files import pdf_bytes
+
+    address = "dispute@acme.com"
+    customer = new_context().new_page()
+    sign_in(customer, portal, ACME_UK, address)
+    portal_nav(customer, "Invoices")
+    customer.get_by_role("link", name=INVOICE_NUMBER).last.click()
+    heading = customer.get_by_role("heading", level=1)
+    number = heading.inner_text().split()[1]
+    customer.get_by_role("link", name="Ask a question or dispute this invoice").click()
+    expect(customer.get_by_role("heading", name=f"Question or dispute: invoice {number}"))
+    customer.get_by_label("Dispute this invoice").check()
+    customer.get_by_label("Why do you dispute it?").select_option("wrong_amount")
+    customer.get_by_label("Your message").fill("We have 40 seats, not 60.\nSee our order.")
+    customer.get_by_label("Attach a file (optional)").set_input_files(
+        {"name": "order.pdf", "mimeType": "application/pdf", "buffer": pdf_bytes()}
+    )
+    customer.get_by_role("button", name="Send to the billing team").click()
+    expect(status(customer)).to_contain_text("Sent. The billing team will answer")
+    expect(heading).to_contain_text("In dispute")
+    expect(customer.get_by_role("link", name="order.pdf")).to_be_visible()
+    portal_nav(customer, "Invoices")
+    expect(customer.get_by_role("row").filter(has_text=number)).to_contain_text("In dispute")
+
+    staff = new_context().new_page()
+    staff_sign_in(staff, portal)
+    staff.get_by_role("navigation", name="Staff").get_by_role("link", name="Disputes").click()
+    staff.get_by_role("row").filter(has_text=number).get_by_role("link").first.click()
+    expect(staff.get_by_text("We have 40 seats, not 60.")).to_be_visible()
+    expect(staff.get_by_role("link", name="order.pdf")).to_be_visible()
+    staff.get_by_label("Answer for the customer").fill("Right: we credited 20 seats.")
+    staff.get_by_label(re.compile("^This resolves it")).check()
+    before = len(portal.inbox.to(address))
+    staff.get_by_role("button", name="Send answer").click()
+    expect(status(staff)).to_contain_text("Answer sent")
+
+    mail = portal.next_email(address, before, "resolved")
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    assert "Right: we credited 20 seats." in text and f"invoice {number}" in text
+    customer.go_back()
+    customer.reload()
+    expect(customer.get_by_text("Right: we credited 20 seats.")).to_be_visible()
+    expect(customer.get_by_role("heading", level=1)).not_to_contain_text("In dispute")
+    expect(customer.get_by_text(re.compile(r"^Resolved \d"))).to_be_visible()
