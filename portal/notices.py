@@ -131,7 +131,9 @@ def details_changed(
         bill_group_id=group.id,
         at=now,
         actor_type=actor.kind,
-        actor=(actor.audited_as or actor.name)[:254],
+        # The actor's name, never `audited_as`: for an API key that carries the first
+        # characters of the secret, which is for staff's audit trail, not for customers.
+        actor=actor.name[:254],
         what=what,
         changes=json.dumps(rows, ensure_ascii=False),
         page=PAGES.get(what, HISTORY_PAGE),

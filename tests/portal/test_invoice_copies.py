@@ -39,6 +39,7 @@ from tests.portal.pages_helpers import (
     form_data,
     plain_text,
     portal_group,
+    send_notices,
     set_role,
     url,
 )
@@ -429,6 +430,33 @@ def test_the_history_shows_what_staff_and_the_billing_system_changed(app, db, gr
     db.expire_all()
     [change] = db.scalars(select(BillGroupChange)).all()
     assert change.actor_type == "api"
+
+
+def test_the_history_and_the_notice_never_show_the_api_keys_hint(app, db, group, customer, smtp):
+    """A real API request's actor carries the key's hint (its first characters, a part
+    of the secret) for staff's audit trail; the customer's history and the emailed
+    notice name the key only."""
+    with app.app_context():
+        from portal import db as portal_db
+        from portal.actions import accounts
+
+        session = portal_db.session()
+        found = session.get(BillGroup, group.id)
+        values = {name: getattr(found, name) for name in accounts.GROUP_FIELDS}
+        actor = Actor.api_key("billing-sync", "pk_live_Sec18x")
+        accounts.update_bill_group(session, actor, found, values | {"po_number": "PO-API"})
+        session.commit()
+    page = customer.get(url(group, "/billing-details/history")).text
+    assert "the billing system (billing-sync)" in page
+    assert "Sec18x" not in page
+    db.expire_all()
+    [change] = db.scalars(select(BillGroupChange)).all()
+    assert "Sec18x" not in change.actor
+    # Staff's audit trail still says which key it was.
+    assert "pk_live_Sec18x" in actor.audit()["actor"]
+    send_notices(app)
+    [notice] = smtp.to(BILLING_EMAIL)
+    assert "billing-sync" in plain_text(notice) and "Sec18x" not in plain_text(notice)
 
 
 @pytest.fixture
