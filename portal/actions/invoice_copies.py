@@ -5,13 +5,17 @@ access rules and never admit anyone to the portal.
 An added address receives nothing but one confirmation email until its mailbox confirms
 by the link in it (portal.confirmations: single-use, expiring, stored as a hash, spent
 only by a POST). A bill group has at most MAX_RECIPIENTS, and sends at most
-CONFIRMATIONS_PER_DAY confirmation emails a day. Each change is audited, in the bill
+CONFIRMATIONS_PER_DAY confirmation emails a day; one address gets at most
+CONFIRMATIONS_PER_ADDRESS_PER_DAY from all bill groups together, and an address removed
+and added again within CONTACT_NAMED_INTERVAL_HOURS gets its first link back, not another
+email. Each change is audited, in the bill
 group's change history, and told to the billing contact and to whoever made it
 (portal.notices).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from sqlalchemy import func, select
@@ -24,10 +28,18 @@ from portal import access, audit, clock, confirmations, links, notices
 from portal.actions import Actor, Conflict, Invalid, NotFound, TooMany
 from portal.config import settings
 from portal.locks import lock_bill_group
-from portal.models import BillGroup, Invoice, InvoiceCopy, InvoiceCopyRecipient
+from portal.models import (
+    BillGroup,
+    ContactConfirmation,
+    Invoice,
+    InvoiceCopy,
+    InvoiceCopyRecipient,
+)
 
 MAX_RECIPIENTS = 10
 CONFIRMATIONS_PER_DAY = 10
+# Confirmation emails one address gets a day, from every bill group together.
+CONFIRMATIONS_PER_ADDRESS_PER_DAY = 3
 PURPOSE = confirmations.INVOICE_COPY
 WHAT = "invoice copies"
 
@@ -66,14 +78,17 @@ def add_recipient(db: Session, actor: Actor, group: BillGroup, raw: str) -> Invo
             "email",
             "too_many_recipients",
         )
-    wait = confirmations.wait_for_room(db, group, PURPOSE, CONFIRMATIONS_PER_DAY)
-    if wait:
-        raise TooMany(
-            "Too many confirmation emails have been sent for this bill group today. "
-            "Try again tomorrow.",
-            "email",
-            retry_after=wait,
-        )
+    # Removed and added again lately: the link already sent works again and nothing
+    # is sent, so add, remove, add cannot mail one stranger over and over (as for the
+    # billing contact, portal.billing_contact.name_address).
+    since = clock.now() - dt.timedelta(hours=settings().CONTACT_NAMED_INTERVAL_HOURS)
+    recent = confirmations.latest(db, group, PURPOSE, address, since)
+    if recent is not None and (recent.confirmed_at is not None or recent.expires_at <= clock.now()):
+        # Its mailbox said yes before, or that link has expired: a new one, within the
+        # budgets below.
+        recent = None
+    if recent is None:
+        _room_for_one_more(db, group, address)
     savepoint = db.begin_nested()
     recipient = InvoiceCopyRecipient(
         bill_group_id=group.id, email=address, added_by=actor.label, created_at=clock.now()
@@ -85,18 +100,21 @@ def add_recipient(db: Session, actor: Actor, group: BillGroup, raw: str) -> Invo
         savepoint.rollback()
         raise Conflict(f"{address} has already been added.", "email", "duplicate") from None
     savepoint.commit()
-    hours = settings().CONTACT_CONFIRM_TTL_HOURS
-    token, expires = confirmations.issue(db, group, PURPOSE, address, actor.label, hours)
-    email = render(
-        "invoice_copy_confirm",
-        address,
-        entity=group.entity,
-        bill_group=group,
-        added_by=actor.label,
-        link=links.portal_url(group, f"/invoice-copies/confirm/{token}"),
-        hours=hours,
-    )
-    outbox.queue(db, email, discard_after=expires)
+    if recent is not None:
+        recent.retired_at = None
+    else:
+        hours = settings().CONTACT_CONFIRM_TTL_HOURS
+        token, expires = confirmations.issue(db, group, PURPOSE, address, actor.label, hours)
+        email = render(
+            "invoice_copy_confirm",
+            address,
+            entity=group.entity,
+            bill_group=group,
+            added_by=actor.label,
+            link=links.portal_url(group, f"/invoice-copies/confirm/{token}"),
+            hours=hours,
+        )
+        outbox.queue(db, email, discard_after=expires)
     _audit(db, actor, group, "invoice_copy.add", "added", address)
     notices.details_changed(
         db,
@@ -107,6 +125,34 @@ def add_recipient(db: Session, actor: Actor, group: BillGroup, raw: str) -> Invo
         notices.recipients(group),
     )
     return recipient
+
+
+def _room_for_one_more(db: Session, group: BillGroup, address: str) -> None:
+    """TooMany over the bill group's daily number of confirmation emails, or over the
+    number one address gets a day from all bill groups together (one person signed in
+    to many bill groups, or to many sellers' portals, must not mail one stranger
+    without end)."""
+    wait = confirmations.wait_for_room(db, group, PURPOSE, CONFIRMATIONS_PER_DAY)
+    if wait:
+        raise TooMany(
+            "Too many confirmation emails have been sent for this bill group today. "
+            "Try again tomorrow.",
+            "email",
+            retry_after=wait,
+        )
+    to_address = db.scalar(
+        select(func.count(ContactConfirmation.id)).where(
+            ContactConfirmation.purpose == PURPOSE,
+            ContactConfirmation.email == address,
+            ContactConfirmation.created_at > clock.now() - confirmations.DAY,
+        )
+    )
+    if (to_address or 0) >= CONFIRMATIONS_PER_ADDRESS_PER_DAY:
+        raise TooMany(
+            f"Too many confirmation emails have been sent to {address} today. Try again tomorrow.",
+            "email",
+            retry_after=int(confirmations.DAY.total_seconds()),
+        )
 
 
 def confirm_recipient(db: Session, group: BillGroup, confirmation_id: int) -> str | None:

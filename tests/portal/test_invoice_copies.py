@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from portal.access import may_access
-from portal.actions import Actor
+from portal.actions import Actor, TooMany
 from portal.actions import invoice_copies as actions
 from portal.clock import today
 from portal.models import (
@@ -296,6 +296,58 @@ def test_at_most_ten_recipients_and_a_bounded_number_of_confirmation_emails(
     held = add(customer, group, "later@acme-payables.com")
     assert held.status_code == 429 and int(held.headers["Retry-After"]) > 0
     assert rows(db, InvoiceCopyRecipient) == 0
+
+
+def remove_all(customer: FlaskClient, db: Session, group: BillGroup) -> None:
+    for recipient in db.scalars(
+        select(InvoiceCopyRecipient).where(InvoiceCopyRecipient.bill_group_id == group.id)
+    ).all():
+        page = customer.get(url(group, PAGE))
+        customer.post(
+            url(group, f"{PAGE}/{recipient.id}/remove"),
+            data={"csrf_token": csrf_token(page.text)},
+        )
+    db.expire_all()
+
+
+def test_add_remove_add_does_not_mail_one_address_again_and_again(app, db, group, customer, smtp):
+    """A stranger's address, added and removed over and over: one email, whose link
+    works again after each re-add (as a billing contact named again)."""
+    for _ in range(5):
+        assert add(customer, group, INBOX).status_code == 303
+        remove_all(customer, db, group)
+    assert add(customer, group, INBOX).status_code == 303
+    run_worker(app)
+    assert len(smtp.to(INBOX)) == 1
+    assert rows(db, ContactConfirmation) == 1
+    response = confirm(app.test_client(), link(app, smtp, CONFIRM_RE))
+    assert response.status_code == 200 and "Address confirmed" in response.text
+
+
+def test_one_address_gets_a_bounded_number_of_confirmations_from_all_bill_groups(app, db, smtp):
+    """Someone admitted to many bill groups (of one seller or of many) cannot use each
+    group's own daily budget to mail one stranger: the address has a budget of its own."""
+    groups = [portal_group(db, name=f"Acme {n}", external_id=f"bg-many-{n}") for n in range(5)]
+    answers = []
+    with app.app_context():
+        from portal import db as portal_db
+
+        session = portal_db.session()
+        for group in groups:
+            found = session.get(BillGroup, group.id)
+            try:
+                actions.add_recipient(session, Actor.customer(ADDRESS), found, INBOX)
+            except TooMany as exc:
+                session.rollback()
+                answers.append(exc.status)
+            else:
+                session.commit()
+                answers.append("added")
+    per_address = actions.CONFIRMATIONS_PER_ADDRESS_PER_DAY
+    assert answers == ["added"] * per_address + [429] * (len(groups) - per_address)
+    run_worker(app)
+    assert len(smtp.to(INBOX)) == per_address
+    assert rows(db, InvoiceCopyRecipient) == per_address
 
 
 def test_a_forged_foreign_or_reused_confirmation_leads_nowhere(app, db, group, customer, smtp):
