@@ -93,7 +93,8 @@ def who(actor_type: str, actor: str) -> str:
     if actor_type == "api":
         return f"the billing system ({actor})"
     if actor_type == "import":
-        return f"a data import ({actor})"
+        # Not its source: that is a path on the site operator's server.
+        return "a data import"
     return "the billing portal"
 
 

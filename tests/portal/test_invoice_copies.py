@@ -484,6 +484,22 @@ def test_the_history_shows_what_staff_and_the_billing_system_changed(app, db, gr
     assert change.actor_type == "api"
 
 
+def test_the_history_names_a_data_import_without_its_path_on_the_server(app, db, group, customer):
+    with app.app_context():
+        from portal import db as portal_db
+        from portal.actions import accounts
+
+        session = portal_db.session()
+        found = session.get(BillGroup, group.id)
+        values = {name: getattr(found, name) for name in accounts.GROUP_FIELDS}
+        actor = Actor.import_run("/srv/portal/exports/2026-11.jsonl")
+        accounts.update_bill_group(session, actor, found, values | {"po_number": "PO-IMP"})
+        session.commit()
+    page = customer.get(url(group, "/billing-details/history")).text
+    assert "a data import" in page and "(none) → PO-IMP" in page
+    assert "/srv/portal" not in page and "2026-11.jsonl" not in page
+
+
 def test_the_history_and_the_notice_never_show_the_api_keys_hint(app, db, group, customer, smtp):
     """A real API request's actor carries the key's hint (its first characters, a part
     of the secret) for staff's audit trail; the customer's history and the emailed
