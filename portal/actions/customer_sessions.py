@@ -22,7 +22,7 @@ from portal.access import may_access
 from portal.actions import Actor, Forbidden, NotFound
 from portal.db import rowcount
 from portal.locks import lock_bill_group
-from portal.models import BillGroup, CustomerSession
+from portal.models import AuditEvent, BillGroup, CustomerSession
 
 
 class SwitchRefused(Forbidden):
@@ -65,6 +65,8 @@ def switch_bill_group(db: Session, row: CustomerSession, target: BillGroup) -> S
     db.refresh(target, ["access_rules", "portal_enabled", "contract_start", "contract_end"])
     rule = may_access(target, row.email, clock.today())
     code = "not_admitted" if rule is None else "sso_required" if sso.required_for(rule) else None
+    if code is None and _everyone_signed_out_since(db, target, row):
+        code = "signed_out_by_staff"
     if code is not None:
         audit.record(
             db,
@@ -102,6 +104,25 @@ def switch_bill_group(db: Session, row: CustomerSession, target: BillGroup) -> S
             db, "session.switch", outcome, **actor.audit(), bill_group_id=group_id, detail=detail
         )
     return Switched(target, moved=True)
+
+
+def _everyone_signed_out_since(db: Session, target: BillGroup, row: CustomerSession) -> bool:
+    """Whether staff signed everyone out of `target` after this session began. Staff are
+    told that everyone "must sign in again to see this bill group" (admin.access), so a
+    session that was at another bill group at that moment must not walk back in by a
+    switch: a new sign-in makes a new session, which may switch again."""
+    return (
+        db.scalar(
+            select(AuditEvent.id)
+            .where(
+                AuditEvent.bill_group_id == target.id,
+                AuditEvent.action == "session.revoke_all",
+                AuditEvent.at >= row.created_at,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def end_session(db: Session, actor: Actor, row: CustomerSession, reason: str) -> bool:

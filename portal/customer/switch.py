@@ -72,8 +72,11 @@ def switch(public_id: str) -> BaseResponse:
     except NotFound:
         session.rollback()
         abort(404)
-    except SwitchRefused:
+    except SwitchRefused as refused:
         session.commit()  # the audit row, and nothing else
+        if refused.code == "signed_out_by_staff":
+            # Staff signed everyone out of this group: a new sign-in is what they meant.
+            return _sign_in_instead(group, next_path)
         abort(403)
     session.commit()
     return redirect(_landing(group, next_path), code=303)

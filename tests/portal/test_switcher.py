@@ -371,3 +371,39 @@ def test_the_switcher_query_admits_exactly_what_the_rules_admit(app, db, address
         found = {r.id for r in switcher.reachable(db, entity.id, address, TODAY)}
     expected = {g.id for g in groups if may_access(g, address, TODAY) is not None}
     assert found == expected
+
+
+def test_after_staff_sign_everyone_out_a_session_elsewhere_cannot_switch_back_in(
+    app, db, smtp, seller, staff_client, clock
+):
+    """Staff are told everyone "must sign in again to see this bill group": a session
+    that was at another bill group at that moment does not walk back in by a switch."""
+    a, b, _c, _d = seller
+    client = signed_in(app, smtp, a.public_id)
+    page = client.get(f"/p/{a.public_id}/overview")
+    assert post_switch(client, b, page.text).status_code == 303
+    assert the_session(db, app, client).bill_group_id == b.id
+    clock.advance(minutes=1)
+
+    staff = staff_client()
+    access = staff.get(f"/admin/bill-groups/{a.id}/access")
+    ended = staff.post(
+        f"/admin/bill-groups/{a.id}/access/sessions/revoke-all",
+        data={"csrf_token": csrf_token(access.text)},
+    )
+    assert ended.status_code in (302, 303)
+
+    page = client.get(f"/p/{b.public_id}/overview")
+    assert page.status_code == 200  # still signed in where it is
+    refused = post_switch(client, a, page.text)
+    assert refused.status_code == 303
+    assert refused.headers["Location"].split("?")[0] == f"/p/{a.public_id}"  # its sign-in
+    assert the_session(db, app, client).bill_group_id == b.id
+    assert ("signed_out_by_staff", a.id) in switch_audit(db)
+
+    # A new sign-in (a new session) may switch again.
+    clock.advance(minutes=1)
+    fresh = signed_in(app, smtp, b.public_id)
+    page = fresh.get(f"/p/{b.public_id}/overview")
+    assert post_switch(fresh, a, page.text).status_code == 303
+    assert the_session(db, app, fresh).bill_group_id == a.id
